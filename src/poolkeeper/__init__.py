@@ -1,0 +1,1 @@
+"""poolkeeper: a fast, reliable, observable database connection pool."""

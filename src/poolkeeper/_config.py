@@ -1,0 +1,222 @@
+"""Argument validation and URL parsing.
+
+Everything a user passes to a pool constructor is checked here, before any
+thread, task or socket exists, so that a bad argument fails at once with an
+error naming the argument and the range it accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from poolkeeper.errors import ConfigError
+
+#: Pool defaults, as fixed by the public contract.
+DEFAULT_MIN_SIZE = 1
+DEFAULT_MAX_SIZE = 10
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_WAITING = 0
+DEFAULT_MAX_LIFETIME = 3600.0
+DEFAULT_MAX_IDLE = 600.0
+DEFAULT_MAX_CONNECTING = 2
+DEFAULT_RECONNECT_MIN = 0.05
+DEFAULT_RECONNECT_MAX = 5.0
+
+
+@dataclass(frozen=True)
+class URL:
+    """A parsed ``dialect+driver://user:pass@host:port/database?k=v`` URL.
+
+    The password is never shown by ``repr`` or :meth:`redacted`.
+    """
+
+    dialect: str
+    driver: str | None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        """The scheme as written: ``dialect`` or ``dialect+driver``."""
+        return f"{self.dialect}+{self.driver}" if self.driver else self.dialect
+
+    def redacted(self) -> str:
+        """Render the URL with the password replaced by ``***``."""
+        auth = ""
+        if self.username is not None:
+            auth = self.username
+            if self.password is not None:
+                auth += ":***"
+            auth += "@"
+        host = self.host or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{self.port}" if self.port is not None else ""
+        db = f"/{self.database}" if self.database is not None else ""
+        query = "&".join(f"{k}={v}" for k, v in self.query.items())
+        return f"{self.scheme}://{auth}{host}{port}{db}" + (f"?{query}" if query else "")
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL.
+
+    Percent-encoded characters in the user name, password and database are
+    decoded; query parameters are kept as strings for the driver.
+
+    Raises:
+        ConfigError: ``url`` is not of the form ``scheme://...``.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"connect: expected a URL like 'postgresql://user@host/db' or a "
+            f"callable, got {_safe_repr(url)}"
+        )
+    scheme, _, rest = url.partition("://")
+    dialect, _, driver = scheme.lower().partition("+")
+    if dialect == "sqlite":
+        # sqlite:///relative.db, sqlite:////abs/path.db, sqlite:///:memory:
+        path, _, qs = rest.partition("?")
+        database = unquote(path[1:] if path.startswith("/") else path) or ":memory:"
+        return URL(dialect, driver or None, database=database, query=dict(parse_qsl(qs)))
+    parts = urlsplit(f"x://{rest}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(
+            f"connect: the port in {_redact_raw(url)} is not a number in 0..65535"
+        ) from None
+    database = unquote(parts.path[1:]) if len(parts.path) > 1 else None
+    return URL(
+        dialect=dialect,
+        driver=driver or None,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        host=unquote(parts.hostname) if parts.hostname else None,
+        port=port,
+        database=database,
+        query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+    )
+
+
+def _redact_raw(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        auth, _, hostport = netloc.rpartition("@")
+        if ":" in auth:
+            auth = auth.split(":", 1)[0] + ":***"
+        netloc = f"{auth}@{hostport}"
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
+
+
+def _safe_repr(value: object) -> str:
+    if isinstance(value, str):
+        return repr(_redact_raw(value))
+    return f"{type(value).__name__} object"
+
+
+def redact(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``."""
+    return _redact_raw(url)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Validated pool settings (see the pool constructors for their meaning)."""
+
+    min_size: int = DEFAULT_MIN_SIZE
+    max_size: int = DEFAULT_MAX_SIZE
+    timeout: float = DEFAULT_TIMEOUT
+    max_waiting: int = DEFAULT_MAX_WAITING
+    max_lifetime: float | None = DEFAULT_MAX_LIFETIME
+    max_idle: float | None = DEFAULT_MAX_IDLE
+    max_uses: int | None = None
+    max_connecting: int = DEFAULT_MAX_CONNECTING
+    reconnect_min: float = DEFAULT_RECONNECT_MIN
+    reconnect_max: float = DEFAULT_RECONNECT_MAX
+    lifetime_jitter: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_int("min_size", self.min_size, minimum=0)
+        check_int("max_size", self.max_size, minimum=1)
+        if self.min_size > self.max_size:
+            raise ConfigError(
+                f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})"
+            )
+        check_seconds("timeout", self.timeout, allow_zero=True)
+        check_int("max_waiting", self.max_waiting, minimum=0)
+        check_seconds("max_lifetime", self.max_lifetime, optional=True)
+        check_seconds("max_idle", self.max_idle, optional=True)
+        if self.max_uses is not None:
+            check_int("max_uses", self.max_uses, minimum=1)
+        check_int("max_connecting", self.max_connecting, minimum=1)
+        check_seconds("reconnect_min", self.reconnect_min)
+        check_seconds("reconnect_max", self.reconnect_max)
+        if self.reconnect_min > self.reconnect_max:
+            raise ConfigError(
+                f"reconnect_min ({self.reconnect_min}) must not exceed "
+                f"reconnect_max ({self.reconnect_max})"
+            )
+        if not 0.0 <= self.lifetime_jitter < 0.5:
+            raise ConfigError(
+                f"lifetime_jitter must be in [0, 0.5), got {self.lifetime_jitter!r}"
+            )
+
+
+def check_int(name: str, value: object, *, minimum: int) -> None:
+    """Raise :class:`ConfigError` (a ``ValueError``) unless ``value`` is an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"{name} must be an integer >= {minimum}, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+def check_seconds(
+    name: str, value: object, *, optional: bool = False, allow_zero: bool = False
+) -> None:
+    """Raise :class:`ConfigError` (a ``ValueError``) unless ``value`` is a finite positive number of seconds."""
+    if value is None and optional:
+        return
+    kind = "a number of seconds" + (" or None" if optional else "")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+    bound = ">= 0" if allow_zero else "> 0"
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {kind} {bound} and finite, got {value!r}")
+
+
+def check_timeout_arg(timeout: object, default: float) -> float:
+    """Resolve a per-call ``timeout=`` argument against the pool default."""
+    if timeout is None:
+        return default
+    check_seconds("timeout", timeout, allow_zero=True)
+    return float(timeout)  # type: ignore[arg-type]
+
+
+def check_callable(name: str, value: object) -> None:
+    """Raise ``TypeError`` unless ``value`` is None or callable."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a callable or None, got {type(value).__name__}")
+
+
+def check_connect_args(value: object) -> dict[str, Any]:
+    """Return ``connect_args`` as a fresh dict, or raise ``TypeError``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"connect_args must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+HookT = Callable[[Any], Any]

@@ -1,0 +1,54 @@
+"""The record a pool keeps for each connection it owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PoolEntry:
+    """One pooled connection and its bookkeeping.
+
+    The user receives ``conn`` itself, never this record; the pool finds the
+    record again from the connection's identity when it comes back.
+    """
+
+    __slots__ = (
+        "checked_out_at",
+        "conn",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "uses",
+    )
+
+    def __init__(self, conn: Any, created_at: float, expires_at: float) -> None:
+        self.conn = conn
+        self.created_at = created_at
+        self.expires_at = expires_at
+        """Monotonic instant after which the connection retires (inf: never)."""
+        self.last_used_at = created_at
+        self.checked_out_at = created_at
+        self.uses = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<PoolEntry {type(self.conn).__name__} uses={self.uses} "
+            f"created_at={self.created_at:.3f}>"
+        )
+
+
+class Waiter:
+    """A caller waiting for a connection, in FIFO order.
+
+    The core fills in ``entry`` (served) or ``error`` (pool closed) before it
+    hands the waiter back to the shell to wake; ``signal`` is the shell's
+    wake-up primitive, opaque to the core.
+    """
+
+    __slots__ = ("enqueued_at", "entry", "error", "signal")
+
+    def __init__(self, signal: Any, enqueued_at: float) -> None:
+        self.signal = signal
+        self.enqueued_at = enqueued_at
+        self.entry: PoolEntry | None = None
+        self.error: BaseException | None = None

@@ -1,0 +1,370 @@
+"""PoolState: the sans-I/O brain shared by :class:`Pool` and :class:`AsyncPool`.
+
+How it works. The state owns three collections:
+
+* ``idle``: a stack of connections ready to hand out. Checkout pops the most
+  recently returned one (LIFO), so a light load keeps reusing a few warm
+  connections while the rest sit at the bottom of the stack, where the idle
+  timeout finds them and shrinks the pool back to ``min_size``.
+* ``in_use``: connections held by callers, keyed by ``id(conn)`` so that a
+  returned driver connection finds its record in O(1).
+* ``waiters``: callers that found no idle connection, in FIFO order. A
+  connection coming back, or a new one finishing its connect, goes straight to
+  the oldest waiter (direct hand-off, no barging), which keeps waiting fair.
+
+Connects happen outside the state: :meth:`plan_connects` reserves slots
+(``connecting``) for the shell to fill in the background; the shell reports
+back with :meth:`connected` or :meth:`connect_failed`. While connects fail, one
+connect worker at a time retries with exponential backoff and jitter.
+
+Every method expects the shell's lock to be held and does no I/O. Connections
+the state decides to close are appended to ``retired``; the shell takes them
+with :meth:`take_retired` and closes them with the lock released.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from poolkeeper._config import PoolConfig
+from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._core.policy import backoff_delay, expiry
+from poolkeeper._core.stats import PoolStats, Summary
+from poolkeeper.errors import PoolClosed, PoolError, TooManyWaiters
+
+#: Reasons a connection is closed, as counted in ``PoolStats.closed_by_reason``.
+REASONS = ("lifetime", "idle", "uses", "broken", "check", "resize", "close", "error")
+
+
+class PoolState:
+    """All pool bookkeeping and decisions; see the module docstring."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        name: str,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.rand = rand
+        self.min_size = config.min_size
+        self.max_size = config.max_size
+        self.idle: deque[PoolEntry] = deque()
+        self.in_use: dict[int, PoolEntry] = {}
+        self.waiters: deque[Waiter] = deque()
+        self.connecting = 0
+        self.closed = False
+        self.retired: list[PoolEntry] = []
+        # Reconnect state: consecutive failures and when the next try may start.
+        self.connect_failures = 0
+        self.next_connect_at = 0.0
+        self.last_connect_error: BaseException | None = None
+        # Counters.
+        self.acquires = 0
+        self.timeouts = 0
+        self.rejections = 0
+        self.created = 0
+        self.connect_errors = 0
+        self.closed_by_reason = dict.fromkeys(REASONS, 0)
+        self.wait_time = Summary()
+        self.usage_time = Summary()
+        self.connect_time = Summary()
+
+    # -- sizes -----------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Open connections (idle + in use)."""
+        return len(self.idle) + len(self.in_use)
+
+    def _total(self) -> int:
+        return len(self.idle) + len(self.in_use) + self.connecting
+
+    # -- checkout --------------------------------------------------------------
+
+    def checkout(self, now: float) -> PoolEntry | None:
+        """Take an idle connection for a caller, or return None if there is none.
+
+        Idle connections past their lifetime are retired on the way.
+        """
+        idle = self.idle
+        while idle:
+            entry = idle.pop()
+            if entry.expires_at > now:
+                self._lend(entry, now)
+                return entry
+            self._retire(entry, "lifetime")
+        return None
+
+    def _lend(self, entry: PoolEntry, now: float) -> None:
+        entry.checked_out_at = now
+        entry.uses += 1
+        self.in_use[id(entry.conn)] = entry
+        self.acquires += 1
+
+    def enqueue(self, waiter: Waiter) -> None:
+        """Queue a caller that found no idle connection.
+
+        Raises:
+            PoolClosed: the pool is closed.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+        """
+        if self.closed:
+            raise PoolClosed(f"pool {self.name!r} is closed", pool_name=self.name)
+        limit = self.config.max_waiting
+        if limit and len(self.waiters) >= limit:
+            self.rejections += 1
+            raise TooManyWaiters(
+                f"pool {self.name!r} already has {len(self.waiters)} callers waiting "
+                f"(max_waiting={limit}; size {self.size}/{self.max_size})",
+                pool_name=self.name,
+                waiting=len(self.waiters),
+            )
+        self.waiters.append(waiter)
+
+    def served(self, waiter: Waiter, now: float) -> None:
+        """Record the wait of a waiter that got a connection."""
+        self.wait_time.add(now - waiter.enqueued_at)
+
+    def abandon(self, waiter: Waiter, *, timed_out: bool) -> PoolEntry | None:
+        """Take back a waiter that stops waiting (timeout or cancellation).
+
+        Returns the entry the waiter had been handed meanwhile, if any: the
+        caller must give it back with :meth:`checkin` (or keep it, for a
+        timeout that lost the race with a hand-off).
+        """
+        if waiter.entry is not None:
+            return waiter.entry
+        try:
+            self.waiters.remove(waiter)
+        except ValueError:  # already removed by close()
+            pass
+        if timed_out and waiter.error is None:
+            self.timeouts += 1
+        return None
+
+    # -- checkin ---------------------------------------------------------------
+
+    def checkin(self, entry: PoolEntry, now: float, *, discard: bool = False) -> Waiter | None:
+        """Take back a connection from a caller.
+
+        The connection is retired (closed pool, broken, lifetime or uses
+        reached, pool above ``max_size`` after a resize) or handed to the
+        oldest waiter, or put back on the idle stack. Returns the waiter to
+        wake, if any.
+
+        Raises:
+            PoolError: the connection is not currently lent by this pool.
+        """
+        if self.in_use.pop(id(entry.conn), None) is not entry:
+            raise PoolError(
+                f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
+                "(released twice?)",
+                pool_name=self.name,
+            )
+        self.usage_time.add(now - entry.checked_out_at)
+        entry.last_used_at = now
+        if discard or self.closed:
+            self._retire(entry, "close" if self.closed and not discard else "broken")
+            return None
+        if entry.expires_at <= now:
+            self._retire(entry, "lifetime")
+            return None
+        max_uses = self.config.max_uses
+        if max_uses is not None and entry.uses >= max_uses:
+            self._retire(entry, "uses")
+            return None
+        if self._total() >= self.max_size:
+            self._retire(entry, "resize")
+            return None
+        return self._place(entry, now)
+
+    def _place(self, entry: PoolEntry, now: float) -> Waiter | None:
+        if self.waiters:
+            waiter = self.waiters.popleft()
+            waiter.entry = entry
+            self._lend(entry, now)
+            return waiter
+        self.idle.append(entry)
+        return None
+
+    def discard_checked_out(self, entry: PoolEntry, reason: str) -> None:
+        """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
+        if self.in_use.pop(id(entry.conn), None) is entry:
+            self.acquires -= 1
+            self._retire(entry, reason)
+
+    def _retire(self, entry: PoolEntry, reason: str) -> None:
+        self.closed_by_reason[reason] += 1
+        self.retired.append(entry)
+
+    def take_retired(self) -> list[PoolEntry]:
+        """Hand the connections to close over to the shell."""
+        retired, self.retired = self.retired, []
+        return retired
+
+    # -- growing ---------------------------------------------------------------
+
+    def plan_connects(self, now: float) -> int:
+        """Reserve and return how many connects the shell should start now.
+
+        Demand is one connection per waiter not already covered by a connect
+        in progress, or whatever brings the pool up to ``min_size``; supply is
+        capped by ``max_size`` and by ``max_connecting`` in flight. After a
+        failed connect only one worker retries (it keeps its slot and backs
+        off), so an outage is probed gently, not hammered.
+        """
+        if self.closed:
+            return 0
+        total = self._total()
+        want = max(len(self.waiters) - self.connecting, self.min_size - total)
+        n = min(want, self.max_size - total, self.config.max_connecting - self.connecting)
+        if n <= 0:
+            return 0
+        if self.connect_failures:
+            if self.connecting:
+                return 0
+            n = 1
+        self.connecting += n
+        return n
+
+    def connect_delay(self, now: float) -> float:
+        """Seconds a connect worker should wait before its next attempt (backoff)."""
+        return max(0.0, self.next_connect_at - now)
+
+    def connected(self, conn: Any, now: float, took: float) -> Waiter | None:
+        """Add a new connection; return the waiter it was handed to, if any."""
+        self.connecting -= 1
+        self.connect_failures = 0
+        self.next_connect_at = 0.0
+        self.created += 1
+        self.connect_time.add(took)
+        cfg = self.config
+        entry = PoolEntry(conn, now, expiry(now, cfg.max_lifetime, cfg.lifetime_jitter, self.rand))
+        if self.closed:
+            self._retire(entry, "close")
+            return None
+        if self._total() >= self.max_size:  # shrunk by resize() meanwhile
+            self._retire(entry, "resize")
+            return None
+        return self._place(entry, now)
+
+    def connect_failed(self, error: BaseException, now: float) -> bool:
+        """Record a failed connect; return True if this worker should retry.
+
+        The worker keeps its ``connecting`` slot when it retries; otherwise the
+        slot is released here.
+        """
+        self.connect_errors += 1
+        self.connect_failures += 1
+        self.last_connect_error = error
+        cfg = self.config
+        self.next_connect_at = now + backoff_delay(
+            self.connect_failures, cfg.reconnect_min, cfg.reconnect_max, self.rand
+        )
+        demand = bool(self.waiters) or self._total() - 1 < self.min_size
+        if self.closed or not demand or self.connecting > 1:
+            self.connecting -= 1
+            return False
+        return True
+
+    def connect_cancelled(self) -> None:
+        """Release the slot of a connect worker that stopped without a result."""
+        self.connecting -= 1
+
+    # -- housekeeping ----------------------------------------------------------
+
+    def housekeep(self, now: float) -> None:
+        """Retire idle connections past their lifetime, or idle too long above ``min_size``."""
+        max_idle = self.config.max_idle
+        keep: deque[PoolEntry] = deque()
+        # Oldest-returned first: the bottom of the stack.
+        excess = self.size - self.min_size
+        for entry in self.idle:
+            if entry.expires_at <= now:
+                self._retire(entry, "lifetime")
+                excess -= 1
+            elif max_idle is not None and excess > 0 and now - entry.last_used_at >= max_idle:
+                self._retire(entry, "idle")
+                excess -= 1
+            else:
+                keep.append(entry)
+        self.idle = keep
+
+    def housekeeping_interval(self) -> float:
+        """Seconds between housekeeping runs: often enough to honour the shortest limit."""
+        limits = [
+            x for x in (self.config.max_idle, self.config.max_lifetime) if x is not None
+        ]
+        shortest = min(limits, default=60.0)
+        return min(max(shortest / 4.0, 0.01), 5.0)
+
+    def resize(self, min_size: int | None, max_size: int | None) -> None:
+        """Change the sizes; excess idle connections retire at once, busy ones on return."""
+        new_min = self.min_size if min_size is None else min_size
+        new_max = self.max_size if max_size is None else max_size
+        PoolConfig(min_size=new_min, max_size=new_max)  # validates, raises ConfigError
+        self.min_size, self.max_size = new_min, new_max
+        while self.idle and self._total() > self.max_size:
+            self._retire(self.idle.popleft(), "resize")
+
+    def close(self) -> list[Waiter]:
+        """Close the state: retire idle connections, fail every waiter; return them to wake."""
+        self.closed = True
+        while self.idle:
+            self._retire(self.idle.popleft(), "close")
+        waiters = list(self.waiters)
+        self.waiters.clear()
+        for waiter in waiters:
+            waiter.error = PoolClosed(
+                f"pool {self.name!r} was closed while waiting", pool_name=self.name
+            )
+        return waiters
+
+    def take_idle(self) -> list[PoolEntry]:
+        """Remove and return every idle connection (for a check of all of them)."""
+        entries = list(self.idle)
+        self.idle.clear()
+        for entry in entries:
+            self.in_use[id(entry.conn)] = entry
+            entry.checked_out_at = math.inf  # not a user checkout: no usage sample
+        return entries
+
+    def give_back(self, entry: PoolEntry, now: float, *, ok: bool) -> Waiter | None:
+        """Return an entry taken with :meth:`take_idle` after it was checked."""
+        self.in_use.pop(id(entry.conn), None)
+        if not ok or self.closed:
+            self._retire(entry, "check" if not ok else "close")
+            return None
+        return self._place(entry, now)
+
+    # -- stats -----------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        """Return a snapshot of gauges and counters."""
+        closed = dict(self.closed_by_reason)
+        return PoolStats(
+            name=self.name,
+            size=self.size,
+            idle=len(self.idle),
+            in_use=len(self.in_use),
+            waiting=len(self.waiters),
+            connecting=self.connecting,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            acquires=self.acquires,
+            timeouts=self.timeouts,
+            rejections=self.rejections,
+            connections_created=self.created,
+            connections_closed=sum(closed.values()),
+            connect_errors=self.connect_errors,
+            closed_by_reason=closed,
+            wait_time=self.wait_time.snapshot(),
+            usage_time=self.usage_time.snapshot(),
+            connect_time=self.connect_time.snapshot(),
+        )

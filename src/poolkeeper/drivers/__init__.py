@@ -1,0 +1,162 @@
+"""Driver adapters and the URL scheme registry.
+
+A URL's scheme (``dialect+driver``) picks an adapter module in this package.
+Adapter modules are imported lazily, so importing :mod:`poolkeeper` imports no
+database library. Adding a driver means adding one module here and one entry
+to :data:`SCHEMES` (and, for pools built from a callable, to
+:data:`CONNECTION_MODULES`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from poolkeeper._config import URL, parse_url
+from poolkeeper.drivers.base import AsyncDriver, Driver, TxStatus
+
+__all__ = [
+    "CONNECTION_MODULES",
+    "SCHEMES",
+    "AsyncDriver",
+    "Driver",
+    "DriverSpec",
+    "TxStatus",
+    "driver_for_url",
+]
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """Where to find the adapter for one ``dialect+driver`` scheme."""
+
+    module: str
+    """Adapter module under ``poolkeeper.drivers``."""
+    package: str
+    """Import name of the database library the adapter needs."""
+    install: str
+    """What to ``pip install`` when that library is missing."""
+    sync_class: str | None
+    """Adapter class for :class:`poolkeeper.Pool`, or None if async-only."""
+    async_class: str | None
+    """Adapter class for :class:`poolkeeper.AsyncPool`, or None if sync-only."""
+
+
+_PSYCOPG = DriverSpec("psycopg", "psycopg", "psycopg[binary]", "PsycopgDriver", "AsyncPsycopgDriver")
+_ASYNCPG = DriverSpec("asyncpg", "asyncpg", "asyncpg", None, "AsyncpgDriver")
+_SQLITE3 = DriverSpec("sqlite3", "sqlite3", "(the Python sqlite3 module)", "Sqlite3Driver", None)
+_AIOSQLITE = DriverSpec("aiosqlite", "aiosqlite", "aiosqlite", None, "AiosqliteDriver")
+
+#: Every supported URL scheme and its adapter. ``postgresql`` alone resolves
+#: to psycopg 3, or to psycopg2 when only that is installed (see
+#: :func:`driver_for_url`).
+SCHEMES: dict[str, DriverSpec] = {
+    "postgresql+psycopg": _PSYCOPG,
+    "postgresql+asyncpg": _ASYNCPG,
+    "sqlite": _SQLITE3,
+    "sqlite+pysqlite": _SQLITE3,
+    "sqlite+sqlite3": _SQLITE3,
+    "sqlite+aiosqlite": _AIOSQLITE,
+}
+
+#: Aliases: schemes that mean the same as another one.
+_ALIASES = {"postgres": "postgresql", "postgresql+psycopg3": "postgresql+psycopg"}
+
+#: Default driver per bare dialect, in order of preference.
+_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "postgresql": ("postgresql+psycopg", "postgresql+psycopg2"),
+    "mysql": ("mysql+pymysql",),
+}
+
+#: Top-level module of a connection's class -> scheme whose adapter handles it.
+#: Used when a pool is built from a callable, to learn how to treat the
+#: connections the callable returns.
+CONNECTION_MODULES: dict[str, str] = {
+    "psycopg": "postgresql+psycopg",
+    "asyncpg": "postgresql+asyncpg",
+    "sqlite3": "sqlite",
+    "aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def supported_schemes() -> list[str]:
+    """Return every URL scheme poolkeeper knows, sorted."""
+    return sorted({*SCHEMES, *_DEFAULTS, *_ALIASES})
+
+
+def _load(spec: DriverSpec, class_name: str, scheme: str) -> Any:
+    if importlib.util.find_spec(spec.package) is None:
+        from poolkeeper.errors import ConfigError
+
+        raise ConfigError(
+            f"the {scheme}:// scheme needs the {spec.package!r} package: "
+            f"pip install '{spec.install}' (or poolkeeper[{spec.module}])"
+        )
+    module = importlib.import_module(f"poolkeeper.drivers.{spec.module}")
+    return getattr(module, class_name)
+
+
+def _resolve_scheme(url: URL) -> tuple[str, DriverSpec]:
+    from poolkeeper.errors import ConfigError
+
+    scheme = _ALIASES.get(url.scheme, url.scheme)
+    if scheme in _DEFAULTS:
+        candidates = [c for c in _DEFAULTS[scheme] if c in SCHEMES]
+        for candidate in candidates:
+            if importlib.util.find_spec(SCHEMES[candidate].package) is not None:
+                return candidate, SCHEMES[candidate]
+        if candidates:
+            return candidates[0], SCHEMES[candidates[0]]
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unsupported URL scheme {url.scheme!r}; supported schemes: "
+            + ", ".join(supported_schemes())
+        )
+    return scheme, SCHEMES[scheme]
+
+
+def driver_for_url(
+    url: str, connect_args: Mapping[str, Any], *, is_async: bool
+) -> Driver | AsyncDriver:
+    """Build the adapter a URL names, for a sync or an async pool.
+
+    Raises:
+        ConfigError: the scheme is unknown, its library is not installed, or
+            the driver does not fit the pool kind (sync vs asyncio).
+    """
+    from poolkeeper.errors import ConfigError
+
+    parsed = parse_url(url)
+    scheme, spec = _resolve_scheme(parsed)
+    class_name = spec.async_class if is_async else spec.sync_class
+    if class_name is None:
+        kind, other = ("AsyncPool", "Pool") if is_async else ("Pool", "AsyncPool")
+        raise ConfigError(
+            f"the {scheme}:// driver is {'sync' if is_async else 'async'}-only and "
+            f"cannot be used with {kind}; use {other}, or pick another driver: "
+            + ", ".join(_schemes_for(is_async=is_async))
+        )
+    cls = _load(spec, class_name, scheme)
+    return cls.from_url(parsed, dict(connect_args))  # type: ignore[no-any-return]
+
+
+def _schemes_for(*, is_async: bool) -> list[str]:
+    return sorted(
+        s for s, spec in SCHEMES.items() if (spec.async_class if is_async else spec.sync_class)
+    )
+
+
+def ops_for_connection(conn: object, *, is_async: bool) -> Any:
+    """Return the adapter class that knows how to handle ``conn``, or None."""
+    root = type(conn).__module__.partition(".")[0]
+    scheme = CONNECTION_MODULES.get(root)
+    if scheme is None:
+        return None
+    spec = SCHEMES[scheme]
+    class_name = spec.async_class if is_async else spec.sync_class
+    if class_name is None:
+        return None
+    return _load(spec, class_name, scheme)

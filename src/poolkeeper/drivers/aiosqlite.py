@@ -1,0 +1,60 @@
+"""aiosqlite adapter (async only): :class:`AiosqliteDriver` for ``sqlite+aiosqlite:///path``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosqlite
+
+from poolkeeper._config import URL
+from poolkeeper.drivers.base import TxStatus
+from poolkeeper.drivers.sqlite3 import url_to_kwargs
+
+
+class AiosqliteDriver:
+    """Asyncio aiosqlite adapter."""
+
+    name = "aiosqlite"
+    is_async = True
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+        self._connect = connect
+
+    @classmethod
+    def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AiosqliteDriver:
+        """Build the adapter for a parsed URL."""
+        kwargs = url_to_kwargs(url, connect_args)
+        kwargs.pop("check_same_thread", None)
+
+        async def connect() -> Any:
+            return await aiosqlite.connect(**kwargs)
+
+        return cls(connect)
+
+    async def connect(self) -> Any:
+        return await self._connect()
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        try:
+            return TxStatus.INTRANS if conn.in_transaction else TxStatus.IDLE
+        except ValueError:
+            return TxStatus.UNKNOWN
+
+    def is_broken(self, conn: Any) -> bool:
+        return getattr(conn, "_connection", None) is None
+
+    async def commit(self, conn: Any) -> None:
+        await conn.commit()
+
+    async def rollback(self, conn: Any) -> None:
+        await conn.rollback()
+
+    async def ping(self, conn: Any) -> None:
+        cursor = await conn.execute("SELECT 1")
+        await cursor.close()
+
+    async def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.close()

@@ -1,0 +1,107 @@
+"""The small interface every driver adapter implements.
+
+A driver adapter knows how to open a connection of one database library and how
+to ask that connection a handful of questions: is it in a transaction, is it
+broken, and how to commit, roll back, ping and close it. Sync adapters
+implement :class:`Driver`, asyncio adapters :class:`AsyncDriver`. The pool never
+touches a driver connection in any other way.
+
+Adding a driver is one new module in this package with a class implementing one
+of these protocols, plus one line in the scheme registry
+(:mod:`poolkeeper.drivers`).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Protocol, TypeVar
+
+ConnT = TypeVar("ConnT")
+
+
+class TxStatus(enum.IntEnum):
+    """Transaction state of a connection as seen by the pool."""
+
+    IDLE = 0
+    """No transaction open: nothing to commit or roll back."""
+    INTRANS = 1
+    """A transaction is open and healthy."""
+    INERROR = 2
+    """A transaction is open and failed: only a rollback can end it."""
+    UNKNOWN = 3
+    """The driver cannot tell: the pool commits or rolls back to be safe."""
+
+
+class Driver(Protocol):
+    """A sync driver adapter.
+
+    Attributes:
+        name: The driver's name as used in URLs (``"psycopg"``, ``"sqlite3"``).
+        is_async: Always ``False`` for a sync driver.
+    """
+
+    name: str
+    is_async: bool
+
+    def connect(self) -> Any:
+        """Open and return a new driver connection."""
+        ...
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        """Tell whether ``conn`` has a transaction open, cheaply and without I/O."""
+        ...
+
+    def is_broken(self, conn: Any) -> bool:
+        """Tell, without I/O, whether ``conn`` is known to be closed or unusable."""
+        ...
+
+    def commit(self, conn: Any) -> None:
+        """Commit the open transaction."""
+        ...
+
+    def rollback(self, conn: Any) -> None:
+        """Roll back the open transaction."""
+        ...
+
+    def ping(self, conn: Any) -> None:
+        """Check ``conn`` is alive with one cheap round trip; raise if it is not."""
+        ...
+
+    def close(self, conn: Any) -> None:
+        """Close ``conn``; never raise and never block for long."""
+        ...
+
+
+class AsyncDriver(Protocol):
+    """An asyncio driver adapter: :class:`Driver` with coroutine I/O methods."""
+
+    name: str
+    is_async: bool
+
+    async def connect(self) -> Any:
+        """Open and return a new driver connection."""
+        ...
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        """Tell whether ``conn`` has a transaction open, cheaply and without I/O."""
+        ...
+
+    def is_broken(self, conn: Any) -> bool:
+        """Tell, without I/O, whether ``conn`` is known to be closed or unusable."""
+        ...
+
+    async def commit(self, conn: Any) -> None:
+        """Commit the open transaction."""
+        ...
+
+    async def rollback(self, conn: Any) -> None:
+        """Roll back the open transaction."""
+        ...
+
+    async def ping(self, conn: Any) -> None:
+        """Check ``conn`` is alive with one cheap round trip; raise if it is not."""
+        ...
+
+    async def close(self, conn: Any) -> None:
+        """Close ``conn``; never raise and never block for long."""
+        ...

@@ -1,0 +1,181 @@
+"""Adapters for pools built from a callable instead of a URL.
+
+:class:`CallableDriver` (sync) and :class:`AsyncCallableDriver` (asyncio) wrap
+the user's connect function. On the first connection they look at its class:
+connections of a library poolkeeper has an adapter for (psycopg, asyncpg,
+sqlite3, ...) are handled by that adapter; anything else by the conservative
+generic DB-API 2.0 rules of :class:`DBAPIDriver`: the transaction state is
+unknown, so a normal exit commits and a return rolls back; the ping is
+``SELECT 1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from poolkeeper.drivers import ops_for_connection
+from poolkeeper.drivers.base import TxStatus
+
+
+def _closed_attr(conn: Any) -> bool:
+    closed = getattr(conn, "closed", False)
+    if callable(closed):  # some drivers expose closed() as a method
+        return False
+    return bool(closed)
+
+
+class DBAPIDriver:
+    """Generic sync DB-API 2.0 adapter around a zero-argument connect callable."""
+
+    name = "dbapi"
+    is_async = False
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+
+    def connect(self) -> Any:
+        return self._connect()
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return TxStatus.UNKNOWN
+
+    def is_broken(self, conn: Any) -> bool:
+        return _closed_attr(conn)
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def ping(self, conn: Any) -> None:
+        cursor = conn.cursor()
+        try:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class AsyncDBAPIDriver:
+    """Generic asyncio adapter: DB-API method names, awaited when they return awaitables."""
+
+    name = "dbapi"
+    is_async = True
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+
+    async def connect(self) -> Any:
+        return await _maybe_await(self._connect())
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return TxStatus.UNKNOWN
+
+    def is_broken(self, conn: Any) -> bool:
+        return _closed_attr(conn)
+
+    async def commit(self, conn: Any) -> None:
+        await _maybe_await(conn.commit())
+
+    async def rollback(self, conn: Any) -> None:
+        await _maybe_await(conn.rollback())
+
+    async def ping(self, conn: Any) -> None:
+        cursor = await _maybe_await(conn.cursor())
+        try:
+            await _maybe_await(cursor.execute("SELECT 1"))
+            await _maybe_await(cursor.fetchall())
+        finally:
+            await _maybe_await(cursor.close())
+
+    async def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await _maybe_await(conn.close())
+
+
+class CallableDriver:
+    """Sync adapter for a user's connect callable; picks its ops from the first connection."""
+
+    name = "callable"
+    is_async = False
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._ops: Any = None
+
+    def connect(self) -> Any:
+        conn = self._connect()
+        if self._ops is None:
+            cls = ops_for_connection(conn, is_async=False) or DBAPIDriver
+            self._ops = cls(self._connect)
+            self.name = self._ops.name
+        return conn
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return self._ops.transaction_status(conn)  # type: ignore[no-any-return]
+
+    def is_broken(self, conn: Any) -> bool:
+        return self._ops.is_broken(conn)  # type: ignore[no-any-return]
+
+    def commit(self, conn: Any) -> None:
+        self._ops.commit(conn)
+
+    def rollback(self, conn: Any) -> None:
+        self._ops.rollback(conn)
+
+    def ping(self, conn: Any) -> None:
+        self._ops.ping(conn)
+
+    def close(self, conn: Any) -> None:
+        self._ops.close(conn)
+
+
+class AsyncCallableDriver:
+    """Asyncio adapter for a user's coroutine connect function."""
+
+    name = "callable"
+    is_async = True
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._ops: Any = None
+
+    async def connect(self) -> Any:
+        conn = await _maybe_await(self._connect())
+        if self._ops is None:
+            cls = ops_for_connection(conn, is_async=True) or AsyncDBAPIDriver
+            self._ops = cls(self._connect)
+            self.name = self._ops.name
+        return conn
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return self._ops.transaction_status(conn)  # type: ignore[no-any-return]
+
+    def is_broken(self, conn: Any) -> bool:
+        return self._ops.is_broken(conn)  # type: ignore[no-any-return]
+
+    async def commit(self, conn: Any) -> None:
+        await self._ops.commit(conn)
+
+    async def rollback(self, conn: Any) -> None:
+        await self._ops.rollback(conn)
+
+    async def ping(self, conn: Any) -> None:
+        await self._ops.ping(conn)
+
+    async def close(self, conn: Any) -> None:
+        await self._ops.close(conn)
