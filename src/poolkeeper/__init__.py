@@ -1,1 +1,36 @@
-"""poolkeeper: a fast, reliable, observable database connection pool."""
+"""poolkeeper: a fast, reliable, observable database connection pool.
+
+:class:`Pool` serves threads, :class:`AsyncPool` serves asyncio tasks; both
+share one core, take a database URL or a connect callable, and hand out the
+driver's own connection objects.
+"""
+
+from poolkeeper._async.pool import AsyncPool
+from poolkeeper._core.stats import PoolStats, TimeSummary
+from poolkeeper._sync.pool import Pool
+from poolkeeper.errors import (
+    ConfigError,
+    ConnectionLeakWarning,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    PoolWarning,
+    TooManyWaiters,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncPool",
+    "ConfigError",
+    "ConnectionLeakWarning",
+    "Pool",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "PoolTimeout",
+    "PoolWarning",
+    "TimeSummary",
+    "TooManyWaiters",
+    "__version__",
+]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 __all__ = [
+    "IS_ASYNC",
     "AEvent",
     "ASignal",
     "Event",
@@ -24,8 +25,7 @@ __all__ = [
     "aspawn",
     "call",
     "current_loop",
-    "is_async",
-    "join",
+        "join",
     "sleep",
     "spawn",
 ]
@@ -35,9 +35,10 @@ __all__ = [
 Lock = threading.Lock
 
 
-def is_async() -> bool:
-    """Tell the code in ``_async/`` which world it runs in (True there, False in the twin)."""
-    return True
+#: True in ``_async/`` code. ``tools/gen_sync.py`` keeps only the ``else`` branch
+#: of an ``if IS_ASYNC:`` block in the sync twin, and mypy is told (``always_true``)
+#: to check only the async branch in the source.
+IS_ASYNC = True
 
 
 class ASignal:

@@ -7,6 +7,7 @@ error naming the argument and the range it accepts.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -220,3 +221,10 @@ def check_connect_args(value: object) -> dict[str, Any]:
 
 
 HookT = Callable[[Any], Any]
+
+_pool_numbers = itertools.count(1)
+
+
+def next_pool_name() -> str:
+    """Return a short name unique in this process, for pools created without one."""
+    return f"pool-{next(_pool_numbers)}"

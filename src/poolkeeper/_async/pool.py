@@ -1,0 +1,683 @@
+"""The pool shell around the sans-I/O core: AsyncPool here, Pool in the twin.
+
+This file is the hand-written source of truth: ``tools/gen_sync.py`` generates
+``_sync/pool.py`` (the thread-based :class:`Pool`) from it. The shell only
+takes the lock, asks :class:`~poolkeeper._core.state.PoolState` what to do,
+and does the I/O (connect, commit/rollback, check, close) with the lock
+released. Background connects run as tasks, so a caller's wait is bounded by
+its timeout even when a connect hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from poolkeeper._async.housekeeping import AsyncHousekeeper
+from poolkeeper._concurrency import (
+    AEvent,
+    ASignal,
+    Lock,
+    acall,
+    ajoin,
+    aspawn,
+    IS_ASYNC,
+    current_loop,
+)
+from poolkeeper._config import (
+    DEFAULT_MAX_IDLE,
+    DEFAULT_MAX_LIFETIME,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_MIN_SIZE,
+    DEFAULT_TIMEOUT,
+    PoolConfig,
+    check_callable,
+    check_connect_args,
+    check_timeout_arg,
+    next_pool_name,
+    redact,
+)
+from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._core.state import PoolState
+from poolkeeper._core.stats import PoolStats
+from poolkeeper.drivers.base import AsyncDriver, TxStatus
+from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout
+
+if IS_ASYNC:
+    from poolkeeper._acquire import AcquireContext
+
+ConnT = TypeVar("ConnT")
+
+logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+
+
+class AsyncPool(Generic[ConnT]):
+    """A pool of database connections.
+
+    :class:`AsyncPool` serves the tasks of one asyncio event loop;
+    :class:`Pool`, generated from the same source, serves threads.
+
+    Args:
+        connect: A database URL (``postgresql://user@host/db``) or a
+            zero-argument callable returning a new driver connection (for
+            AsyncPool, a coroutine function).
+        min_size: Connections kept open even when idle (default 1).
+        max_size: Most connections open at once (default 10). Equal to
+            ``min_size`` for a static pool.
+        timeout: Default seconds a caller waits for a connection (default 30).
+        max_waiting: Callers allowed to wait at once; more fail at once with
+            :class:`~poolkeeper.TooManyWaiters`. 0 (default) means no limit.
+        max_lifetime: Seconds after which a connection is retired (default
+            3600, shortened by up to 5% at random per connection); None: never.
+        max_idle: Seconds an idle connection above ``min_size`` is kept
+            (default 600); None: forever.
+        max_uses: Checkouts after which a connection is retired; None: no limit.
+        connect_args: Extra keyword arguments for the driver's connect function
+            (URL form only).
+        configure: Called with each new connection before first use.
+        reset: Called with each connection when it returns to the pool.
+        check: Called with a connection before it is handed out; if it raises,
+            the connection is discarded and another one is tried.
+        name: The pool's name in logs, errors and metrics.
+        max_connecting: Connects allowed in flight at once (default 2).
+        reconnect_min: First retry delay after a failed connect (default 0.05 s).
+        reconnect_max: Longest retry delay (default 5 s).
+
+    Raises:
+        ConfigError: An argument is out of range, the URL is not supported, or
+            its driver is not installed or does not fit this kind of pool.
+    """
+
+    @overload
+    def __init__(
+        self: AsyncPool[Any],
+        connect: str,
+        *,
+        min_size: int = ...,
+        max_size: int = ...,
+        timeout: float = ...,
+        max_waiting: int = ...,
+        max_lifetime: float | None = ...,
+        max_idle: float | None = ...,
+        max_uses: int | None = ...,
+        connect_args: dict[str, Any] | None = ...,
+        configure: Callable[[Any], Any] | None = ...,
+        reset: Callable[[Any], Any] | None = ...,
+        check: Callable[[Any], Any] | None = ...,
+        name: str | None = ...,
+        max_connecting: int = ...,
+        reconnect_min: float = ...,
+        reconnect_max: float = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        *,
+        min_size: int = ...,
+        max_size: int = ...,
+        timeout: float = ...,
+        max_waiting: int = ...,
+        max_lifetime: float | None = ...,
+        max_idle: float | None = ...,
+        max_uses: int | None = ...,
+        connect_args: dict[str, Any] | None = ...,
+        configure: Callable[[ConnT], Any] | None = ...,
+        reset: Callable[[ConnT], Any] | None = ...,
+        check: Callable[[ConnT], Any] | None = ...,
+        name: str | None = ...,
+        max_connecting: int = ...,
+        reconnect_min: float = ...,
+        reconnect_max: float = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        connect: str | Callable[[], Any],
+        *,
+        min_size: int = DEFAULT_MIN_SIZE,
+        max_size: int = DEFAULT_MAX_SIZE,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        max_lifetime: float | None = DEFAULT_MAX_LIFETIME,
+        max_idle: float | None = DEFAULT_MAX_IDLE,
+        max_uses: int | None = None,
+        connect_args: dict[str, Any] | None = None,
+        configure: Callable[[Any], Any] | None = None,
+        reset: Callable[[Any], Any] | None = None,
+        check: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+        max_connecting: int = 2,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 5.0,
+    ) -> None:
+        config = PoolConfig(
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            max_waiting=max_waiting,
+            max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            max_uses=max_uses,
+            max_connecting=max_connecting,
+            reconnect_min=reconnect_min,
+            reconnect_max=reconnect_max,
+        )
+        for hook_name, hook in (("configure", configure), ("reset", reset), ("check", check)):
+            check_callable(hook_name, hook)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, got {type(name).__name__}")
+        self.name: str = name or next_pool_name()
+        self._driver: AsyncDriver = _make_driver(connect, check_connect_args(connect_args))
+        self._target = redact(connect) if isinstance(connect, str) else _callable_name(connect)
+        self._config = config
+        self._timeout = float(timeout)
+        self._configure = configure
+        self._reset = reset
+        self._check = check
+        self._lock = Lock()
+        self._state = PoolState(config, self.name)
+        self._opened = False
+        self._closing = AEvent()
+        self._tasks: set[Any] = set()
+        self._housekeeper: AsyncHousekeeper | None = None
+        self._loop: Any = None
+
+    def __repr__(self) -> str:
+        state = self._state
+        status = "closed" if state.closed else ("open" if self._opened else "new")
+        return (
+            f"<{type(self).__name__} {self.name!r} {self._target} {status} "
+            f"size={state.size}/{state.max_size} idle={len(state.idle)} "
+            f"waiting={len(state.waiters)}>"
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self, wait: bool = False, timeout: float | None = None) -> None:
+        """Start the pool: begin filling it to ``min_size`` in the background.
+
+        Opening an open pool does nothing. The pool also opens itself on first
+        use and when its ``with`` block is entered.
+
+        Args:
+            wait: Block until ``min_size`` connections are open.
+            timeout: Seconds to wait with ``wait=True`` (default: the pool's
+                ``timeout``).
+
+        Raises:
+            PoolClosed: The pool was closed.
+            PoolTimeout: ``wait=True`` and the pool could not be filled in
+                time, or a connect failed (chained as ``__cause__``); the pool
+                is closed in that case.
+        """
+        if self._state.closed:
+            raise PoolClosed(f"pool {self.name!r} is closed", pool_name=self.name)
+        if not self._opened:
+            self._start()
+        if wait:
+            await self._wait_filled(check_timeout_arg(timeout, self._timeout))
+
+    def _start(self) -> None:
+        self._opened = True
+        if IS_ASYNC:
+            # Remembered to give a clear error when used from another loop.
+            self._loop = current_loop()
+        self._housekeeper = AsyncHousekeeper(self)
+        self._housekeeper.start()
+        self._fill()
+
+    async def _wait_filled(self, timeout: float) -> None:
+        deadline = _monotonic() + timeout
+        errors_before = self._state.connect_errors
+        while True:
+            state = self._state
+            if state.size >= state.min_size:
+                return
+            if state.connect_errors > errors_before or _monotonic() >= deadline:
+                error = state.last_connect_error
+                await self.close()
+                raise PoolTimeout(
+                    f"pool {self.name!r} could not open {state.min_size} connections "
+                    f"within {timeout:.1f} s ({state.size} open)"
+                    + (f"; last connect error: {error!r}" if error else ""),
+                    pool_name=self.name,
+                    timeout=timeout,
+                ) from error
+            await self._closing.wait(0.005)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool.
+
+        Waiting callers get :class:`~poolkeeper.PoolClosed`, idle connections
+        are closed now and connections in use when they come back. Closing a
+        closed pool does nothing.
+
+        Args:
+            timeout: Seconds to wait for background work (connects in flight,
+                housekeeping) to stop.
+        """
+        with self._lock:
+            if self._state.closed:
+                return
+            waiters = self._state.close()
+            retired = self._state.take_retired()
+        self._closing.set()
+        for waiter in waiters:
+            waiter.signal.set()
+        await self._close_entries(retired)
+        tasks = list(self._tasks)
+        if self._housekeeper is not None:
+            tasks.append(self._housekeeper.handle)
+        await ajoin([t for t in tasks if t is not None], timeout)
+        logger.debug("pool %r closed", self.name)
+
+    async def __aenter__(self) -> AsyncPool[ConnT]:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- checkout ----------------------------------------------------------------
+
+    def connection(self, timeout: float | None = None) -> AsyncConnectionContext[ConnT]:
+        """Borrow a connection for the duration of a ``with`` block.
+
+        On normal exit an open transaction is committed, on an exception it is
+        rolled back; then the connection goes back to the pool (or is closed if
+        it broke).
+
+        Args:
+            timeout: Seconds to wait for a connection (default: the pool's).
+
+        Raises:
+            PoolTimeout: No connection within the timeout.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+            PoolClosed: The pool is closed.
+        """
+        return AsyncConnectionContext(self, timeout)
+
+    async def _acquire(self, timeout: float | None = None) -> ConnT:
+        if not self._opened:
+            await self.open()
+        if IS_ASYNC:
+            self._check_loop()
+        with self._lock:
+            entry = self._state.checkout(_monotonic())
+        if self._state.retired:
+            await self._close_retired()
+        if entry is None:
+            entry = await self._wait(check_timeout_arg(timeout, self._timeout))
+        if self._check is not None:
+            entry = await self._validate(entry, timeout)
+        return entry.conn  # type: ignore[no-any-return]
+
+    async def _wait(self, timeout: float) -> PoolEntry:
+        state = self._state
+        now = _monotonic()
+        waiter = Waiter(ASignal(), now)
+        with self._lock:
+            state.enqueue(waiter)
+            n = state.plan_connects(now)
+        self._spawn_connects(n)
+        try:
+            await waiter.signal.wait(timeout)
+        except BaseException:
+            # Cancelled: never keep a connection handed over meanwhile.
+            with self._lock:
+                entry = state.abandon(waiter, timed_out=False)
+                woken = state.checkin(entry, _monotonic()) if entry is not None else None
+            if woken is not None:
+                woken.signal.set()
+            raise
+        with self._lock:
+            entry = state.abandon(waiter, timed_out=True)
+            if entry is not None:
+                state.served(waiter, _monotonic())
+        if entry is not None:
+            return entry
+        if waiter.error is not None:
+            raise waiter.error
+        raise PoolTimeout(
+            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
+            f"connection (size {state.size}/{state.max_size}, "
+            f"{len(state.waiters)} waiting)",
+            pool_name=self.name,
+            timeout=timeout,
+            waiting=len(state.waiters),
+        ) from state.last_connect_error
+
+    async def _validate(self, entry: PoolEntry, timeout: float | None) -> PoolEntry:
+        """Run the ``check`` hook; on failure discard and take another connection."""
+        assert self._check is not None
+        deadline = _monotonic() + check_timeout_arg(timeout, self._timeout)
+        while True:
+            try:
+                await acall(self._check, entry.conn)
+                return entry
+            except BaseException as exc:
+                with self._lock:
+                    self._state.discard_checked_out(entry, "check")
+                    n = self._state.plan_connects(_monotonic())
+                await self._close_retired()
+                self._spawn_connects(n)
+                if not isinstance(exc, Exception):
+                    raise
+                logger.info("pool %r: check failed, connection discarded: %r", self.name, exc)
+            remaining = deadline - _monotonic()
+            with self._lock:
+                fresh = self._state.checkout(_monotonic())
+            entry = fresh if fresh is not None else await self._wait(max(remaining, 0.0))
+
+    # -- checkin -----------------------------------------------------------------
+
+    async def release(self, conn: ConnT) -> None:
+        """Give back a connection taken with :meth:`acquire`.
+
+        An open transaction is rolled back. A broken connection is closed
+        rather than kept.
+
+        Raises:
+            PoolError: ``conn`` is not checked out from this pool (for example,
+                it was already released).
+        """
+        await self._return(conn, None)
+
+    async def _return(self, conn: ConnT, commit: bool | None) -> None:
+        entry = self._state.in_use.get(id(conn))
+        if entry is None or entry.conn is not conn:
+            raise PoolError(
+                f"connection {conn!r} is not checked out from pool {self.name!r} "
+                "(released twice, or from another pool?)",
+                pool_name=self.name,
+            )
+        driver = self._driver
+        discard = False
+        error: BaseException | None = None
+        try:
+            if driver.is_broken(conn):
+                discard = True
+            else:
+                status = driver.transaction_status(conn)
+                if status is not TxStatus.IDLE:
+                    if commit and status is not TxStatus.INERROR:
+                        try:
+                            await driver.commit(conn)
+                        except Exception as exc:
+                            # The caller must hear about a failed commit.
+                            error = exc
+                            discard = True
+                    else:
+                        await driver.rollback(conn)
+                if self._reset is not None and not discard:
+                    await acall(self._reset, conn)
+        except BaseException as exc:
+            # A connection whose reset failed or was interrupted is not reusable.
+            discard = True
+            if not isinstance(exc, Exception):
+                error = exc
+            else:
+                logger.warning(
+                    "pool %r: resetting a returned connection failed, closing it: %r",
+                    self.name,
+                    exc,
+                )
+        now = _monotonic()
+        with self._lock:
+            waiter = self._state.checkin(entry, now, discard=discard)
+            n = self._state.plan_connects(now) if self._state.retired else 0
+        if waiter is not None:
+            waiter.signal.set()
+        if n:
+            self._spawn_connects(n)
+        if self._state.retired:
+            await self._close_retired()
+        if error is not None:
+            raise error
+
+    # -- background work ---------------------------------------------------------
+
+    def _fill(self) -> None:
+        with self._lock:
+            n = self._state.plan_connects(_monotonic())
+        self._spawn_connects(n)
+
+    def _spawn_connects(self, n: int) -> None:
+        if not n:
+            return
+        if not IS_ASYNC:
+            # Threads have no done-callback: forget the finished ones here.
+            self._tasks = {t for t in self._tasks if t.is_alive()}
+        for _ in range(n):
+            task = aspawn(self._connect_worker, name=f"poolkeeper-connect-{self.name}")
+            self._tasks.add(task)
+            if IS_ASYNC:
+                task.add_done_callback(self._tasks.discard)
+
+    async def _connect_worker(self) -> None:
+        """Open one connection (retrying with backoff while it is needed) and place it."""
+        state = self._state
+        try:
+            while True:
+                with self._lock:
+                    delay = state.connect_delay(_monotonic())
+                if delay > 0 and await self._closing.wait(delay):
+                    with self._lock:
+                        state.connect_cancelled()
+                    return
+                started = _monotonic()
+                try:
+                    conn = await self._driver.connect()
+                except Exception as exc:
+                    with self._lock:
+                        retry = state.connect_failed(exc, _monotonic())
+                    logger.warning(
+                        "pool %r: connect to %s failed (%d in a row): %r",
+                        self.name,
+                        self._target,
+                        state.connect_failures,
+                        exc,
+                    )
+                    if retry:
+                        continue
+                    return
+                if await self._configure_new(conn):
+                    break
+                with self._lock:
+                    retry = state.connect_failed(
+                        PoolError("configure hook failed", pool_name=self.name), _monotonic()
+                    )
+                if not retry:
+                    return
+            now = _monotonic()
+            with self._lock:
+                waiter = state.connected(conn, now, now - started)
+                n = state.plan_connects(now)
+            logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+        except BaseException:
+            with self._lock:
+                state.connect_cancelled()
+            raise
+        if waiter is not None:
+            waiter.signal.set()
+        self._spawn_connects(n)
+        if state.retired:
+            await self._close_retired()
+
+    async def _configure_new(self, conn: Any) -> bool:
+        if self._configure is None:
+            return True
+        try:
+            await acall(self._configure, conn)
+        except Exception as exc:
+            logger.warning("pool %r: configure hook failed: %r", self.name, exc)
+            await self._driver.close(conn)
+            return False
+        return True
+
+    async def _close_retired(self) -> None:
+        with self._lock:
+            retired = self._state.take_retired()
+        await self._close_entries(retired)
+
+    async def _close_entries(self, entries: list[PoolEntry]) -> None:
+        for entry in entries:
+            try:
+                await self._driver.close(entry.conn)
+            except Exception as exc:
+                logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+
+    async def _housekeep(self) -> None:
+        """One housekeeping round: retire stale idle connections and refill."""
+        now = _monotonic()
+        with self._lock:
+            self._state.housekeep(now)
+            n = self._state.plan_connects(now)
+        await self._close_retired()
+        self._spawn_connects(n)
+
+    # -- maintenance -------------------------------------------------------------
+
+    async def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change ``min_size`` and/or ``max_size`` of a running pool.
+
+        Extra idle connections close at once; extra busy ones when they return.
+
+        Raises:
+            ConfigError: The new sizes are invalid.
+        """
+        with self._lock:
+            self._state.resize(min_size, max_size)
+            n = self._state.plan_connects(_monotonic()) if self._opened else 0
+        await self._close_retired()
+        self._spawn_connects(n)
+
+    async def check(self) -> None:
+        """Ping every idle connection now and close the ones that fail."""
+        with self._lock:
+            entries = self._state.take_idle()
+        for entry in entries:
+            ok = not self._driver.is_broken(entry.conn)
+            if ok:
+                try:
+                    await self._driver.ping(entry.conn)
+                except Exception:
+                    ok = False
+            with self._lock:
+                waiter = self._state.give_back(entry, _monotonic(), ok=ok)
+            if waiter is not None:
+                waiter.signal.set()
+        await self._close_retired()
+        self._fill()
+
+    def stats(self) -> PoolStats:
+        """Return a snapshot of the pool's gauges, counters and time summaries."""
+        with self._lock:
+            return self._state.stats()
+
+    def _check_loop(self) -> None:
+        loop = current_loop()
+        if loop is not self._loop:
+            if self._loop is None:
+                self._loop = loop
+                return
+            raise PoolError(
+                f"pool {self.name!r} was opened in another event loop; an AsyncPool "
+                "can only be used from the loop that opened it",
+                pool_name=self.name,
+            )
+
+    # -- asyncpg-style explicit form (async-only helper, see below) --------------
+
+    if IS_ASYNC:
+
+        def acquire(self, timeout: float | None = None) -> AcquireContext[ConnT]:
+            """Borrow a connection until :meth:`release`.
+
+            The result can be awaited (``conn = await pool.acquire()``) or used
+            as an async context manager that releases on exit
+            (``async with pool.acquire() as conn``), as with asyncpg.
+
+            Raises:
+                PoolTimeout: No connection within the timeout.
+                TooManyWaiters: ``max_waiting`` callers are already waiting.
+                PoolClosed: The pool is closed.
+            """
+            return AcquireContext(self, timeout)
+
+    else:
+
+        async def acquire(self, timeout: float | None = None) -> ConnT:
+            """Borrow a connection until :meth:`release`.
+
+            Raises:
+                PoolTimeout: No connection within the timeout.
+                TooManyWaiters: ``max_waiting`` callers are already waiting.
+                PoolClosed: The pool is closed.
+            """
+            return await self._acquire(timeout)
+
+
+class AsyncConnectionContext(Generic[ConnT]):
+    """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: AsyncPool[ConnT], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    async def __aenter__(self) -> ConnT:
+        self._conn = await self._pool._acquire(self._timeout)
+        return self._conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._pool._return(self._conn, exc_type is None)
+
+
+def _make_driver(connect: Any, connect_args: dict[str, Any]) -> Any:
+    from poolkeeper.drivers import driver_for_url
+    from poolkeeper.errors import ConfigError
+
+    if isinstance(connect, str):
+        return driver_for_url(connect, connect_args, is_async=IS_ASYNC)
+    if not callable(connect):
+        raise ConfigError(
+            f"connect must be a database URL string or a callable, got "
+            f"{type(connect).__name__}"
+        )
+    if connect_args:
+        raise ConfigError(
+            "connect_args only applies to a URL; pass arguments inside your connect callable"
+        )
+    if IS_ASYNC:
+        from poolkeeper.drivers.dbapi import AsyncCallableDriver
+
+        return AsyncCallableDriver(connect)
+    else:
+        from poolkeeper.drivers.dbapi import CallableDriver
+
+        return CallableDriver(connect)
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+

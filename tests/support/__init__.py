@@ -1,0 +1,1 @@
+"""Reusable test harness: a TCP fault proxy, a throwaway PostgreSQL cluster, fixtures."""
