@@ -52,6 +52,7 @@ RENAMES: dict[str, str] = {
     "aspawn": "spawn",
     "ajoin": "join",
     "acall": "call",
+    "asleep": "sleep",
     "_async": "_sync",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",

@@ -2,7 +2,14 @@
 
 Transaction state and brokenness come from libpq's connection status without
 I/O. The ping is an empty query run in autocommit mode, the cheapest round
-trip the protocol has.
+trip the protocol has. Connections get libpq TCP keepalives and a 10 s
+``connect_timeout`` unless the URL or ``connect_args`` set them (see
+:data:`poolkeeper.drivers._libpq.LIBPQ_DEFAULTS`); psycopg enforces
+``connect_timeout`` itself for async connections too.
+
+``reset_session`` runs ``DISCARD ALL``. psycopg notices that command and
+forgets its own prepared statements, so its automatic preparation keeps
+working afterwards.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
 
 _TX = {
@@ -25,20 +34,14 @@ _TX = {
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
-    """Turn a parsed URL into libpq keyword arguments (``connect_args`` win)."""
-    kwargs: dict[str, Any] = {}
-    for key, value in (
-        ("host", url.host),
-        ("port", url.port),
-        ("user", url.username),
-        ("password", url.password),
-        ("dbname", url.database),
-    ):
-        if value is not None:
-            kwargs[key] = value
-    kwargs.update(url.query)
-    kwargs.update(connect_args)
-    return kwargs
+    """Turn a parsed URL into libpq keyword arguments (``connect_args`` win).
+
+    Raises:
+        ConfigError: a URL query parameter is not a libpq keyword.
+    """
+    return libpq_kwargs(
+        url, connect_args, parse_conninfo=conninfo_to_dict, make_conninfo=make_conninfo
+    )
 
 
 def _status(conn: Any) -> TxStatus:
@@ -87,6 +90,22 @@ class PsycopgDriver:
             with contextlib.suppress(Exception):
                 conn.autocommit = False
 
+    def reset_session(self, conn: Any) -> None:
+        """Roll back, then run ``DISCARD ALL`` to drop every piece of session state.
+
+        Clears settings, temporary tables, prepared statements, advisory locks
+        and ``LISTEN`` registrations. ``DISCARD ALL`` cannot run inside a
+        transaction, hence the rollback and the autocommit switch.
+        """
+        if _status(conn) is not TxStatus.IDLE:
+            conn.rollback()
+        autocommit = conn.autocommit
+        conn.autocommit = True
+        try:
+            conn.execute("DISCARD ALL")
+        finally:
+            conn.autocommit = autocommit
+
     def close(self, conn: Any) -> None:
         with contextlib.suppress(Exception):
             conn.close()
@@ -129,6 +148,17 @@ class AsyncPsycopgDriver:
         finally:
             with contextlib.suppress(Exception):
                 await conn.set_autocommit(False)
+
+    async def reset_session(self, conn: Any) -> None:
+        """Roll back, then run ``DISCARD ALL`` (see :meth:`PsycopgDriver.reset_session`)."""
+        if _status(conn) is not TxStatus.IDLE:
+            await conn.rollback()
+        autocommit = conn.autocommit
+        await conn.set_autocommit(True)
+        try:
+            await conn.execute("DISCARD ALL")
+        finally:
+            await conn.set_autocommit(autocommit)
 
     async def close(self, conn: Any) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,134 @@
+"""Helpers shared by the adapters: URL query conversion and socket options.
+
+Nothing here imports a database library, so every adapter can use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from poolkeeper.errors import ConfigError
+
+#: Seconds a new connection may take before the attempt fails. Used by every
+#: network driver unless the URL or ``connect_args`` says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 10
+
+#: TCP keepalive defaults, as the article recommends for libpq: probe an idle
+#: connection after 30 s, every 10 s, and give up after 3 missed probes. A
+#: firewall or NAT that silently drops idle flows is then noticed in about a
+#: minute instead of the operating system's default of two hours.
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+Converter = Callable[[str], Any]
+
+
+def to_bool(value: str) -> bool:
+    """Convert a URL query value such as ``true``/``0``/``on`` to a bool.
+
+    Raises:
+        ValueError: the value is not one of the usual spellings.
+    """
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}, got {value!r}")
+
+
+def to_number(value: str) -> int | float:
+    """Convert a URL query value to an int when it is integral, else a float."""
+    number = float(value)
+    return int(number) if number.is_integer() and "." not in value else number
+
+
+def convert_query(
+    scheme: str,
+    query: Mapping[str, str],
+    converters: Mapping[str, Converter],
+) -> dict[str, Any]:
+    """Convert URL query parameters with a per-parameter converter table.
+
+    Args:
+        scheme: The URL scheme, for error messages.
+        query: The raw query parameters (all strings).
+        converters: Supported parameter name -> function turning the string
+            into the value the driver expects (``str`` keeps it as is).
+
+    Returns:
+        The converted parameters.
+
+    Raises:
+        ConfigError: a parameter is not supported by this driver (the message
+            lists the supported ones) or its value cannot be converted.
+    """
+    result: dict[str, Any] = {}
+    for key, raw in query.items():
+        convert = converters.get(key)
+        if convert is None:
+            raise ConfigError(
+                f"{scheme}:// does not support the URL parameter {key!r}; supported: "
+                + ", ".join(sorted(converters))
+                + " (other driver arguments go in connect_args)"
+            )
+        try:
+            result[key] = convert(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{scheme}:// URL parameter {key}={raw!r} is not valid: {exc}"
+            ) from None
+    return result
+
+
+def set_tcp_keepalive(
+    sock: socket.socket,
+    *,
+    idle: int = KEEPALIVE_IDLE,
+    interval: int = KEEPALIVE_INTERVAL,
+    count: int = KEEPALIVE_COUNT,
+) -> None:
+    """Turn TCP keepalive probes on for ``sock`` with the given timings.
+
+    Unix-domain sockets are left alone, and options the platform lacks are
+    skipped (``TCP_KEEPIDLE`` is Linux; macOS calls it ``TCP_KEEPALIVE``), so
+    this never fails: keepalive tuning is a best effort, not a requirement.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle_opt = getattr(socket, "TCP_KEEPIDLE", None) or getattr(
+            socket, "TCP_KEEPALIVE", None
+        )
+        for option, value in (
+            (idle_opt, idle),
+            (getattr(socket, "TCP_KEEPINTVL", None), interval),
+            (getattr(socket, "TCP_KEEPCNT", None), count),
+        ):
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def set_tcp_keepalive_fd(fd: int, **timings: int) -> None:
+    """Like :func:`set_tcp_keepalive` for a raw file descriptor (C drivers).
+
+    The descriptor is duplicated so that closing the temporary Python socket
+    object does not close the driver's connection; socket options live on the
+    shared socket, so they apply to the original descriptor too.
+    """
+    with contextlib.suppress(OSError):
+        dup = socket.socket(fileno=os.dup(fd))
+        try:
+            set_tcp_keepalive(dup, **timings)
+        finally:
+            dup.close()
+

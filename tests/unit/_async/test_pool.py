@@ -1,0 +1,385 @@
+"""Contract tests of the pool shell against a scripted fake driver.
+
+Written once for AsyncPool; ``tools/gen_sync.py`` generates the Pool version in
+``tests/unit/_sync/``. Waiting callers run as background tasks (threads in the
+twin) through the same spawn/join helpers the pool itself uses.
+"""
+
+from __future__ import annotations
+
+import time
+import pytest
+
+from poolkeeper import AsyncPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from poolkeeper._concurrency import ajoin, asleep, aspawn
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeConnection:
+    """A DB-API-shaped connection recording what the pool did to it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.closed = False
+        self.commits = 0
+        self.rollbacks = 0
+        self.fail_commit = False
+
+    async def commit(self) -> None:
+        if self.fail_commit:
+            raise RuntimeError("commit failed")
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        self.rollbacks += 1
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def cursor(self) -> FakeCursor:
+        if self.closed:
+            raise ConnectionError("connection is closed")
+        return FakeCursor()
+
+    def __repr__(self) -> str:
+        return f"FakeConnection({self.n})"
+
+
+class FakeCursor:
+    """Just enough cursor for the generic ``SELECT 1`` ping."""
+
+    async def execute(self, query: str) -> None:
+        assert query == "SELECT 1"
+
+    async def fetchall(self) -> list[tuple[int]]:
+        return [(1,)]
+
+    async def close(self) -> None:
+        pass
+
+
+class Factory:
+    """A connect callable with scripted failures and latency."""
+
+    def __init__(self, *, fail: int = 0, delay: float = 0.0) -> None:
+        self.fail = fail
+        self.delay = delay
+        self.made: list[FakeConnection] = []
+
+    async def __call__(self) -> FakeConnection:
+        if self.delay:
+            await asleep(self.delay)
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionRefusedError("fake server refused the connection")
+        conn = FakeConnection(len(self.made) + 1)
+        self.made.append(conn)
+        return conn
+
+
+def open_count(factory: Factory) -> int:
+    return sum(not c.closed for c in factory.made)
+
+
+async def test_connection_commits_on_normal_exit() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=2) as pool:
+        async with pool.connection() as conn:
+            assert isinstance(conn, FakeConnection)
+        assert (conn.commits, conn.rollbacks) == (1, 0)
+        stats = pool.stats()
+        assert stats.acquires == 1 and stats.in_use == 0
+        assert stats.size == stats.idle + stats.in_use
+
+
+async def test_connection_rolls_back_on_exception() -> None:
+    factory = Factory()
+    async with AsyncPool(factory) as pool:
+        with pytest.raises(KeyError):
+            async with pool.connection() as conn:
+                raise KeyError("boom")
+        assert (conn.commits, conn.rollbacks) == (0, 1)
+        assert pool.stats().idle == 1  # still usable, kept
+
+
+async def test_failed_commit_raises_and_discards() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=0) as pool:
+        with pytest.raises(RuntimeError, match="commit failed"):
+            async with pool.connection() as conn:
+                conn.fail_commit = True
+        assert conn.closed and pool.stats().size == 0
+
+
+async def test_acquire_release_and_double_release() -> None:
+    async with AsyncPool(Factory()) as pool:
+        conn = await pool.acquire()
+        assert pool.stats().in_use == 1
+        await pool.release(conn)
+        assert conn.rollbacks == 1  # release never commits
+        with pytest.raises(PoolError, match="not checked out"):
+            await pool.release(conn)
+        with pytest.raises(PoolError, match="not checked out"):
+            await pool.release(FakeConnection(99))
+
+
+async def test_timeout_and_per_call_override() -> None:
+    async with AsyncPool(Factory(), min_size=1, max_size=1, timeout=0.2) as pool:
+        held = await pool.acquire()
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.acquire()
+        assert 0.18 <= time.monotonic() - started < 1.0
+        assert info.value.timeout == pytest.approx(0.2)
+        assert "timed out after 0.2 s" in str(info.value)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):  # PoolTimeout is a TimeoutError
+            await pool.acquire(timeout=0.05)
+        assert time.monotonic() - started < 0.18
+        assert pool.stats().timeouts == 2 and pool.stats().waiting == 0
+        await pool.release(held)
+
+
+async def test_max_waiting_rejects_at_once() -> None:
+    async with AsyncPool(Factory(), min_size=1, max_size=1, max_waiting=1) as pool:
+        held = await pool.acquire()
+        results: list[object] = []
+
+        async def waiter() -> None:
+            async with pool.connection() as conn:
+                results.append(conn)
+
+        task = aspawn(waiter)
+        while pool.stats().waiting < 1:
+            await asleep(0.001)
+        started = time.monotonic()
+        with pytest.raises(TooManyWaiters) as info:
+            await pool.acquire(timeout=5)
+        assert time.monotonic() - started < 0.1
+        assert info.value.waiting == 1 and pool.stats().rejections == 1
+        await pool.release(held)
+        await ajoin([task], 5.0)
+        assert results == [held]
+
+
+async def test_waiters_are_served_in_fifo_order() -> None:
+    async with AsyncPool(Factory(), min_size=1, max_size=1) as pool:
+        held = await pool.acquire()
+        order: list[int] = []
+
+        async def waiter(i: int) -> None:
+            async with pool.connection():
+                order.append(i)
+
+        tasks = []
+        for i in range(6):
+            tasks.append(aspawn(waiter, i))
+            while pool.stats().waiting < i + 1:
+                await asleep(0.001)
+        await pool.release(held)
+        await ajoin(tasks, 5.0)
+        assert order == list(range(6))
+
+
+async def test_close_wakes_waiters_with_pool_closed() -> None:
+    pool = AsyncPool(Factory(), min_size=1, max_size=1)
+    await pool.open()
+    held = await pool.acquire()
+    errors: list[BaseException] = []
+
+    async def waiter() -> None:
+        try:
+            await pool.acquire(timeout=10)
+        except PoolClosed as exc:
+            errors.append(exc)
+
+    tasks = [aspawn(waiter) for _ in range(3)]
+    while pool.stats().waiting < 3:
+        await asleep(0.001)
+    started = time.monotonic()
+    await pool.close()
+    await ajoin(tasks, 5.0)
+    assert len(errors) == 3 and time.monotonic() - started < 1.0
+    assert not held.closed  # in use: closed only when it comes back
+    await pool.release(held)
+    assert held.closed
+    with pytest.raises(PoolClosed):
+        await pool.acquire()
+    with pytest.raises(PoolClosed):
+        await pool.open()
+
+
+async def test_broken_connection_is_discarded_and_replaced() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=2) as pool:
+        conn = await pool.acquire()
+        conn.closed = True  # the driver reports it closed (server went away)
+        await pool.release(conn)
+        stats = pool.stats()
+        assert stats.closed_by_reason["broken"] == 1
+        again = await pool.acquire()
+        assert again is not conn
+        await pool.release(again)
+        assert pool.stats().size == open_count(factory)
+
+
+async def test_failing_check_is_invisible_to_the_caller() -> None:
+    bad: set[int] = set()
+
+    def check(conn: FakeConnection) -> None:
+        if conn.n in bad:
+            raise ConnectionError("stale")
+
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=2, check=check) as pool:
+        await pool.open(wait=True)
+        bad.add(1)
+        async with pool.connection() as conn:
+            assert conn.n == 2
+        assert factory.made[0].closed
+        assert pool.stats().closed_by_reason["check"] == 1
+
+
+async def test_hooks_configure_and_reset() -> None:
+    configured: list[int] = []
+    resets: list[int] = []
+
+    def configure(conn: FakeConnection) -> None:
+        configured.append(conn.n)
+
+    def reset(conn: FakeConnection) -> None:
+        resets.append(conn.n)
+        if conn.n == 1 and len(resets) == 2:
+            raise ValueError("reset hook failure")
+
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=1, configure=configure, reset=reset) as pool:
+        for _ in range(3):
+            async with pool.connection():
+                pass
+        # The failing reset discarded connection 1; connection 2 replaced it.
+        assert configured == [1, 2] and resets == [1, 1, 2]
+        assert factory.made[0].closed and pool.stats().size == 1
+
+
+async def test_failing_configure_hook_does_not_leak() -> None:
+    calls: list[int] = []
+
+    def configure(conn: FakeConnection) -> None:
+        calls.append(conn.n)
+        if conn.n == 1:
+            raise ValueError("configure failure")
+
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, configure=configure, reconnect_min=0.01) as pool:
+        async with pool.connection() as conn:
+            assert conn.n == 2
+        assert factory.made[0].closed and calls == [1, 2]
+
+
+async def test_unreachable_server_times_out_with_cause() -> None:
+    factory = Factory(fail=1000)
+    async with AsyncPool(factory, min_size=0, timeout=0.3, reconnect_min=0.02, reconnect_max=0.1) as pool:
+        with pytest.raises(PoolTimeout) as info:
+            await pool.acquire()
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        stats = pool.stats()
+        assert stats.connect_errors >= 2 and stats.size == 0
+        # Backoff keeps the attempts few: at most one per reconnect_min.
+        assert stats.connect_errors <= 0.3 / 0.02 + 2
+
+
+async def test_pool_recovers_after_connect_failures() -> None:
+    factory = Factory(fail=3)
+    async with AsyncPool(factory, min_size=2, reconnect_min=0.01, reconnect_max=0.05) as pool:
+        async with pool.connection(timeout=2.0) as conn:
+            assert conn.n == 1
+        deadline = time.monotonic() + 2.0
+        while pool.stats().size < 2 and time.monotonic() < deadline:
+            await asleep(0.01)
+        assert pool.stats().size == 2 and pool.stats().connect_errors == 3
+
+
+async def test_open_wait_fails_fast_and_closes() -> None:
+    pool = AsyncPool(Factory(fail=1000), min_size=2, timeout=5.0)
+    started = time.monotonic()
+    with pytest.raises(PoolTimeout) as info:
+        await pool.open(wait=True)
+    assert time.monotonic() - started < 1.0
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    with pytest.raises(PoolClosed):
+        await pool.acquire()
+
+
+async def test_open_wait_fills_to_min_size() -> None:
+    factory = Factory(delay=0.01)
+    async with AsyncPool(factory, min_size=4, max_size=4) as pool:
+        await pool.open(wait=True, timeout=5.0)
+        assert pool.stats().size == 4 and pool.stats().idle == 4
+
+
+async def test_lazy_open_on_first_use() -> None:
+    pool = AsyncPool(Factory(), min_size=0)
+    async with pool.connection() as conn:
+        assert conn.n == 1
+    await pool.close()
+
+
+async def test_max_uses_and_max_lifetime_retire() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=1, max_uses=2) as pool:
+        for _ in range(4):
+            async with pool.connection():
+                pass
+        assert pool.stats().closed_by_reason["uses"] == 2
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=1, max_lifetime=0.05) as pool:
+        async with pool.connection() as first:
+            pass
+        await asleep(0.08)
+        async with pool.connection() as second:
+            assert second is not first
+        assert first.closed
+
+
+async def test_idle_connections_above_min_shrink() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=3, max_idle=0.05) as pool:
+        conns = [await pool.acquire() for _ in range(3)]
+        for conn in conns:
+            await pool.release(conn)
+        assert pool.stats().size == 3
+        deadline = time.monotonic() + 2.0
+        while pool.stats().size > 1 and time.monotonic() < deadline:
+            await asleep(0.01)
+        assert pool.stats().size == 1 and pool.stats().closed_by_reason["idle"] == 2
+
+
+async def test_resize_grows_and_shrinks() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=2) as pool:
+        await pool.resize(min_size=3, max_size=3)
+        await pool.open(wait=True)
+        assert pool.stats().size == 3
+        held = await pool.acquire()
+        await pool.resize(min_size=0, max_size=1)
+        assert pool.stats().size == 1 and pool.stats().max_size == 1
+        await pool.release(held)
+        assert pool.stats().size == 1
+        assert open_count(factory) == 1
+
+
+async def test_check_pings_idle_and_drops_broken() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=2, max_size=2) as pool:
+        await pool.open(wait=True)
+        factory.made[0].closed = True
+        await pool.check()
+        assert pool.stats().closed_by_reason["check"] == 1
+
+
+async def test_repr_names_the_pool() -> None:
+    async with AsyncPool(Factory(), name="api") as pool:
+        assert "'api'" in repr(pool) and "open" in repr(pool)
+    assert "closed" in repr(pool)

@@ -1,0 +1,290 @@
+"""Pure tests of the sans-I/O core: no threads, no event loop, explicit instants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from poolkeeper._config import PoolConfig
+from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._core.policy import backoff_delay, expiry
+from poolkeeper._core.state import PoolState
+from poolkeeper.errors import ConfigError, PoolClosed, PoolError, TooManyWaiters
+
+
+class Conn:
+    """A stand-in driver connection: only its identity matters to the core."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        return f"Conn({self.n})"
+
+
+def make_state(**kwargs: object) -> PoolState:
+    return PoolState(PoolConfig(**kwargs), "test", rand=lambda: 0.5)  # type: ignore[arg-type]
+
+
+def fill(state: PoolState, now: float = 0.0) -> list[Conn]:
+    """Run every planned connect to completion; return the new connections."""
+    conns = []
+    n = state.plan_connects(now)
+    for i in range(n):
+        conn = Conn(len(conns) + i)
+        state.connected(conn, now, 0.001)
+        conns.append(conn)
+    return conns
+
+
+def test_plan_fills_to_min_size_within_max_connecting() -> None:
+    state = make_state(min_size=5, max_size=10, max_connecting=2)
+    assert state.plan_connects(0.0) == 2
+    assert state.plan_connects(0.0) == 0  # two already in flight
+    state.connected(Conn(1), 0.0, 0.01)
+    assert state.plan_connects(0.0) == 1
+    assert state.size == 1 and state.connecting == 2
+
+
+def test_checkout_is_lifo_and_checkin_returns_to_idle() -> None:
+    state = make_state(min_size=2, max_size=2)
+    a, b = fill(state)
+    entry = state.checkout(1.0)
+    assert entry is not None and entry.conn is b  # most recently added first
+    assert state.checkin(entry, 2.0) is None
+    assert [e.conn for e in state.idle] == [a, b]
+    assert state.acquires == 1 and state.usage_time.count == 1
+
+
+def test_checkin_hands_to_oldest_waiter_first() -> None:
+    state = make_state(min_size=1, max_size=1)
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    first, second = Waiter(None, 1.0), Waiter(None, 2.0)
+    state.enqueue(first)
+    state.enqueue(second)
+    woken = state.checkin(entry, 3.0)
+    assert woken is first and first.entry is entry and second.entry is None
+    assert list(state.waiters) == [second]
+    assert state.in_use[id(entry.conn)] is entry
+
+
+def test_double_checkin_raises() -> None:
+    state = make_state()
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    state.checkin(entry, 0.0)
+    with pytest.raises(PoolError, match="not checked out"):
+        state.checkin(entry, 0.0)
+
+
+def test_max_waiting_rejects_and_counts() -> None:
+    state = make_state(max_waiting=1)
+    state.enqueue(Waiter(None, 0.0))
+    with pytest.raises(TooManyWaiters) as info:
+        state.enqueue(Waiter(None, 0.0))
+    assert info.value.waiting == 1 and state.rejections == 1
+
+
+def test_lifetime_retires_on_checkout_and_checkin() -> None:
+    state = make_state(min_size=1, max_size=2, max_lifetime=10.0, lifetime_jitter=0.1)
+    (conn,) = fill(state)
+    # rand() is 0.5, so the lifetime is 10 * (1 - 0.1 * 0.5) = 9.5 s.
+    assert state.idle[0].expires_at == pytest.approx(9.5)
+    assert state.checkout(9.6) is None
+    assert [e.conn for e in state.take_retired()] == [conn]
+    assert state.closed_by_reason["lifetime"] == 1
+
+
+def test_max_uses_retires_on_checkin() -> None:
+    state = make_state(max_uses=2)
+    fill(state)
+    for _ in range(2):
+        entry = state.checkout(0.0)
+        assert entry is not None
+        state.checkin(entry, 0.0)
+    assert state.size == 0 and state.closed_by_reason["uses"] == 1
+
+
+def test_discarded_connection_is_replaced() -> None:
+    state = make_state(min_size=1, max_size=3)
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    state.checkin(entry, 0.0, discard=True)
+    assert state.closed_by_reason["broken"] == 1
+    assert state.plan_connects(0.0) == 1
+
+
+def test_housekeeping_shrinks_idle_above_min_size_only() -> None:
+    state = make_state(min_size=1, max_size=3, max_idle=5.0)
+    state.resize(3, None)
+    fill(state)
+    fill(state)
+    assert state.size == 3
+    state.resize(1, None)
+    state.housekeep(4.0)
+    assert state.size == 3
+    state.housekeep(6.0)
+    assert state.size == 1 and state.closed_by_reason["idle"] == 2
+
+
+def test_backoff_single_retrier_and_growth() -> None:
+    state = make_state(min_size=2, max_size=4, reconnect_min=0.1, reconnect_max=1.0)
+    assert state.plan_connects(0.0) == 2
+    err = OSError("refused")
+    assert state.connect_failed(err, 0.0) is False  # the other worker retries
+    assert state.connect_failed(err, 0.0) is True
+    assert state.connecting == 1 and state.last_connect_error is err
+    assert state.plan_connects(0.0) == 0  # one retrier only while failing
+    assert state.connect_delay(0.0) > 0
+    state.connected(Conn(1), 1.0, 0.01)
+    assert state.connect_failures == 0
+    assert state.plan_connects(1.0) == 1
+
+
+def test_backoff_delay_bounds() -> None:
+    assert backoff_delay(0, 0.05, 5.0, lambda: 1.0) == 0.0
+    assert backoff_delay(1, 0.05, 5.0, lambda: 1.0) == pytest.approx(0.05)
+    assert backoff_delay(4, 0.05, 5.0, lambda: 1.0) == pytest.approx(0.4)
+    assert backoff_delay(100, 0.05, 5.0, lambda: 1.0) == pytest.approx(5.0)
+    assert backoff_delay(100, 0.05, 5.0, lambda: 0.0) == pytest.approx(0.05)
+    assert expiry(0.0, None, 0.05, lambda: 1.0) == math.inf
+
+
+def test_close_fails_waiters_and_retires_idle() -> None:
+    state = make_state(min_size=1)
+    fill(state)
+    waiter = Waiter(None, 0.0)
+    state.enqueue(waiter)
+    assert state.close() == [waiter]
+    assert isinstance(waiter.error, PoolClosed)
+    assert state.size == 0 and len(state.take_retired()) == 1
+    with pytest.raises(PoolClosed):
+        state.enqueue(Waiter(None, 0.0))
+
+
+def test_resize_validates() -> None:
+    state = make_state(min_size=1, max_size=4)
+    with pytest.raises(ConfigError, match="min_size"):
+        state.resize(5, None)
+
+
+class CoreMachine(RuleBasedStateMachine):
+    """Random acquire/release/timeout/connect/close/resize steps against the invariants.
+
+    The machine plays every party: callers (holding or waiting), connect
+    workers (finishing or failing) and the clock.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = make_state(min_size=1, max_size=3, max_waiting=4, max_uses=5)
+        self.now = 0.0
+        self.held: list[PoolEntry] = []
+        self.waiting: list[Waiter] = []
+        self.served: list[Waiter] = []  # in the order the core handed entries out
+        self.serial = 0
+        self.in_flight = 0
+
+    def _wake(self, waiter: Waiter | None) -> None:
+        if waiter is not None and waiter.entry is not None:
+            self.served.append(waiter)
+            self.waiting.remove(waiter)
+            self.held.append(waiter.entry)
+
+    @rule()
+    def acquire(self) -> None:
+        entry = self.state.checkout(self.now)
+        if entry is not None:
+            self.held.append(entry)
+            return
+        waiter = Waiter(None, self.now)
+        try:
+            self.state.enqueue(waiter)
+        except (TooManyWaiters, PoolClosed):
+            return
+        self.waiting.append(waiter)
+        self.in_flight += self.state.plan_connects(self.now)
+
+    @precondition(lambda self: self.held)
+    @rule(index=st.integers(0, 10), broken=st.booleans())
+    def release(self, index: int, broken: bool) -> None:
+        entry = self.held.pop(index % len(self.held))
+        self._wake(self.state.checkin(entry, self.now, discard=broken))
+        self.in_flight += self.state.plan_connects(self.now)
+
+    @precondition(lambda self: self.waiting)
+    @rule(index=st.integers(0, 10))
+    def timeout(self, index: int) -> None:
+        waiter = self.waiting[index % len(self.waiting)]
+        assert self.state.abandon(waiter, timed_out=True) is None
+        self.waiting.remove(waiter)
+
+    @precondition(lambda self: self.in_flight)
+    @rule(ok=st.booleans())
+    def finish_connect(self, ok: bool) -> None:
+        if ok:
+            self.serial += 1
+            self.in_flight -= 1
+            self._wake(self.state.connected(Conn(self.serial), self.now, 0.0))
+        elif not self.state.connect_failed(OSError("down"), self.now):
+            self.in_flight -= 1
+        self.in_flight += self.state.plan_connects(self.now)
+
+    @rule(seconds=st.floats(0.0, 700.0))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.state.housekeep(self.now)
+        self.in_flight += self.state.plan_connects(self.now)
+
+    @rule(min_size=st.integers(0, 3), max_size=st.integers(1, 4))
+    def resize(self, min_size: int, max_size: int) -> None:
+        if min_size <= max_size:
+            self.state.resize(min_size, max_size)
+            self.in_flight += self.state.plan_connects(self.now)
+
+    @rule()
+    def close(self) -> None:
+        for waiter in self.state.close():
+            assert isinstance(waiter.error, PoolClosed)
+            self.waiting.remove(waiter)
+
+    @invariant()
+    def sizes_bounded(self) -> None:
+        state = self.state
+        assert state.connecting == self.in_flight
+        # Above max_size only while callers hold more than a resize allows.
+        assert state.size <= max(state.max_size, len(self.held))
+
+    @invariant()
+    def every_connection_in_one_place(self) -> None:
+        state = self.state
+        idle_ids = {id(e) for e in state.idle}
+        held_ids = [id(e) for e in self.held]
+        assert len(held_ids) == len(set(held_ids)), "an entry is held twice"
+        assert not idle_ids & set(held_ids), "an entry is both idle and held"
+        assert {id(e) for e in state.in_use.values()} == set(held_ids)
+        assert state.size == len(state.idle) + len(self.held)
+
+    @invariant()
+    def waiters_in_fifo_order(self) -> None:
+        queued = list(self.state.waiters)
+        assert queued == [w for w in self.waiting if w in queued]
+        times = [w.enqueued_at for w in self.served]
+        assert times == sorted(times), "a later waiter was served first"
+
+    @invariant()
+    def no_idle_while_waiting(self) -> None:
+        if self.state.waiters:
+            assert not self.state.idle
+
+
+CoreMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+TestCoreMachine = CoreMachine.TestCase
