@@ -31,8 +31,12 @@ _HERE = Path(__file__).parent
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("poolkeeper")
-    group.addoption("--postgres-url", default=None, help="PostgreSQL URL for integration tests")
-    group.addoption("--mysql-url", default=None, help="MariaDB/MySQL URL for integration tests")
+    group.addoption(
+        "--postgres-url", default=None, help="PostgreSQL URL for integration tests"
+    )
+    group.addoption(
+        "--mysql-url", default=None, help="MariaDB/MySQL URL for integration tests"
+    )
     group.addoption(
         "--require-db",
         action="store_true",
@@ -41,18 +45,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     for item in items:
         parts = Path(str(item.fspath)).relative_to(_HERE).parts
         if parts[0] == "integration":
             item.add_marker(pytest.mark.integration)
-            if len(parts) > 2 and parts[1] in ("postgres", "mysql", "sqlite", "pgbouncer"):
+            if len(parts) > 2 and parts[1] in (
+                "postgres",
+                "mysql",
+                "sqlite",
+                "pgbouncer",
+            ):
                 item.add_marker(getattr(pytest.mark, parts[1]))
 
 
 def require_db(config: pytest.Config) -> bool:
     """True when a missing server must fail the run."""
-    return bool(config.getoption("--require-db")) or os.environ.get("CI", "").lower() == "true"
+    return (
+        bool(config.getoption("--require-db"))
+        or os.environ.get("CI", "").lower() == "true"
+    )
 
 
 def _reachable(url: str) -> str | None:
@@ -65,7 +79,9 @@ def _reachable(url: str) -> str | None:
         return f"{host}:{port}: {exc}"
 
 
-def _server_url(config: pytest.Config, kind: str, option: str, env: str, default: str) -> str:
+def _server_url(
+    config: pytest.Config, kind: str, option: str, env: str, default: str
+) -> str:
     url = config.getoption(option) or os.environ.get(env) or default
     problem = _reachable(url)
     if problem is not None:
@@ -82,7 +98,11 @@ def _server_url(config: pytest.Config, kind: str, option: str, env: str, default
 def postgres_url(pytestconfig: pytest.Config) -> str:
     """URL of the PostgreSQL test server (skips or fails when it is down)."""
     return _server_url(
-        pytestconfig, "postgres", "--postgres-url", "POOLKEEPER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL
+        pytestconfig,
+        "postgres",
+        "--postgres-url",
+        "POOLKEEPER_TEST_POSTGRES_URL",
+        DEFAULT_POSTGRES_URL,
     )
 
 
@@ -90,7 +110,11 @@ def postgres_url(pytestconfig: pytest.Config) -> str:
 def mysql_url(pytestconfig: pytest.Config) -> str:
     """URL of the MariaDB test server (skips or fails when it is down)."""
     return _server_url(
-        pytestconfig, "mysql", "--mysql-url", "POOLKEEPER_TEST_MYSQL_URL", DEFAULT_MYSQL_URL
+        pytestconfig,
+        "mysql",
+        "--mysql-url",
+        "POOLKEEPER_TEST_MYSQL_URL",
+        DEFAULT_MYSQL_URL,
     )
 
 

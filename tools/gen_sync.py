@@ -52,6 +52,7 @@ RENAMES: dict[str, str] = {
     "aspawn": "spawn",
     "ajoin": "join",
     "acall": "call",
+    "AConnectFn": "ConnectFn",
     "asleep": "sleep",
     "_async": "_sync",
     "__aenter__": "__enter__",
@@ -98,7 +99,9 @@ class Unasync(cst.CSTTransformer):
         decorators = [d for d in updated.decorators if not _is_anyio_mark(d.decorator)]
         return updated.with_changes(asynchronous=None, decorators=decorators)
 
-    def leave_Await(self, original: cst.Await, updated: cst.Await) -> cst.BaseExpression:
+    def leave_Await(
+        self, original: cst.Await, updated: cst.Await
+    ) -> cst.BaseExpression:
         return updated.expression.with_changes(
             lpar=updated.lpar or updated.expression.lpar,
             rpar=updated.rpar or updated.expression.rpar,
@@ -117,9 +120,7 @@ class Unasync(cst.CSTTransformer):
     def leave_If(
         self, original: cst.If, updated: cst.If
     ) -> (
-        cst.BaseStatement
-        | cst.FlattenSentinel[cst.BaseStatement]
-        | cst.RemovalSentinel
+        cst.BaseStatement | cst.FlattenSentinel[cst.BaseStatement] | cst.RemovalSentinel
     ):
         if _is_flag(original.test):
             orelse = updated.orelse
@@ -130,7 +131,9 @@ class Unasync(cst.CSTTransformer):
             raise SystemExit("gen_sync: 'if IS_ASYNC: ... elif' is not supported")
         if _is_not_flag(original.test):
             if updated.orelse is not None:
-                raise SystemExit("gen_sync: 'if not IS_ASYNC: ... else' is not supported")
+                raise SystemExit(
+                    "gen_sync: 'if not IS_ASYNC: ... else' is not supported"
+                )
             return cst.FlattenSentinel(_body_of(updated.body))
         return updated
 
@@ -251,7 +254,9 @@ def check() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="fail if the twins are stale")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the twins are stale"
+    )
     args = parser.parse_args(argv)
     if args.check:
         return check()

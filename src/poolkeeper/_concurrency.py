@@ -8,12 +8,22 @@ same shape; ``tools/gen_sync.py`` renames one into the other, so the code in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+#: A user's connect callable: a coroutine function for AsyncPool...
+AConnectFn = Callable[[], Awaitable[_T]]
+#: ...and a plain function for Pool.
+ConnectFn = Callable[[], _T]
 
 __all__ = [
+    "AConnectFn",
+    "ConnectFn",
     "IS_ASYNC",
     "AEvent",
     "ASignal",
@@ -25,7 +35,7 @@ __all__ = [
     "aspawn",
     "call",
     "current_loop",
-        "join",
+    "join",
     "sleep",
     "spawn",
 ]
@@ -86,10 +96,8 @@ class Signal:
         self._lock.acquire()
 
     def set(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # already set
             self._lock.release()
-        except RuntimeError:  # already set
-            pass
 
     def wait(self, timeout: float) -> bool:
         if timeout <= 0:
@@ -135,7 +143,9 @@ def aspawn(
     return asyncio.get_running_loop().create_task(fn(*args), name=name)
 
 
-def spawn(fn: Callable[..., Any], *args: Any, name: str | None = None) -> threading.Thread:
+def spawn(
+    fn: Callable[..., Any], *args: Any, name: str | None = None
+) -> threading.Thread:
     """Run ``fn(*args)`` in a background daemon thread and return it."""
     thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
     thread.start()

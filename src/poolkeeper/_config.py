@@ -63,7 +63,9 @@ class URL:
         port = f":{self.port}" if self.port is not None else ""
         db = f"/{self.database}" if self.database is not None else ""
         query = "&".join(f"{k}={v}" for k, v in self.query.items())
-        return f"{self.scheme}://{auth}{host}{port}{db}" + (f"?{query}" if query else "")
+        return f"{self.scheme}://{auth}{host}{port}{db}" + (
+            f"?{query}" if query else ""
+        )
 
 
 def parse_url(url: str) -> URL:
@@ -85,8 +87,10 @@ def parse_url(url: str) -> URL:
     if dialect == "sqlite":
         # sqlite:///relative.db, sqlite:////abs/path.db, sqlite:///:memory:
         path, _, qs = rest.partition("?")
-        database = unquote(path[1:] if path.startswith("/") else path) or ":memory:"
-        return URL(dialect, driver or None, database=database, query=dict(parse_qsl(qs)))
+        filename = unquote(path[1:] if path.startswith("/") else path) or ":memory:"
+        return URL(
+            dialect, driver or None, database=filename, query=dict(parse_qsl(qs))
+        )
     parts = urlsplit(f"x://{rest}")
     try:
         port = parts.port
@@ -191,9 +195,16 @@ def check_seconds(
         return
     kind = "a number of seconds" + (" or None" if optional else "")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"{name} must be {kind}, got {type(value).__name__} {value!r}"
+        )
     bound = ">= 0" if allow_zero else "> 0"
-    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+    if (
+        math.isnan(value)
+        or math.isinf(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
         raise ConfigError(f"{name} must be {kind} {bound} and finite, got {value!r}")
 
 
@@ -208,7 +219,9 @@ def check_timeout_arg(timeout: object, default: float) -> float:
 def check_callable(name: str, value: object) -> None:
     """Raise ``TypeError`` unless ``value`` is None or callable."""
     if value is not None and not callable(value):
-        raise TypeError(f"{name} must be a callable or None, got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a callable or None, got {type(value).__name__}"
+        )
 
 
 def check_connect_args(value: object) -> dict[str, Any]:

@@ -18,13 +18,14 @@ from typing import Any, Generic, TypeVar, overload
 
 from poolkeeper._async.housekeeping import AsyncHousekeeper
 from poolkeeper._concurrency import (
+    AConnectFn,
+    IS_ASYNC,
     AEvent,
     ASignal,
     Lock,
     acall,
     ajoin,
     aspawn,
-    IS_ASYNC,
     current_loop,
 )
 from poolkeeper._config import (
@@ -118,7 +119,7 @@ class AsyncPool(Generic[ConnT]):
     @overload
     def __init__(
         self,
-        connect: Callable[[], Any],
+        connect: AConnectFn[ConnT],
         *,
         min_size: int = ...,
         max_size: int = ...,
@@ -139,7 +140,7 @@ class AsyncPool(Generic[ConnT]):
 
     def __init__(
         self,
-        connect: str | Callable[[], Any],
+        connect: str | AConnectFn[ConnT],
         *,
         min_size: int = DEFAULT_MIN_SIZE,
         max_size: int = DEFAULT_MAX_SIZE,
@@ -169,13 +170,21 @@ class AsyncPool(Generic[ConnT]):
             reconnect_min=reconnect_min,
             reconnect_max=reconnect_max,
         )
-        for hook_name, hook in (("configure", configure), ("reset", reset), ("check", check)):
+        for hook_name, hook in (
+            ("configure", configure),
+            ("reset", reset),
+            ("check", check),
+        ):
             check_callable(hook_name, hook)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.name: str = name or next_pool_name()
-        self._driver: AsyncDriver = _make_driver(connect, check_connect_args(connect_args))
-        self._target = redact(connect) if isinstance(connect, str) else _callable_name(connect)
+        self._driver: AsyncDriver = _make_driver(
+            connect, check_connect_args(connect_args)
+        )
+        self._target = (
+            redact(connect) if isinstance(connect, str) else _callable_name(connect)
+        )
         self._config = config
         self._timeout = float(timeout)
         self._configure = configure
@@ -338,7 +347,9 @@ class AsyncPool(Generic[ConnT]):
             # Cancelled: never keep a connection handed over meanwhile.
             with self._lock:
                 entry = state.abandon(waiter, timed_out=False)
-                woken = state.checkin(entry, _monotonic()) if entry is not None else None
+                woken = (
+                    state.checkin(entry, _monotonic()) if entry is not None else None
+                )
             if woken is not None:
                 woken.signal.set()
             raise
@@ -375,11 +386,15 @@ class AsyncPool(Generic[ConnT]):
                 self._spawn_connects(n)
                 if not isinstance(exc, Exception):
                     raise
-                logger.info("pool %r: check failed, connection discarded: %r", self.name, exc)
+                logger.info(
+                    "pool %r: check failed, connection discarded: %r", self.name, exc
+                )
             remaining = deadline - _monotonic()
             with self._lock:
                 fresh = self._state.checkout(_monotonic())
-            entry = fresh if fresh is not None else await self._wait(max(remaining, 0.0))
+            entry = (
+                fresh if fresh is not None else await self._wait(max(remaining, 0.0))
+            )
 
     # -- checkin -----------------------------------------------------------------
 
@@ -497,7 +512,8 @@ class AsyncPool(Generic[ConnT]):
                     break
                 with self._lock:
                     retry = state.connect_failed(
-                        PoolError("configure hook failed", pool_name=self.name), _monotonic()
+                        PoolError("configure hook failed", pool_name=self.name),
+                        _monotonic(),
                     )
                 if not retry:
                     return
@@ -505,7 +521,9 @@ class AsyncPool(Generic[ConnT]):
             with self._lock:
                 waiter = state.connected(conn, now, now - started)
                 n = state.plan_connects(now)
-            logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+            logger.debug(
+                "pool %r: connection opened in %.3f s", self.name, now - started
+            )
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -550,7 +568,9 @@ class AsyncPool(Generic[ConnT]):
 
     # -- maintenance -------------------------------------------------------------
 
-    async def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+    async def resize(
+        self, min_size: int | None = None, max_size: int | None = None
+    ) -> None:
         """Change ``min_size`` and/or ``max_size`` of a running pool.
 
         Extra idle connections close at once; extra busy ones when they return.
@@ -679,5 +699,3 @@ def _make_driver(connect: Any, connect_args: dict[str, Any]) -> Any:
 
 def _callable_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__
-
-

@@ -7,7 +7,10 @@ from collections.abc import Callable
 
 
 def expiry(
-    created_at: float, max_lifetime: float | None, jitter: float, rand: Callable[[], float]
+    created_at: float,
+    max_lifetime: float | None,
+    jitter: float,
+    rand: Callable[[], float],
 ) -> float:
     """Return when a connection created at ``created_at`` should retire.
 

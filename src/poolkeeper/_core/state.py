@@ -24,6 +24,7 @@ with :meth:`take_retired` and closes them with the lock released.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections import deque
@@ -140,17 +141,17 @@ class PoolState:
         """
         if waiter.entry is not None:
             return waiter.entry
-        try:
+        with contextlib.suppress(ValueError):  # already removed by close()
             self.waiters.remove(waiter)
-        except ValueError:  # already removed by close()
-            pass
         if timed_out and waiter.error is None:
             self.timeouts += 1
         return None
 
     # -- checkin ---------------------------------------------------------------
 
-    def checkin(self, entry: PoolEntry, now: float, *, discard: bool = False) -> Waiter | None:
+    def checkin(
+        self, entry: PoolEntry, now: float, *, discard: bool = False
+    ) -> Waiter | None:
         """Take back a connection from a caller.
 
         The connection is retired (closed pool, broken, lifetime or uses
@@ -223,7 +224,9 @@ class PoolState:
             return 0
         total = self._total()
         want = max(len(self.waiters) - self.connecting, self.min_size - total)
-        n = min(want, self.max_size - total, self.config.max_connecting - self.connecting)
+        n = min(
+            want, self.max_size - total, self.config.max_connecting - self.connecting
+        )
         if n <= 0:
             return 0
         if self.connect_failures:
@@ -245,7 +248,9 @@ class PoolState:
         self.created += 1
         self.connect_time.add(took)
         cfg = self.config
-        entry = PoolEntry(conn, now, expiry(now, cfg.max_lifetime, cfg.lifetime_jitter, self.rand))
+        entry = PoolEntry(
+            conn, now, expiry(now, cfg.max_lifetime, cfg.lifetime_jitter, self.rand)
+        )
         if self.closed:
             self._retire(entry, "close")
             return None
@@ -289,7 +294,11 @@ class PoolState:
             if entry.expires_at <= now:
                 self._retire(entry, "lifetime")
                 excess -= 1
-            elif max_idle is not None and excess > 0 and now - entry.last_used_at >= max_idle:
+            elif (
+                max_idle is not None
+                and excess > 0
+                and now - entry.last_used_at >= max_idle
+            ):
                 self._retire(entry, "idle")
                 excess -= 1
             else:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from poolkeeper._concurrency import (
+    ConnectFn,
     Event,
     Lock,
     Signal,
@@ -115,7 +116,7 @@ class Pool(Generic[ConnT]):
     @overload
     def __init__(
         self,
-        connect: Callable[[], Any],
+        connect: ConnectFn[ConnT],
         *,
         min_size: int = ...,
         max_size: int = ...,
@@ -136,7 +137,7 @@ class Pool(Generic[ConnT]):
 
     def __init__(
         self,
-        connect: str | Callable[[], Any],
+        connect: str | ConnectFn[ConnT],
         *,
         min_size: int = DEFAULT_MIN_SIZE,
         max_size: int = DEFAULT_MAX_SIZE,

@@ -9,6 +9,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from poolkeeper.errors import ConfigError
@@ -132,3 +133,47 @@ def set_tcp_keepalive_fd(fd: int, **timings: int) -> None:
         finally:
             dup.close()
 
+
+
+#: URL/``connect_args`` keys poolkeeper itself consumes to tune keepalive on
+#: drivers that have no option of their own (asyncpg and the MySQL drivers).
+KEEPALIVE_PARAMS: dict[str, Converter] = {
+    "keepalives": to_bool,
+    "keepalives_idle": int,
+    "keepalives_interval": int,
+    "keepalives_count": int,
+}
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """TCP keepalive settings applied to a socket after the driver connects."""
+
+    enabled: bool = True
+    idle: int = KEEPALIVE_IDLE
+    interval: int = KEEPALIVE_INTERVAL
+    count: int = KEEPALIVE_COUNT
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> Keepalive:
+        """Remove the ``keepalives*`` keys from ``kwargs`` and return the settings."""
+        return cls(
+            enabled=bool(kwargs.pop("keepalives", True)),
+            idle=int(kwargs.pop("keepalives_idle", KEEPALIVE_IDLE)),
+            interval=int(kwargs.pop("keepalives_interval", KEEPALIVE_INTERVAL)),
+            count=int(kwargs.pop("keepalives_count", KEEPALIVE_COUNT)),
+        )
+
+    def apply(self, sock: socket.socket | None) -> None:
+        """Tune ``sock`` (no-op when disabled, missing, or not TCP)."""
+        if self.enabled and sock is not None:
+            set_tcp_keepalive(
+                sock, idle=self.idle, interval=self.interval, count=self.count
+            )
+
+    def apply_fd(self, fd: int) -> None:
+        """Tune the socket behind a raw file descriptor (see :func:`set_tcp_keepalive_fd`)."""
+        if self.enabled and fd >= 0:
+            set_tcp_keepalive_fd(
+                fd, idle=self.idle, interval=self.interval, count=self.count
+            )

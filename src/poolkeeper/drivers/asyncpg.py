@@ -3,6 +3,19 @@
 asyncpg reports whether a transaction is open but not whether it failed; the
 pool treats an open one as needing a commit (normal exit) or a rollback.
 Closing uses a short graceful close and falls back to ``terminate()``.
+
+URL query parameters: asyncpg's own connect arguments (``timeout``,
+``command_timeout``, ``statement_cache_size``, ...; ``connect_timeout`` is an
+alias of ``timeout``) are converted to numbers; ``keepalives*`` tune TCP
+keepalive; everything else is handed to asyncpg as a DSN query, so libpq-style
+parameters (``sslmode``, ``host=/var/run/postgresql``, ``target_session_attrs``)
+work as asyncpg documents and unknown ones become server settings
+(``?application_name=x&search_path=y``).
+
+Defaults: a 10 s connect ``timeout`` (asyncpg's own default is 60 s), and TCP
+keepalive probes with the libpq defaults (30 s idle, 10 s interval, 3 probes).
+asyncpg has no keepalive option, so poolkeeper sets the socket options right
+after connecting; ``?keepalives=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -10,14 +23,75 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    KEEPALIVE_PARAMS,
+    Keepalive,
+    convert_query,
+    to_bool,
+)
 from poolkeeper.drivers.base import TxStatus
 
 #: Seconds a graceful close may take before the socket is simply dropped.
 CLOSE_TIMEOUT = 2.0
+
+#: asyncpg connect arguments accepted as URL parameters, with their types.
+_CONNECT_PARAMS: dict[str, Callable[[str], Any]] = {
+    "timeout": float,
+    "connect_timeout": float,
+    "command_timeout": float,
+    "statement_cache_size": int,
+    "max_cached_statement_lifetime": float,
+    "max_cacheable_statement_size": int,
+    "direct_tls": to_bool,
+}
+
+#: What ``DISCARD ALL`` does, minus ``DEALLOCATE ALL``: asyncpg caches
+#: prepared statements by name and would fail on the next cached query.
+#: ``Connection.reset()`` already covers advisory locks, ``CLOSE ALL``,
+#: ``UNLISTEN *`` and ``RESET ALL``.
+_RESET_SQL = (
+    "SET SESSION AUTHORIZATION DEFAULT; DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
+)
+
+
+def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Turn a parsed URL into ``asyncpg.connect`` arguments (``connect_args`` win).
+
+    Keepalive settings are returned under the ``keepalives*`` keys, which the
+    adapter pops before calling asyncpg.
+
+    Raises:
+        ConfigError: a typed parameter has a value of the wrong type.
+    """
+    kwargs: dict[str, Any] = {}
+    for key, value in (
+        ("host", url.host),
+        ("port", url.port),
+        ("user", url.username),
+        ("password", url.password),
+        ("database", url.database),
+    ):
+        if value is not None:
+            kwargs[key] = value
+    typed_keys = _CONNECT_PARAMS.keys() | KEEPALIVE_PARAMS.keys()
+    typed = {k: v for k, v in url.query.items() if k in typed_keys}
+    kwargs.update(convert_query(url.scheme, typed, {**_CONNECT_PARAMS, **KEEPALIVE_PARAMS}))
+    rest = {k: v for k, v in url.query.items() if k not in typed_keys}
+    if rest:
+        # asyncpg parses libpq-style DSN parameters itself; explicit keyword
+        # arguments (the URL's host, user, ...) still take precedence.
+        kwargs["dsn"] = "postgresql://?" + urlencode(rest)
+    if "connect_timeout" in kwargs:
+        kwargs.setdefault("timeout", kwargs.pop("connect_timeout"))
+    kwargs.update(connect_args)
+    kwargs.setdefault("timeout", DEFAULT_CONNECT_TIMEOUT)
+    return kwargs
 
 
 class AsyncpgDriver:
@@ -31,24 +105,26 @@ class AsyncpgDriver:
 
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AsyncpgDriver:
-        """Build the adapter for a parsed URL."""
-        kwargs: dict[str, Any] = {}
-        for key, value in (
-            ("host", url.host),
-            ("port", url.port),
-            ("user", url.username),
-            ("password", url.password),
-            ("database", url.database),
-        ):
-            if value is not None:
-                kwargs[key] = value
-        params = dict(url.query)
-        if "sslmode" in params:
-            kwargs["ssl"] = params.pop("sslmode")
-        if params:
-            kwargs["server_settings"] = params
-        kwargs.update(connect_args)
-        return cls(lambda: asyncpg.connect(**kwargs))
+        """Build the adapter for a parsed URL.
+
+        Args:
+            url: The parsed ``postgresql+asyncpg://`` URL.
+            connect_args: Extra ``asyncpg.connect`` arguments (plus
+                ``keepalives*``); they win over the URL and the defaults.
+        """
+        kwargs = url_to_kwargs(url, connect_args)
+        keepalive = Keepalive.pop_from(kwargs)
+
+        async def connect() -> Any:
+            conn = await asyncpg.connect(**kwargs)
+            # asyncpg has no keepalive option; its transport attribute is
+            # private but long-standing, and a missing one only means no tuning.
+            transport = getattr(conn, "_transport", None)
+            if transport is not None:
+                keepalive.apply(transport.get_extra_info("socket"))
+            return conn
+
+        return cls(connect)
 
     async def connect(self) -> Any:
         return await self._connect()
@@ -68,11 +144,26 @@ class AsyncpgDriver:
     async def ping(self, conn: Any) -> None:
         await conn.execute("SELECT 1")
 
+    async def reset_session(self, conn: Any) -> None:
+        """Roll back and clear session state, keeping asyncpg's statement cache valid.
+
+        ``Connection.reset()`` rolls back, closes cursors, unlistens, resets
+        settings and releases advisory locks; then temporary tables, sequence
+        caches, cached plans and ``SET ROLE``/``SET SESSION AUTHORIZATION``
+        are discarded. Prepared statements are kept on purpose (see
+        :data:`_RESET_SQL`).
+        """
+        await conn.reset()
+        await conn.execute(_RESET_SQL)
+
     async def close(self, conn: Any) -> None:
         if conn.is_closed():
             return
         try:
             await asyncio.wait_for(conn.close(), CLOSE_TIMEOUT)
+        except Exception:
+            # A slow or failed goodbye: drop the socket, close must not raise.
+            conn.terminate()
         except BaseException:
             conn.terminate()
             raise

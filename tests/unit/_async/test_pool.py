@@ -8,6 +8,7 @@ twin) through the same spawn/join helpers the pool itself uses.
 from __future__ import annotations
 
 import time
+
 import pytest
 
 from poolkeeper import AsyncPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
@@ -183,7 +184,8 @@ async def test_waiters_are_served_in_fifo_order() -> None:
 
 
 async def test_close_wakes_waiters_with_pool_closed() -> None:
-    pool = AsyncPool(Factory(), min_size=1, max_size=1)
+    factory = Factory()
+    pool = AsyncPool(factory, min_size=1, max_size=1)
     await pool.open()
     held = await pool.acquire()
     errors: list[BaseException] = []
@@ -201,9 +203,9 @@ async def test_close_wakes_waiters_with_pool_closed() -> None:
     await pool.close()
     await ajoin(tasks, 5.0)
     assert len(errors) == 3 and time.monotonic() - started < 1.0
-    assert not held.closed  # in use: closed only when it comes back
+    assert open_count(factory) == 1  # in use: closed only when it comes back
     await pool.release(held)
-    assert held.closed
+    assert open_count(factory) == 0
     with pytest.raises(PoolClosed):
         await pool.acquire()
     with pytest.raises(PoolClosed):
@@ -254,7 +256,9 @@ async def test_hooks_configure_and_reset() -> None:
             raise ValueError("reset hook failure")
 
     factory = Factory()
-    async with AsyncPool(factory, min_size=1, max_size=1, configure=configure, reset=reset) as pool:
+    async with AsyncPool(
+        factory, min_size=1, max_size=1, configure=configure, reset=reset
+    ) as pool:
         for _ in range(3):
             async with pool.connection():
                 pass
@@ -272,7 +276,9 @@ async def test_failing_configure_hook_does_not_leak() -> None:
             raise ValueError("configure failure")
 
     factory = Factory()
-    async with AsyncPool(factory, min_size=1, configure=configure, reconnect_min=0.01) as pool:
+    async with AsyncPool(
+        factory, min_size=1, configure=configure, reconnect_min=0.01
+    ) as pool:
         async with pool.connection() as conn:
             assert conn.n == 2
         assert factory.made[0].closed and calls == [1, 2]
@@ -280,7 +286,9 @@ async def test_failing_configure_hook_does_not_leak() -> None:
 
 async def test_unreachable_server_times_out_with_cause() -> None:
     factory = Factory(fail=1000)
-    async with AsyncPool(factory, min_size=0, timeout=0.3, reconnect_min=0.02, reconnect_max=0.1) as pool:
+    async with AsyncPool(
+        factory, min_size=0, timeout=0.3, reconnect_min=0.02, reconnect_max=0.1
+    ) as pool:
         with pytest.raises(PoolTimeout) as info:
             await pool.acquire()
         assert isinstance(info.value.__cause__, ConnectionRefusedError)
@@ -292,7 +300,9 @@ async def test_unreachable_server_times_out_with_cause() -> None:
 
 async def test_pool_recovers_after_connect_failures() -> None:
     factory = Factory(fail=3)
-    async with AsyncPool(factory, min_size=2, reconnect_min=0.01, reconnect_max=0.05) as pool:
+    async with AsyncPool(
+        factory, min_size=2, reconnect_min=0.01, reconnect_max=0.05
+    ) as pool:
         async with pool.connection(timeout=2.0) as conn:
             assert conn.n == 1
         deadline = time.monotonic() + 2.0

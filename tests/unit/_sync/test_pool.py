@@ -185,7 +185,8 @@ def test_waiters_are_served_in_fifo_order() -> None:
 
 
 def test_close_wakes_waiters_with_pool_closed() -> None:
-    pool = Pool(Factory(), min_size=1, max_size=1)
+    factory = Factory()
+    pool = Pool(factory, min_size=1, max_size=1)
     pool.open()
     held = pool.acquire()
     errors: list[BaseException] = []
@@ -203,9 +204,9 @@ def test_close_wakes_waiters_with_pool_closed() -> None:
     pool.close()
     join(tasks, 5.0)
     assert len(errors) == 3 and time.monotonic() - started < 1.0
-    assert not held.closed  # in use: closed only when it comes back
+    assert open_count(factory) == 1  # in use: closed only when it comes back
     pool.release(held)
-    assert held.closed
+    assert open_count(factory) == 0
     with pytest.raises(PoolClosed):
         pool.acquire()
     with pytest.raises(PoolClosed):

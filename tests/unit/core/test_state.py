@@ -32,7 +32,7 @@ def make_state(**kwargs: object) -> PoolState:
 
 def fill(state: PoolState, now: float = 0.0) -> list[Conn]:
     """Run every planned connect to completion; return the new connections."""
-    conns = []
+    conns: list[Conn] = []
     n = state.plan_connects(now)
     for i in range(n):
         conn = Conn(len(conns) + i)
@@ -286,5 +286,7 @@ class CoreMachine(RuleBasedStateMachine):
             assert not self.state.idle
 
 
-CoreMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+CoreMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=60, deadline=None
+)
 TestCoreMachine = CoreMachine.TestCase

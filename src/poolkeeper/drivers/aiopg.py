@@ -1,0 +1,125 @@
+"""aiopg adapter (async only): :class:`AiopgDriver` for ``postgresql+aiopg://``.
+
+aiopg drives a psycopg2 connection in libpq's asynchronous mode, which is
+always in autocommit: transactions are explicit ``BEGIN``/``COMMIT``
+statements, so commit and rollback here are statements too. Transaction state
+and brokenness are read from the underlying psycopg2 connection without I/O.
+
+Defaults: libpq TCP keepalives on, and ``connect_timeout=10`` passed to libpq.
+libpq does not enforce ``connect_timeout`` on asynchronous connections, though:
+what bounds a connect is aiopg's own ``timeout`` (60 s by default), which also
+bounds every query. Set it with ``?timeout=`` or ``connect_args``.
+
+Cancellation: when a task is cancelled (or times out) while aiopg waits on the
+server, aiopg closes the connection, so :meth:`AiopgDriver.is_broken` reports
+it and the pool discards it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiopg
+import psycopg2.extensions as ext
+
+from poolkeeper._config import URL
+from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._options import to_number
+from poolkeeper.drivers.base import TxStatus
+from poolkeeper.drivers.psycopg2 import transaction_status
+from poolkeeper.errors import ConfigError
+
+
+def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Turn a parsed URL into ``aiopg.connect`` arguments (``connect_args`` win).
+
+    ``?timeout=`` (seconds) is aiopg's own operation timeout; every other query
+    parameter must be a libpq keyword.
+
+    Raises:
+        ConfigError: a query parameter is neither ``timeout`` nor a libpq keyword.
+    """
+    query = dict(url.query)
+    extra: dict[str, Any] = {}
+    if "timeout" in query:
+        raw = query.pop("timeout")
+        try:
+            extra["timeout"] = float(to_number(raw))
+        except ValueError:
+            raise ConfigError(
+                f"{url.scheme}:// URL parameter timeout={raw!r} is not a number of seconds"
+            ) from None
+    kwargs = libpq_kwargs(
+        dataclasses.replace(url, query=query),
+        {**extra, **connect_args},
+        parse_conninfo=ext.parse_dsn,
+        make_conninfo=ext.make_dsn,
+    )
+    return kwargs
+
+
+class AiopgDriver:
+    """Asyncio aiopg adapter."""
+
+    name = "aiopg"
+    is_async = True
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+        self._connect = connect
+
+    @classmethod
+    def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AiopgDriver:
+        """Build the adapter for a parsed URL.
+
+        Args:
+            url: The parsed ``postgresql+aiopg://`` URL.
+            connect_args: Extra ``aiopg.connect`` arguments; they win over the
+                URL and over poolkeeper's defaults.
+        """
+        kwargs = url_to_kwargs(url, connect_args)
+
+        async def connect() -> Any:
+            return await aiopg.connect(**kwargs)
+
+        return cls(connect)
+
+    async def connect(self) -> Any:
+        return await self._connect()
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return transaction_status(conn.raw)
+
+    def is_broken(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    async def _run(self, conn: Any, sql: str) -> None:
+        cursor = await conn.cursor()
+        try:
+            await cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    async def commit(self, conn: Any) -> None:
+        await self._run(conn, "COMMIT")
+
+    async def rollback(self, conn: Any) -> None:
+        await self._run(conn, "ROLLBACK")
+
+    async def ping(self, conn: Any) -> None:
+        # Autocommit mode: the ping never opens a transaction.
+        await self._run(conn, "SELECT 1")
+
+    async def reset_session(self, conn: Any) -> None:
+        """Roll back, then run ``DISCARD ALL`` to drop every piece of session state."""
+        if transaction_status(conn.raw) is not TxStatus.IDLE:
+            await self._run(conn, "ROLLBACK")
+        await self._run(conn, "DISCARD ALL")
+
+    async def close(self, conn: Any) -> None:
+        # aiopg's close() is synchronous underneath (PQfinish) and returns a
+        # completed future: it cannot block.
+        with contextlib.suppress(Exception):
+            await conn.close()

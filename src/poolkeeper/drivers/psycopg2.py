@@ -1,0 +1,130 @@
+"""psycopg2 adapter (sync only): :class:`Psycopg2Driver` for ``postgresql+psycopg2://``.
+
+Transaction state comes from libpq (``conn.info.transaction_status``) and
+brokenness from ``conn.closed`` (psycopg2 sets it to 2 when a query finds the
+server gone), both without I/O. psycopg2 refuses an empty query, so the ping
+is ``SELECT 1``, run in autocommit mode when no transaction is open so that it
+does not start one.
+
+Connections get libpq TCP keepalives and a 10 s ``connect_timeout`` unless the
+URL or ``connect_args`` set them. Close is ``conn.close()``: it only frees the
+libpq connection and sends a Terminate message, it never waits for the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions as ext
+
+from poolkeeper._config import URL
+from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers.base import TxStatus
+
+_TX = {
+    ext.TRANSACTION_STATUS_IDLE: TxStatus.IDLE,
+    # ACTIVE: a command is running, which a pooled connection at rest never
+    # has; reporting it as open makes the pool roll back to be safe.
+    ext.TRANSACTION_STATUS_ACTIVE: TxStatus.INTRANS,
+    ext.TRANSACTION_STATUS_INTRANS: TxStatus.INTRANS,
+    ext.TRANSACTION_STATUS_INERROR: TxStatus.INERROR,
+}
+
+
+def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Turn a parsed URL into ``psycopg2.connect`` arguments (``connect_args`` win).
+
+    Raises:
+        ConfigError: a URL query parameter is not a libpq keyword.
+    """
+    return libpq_kwargs(
+        url, connect_args, parse_conninfo=ext.parse_dsn, make_conninfo=ext.make_dsn
+    )
+
+
+def transaction_status(conn: Any) -> TxStatus:
+    """Map libpq's transaction status of a psycopg2 connection, without I/O."""
+    if conn.closed:
+        return TxStatus.UNKNOWN
+    return _TX.get(conn.info.transaction_status, TxStatus.UNKNOWN)
+
+
+class Psycopg2Driver:
+    """Sync psycopg2 adapter."""
+
+    name = "psycopg2"
+    is_async = False
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+
+    @classmethod
+    def from_url(cls, url: URL, connect_args: dict[str, Any]) -> Psycopg2Driver:
+        """Build the adapter for a parsed URL.
+
+        Args:
+            url: The parsed ``postgresql+psycopg2://`` URL.
+            connect_args: Extra ``psycopg2.connect`` arguments; they win over
+                the URL and over poolkeeper's defaults.
+        """
+        kwargs = url_to_kwargs(url, connect_args)
+        return cls(lambda: psycopg2.connect(**kwargs))
+
+    def connect(self) -> Any:
+        return self._connect()
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return transaction_status(conn)
+
+    def is_broken(self, conn: Any) -> bool:
+        # closed: 0 open, 1 closed by the client, 2 lost (found out by a query)
+        return bool(conn.closed)
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def ping(self, conn: Any) -> None:
+        if conn.autocommit or transaction_status(conn) is not TxStatus.IDLE:
+            self._select_one(conn)
+            return
+        # Switching autocommit is client-side only in psycopg2: no round trip.
+        conn.autocommit = True
+        try:
+            self._select_one(conn)
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+    @staticmethod
+    def _select_one(conn: Any) -> None:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+
+    def reset_session(self, conn: Any) -> None:
+        """Roll back, then run ``DISCARD ALL`` to drop every piece of session state.
+
+        ``DISCARD ALL`` cannot run inside a transaction, hence the rollback
+        and the autocommit switch. psycopg2 keeps no server-side prepared
+        statements, so nothing on the client goes stale.
+        """
+        if transaction_status(conn) is not TxStatus.IDLE:
+            conn.rollback()
+        autocommit = conn.autocommit
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("DISCARD ALL")
+        finally:
+            if not conn.closed:
+                conn.autocommit = autocommit
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()

@@ -1,0 +1,53 @@
+"""Helpers for tests against the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def app_name() -> str:
+    """A unique application_name, so server-side counts see only this test's pool."""
+    return f"pk-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def admin(postgres_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection outside any pool, for inspecting and killing backends."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        yield conn
+
+
+def backends(admin: psycopg.Connection[tuple[object, ...]], app: str) -> int:
+    """Count the server sessions opened under ``app``."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+    ).fetchone()
+    assert row is not None
+    count = row[0]
+    assert isinstance(count, int)
+    return count
+
+
+def terminate(admin: psycopg.Connection[tuple[object, ...]], app: str) -> int:
+    """Kill every session opened under ``app``; return how many."""
+    rows = admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+        (app,),
+    ).fetchall()
+    return len(rows)
+
+
+def settle(check: Callable[[], bool], within: float = 3.0) -> bool:
+    """Poll ``check`` until it holds or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()

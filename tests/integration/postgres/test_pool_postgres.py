@@ -1,0 +1,232 @@
+"""The pool contract against the real PostgreSQL server (psycopg 3 and asyncpg)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import poolkeeper
+from tests.integration.postgres.conftest import backends, settle, terminate
+
+
+def test_commit_and_rollback_semantics(postgres_url: str, app_name: str) -> None:
+    table = f"pk_{app_name.replace('-', '_')}"
+    with poolkeeper.Pool(
+        postgres_url,
+        min_size=1,
+        max_size=2,
+        connect_args={"application_name": app_name},
+    ) as pool:
+        with pool.connection() as conn:
+            conn.execute(f"CREATE TABLE {table} (x int)")
+        with pool.connection() as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (1)")
+        try:
+            with pool.connection() as conn:
+                conn.execute(f"INSERT INTO {table} VALUES (2)")
+                1 / 0  # noqa: B018 - the error rolls the insert back
+        except ZeroDivisionError:
+            pass
+        else:
+            pytest.fail("the error inside the block was swallowed")
+        conn = pool.acquire()
+        conn.execute(f"INSERT INTO {table} VALUES (3)")
+        pool.release(conn)  # release rolls back
+        with pool.connection() as conn:
+            rows = conn.execute(f"SELECT x FROM {table} ORDER BY x").fetchall()
+            conn.execute(f"DROP TABLE {table}")
+        assert rows == [(1,)]
+
+
+def test_100_threads_share_5_connections(
+    postgres_url: str, app_name: str, admin: Any
+) -> None:
+    peak = 0
+    stop = threading.Event()
+
+    def monitor() -> None:
+        nonlocal peak
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            while not stop.is_set():
+                peak = max(peak, backends(conn, app_name))
+                time.sleep(0.005)
+
+    done = []
+    pool = poolkeeper.Pool(
+        postgres_url,
+        min_size=1,
+        max_size=5,
+        timeout=60,
+        connect_args={"application_name": app_name},
+    )
+
+    def worker() -> None:
+        for _ in range(20):
+            with pool.connection() as conn:
+                conn.execute("SELECT pg_sleep(0.0005)").fetchall()
+        done.append(1)
+
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    with pool:
+        threads = [threading.Thread(target=worker) for _ in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        stats = pool.stats()
+        assert settle(lambda: backends(admin, app_name) == pool.stats().size)
+    stop.set()
+    watcher.join()
+    assert len(done) == 100
+    assert 1 <= peak <= 5
+    assert stats.acquires == 2000 and stats.max_size == 5 and stats.size <= 5
+    assert settle(lambda: backends(admin, app_name) == 0)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+asyncpg", "postgresql+psycopg"])
+def test_1000_tasks_on_a_pool_of_10(
+    postgres_url: str, app_name: str, admin: Any, scheme: str
+) -> None:
+    url = postgres_url.replace("postgresql://", f"{scheme}://", 1)
+    args = (
+        {"server_settings": {"application_name": app_name}}
+        if "asyncpg" in scheme
+        else {"application_name": app_name}
+    )
+
+    async def main() -> tuple[int, int]:
+        async with poolkeeper.AsyncPool(
+            url, min_size=2, max_size=10, timeout=60, connect_args=args
+        ) as pool:
+
+            async def task() -> int:
+                async with pool.connection() as conn:
+                    if "asyncpg" in scheme:
+                        return int(await conn.fetchval("SELECT 1"))
+                    cur = await conn.execute("SELECT 1")
+                    row = await cur.fetchone()
+                    return int(row[0])
+
+            results = await asyncio.gather(*(task() for _ in range(1000)))
+            size = pool.stats().size
+            assert backends(admin, app_name) == size <= 10
+            return sum(results), pool.stats().acquires
+
+    total, acquires = asyncio.run(main())
+    assert total == 1000 and acquires == 1000
+    assert settle(lambda: backends(admin, app_name) == 0)
+
+
+def test_terminated_backend_is_replaced_not_reused(
+    postgres_url: str, app_name: str, admin: Any
+) -> None:
+    with poolkeeper.Pool(
+        postgres_url,
+        min_size=1,
+        max_size=1,
+        connect_args={"application_name": app_name},
+    ) as pool:
+        with pool.connection() as conn:
+            old_pid = conn.info.backend_pid
+        assert terminate(admin, app_name) == 1
+        with pytest.raises(psycopg.OperationalError), pool.connection() as conn:
+            conn.execute("SELECT 1")
+        assert pool.stats().closed_by_reason["broken"] == 1
+        with pool.connection() as conn:
+            assert conn.info.backend_pid != old_pid
+            conn.execute("SELECT 1")
+        assert settle(lambda: backends(admin, app_name) == pool.stats().size == 1)
+
+
+def test_check_hook_hides_a_killed_backend(
+    postgres_url: str, app_name: str, admin: Any
+) -> None:
+    def check(conn: Any) -> None:
+        conn.execute("SELECT 1")
+
+    with poolkeeper.Pool(
+        postgres_url,
+        min_size=2,
+        max_size=2,
+        check=check,
+        connect_args={"application_name": app_name, "autocommit": True},
+    ) as pool:
+        pool.open(wait=True)
+        assert terminate(admin, app_name) == 2
+        for _ in range(5):
+            with pool.connection() as conn:
+                assert conn.execute("SELECT 42").fetchone() == (42,)
+        assert pool.stats().closed_by_reason["check"] == 2
+        assert settle(lambda: backends(admin, app_name) == pool.stats().size)
+
+
+def test_pool_check_method_drops_dead_idle_connections(
+    postgres_url: str, app_name: str, admin: Any
+) -> None:
+    with poolkeeper.Pool(
+        postgres_url,
+        min_size=3,
+        max_size=3,
+        connect_args={"application_name": app_name},
+    ) as pool:
+        pool.open(wait=True)
+        terminate(admin, app_name)
+        pool.check()
+        assert pool.stats().closed_by_reason["check"] == 3
+        pool.open(wait=True)
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        assert settle(lambda: backends(admin, app_name) == pool.stats().size == 3)
+
+
+def test_cancelled_waiters_leak_nothing(
+    postgres_url: str, app_name: str, admin: Any
+) -> None:
+    url = postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    rng = random.Random(1234)
+
+    async def main() -> None:
+        async with poolkeeper.AsyncPool(
+            url,
+            min_size=1,
+            max_size=4,
+            connect_args={"server_settings": {"application_name": app_name}},
+        ) as pool:
+
+            async def user() -> None:
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT pg_sleep(0.002)")
+
+            for _ in range(20):
+                tasks = [asyncio.create_task(user()) for _ in range(30)]
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                for task in tasks[::2]:
+                    task.cancel()
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                for result in results:
+                    assert result is None or isinstance(result, asyncio.CancelledError)
+            stats = pool.stats()
+            assert stats.in_use == 0 and stats.waiting == 0
+            await asyncio.sleep(0.1)
+            assert backends(admin, app_name) == pool.stats().size
+            async with pool.connection() as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+
+    asyncio.run(main())
+    assert settle(lambda: backends(admin, app_name) == 0)
+
+
+def test_wrong_database_fails_with_cause(postgres_url: str) -> None:
+    url = postgres_url.rsplit("/", 1)[0] + "/no_such_database_pk"
+    pool = poolkeeper.Pool(url, min_size=1, timeout=1.0)
+    with pytest.raises(poolkeeper.PoolTimeout) as info:
+        pool.open(wait=True)
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert "no_such_database_pk" in str(info.value.__cause__)
