@@ -1,0 +1,150 @@
+"""Bad input fails at construction with a typed error naming the argument."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+import threading
+
+import pytest
+
+import poolkeeper
+from poolkeeper import AsyncPool, ConfigError, Pool, PoolTimeout, TooManyWaiters
+from poolkeeper._config import parse_url, redact
+
+
+def connect() -> object:
+    raise AssertionError("never called: construction must not connect")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"min_size": -1}, "min_size"),
+        ({"max_size": 0}, "max_size"),
+        ({"min_size": 5, "max_size": 2}, "min_size"),
+        ({"timeout": -1}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
+        ({"timeout": "30"}, "timeout"),
+        ({"max_waiting": -1}, "max_waiting"),
+        ({"max_lifetime": 0}, "max_lifetime"),
+        ({"max_idle": -5.0}, "max_idle"),
+        ({"max_uses": 0}, "max_uses"),
+        ({"min_size": 1.5}, "min_size"),
+        ({"max_size": True}, "max_size"),
+        ({"max_connecting": 0}, "max_connecting"),
+        ({"reconnect_min": 2.0, "reconnect_max": 1.0}, "reconnect_min"),
+    ],
+)
+@pytest.mark.parametrize("cls", [Pool, AsyncPool])
+def test_bad_arguments_name_the_argument(cls: type, kwargs: dict[str, object], names: str) -> None:
+    threads = threading.active_count()
+    with pytest.raises(ValueError, match=names) as info:
+        cls(connect, **kwargs)
+    assert isinstance(info.value, ConfigError)
+    assert threading.active_count() == threads  # nothing was started
+
+
+def test_bad_hook_and_connect_args_types() -> None:
+    with pytest.raises(TypeError, match="check"):
+        Pool(connect, check=42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="connect_args"):
+        Pool("sqlite:///:memory:", connect_args=[("a", 1)])  # type: ignore[call-overload]
+    with pytest.raises(ConfigError, match="connect_args only applies to a URL"):
+        Pool(connect, connect_args={"a": 1})
+    with pytest.raises(ConfigError, match="URL string or a callable"):
+        Pool(42)  # type: ignore[call-overload]
+
+
+def test_unknown_scheme_lists_supported_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        Pool("oracle://scott:tiger@127.0.0.1/db")
+    message = str(info.value)
+    assert "oracle" in message and "postgresql+asyncpg" in message and "sqlite" in message
+    assert "tiger" not in message
+
+
+def test_sync_and_async_driver_mismatch() -> None:
+    with pytest.raises(ConfigError, match="AsyncPool"):
+        Pool("postgresql+asyncpg://postgres@127.0.0.1/test")
+    with pytest.raises(ConfigError, match="sqlite"):
+        AsyncPool("sqlite:///:memory:")
+
+
+def test_missing_driver_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object) -> object:
+        return None if name == "asyncpg" else real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.delitem(sys.modules, "poolkeeper.drivers.asyncpg", raising=False)
+    with pytest.raises(ConfigError, match="pip install 'asyncpg'"):
+        AsyncPool("postgresql+asyncpg://postgres@127.0.0.1/test")
+
+
+def test_bad_port_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="port"):
+        Pool("postgresql://u:pw@127.0.0.1:notaport/db")
+
+
+def test_passwords_are_redacted_everywhere() -> None:
+    url = "postgresql://alice:s%40cr3t@127.0.0.1:5432/test"
+    parsed = parse_url(url)
+    assert parsed.password == "s@cr3t" and parsed.username == "alice"
+    assert "s@cr3t" not in repr(parsed) and "cr3t" not in parsed.redacted()
+    assert "cr3t" not in redact(url)
+    pool = Pool(url)
+    assert "cr3t" not in repr(pool) and "alice" in repr(pool)
+
+
+def test_sqlite_urls() -> None:
+    assert parse_url("sqlite:///:memory:").database == ":memory:"
+    assert parse_url("sqlite:///relative.db").database == "relative.db"
+    assert parse_url("sqlite:////tmp/abs.db").database == "/tmp/abs.db"
+
+
+def test_per_call_timeout_is_validated() -> None:
+    with Pool("sqlite:///:memory:", min_size=0) as pool, pytest.raises(ConfigError, match="timeout"):
+        pool.acquire(timeout=-1)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        poolkeeper.PoolError("x", pool_name="p"),
+        PoolTimeout("t", pool_name="p", timeout=1.5, waiting=3),
+        poolkeeper.PoolClosed("c", pool_name="p"),
+        TooManyWaiters("w", pool_name="p", waiting=7),
+        ConfigError("bad"),
+    ],
+)
+def test_errors_survive_pickle_and_copy(error: poolkeeper.PoolError) -> None:
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+        assert type(clone) is type(error) and clone.args == error.args
+        assert clone.__dict__ == error.__dict__
+    assert type(error).__module__ == "poolkeeper"
+
+
+def test_error_tree() -> None:
+    assert issubclass(PoolTimeout, TimeoutError) and issubclass(ConfigError, ValueError)
+    for cls in (PoolTimeout, poolkeeper.PoolClosed, TooManyWaiters, ConfigError):
+        assert issubclass(cls, poolkeeper.PoolError)
+    assert issubclass(poolkeeper.ConnectionLeakWarning, poolkeeper.PoolWarning)
+
+
+def test_importing_poolkeeper_imports_no_driver() -> None:
+    import subprocess
+
+    code = (
+        "import sys, poolkeeper; "
+        "bad = [m for m in ('psycopg', 'asyncpg', 'aiosqlite', 'sqlite3', 'psycopg2', "
+        "'prometheus_client', 'rich', 'matplotlib') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
