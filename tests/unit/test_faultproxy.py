@@ -1,0 +1,328 @@
+"""Self-tests for the fault proxy, against a tiny asyncio echo server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+
+import pytest
+
+from tests.support.faultproxy import FaultProxy, Mode
+
+
+class EchoServer:
+    """An asyncio echo server on 127.0.0.1 running in its own loop thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="echo-server", daemon=True
+        )
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+        self.port = 0
+
+    def __enter__(self) -> EchoServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(5)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _open(self) -> None:
+        self._server = await asyncio.start_server(self._echo, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for writer in list(self._writers):
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        await self._server.wait_closed()
+        # Let the handler tasks observe EOF and finish before the loop stops.
+        while len(asyncio.all_tasks()) > 1:
+            await asyncio.sleep(0.001)
+
+    async def _echo(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass  # the proxy reset us: that is what several tests do
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+def _proxy_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("faultproxy")]
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    before = threading.active_count()
+    with EchoServer() as server:
+        yield server
+    assert threading.active_count() == before, threading.enumerate()
+
+
+@pytest.fixture
+def proxy(echo: EchoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(("127.0.0.1", echo.port), seed=1) as fault_proxy:
+        yield fault_proxy
+        errors = fault_proxy.errors
+    assert not errors
+    assert not _proxy_threads()
+
+
+def _connect(proxy: FaultProxy, timeout: float = 2.0) -> socket.socket:
+    return socket.create_connection(proxy.address, timeout=timeout)
+
+
+def _roundtrip(sock: socket.socket, payload: bytes) -> bytes:
+    sock.sendall(payload)
+    received = b""
+    while len(received) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def _recv_until_eof(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def _assert_reset_on_connect(proxy: FaultProxy) -> None:
+    # The kernel completes the handshake, then the proxy accepts and resets. The
+    # RST may land before connect() returns to us or only on the first recv().
+    with pytest.raises(ConnectionResetError), _connect(proxy) as sock:
+        sock.recv(10)
+
+
+def test_pass_through_echoes_and_counts(proxy: FaultProxy, echo: EchoServer) -> None:
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"hello") == b"hello"
+        stats = proxy.stats
+        assert (stats.accepted, stats.live, stats.upstream_connects) == (1, 1, 1)
+        assert (stats.bytes_up, stats.bytes_down) == (5, 5)
+        assert proxy.mode is Mode.PASS
+    proxy.wait_live(0)
+    assert echo.connections == 1
+
+
+def test_large_payload_keeps_order(proxy: FaultProxy) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with _connect(proxy) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        received = b""
+        while len(received) < len(payload):
+            received += sock.recv(65536)
+        sender.join()
+    assert received == payload
+    assert proxy.bytes_up == proxy.bytes_down == len(payload)
+
+
+def test_client_half_close_is_forwarded(proxy: FaultProxy) -> None:
+    with _connect(proxy) as sock:
+        sock.sendall(b"last words")
+        sock.shutdown(socket.SHUT_WR)
+        # The echo server sees EOF only if the proxy forwarded it, then closes.
+        assert _recv_until_eof(sock) == b"last words"
+    proxy.wait_live(0)
+
+
+@pytest.mark.timing
+def test_latency_adds_delay_per_direction(proxy: FaultProxy) -> None:
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"warm") == b"warm"
+        proxy.latency(0.1)
+        started = time.monotonic()
+        assert _roundtrip(sock, b"ping") == b"ping"
+        elapsed = time.monotonic() - started
+        proxy.pass_through()
+        started = time.monotonic()
+        assert _roundtrip(sock, b"pong") == b"pong"
+        fast = time.monotonic() - started
+    assert 0.2 <= elapsed < 0.4  # 0.1 s each way
+    assert fast < 0.05
+
+
+def test_latency_jitter_never_reorders(proxy: FaultProxy) -> None:
+    proxy.latency(0.01, jitter=0.01)
+    messages = [f"{i:04d}".encode() for i in range(100)]
+    with _connect(proxy) as sock:
+        for message in messages:
+            sock.sendall(message)
+        received = b""
+        while len(received) < 400:
+            received += sock.recv(65536)
+    assert received == b"".join(messages)
+
+
+def test_blackhole_holds_bytes_then_delivers(proxy: FaultProxy) -> None:
+    with _connect(proxy, timeout=0.3) as sock:
+        assert _roundtrip(sock, b"a") == b"a"
+        proxy.blackhole()
+        sock.sendall(b"held")  # the proxy's kernel still ACKs
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        assert proxy.live == 1  # nothing was closed
+        proxy.pass_through()
+        assert sock.recv(10) == b"held"
+
+
+def test_blackhole_new_connection_hangs(proxy: FaultProxy) -> None:
+    proxy.blackhole()
+    with _connect(proxy, timeout=0.3) as sock:  # the TCP handshake completes
+        sock.sendall(b"x")
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+    proxy.pass_through()
+    proxy.wait_live(0)
+
+
+def test_reset_errors_live_and_new_links_immediately(proxy: FaultProxy) -> None:
+    first, second = _connect(proxy), _connect(proxy)
+    with first, second:
+        assert _roundtrip(first, b"1") == b"1"
+        assert _roundtrip(second, b"2") == b"2"
+        started = time.monotonic()
+        proxy.reset()
+        for sock in (first, second):
+            with pytest.raises(ConnectionResetError):
+                sock.recv(10)
+        assert time.monotonic() - started < 0.1
+        assert proxy.live == 0
+    _assert_reset_on_connect(proxy)
+    assert proxy.stats.rejected == 1
+
+
+def test_reset_all_keeps_the_mode(proxy: FaultProxy) -> None:
+    first, second = _connect(proxy), _connect(proxy)
+    with first, second:
+        proxy.wait_live(2)
+        assert proxy.reset_all() == 2
+        with pytest.raises(ConnectionResetError):
+            first.recv(10)
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"still passing") == b"still passing"
+
+
+def test_refuse_resets_new_links_but_keeps_live_ones(
+    proxy: FaultProxy, echo: EchoServer
+) -> None:
+    with _connect(proxy) as live:
+        assert _roundtrip(live, b"before") == b"before"
+        proxy.refuse()
+        _assert_reset_on_connect(proxy)
+        assert _roundtrip(live, b"after") == b"after"
+    stats = proxy.stats
+    assert (stats.accepted, stats.rejected, stats.upstream_connects) == (2, 1, 1)
+    assert echo.connections == 1
+
+
+def test_slow_accept_holds_until_mode_changes(
+    proxy: FaultProxy, echo: EchoServer
+) -> None:
+    proxy.slow_accept()
+    with _connect(proxy, timeout=0.3) as sock:
+        sock.sendall(b"early")
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        assert (proxy.live, proxy.stats.upstream_connects, echo.connections) == (
+            1,
+            0,
+            0,
+        )
+        proxy.pass_through()
+        assert sock.recv(10) == b"early"
+    assert echo.connections == 1
+
+
+def test_slow_accept_client_that_gives_up_is_dropped(proxy: FaultProxy) -> None:
+    proxy.slow_accept()
+    with _connect(proxy):
+        proxy.wait_live(1)
+    proxy.wait_live(0)
+    assert proxy.stats.upstream_connects == 0
+
+
+def test_truncate_after_cuts_the_stream(proxy: FaultProxy) -> None:
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"ok") == b"ok"
+        proxy.truncate_after(5, direction="down")
+        sock.sendall(b"0123456789")
+        assert _recv_until_eof(sock) == b"01234"
+    proxy.wait_live(0)
+    assert proxy.stats.bytes_up == 12
+
+
+def test_upstream_down_resets_the_client() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]  # bound, never listening: refused
+        with FaultProxy(("127.0.0.1", dead_port)) as proxy:
+            _assert_reset_on_connect(proxy)
+    assert not proxy.errors
+
+
+def test_stop_closes_links_and_joins_thread(echo: EchoServer) -> None:
+    proxy = FaultProxy(("127.0.0.1", echo.port)).start()
+    assert len(_proxy_threads()) == 1
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"x") == b"x"
+        proxy.stop()
+        assert not _proxy_threads()
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(10) == b""
+    proxy.stop()  # idempotent
+    assert proxy.stats.accepted == 1  # counters survive stop
+    with pytest.raises(RuntimeError):
+        proxy.reset_all()
+
+
+def test_set_mode_validates(proxy: FaultProxy) -> None:
+    with pytest.raises(ValueError, match="bogus"):
+        proxy.set_mode("bogus")
+    with pytest.raises(ValueError, match=">= 0"):
+        proxy.latency(-1.0)
+    proxy.set_mode("latency", latency=0.0)
+    assert proxy.mode is Mode.LATENCY
+
+
+def test_unstarted_proxy_has_no_port() -> None:
+    proxy = FaultProxy(("127.0.0.1", 1))
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = proxy.port
+    proxy.stop()  # no-op
