@@ -45,10 +45,21 @@ class DriverSpec:
     """Adapter class for :class:`poolkeeper.AsyncPool`, or None if sync-only."""
 
 
-_PSYCOPG = DriverSpec("psycopg", "psycopg", "psycopg[binary]", "PsycopgDriver", "AsyncPsycopgDriver")
+_PSYCOPG = DriverSpec(
+    "psycopg", "psycopg", "psycopg[binary]", "PsycopgDriver", "AsyncPsycopgDriver"
+)
 _ASYNCPG = DriverSpec("asyncpg", "asyncpg", "asyncpg", None, "AsyncpgDriver")
-_SQLITE3 = DriverSpec("sqlite3", "sqlite3", "(the Python sqlite3 module)", "Sqlite3Driver", None)
+_SQLITE3 = DriverSpec(
+    "sqlite3", "sqlite3", "(the Python sqlite3 module)", "Sqlite3Driver", None
+)
 _AIOSQLITE = DriverSpec("aiosqlite", "aiosqlite", "aiosqlite", None, "AiosqliteDriver")
+_PSYCOPG2 = DriverSpec(
+    "psycopg2", "psycopg2", "psycopg2-binary", "Psycopg2Driver", None
+)
+_AIOPG = DriverSpec("aiopg", "aiopg", "aiopg", None, "AiopgDriver")
+_PYMYSQL = DriverSpec("pymysql", "pymysql", "PyMySQL", "PymysqlDriver", None)
+_AIOMYSQL = DriverSpec("aiomysql", "aiomysql", "aiomysql", None, "AiomysqlDriver")
+_MYSQLDB = DriverSpec("mysqldb", "MySQLdb", "mysqlclient", "MysqldbDriver", None)
 
 #: Every supported URL scheme and its adapter. ``postgresql`` alone resolves
 #: to psycopg 3, or to psycopg2 when only that is installed (see
@@ -56,6 +67,11 @@ _AIOSQLITE = DriverSpec("aiosqlite", "aiosqlite", "aiosqlite", None, "AiosqliteD
 SCHEMES: dict[str, DriverSpec] = {
     "postgresql+psycopg": _PSYCOPG,
     "postgresql+asyncpg": _ASYNCPG,
+    "postgresql+psycopg2": _PSYCOPG2,
+    "postgresql+aiopg": _AIOPG,
+    "mysql+pymysql": _PYMYSQL,
+    "mysql+aiomysql": _AIOMYSQL,
+    "mysql+mysqldb": _MYSQLDB,
     "sqlite": _SQLITE3,
     "sqlite+pysqlite": _SQLITE3,
     "sqlite+sqlite3": _SQLITE3,
@@ -63,7 +79,15 @@ SCHEMES: dict[str, DriverSpec] = {
 }
 
 #: Aliases: schemes that mean the same as another one.
-_ALIASES = {"postgres": "postgresql", "postgresql+psycopg3": "postgresql+psycopg"}
+_ALIASES = {
+    "postgres": "postgresql",
+    "postgresql+psycopg3": "postgresql+psycopg",
+    "mariadb": "mysql",
+    "mariadb+pymysql": "mysql+pymysql",
+    "mariadb+aiomysql": "mysql+aiomysql",
+    "mariadb+mysqldb": "mysql+mysqldb",
+    "mysql+mysqlclient": "mysql+mysqldb",
+}
 
 #: Default driver per bare dialect, in order of preference.
 _DEFAULTS: dict[str, tuple[str, ...]] = {
@@ -79,6 +103,11 @@ CONNECTION_MODULES: dict[str, str] = {
     "asyncpg": "postgresql+asyncpg",
     "sqlite3": "sqlite",
     "aiosqlite": "sqlite+aiosqlite",
+    "psycopg2": "postgresql+psycopg2",
+    "aiopg": "postgresql+aiopg",
+    "pymysql": "mysql+pymysql",
+    "aiomysql": "mysql+aiomysql",
+    "MySQLdb": "mysql+mysqldb",
 }
 
 
@@ -145,7 +174,9 @@ def driver_for_url(
 
 def _schemes_for(*, is_async: bool) -> list[str]:
     return sorted(
-        s for s, spec in SCHEMES.items() if (spec.async_class if is_async else spec.sync_class)
+        s
+        for s, spec in SCHEMES.items()
+        if (spec.async_class if is_async else spec.sync_class)
     )
 
 

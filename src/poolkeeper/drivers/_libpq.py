@@ -19,6 +19,7 @@ from poolkeeper.drivers._options import (
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
+    present,
 )
 from poolkeeper.errors import ConfigError
 
@@ -33,7 +34,9 @@ LIBPQ_DEFAULTS: Mapping[str, str] = {
     "keepalives_count": str(KEEPALIVE_COUNT),
 }
 
-_PARAMS_DOC = "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS"
+_PARAMS_DOC = (
+    "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS"
+)
 
 #: Keys under which a caller may pass a whole connection string.
 _DSN_KEYS = ("dsn", "conninfo")
@@ -63,16 +66,13 @@ def libpq_kwargs(
     Raises:
         ConfigError: a query parameter is not a libpq connection keyword.
     """
-    kwargs: dict[str, Any] = {}
-    for key, value in (
-        ("host", url.host),
-        ("port", url.port),
-        ("user", url.username),
-        ("password", url.password),
-        ("dbname", url.database),
-    ):
-        if value is not None:
-            kwargs[key] = value
+    kwargs = present(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=url.database,
+    )
     if url.query:
         try:
             make_conninfo("", **url.query)
@@ -88,7 +88,5 @@ def libpq_kwargs(
         dsn = kwargs.get(key)
         if isinstance(dsn, str) and dsn:
             already.update(parse_conninfo(dsn))
-    for key, value in LIBPQ_DEFAULTS.items():
-        if key not in already:
-            kwargs[key] = value
-    return kwargs
+    defaults = {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in already}
+    return {**kwargs, **defaults}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -134,7 +135,6 @@ def set_tcp_keepalive_fd(fd: int, **timings: int) -> None:
             dup.close()
 
 
-
 #: URL/``connect_args`` keys poolkeeper itself consumes to tune keepalive on
 #: drivers that have no option of their own (asyncpg and the MySQL drivers).
 KEEPALIVE_PARAMS: dict[str, Converter] = {
@@ -177,3 +177,30 @@ class Keepalive:
             set_tcp_keepalive_fd(
                 fd, idle=self.idle, interval=self.interval, count=self.count
             )
+
+
+def present(**values: Any) -> dict[str, Any]:
+    """Return the keyword arguments whose value is not None."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def has_pending_input(fd: int) -> bool:
+    """Tell whether a connection's socket has something to read while at rest.
+
+    A request/response protocol sends nothing unsolicited to a connection that
+    is not running a query, so anything readable (end of file after a server
+    side kill, an error packet before the server hangs up, leftover rows) means
+    the connection is dead or out of sync. A zero-timeout poll is a local
+    system call, not a round trip to the server.
+    """
+    if fd < 0:
+        return True
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(poller.poll(0))
+        readable, _, errored = select.select([fd], [], [fd], 0)
+        return bool(readable or errored)
+    except (OSError, ValueError):
+        return True

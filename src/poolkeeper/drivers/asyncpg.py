@@ -33,6 +33,7 @@ from poolkeeper.drivers._options import (
     KEEPALIVE_PARAMS,
     Keepalive,
     convert_query,
+    present,
     to_bool,
 )
 from poolkeeper.drivers.base import TxStatus
@@ -69,19 +70,18 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: a typed parameter has a value of the wrong type.
     """
-    kwargs: dict[str, Any] = {}
-    for key, value in (
-        ("host", url.host),
-        ("port", url.port),
-        ("user", url.username),
-        ("password", url.password),
-        ("database", url.database),
-    ):
-        if value is not None:
-            kwargs[key] = value
+    kwargs = present(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+    )
     typed_keys = _CONNECT_PARAMS.keys() | KEEPALIVE_PARAMS.keys()
     typed = {k: v for k, v in url.query.items() if k in typed_keys}
-    kwargs.update(convert_query(url.scheme, typed, {**_CONNECT_PARAMS, **KEEPALIVE_PARAMS}))
+    kwargs.update(
+        convert_query(url.scheme, typed, {**_CONNECT_PARAMS, **KEEPALIVE_PARAMS})
+    )
     rest = {k: v for k, v in url.query.items() if k not in typed_keys}
     if rest:
         # asyncpg parses libpq-style DSN parameters itself; explicit keyword

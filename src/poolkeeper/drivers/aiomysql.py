@@ -1,0 +1,151 @@
+"""aiomysql adapter (async only): :class:`AiomysqlDriver` for ``mysql+aiomysql://``.
+
+aiomysql is PyMySQL's protocol code on asyncio streams, so it shares the
+PyMySQL adapter's rules (see :mod:`poolkeeper.drivers.pymysql`):
+``SERVER_STATUS_IN_TRANS`` for the transaction state, ``COM_PING`` without
+reconnect as the ping, ``COM_RESET_CONNECTION`` plus the connect-time session
+setup as the full reset, 10 s connect timeout and tuned TCP keepalive.
+
+- Broken: aiomysql drops its stream (``conn.closed`` turns true) when a read
+  finds the server gone.
+- Close: a ``COM_QUIT`` bounded by :data:`CLOSE_TIMEOUT`, then the transport is
+  closed; if that fails or times out the transport is closed at once.
+- Cancellation: a task cancelled in the middle of a query leaves unread
+  packets on the wire and aiomysql does not notice; such a connection must be
+  closed, not reused (the pool discards connections whose holder was
+  cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomysql
+
+from poolkeeper._config import URL
+from poolkeeper.drivers._mysql import (
+    COM_RESET_CONNECTION,
+    COMMON_PARAMS,
+    mysql_kwargs,
+    session_setup_sql,
+    tx_status,
+)
+from poolkeeper.drivers._options import Converter, to_bool
+from poolkeeper.drivers.base import TxStatus
+
+#: Seconds the ``COM_QUIT`` goodbye may take before the transport is dropped.
+CLOSE_TIMEOUT = 2.0
+
+
+def _ssl(value: str) -> ssl.SSLContext | None:
+    # aiomysql wants an SSLContext; from a URL only "verify with the system
+    # trust store" or "no TLS" can be expressed. Custom contexts: connect_args.
+    return ssl.create_default_context() if to_bool(value) else None
+
+
+#: URL parameters accepted by ``mysql+aiomysql://`` and their types.
+PARAMS: dict[str, Converter] = {**COMMON_PARAMS, "ssl": _ssl, "echo": to_bool}
+
+
+def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Turn a parsed URL into ``aiomysql.connect`` arguments (``connect_args`` win).
+
+    Raises:
+        ConfigError: a query parameter is not supported or not convertible.
+    """
+    return mysql_kwargs(url, connect_args, params=PARAMS, database_key="db")[0]
+
+
+def _socket_of(conn: Any) -> Any:
+    writer = getattr(conn, "_writer", None)
+    return writer.transport.get_extra_info("socket") if writer is not None else None
+
+
+class AiomysqlDriver:
+    """Asyncio aiomysql adapter."""
+
+    name = "aiomysql"
+    is_async = True
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
+        self._connect = connect
+
+    @classmethod
+    def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AiomysqlDriver:
+        """Build the adapter for a parsed URL.
+
+        Args:
+            url: The parsed ``mysql+aiomysql://`` URL.
+            connect_args: Extra ``aiomysql.connect`` arguments (plus
+                ``keepalives*``); they win over the URL and the defaults.
+        """
+        kwargs, keepalive = mysql_kwargs(
+            url, connect_args, params=PARAMS, database_key="db"
+        )
+
+        async def connect() -> Any:
+            conn = await aiomysql.connect(**kwargs)
+            keepalive.apply(_socket_of(conn))
+            return conn
+
+        return cls(connect)
+
+    async def connect(self) -> Any:
+        return await self._connect()
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        if conn.closed:
+            return TxStatus.UNKNOWN
+        return tx_status(conn.server_status)
+
+    def is_broken(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    async def commit(self, conn: Any) -> None:
+        await conn.commit()
+
+    async def rollback(self, conn: Any) -> None:
+        await conn.rollback()
+
+    async def ping(self, conn: Any) -> None:
+        await conn.ping(reconnect=False)
+
+    async def reset_session(self, conn: Any) -> None:
+        """Send ``COM_RESET_CONNECTION`` and replay aiomysql's session setup.
+
+        Raises:
+            pymysql.err.Error: the server lacks the command (MySQL < 5.7.3,
+                MariaDB < 10.2.4) or the connection failed; close it.
+        """
+        await conn._execute_command(COM_RESET_CONNECTION, "")
+        await conn._read_ok_packet()
+        statements = session_setup_sql(
+            escape=conn.escape,
+            charset=conn.charset,
+            collation=None,
+            sql_mode=conn.sql_mode,
+            init_command=conn.init_command,
+            autocommit=conn.autocommit_mode,
+        )
+        cursor = await conn.cursor()
+        try:
+            for statement in statements:
+                await cursor.execute(statement)
+        finally:
+            await cursor.close()
+
+    async def close(self, conn: Any) -> None:
+        if conn.closed:
+            return
+        try:
+            await asyncio.wait_for(conn.ensure_closed(), CLOSE_TIMEOUT)
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.close()
+        except BaseException:
+            conn.close()
+            raise

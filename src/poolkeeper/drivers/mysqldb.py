@@ -1,0 +1,169 @@
+"""mysqlclient adapter (sync only): :class:`MysqldbDriver` for ``mysql+mysqldb://``.
+
+mysqlclient (``import MySQLdb``) wraps the C client library (libmariadb or
+libmysqlclient), which keeps the server status flags to itself, so:
+
+- Transaction state: always ``UNKNOWN``; the pool rolls back on return.
+- Broken: ``conn.open`` only turns false on ``close()``, and the C library
+  keeps its socket after the server hangs up, so the adapter also looks at
+  the last error code (``conn.errno()``: "server has gone away" / "lost
+  connection"; closing a cursor clears it) and polls the socket with a zero
+  timeout: a connection at rest with something to read has been hung up on
+  or is out of sync. Neither is a round trip.
+- Ping: ``conn.ping()`` (``mysql_ping``; reconnect stays off).
+- Close: ``mysql_close`` sends ``COM_QUIT`` and does not wait.
+- Defaults: ``connect_timeout=10``; TCP keepalive is tuned on the socket
+  behind ``conn.fileno()`` (30 s idle / 10 s interval / 3 probes).
+- ``reset_session``: mysqlclient does not expose ``mysql_reset_connection``;
+  ``COM_CHANGE_USER`` with the credentials from the URL resets the session the
+  same way and re-authenticates. Adapters built from a callable do not know
+  the credentials and raise ``NotImplementedError`` (close the connection
+  instead).
+
+Note: as with the ``mysql`` command line tool, the host ``localhost`` means
+the default Unix socket for the C library; use ``127.0.0.1`` for TCP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import MySQLdb  # type: ignore[import-untyped]  # mysqlclient ships no stubs
+
+from poolkeeper._config import URL
+from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
+from poolkeeper.drivers._options import (
+    Converter,
+    Keepalive,
+    has_pending_input,
+    to_bool,
+)
+from poolkeeper.drivers.base import TxStatus
+
+#: Client error codes meaning the session is gone: CR_SERVER_GONE_ERROR,
+#: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, and the server's
+#: ER_CLIENT_INTERACTION_TIMEOUT (MySQL 8.0.24+).
+_GONE = frozenset({2006, 2013, 2055, 4031})
+
+#: URL parameters accepted by ``mysql+mysqldb://`` and their types.
+PARAMS: dict[str, Converter] = {
+    **COMMON_PARAMS,
+    "collation": str,
+    "read_timeout": int,
+    "write_timeout": int,
+    "compress": to_bool,
+    "ssl_mode": str,
+    "auth_plugin": str,
+    "binary_prefix": to_bool,
+    "use_unicode": to_bool,
+}
+
+
+def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
+    """Turn a parsed URL into ``MySQLdb.connect`` arguments (``connect_args`` win).
+
+    Raises:
+        ConfigError: a query parameter is not supported or not convertible.
+    """
+    return _kwargs(url, connect_args)[0]
+
+
+def _kwargs(url: URL, connect_args: dict[str, Any]) -> tuple[dict[str, Any], Keepalive]:
+    kwargs, keepalive = mysql_kwargs(url, connect_args, params=PARAMS)
+    # The C library takes whole seconds (and 0 would mean "no limit").
+    kwargs["connect_timeout"] = max(1, round(float(kwargs["connect_timeout"])))
+    return kwargs, keepalive
+
+
+class MysqldbDriver:
+    """Sync mysqlclient adapter."""
+
+    name = "mysqldb"
+    is_async = False
+
+    def __init__(
+        self, connect: Callable[[], Any], *, session: dict[str, Any] | None = None
+    ) -> None:
+        """Wrap a connect callable.
+
+        Args:
+            connect: Zero-argument callable returning a new connection.
+            session: The connect arguments, when known: ``reset_session`` needs
+                the credentials and replays ``sql_mode``, ``init_command`` and
+                ``autocommit`` from them.
+        """
+        self._connect = connect
+        self._session = session
+
+    @classmethod
+    def from_url(cls, url: URL, connect_args: dict[str, Any]) -> MysqldbDriver:
+        """Build the adapter for a parsed URL.
+
+        Args:
+            url: The parsed ``mysql+mysqldb://`` URL.
+            connect_args: Extra ``MySQLdb.connect`` arguments (plus
+                ``keepalives*``); they win over the URL and the defaults.
+        """
+        kwargs, keepalive = _kwargs(url, connect_args)
+
+        def connect() -> Any:
+            conn = MySQLdb.connect(**kwargs)
+            keepalive.apply_fd(conn.fileno())
+            return conn
+
+        return cls(connect, session=dict(kwargs))
+
+    def connect(self) -> Any:
+        return self._connect()
+
+    def transaction_status(self, conn: Any) -> TxStatus:
+        return TxStatus.UNKNOWN
+
+    def is_broken(self, conn: Any) -> bool:
+        if not conn.open:
+            return True
+        try:
+            return conn.errno() in _GONE or has_pending_input(conn.fileno())
+        except MySQLdb.Error:
+            return True
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def ping(self, conn: Any) -> None:
+        conn.ping()
+
+    def reset_session(self, conn: Any) -> None:
+        """Reset the session with ``COM_CHANGE_USER`` and replay the session setup.
+
+        Raises:
+            NotImplementedError: the adapter was built from a callable and
+                does not know the credentials.
+            MySQLdb.Error: the server refused or the connection failed.
+        """
+        session = self._session
+        if session is None:
+            raise NotImplementedError(
+                "mysqlclient cannot reset a session without the credentials; "
+                "build the pool from a mysql+mysqldb:// URL or close the connection"
+            )
+        password = session.get("password", session.get("passwd", ""))
+        database = session.get("database", session.get("db"))
+        conn.change_user(session.get("user", ""), password, database)
+        with contextlib.closing(conn.cursor()) as cursor:
+            if session.get("sql_mode") is not None:
+                cursor.execute("SET sql_mode=%s", (session["sql_mode"],))
+            if session.get("init_command") is not None:
+                cursor.execute(session["init_command"])
+        autocommit = session.get("autocommit", False)
+        if autocommit is not None:
+            conn.autocommit(autocommit)
+
+    def close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
