@@ -500,7 +500,10 @@ async def test_through_the_pool_commit_on_exit(
             await begin(case, conn)
             await run(conn, f"INSERT INTO {table} VALUES (1)")
     else:
-        with poolkeeper.Pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
+        with (
+            poolkeeper.Pool(url, min_size=1, max_size=2) as pool,
+            pool.connection() as conn,
+        ):
             await begin(case, conn)
             await run(conn, f"INSERT INTO {table} VALUES (1)")
     assert admin.count(table) == 1
