@@ -84,10 +84,13 @@ class Target:
 def resolve_target(url: str, *, use_async: bool) -> Target:
     """Parse ``url`` and find the driver adapter a pool of that kind would use.
 
+    A URL naming an async-only driver (``postgresql+asyncpg://``) selects
+    asyncio even without ``--async``: there is only one way to use it.
+
     Raises:
         CliError: With :data:`EXIT_USAGE` when the URL is malformed, its
-            scheme is unknown, its driver is not installed, or the driver does
-            not fit ``--async`` (or its absence).
+            scheme is unknown, its driver is not installed, or ``--async``
+            was given for a sync-only driver.
     """
     from poolkeeper.drivers import driver_for_url
 
@@ -95,6 +98,10 @@ def resolve_target(url: str, *, use_async: bool) -> Target:
         parsed = parse_url(url)
         driver = driver_for_url(url, {}, is_async=use_async)
     except ConfigError as exc:
+        if not use_async:
+            with contextlib.suppress(ConfigError):
+                driver = driver_for_url(url, {}, is_async=True)
+                return Target(url, redact(url), parse_url(url), driver.name, True)
         raise CliError(f"bad URL: {exc}", EXIT_USAGE) from exc
     return Target(url, redact(url), parsed, driver.name, use_async)
 
@@ -111,7 +118,9 @@ def default_sqlite_url(directory: str, *, use_async: bool) -> str:
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT)"
+        )
         conn.executemany(
             "INSERT OR IGNORE INTO items (id, name) VALUES (?, ?)",
             [(i, f"item {i}") for i in range(1, 101)],
@@ -181,7 +190,9 @@ def default_port(dialect: str) -> int:
 
 def connect_failed(target: Target, exc: BaseException) -> CliError:
     """Build the one-line error for a failed connect (exit :data:`EXIT_CONNECT`)."""
-    return CliError(f"cannot connect to {target.display}: {first_line(exc)}", EXIT_CONNECT)
+    return CliError(
+        f"cannot connect to {target.display}: {first_line(exc)}", EXIT_CONNECT
+    )
 
 
 def ms(seconds: float) -> str:
@@ -231,16 +242,24 @@ class Output:
 
             tty = self.stream.isatty()
             console = Console(file=self.stream, width=None if tty else 120)
-            table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+            console.print(title, highlight=False, soft_wrap=True)
+            table = Table(box=box.SIMPLE_HEAD)
             for i, column in enumerate(columns):
                 table.add_column(column, justify="left" if i == 0 else "right")
             for row in rows:
                 table.add_row(*row)
             console.print(table)
             return
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        widths = [
+            max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)
+        ]
         self.print(title)
-        self.print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths, strict=True))))
+        self.print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(columns, widths, strict=True))
+            )
+        )
         for row in rows:
             self.print(
                 "  ".join(

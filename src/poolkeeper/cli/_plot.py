@@ -33,7 +33,9 @@ def _save(fig: Any, plt: Any, path: str) -> None:
     try:
         fig.savefig(path, dpi=110)
     except OSError as exc:
-        raise CliError(f"cannot write the plot to {path}: {exc.strerror or exc}", EXIT_FAILED) from exc
+        raise CliError(
+            f"cannot write the plot to {path}: {exc.strerror or exc}", EXIT_FAILED
+        ) from exc
     finally:
         plt.close(fig)
     if not os.path.getsize(path):
@@ -62,8 +64,9 @@ def plot_bench(results: Sequence[WorkloadResult], path: str, *, title: str) -> N
                 color=_COLORS.get(result.spec.name),
             )
         hist.set_xscale("log")
+        hist.set_yscale("log")
     hist.set_xlabel("latency per operation (ms, log scale)")
-    hist.set_ylabel("operations")
+    hist.set_ylabel("operations (log scale)")
     hist.set_title("latency")
     hist.legend()
     for result in results:
@@ -107,9 +110,14 @@ def plot_tune(
     left.set_ylabel("ops/s", color=_COLORS["pooled"])
     left.set_ylim(bottom=0)
     right = left.twinx()
-    right.plot(sizes, p99_ms, marker="s", color=_COLORS["unpooled"], label="p99 latency")
+    right.plot(
+        sizes, p99_ms, marker="s", color=_COLORS["unpooled"], label="p99 latency"
+    )
     right.set_ylabel("p99 latency (ms)", color=_COLORS["unpooled"])
-    right.set_ylim(bottom=0, top=max(p99_ms) * 1.15 if p99_ms and not math.isnan(max(p99_ms)) else None)
+    right.set_ylim(
+        bottom=0,
+        top=max(p99_ms) * 1.15 if p99_ms and not math.isnan(max(p99_ms)) else None,
+    )
     if knee is not None:
         left.axvline(knee, color="gray", linestyle="--", label=f"knee: {knee}")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]

@@ -131,7 +131,8 @@ def _result(
     for worker in workers:
         if worker.error is not None:
             raise CliError(
-                f"the {spec.name} workload failed: {first_line(worker.error)}", EXIT_FAILED
+                f"the {spec.name} workload failed: {first_line(worker.error)}",
+                EXIT_FAILED,
             ) from worker.error
     latencies = sorted(x for w in workers for x in w.latencies)
     acquires = sorted(x for w in workers for x in w.acquires)
@@ -170,7 +171,9 @@ def _execute_sync(conn: Any, query: str) -> None:
         cursor.close()
 
 
-def _sync_operation(spec: WorkloadSpec, driver: Driver, pool: Any) -> Callable[[_Worker], None]:
+def _sync_operation(
+    spec: WorkloadSpec, driver: Driver, pool: Any
+) -> Callable[[_Worker], None]:
     query = spec.query
 
     if pool is not None:

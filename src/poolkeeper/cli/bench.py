@@ -19,6 +19,7 @@ from poolkeeper.cli._common import (
     EXIT_USAGE,
     CliError,
     Output,
+    Target,
     database_url,
     ms,
     probe_tcp,
@@ -81,7 +82,9 @@ def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=command)
 
 
-def add_target_arguments(parser: argparse.ArgumentParser, *, duration: float = 3.0) -> None:
+def add_target_arguments(
+    parser: argparse.ArgumentParser, *, duration: float = 3.0, concurrency: int = 4
+) -> None:
     """Add the options ``bench`` and ``tune`` share: database, query, load shape."""
     parser.add_argument(
         "--url",
@@ -99,9 +102,12 @@ def add_target_arguments(parser: argparse.ArgumentParser, *, duration: float = 3
         "--concurrency",
         "-c",
         type=positive_int,
-        default=4,
+        default=concurrency,
         metavar="N",
-        help="threads (or asyncio tasks with --async) running queries (default: 4)",
+        help=(
+            "threads (or asyncio tasks with --async) running queries "
+            f"(default: {concurrency})"
+        ),
     )
     parser.add_argument(
         "--async",
@@ -171,9 +177,10 @@ def command(args: argparse.Namespace) -> int:
                 results.append(run(spec, sink))
     speedup = _speedup(results)
     if args.json:
-        out.print(json.dumps(to_json(target.display, target.driver_name, args, pool_size, results, speedup), indent=2))
+        document = to_json(target, args, pool_size, results, speedup)
+        out.print(json.dumps(document, indent=2))
     else:
-        _print_table(out, target.display, target.driver_name, args, pool_size, results, speedup)
+        _print_table(out, target, args, pool_size, results, speedup)
     if args.plot:
         from poolkeeper.cli._plot import plot_bench
 
@@ -195,19 +202,18 @@ def require_matplotlib() -> None:
 
 def _speedup(results: list[WorkloadResult]) -> float | None:
     by_name = {r.spec.name: r for r in results}
-    if "pooled" in by_name and "unpooled" in by_name and by_name["unpooled"].ops_per_sec:
+    if (
+        "pooled" in by_name
+        and "unpooled" in by_name
+        and by_name["unpooled"].ops_per_sec
+    ):
         return by_name["pooled"].ops_per_sec / by_name["unpooled"].ops_per_sec
     return None
 
 
-def _mode(args: argparse.Namespace) -> str:
-    return "asyncio" if args.use_async else "threads"
-
-
 def _print_table(
     out: Output,
-    url: str,
-    driver: str,
+    target: Target,
     args: argparse.Namespace,
     pool_size: int,
     results: list[WorkloadResult],
@@ -215,8 +221,14 @@ def _print_table(
 ) -> None:
     rows = []
     for r in results:
-        label = r.spec.name if r.spec.pool_size is None else f"pooled ({r.spec.pool_size})"
-        gain = "1.00x" if r.spec.name == "unpooled" else (f"{speedup:.2f}x" if speedup else "-")
+        label = (
+            r.spec.name if r.spec.pool_size is None else f"pooled ({r.spec.pool_size})"
+        )
+        gain = (
+            "1.00x"
+            if r.spec.name == "unpooled"
+            else (f"{speedup:.2f}x" if speedup else "-")
+        )
         rows.append(
             [
                 label,
@@ -230,10 +242,20 @@ def _print_table(
             ]
         )
     title = (
-        f"poolkeeper bench: {url} ({driver}, {args.concurrency} {_mode(args)}, "
+        f"poolkeeper bench: {target.display} ({target.driver_name}, {args.concurrency} "
+        f"{'asyncio tasks' if target.is_async else 'threads'}, "
         f"{args.duration:g} s each, query {args.query!r})"
     )
-    columns = ["workload", "ops/s", "p50", "p95", "p99", "get conn p50", "get conn p99", "speed-up"]
+    columns = [
+        "workload",
+        "ops/s",
+        "p50",
+        "p95",
+        "p99",
+        "get conn p50",
+        "get conn p99",
+        "speed-up",
+    ]
     out.table(title, columns, rows)
     if speedup is not None:
         out.print(
@@ -243,7 +265,9 @@ def _print_table(
         )
 
 
-def _summary(values: list[float], result: WorkloadResult, kind: str) -> dict[str, float]:
+def _summary(
+    values: list[float], result: WorkloadResult, kind: str
+) -> dict[str, float]:
     get = result.latency if kind == "latency" else result.acquire
     mean = sum(values) / len(values) if values else 0.0
     return {
@@ -270,8 +294,7 @@ def result_json(result: WorkloadResult) -> dict[str, Any]:
 
 
 def to_json(
-    url: str,
-    driver: str,
+    target: Target,
     args: argparse.Namespace,
     pool_size: int,
     results: list[WorkloadResult],
@@ -281,9 +304,9 @@ def to_json(
     return {
         "schema": SCHEMA,
         "poolkeeper_version": poolkeeper.__version__,
-        "url": url,
-        "driver": driver,
-        "mode": _mode(args),
+        "url": target.display,
+        "driver": target.driver_name,
+        "mode": "asyncio" if target.is_async else "threads",
         "concurrency": args.concurrency,
         "pool_size": pool_size,
         "duration_s": args.duration,

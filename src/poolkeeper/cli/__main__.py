@@ -1,0 +1,7 @@
+"""Allow ``python -m poolkeeper.cli``."""
+
+import sys
+
+from poolkeeper.cli.main import main
+
+sys.exit(main())

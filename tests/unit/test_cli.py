@@ -1,0 +1,382 @@
+"""The ``poolkeeper`` command line, run as a subprocess against embedded SQLite.
+
+Every command runs the way a user runs it (``python -m poolkeeper.cli.main``),
+with short durations. The only network use is a connect to a closed loopback
+port, to check the "cannot connect" path.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poolkeeper.cli import tune
+from poolkeeper.cli._common import Target, quantile
+from poolkeeper.cli._workload import WorkloadResult, WorkloadSpec
+from poolkeeper.cli.check import connect_fix
+
+SHORT = ["--duration", "0.3", "--no-progress"]
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "poolkeeper.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("poolkeeper ")
+    return lines[0]
+
+
+# -- JSON schema ----------------------------------------------------------------
+
+SUMMARY_KEYS = {"mean", "p50", "p95", "p99", "max"}
+
+
+def check_bench_schema(doc: dict[str, Any]) -> None:
+    """The documented ``poolkeeper.bench/1`` layout (docs/CLI.md)."""
+    assert doc["schema"] == "poolkeeper.bench/1"
+    assert set(doc) == {
+        "schema",
+        "poolkeeper_version",
+        "url",
+        "driver",
+        "mode",
+        "concurrency",
+        "pool_size",
+        "duration_s",
+        "query",
+        "results",
+        "speedup",
+    }
+    assert doc["mode"] in ("threads", "asyncio")
+    assert isinstance(doc["concurrency"], int)
+    assert isinstance(doc["pool_size"], int)
+    assert isinstance(doc["duration_s"], float)
+    assert doc["speedup"] is None or isinstance(doc["speedup"], float)
+    for result in doc["results"]:
+        assert set(result) == {
+            "workload",
+            "pool_size",
+            "ops",
+            "elapsed_s",
+            "ops_per_sec",
+            "latency_ms",
+            "get_connection_ms",
+            "timeline",
+        }
+        assert result["workload"] in ("pooled", "unpooled")
+        assert (result["pool_size"] is None) == (result["workload"] == "unpooled")
+        assert isinstance(result["ops"], int)
+        assert result["ops"] > 0
+        assert result["ops_per_sec"] > 0
+        for key in ("latency_ms", "get_connection_ms"):
+            summary = result[key]
+            assert set(summary) == SUMMARY_KEYS
+            assert summary["p50"] <= summary["p95"] <= summary["p99"] <= summary["max"]
+        for point in result["timeline"]:
+            assert set(point) == {"t_s", "ops_per_sec"}
+
+
+# -- help and usage ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["bench"], ["tune"], ["check"]])
+def test_help_has_examples_and_exit_codes(command):
+    proc = run_cli(*command, "--help")
+    assert proc.returncode == 0
+    assert "usage: poolkeeper" in proc.stdout
+    assert "examples:" in proc.stdout or "exit codes:" in proc.stdout
+
+
+def test_no_command_is_a_usage_error():
+    proc = run_cli()
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "--concurrency", "0"],
+        ["bench", "--duration", "-1"],
+        ["bench", "--workload", "nope"],
+        ["tune", "--sizes", "1,x"],
+    ],
+)
+def test_bad_options_exit_2(args):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_importing_poolkeeper_and_the_cli_imports_neither_rich_nor_matplotlib():
+    code = (
+        "import sys, poolkeeper, poolkeeper.cli.main; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'matplotlib')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- bench --------------------------------------------------------------------------
+
+
+def test_bench_default_is_embedded_sqlite_with_a_table():
+    proc = run_cli("bench", *SHORT)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "sqlite3" in out
+    for word in ("unpooled", "pooled (4)", "ops/s", "p50", "p95", "p99", "speed-up"):
+        assert word in out
+    assert "x the throughput of connect-per-query" in out
+
+
+def test_bench_json_schema_and_speedup():
+    proc = run_cli("bench", *SHORT, "--concurrency", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    check_bench_schema(doc)
+    assert doc["driver"] == "sqlite3"
+    assert doc["mode"] == "threads"
+    assert doc["concurrency"] == 2
+    assert doc["pool_size"] == 2
+    assert [r["workload"] for r in doc["results"]] == ["unpooled", "pooled"]
+    unpooled, pooled = doc["results"]
+    assert doc["speedup"] == pytest.approx(
+        pooled["ops_per_sec"] / unpooled["ops_per_sec"]
+    )
+
+
+def test_bench_async_uses_aiosqlite_and_asyncpool():
+    proc = run_cli("bench", *SHORT, "--async", "--json", "--pool-size", "2")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    check_bench_schema(doc)
+    assert doc["driver"] == "aiosqlite"
+    assert doc["mode"] == "asyncio"
+    assert doc["url"].startswith("sqlite+aiosqlite:///")
+    assert doc["results"][1]["pool_size"] == 2
+
+
+def test_bench_custom_query_on_a_given_sqlite_file(tmp_path: Path):
+    db = tmp_path / "app.db"
+    url = f"sqlite:///{db}"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (42)")
+    conn.close()
+    proc = run_cli(
+        "bench",
+        *SHORT,
+        "--url",
+        url,
+        "--query",
+        "SELECT x FROM t",
+        "--workload",
+        "pooled",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    check_bench_schema(doc)
+    assert doc["query"] == "SELECT x FROM t"
+    assert [r["workload"] for r in doc["results"]] == ["pooled"]
+    assert doc["speedup"] is None
+
+
+def test_bench_plot_writes_a_png(tmp_path: Path):
+    png = tmp_path / "bench.png"
+    proc = run_cli("bench", *SHORT, "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr
+    assert f"plot written to {png}" in proc.stdout
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 1000
+
+
+def test_bench_bad_query_exits_1():
+    line = assert_one_line_error(run_cli("bench", *SHORT, "--query", "SELEC 1"), 1)
+    assert "the query failed" in line
+    assert "syntax error" in line
+
+
+@pytest.mark.parametrize("url", ["nope", "foo://x/y", "postgresql://h:notaport/db"])
+def test_bench_bad_url_exits_2_with_one_line(url):
+    line = assert_one_line_error(run_cli("bench", *SHORT, "--url", url), 2)
+    assert "bad URL" in line
+
+
+def test_bench_unreachable_server_exits_3_without_password():
+    url = f"postgresql://app:s3cret-pw@127.0.0.1:{closed_port()}/db"
+    line = assert_one_line_error(run_cli("bench", *SHORT, "--url", url), 3)
+    assert "cannot connect" in line
+    assert "s3cret-pw" not in line
+
+
+def test_debug_shows_the_traceback():
+    url = f"postgresql://app@127.0.0.1:{closed_port()}/db"
+    proc = run_cli("bench", *SHORT, "--url", url, "--debug")
+    assert proc.returncode == 3
+    assert "Traceback" in proc.stderr
+
+
+def test_async_flag_with_a_sync_only_driver_is_a_usage_error(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    line = assert_one_line_error(run_cli("bench", *SHORT, "--url", url, "--async"), 2)
+    assert "sync-only" in line or "cannot be used with AsyncPool" in line
+
+
+# -- tune ---------------------------------------------------------------------------
+
+
+def test_tune_table_and_recommendation():
+    proc = run_cli(
+        "tune", "--duration", "0.2", "--no-progress", "--max-size", "4", "-c", "4"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "pool size" in out
+    assert "recommended: min_size=" in out
+    assert "knee of the curve" in out
+
+
+def test_tune_json_and_plot(tmp_path: Path):
+    png = tmp_path / "tune.png"
+    proc = run_cli(
+        "tune", "--duration", "0.2", "--no-progress", "--sizes", "1,2", "-c", "2",
+        "--json", "--plot", str(png),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == "poolkeeper.tune/1"
+    assert [s["pool_size"] for s in doc["sizes"]] == [1, 2]
+    for size in doc["sizes"]:
+        assert set(size) == {
+            "pool_size",
+            "ops",
+            "ops_per_sec",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "wait_p99_ms",
+        }
+    advice = doc["recommendation"]
+    assert 1 <= advice["min_size"] <= advice["max_size"] <= 2
+    assert advice["budget_per_process"] is None
+    assert doc["server"] is None
+    assert advice["reasons"]
+    assert png.stat().st_size > 1000
+
+
+# -- check --------------------------------------------------------------------------
+
+
+def test_check_sqlite_file(tmp_path: Path):
+    db = tmp_path / "ok.db"
+    import sqlite3
+
+    sqlite3.connect(db).close()
+    proc = run_cli("check", f"sqlite:///{db}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[ ok ] URL" in proc.stdout
+    assert "SQLite 3." in proc.stdout
+    assert "round trip" in proc.stdout
+    assert "all checks passed" in proc.stdout
+
+
+def test_check_bad_url_exits_2():
+    proc = run_cli("check", "nonsense")
+    assert proc.returncode == 2
+    assert "[FAIL] URL" in proc.stdout
+    assert "fix:" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_check_closed_port_exits_3_with_a_fix_and_no_password():
+    proc = run_cli("check", f"postgresql://app:hunter2@127.0.0.1:{closed_port()}/db")
+    assert proc.returncode == 3
+    assert "[ ok ] DNS" in proc.stdout
+    assert "[FAIL] TCP connect" in proc.stdout
+    assert "fix: start the server" in proc.stdout
+    assert "hunter2" not in proc.stdout + proc.stderr
+    assert "app:***@" in proc.stdout
+
+
+# -- in-process pieces ----------------------------------------------------------------
+
+
+def fake_result(size: int, ops_per_sec: float) -> WorkloadResult:
+    target = Target("sqlite://", "sqlite://", None, "sqlite3", False)  # type: ignore[arg-type]
+    spec = WorkloadSpec(target, "SELECT 1", 16, 1.0, size)
+    ops = int(ops_per_sec)
+    return WorkloadResult(spec, 1.0, [0.001] * ops, [0.0] * ops, [])
+
+
+def test_recommend_picks_the_knee_and_caps_by_the_server_budget():
+    results = [
+        fake_result(s, r)
+        for s, r in [(1, 100), (2, 190), (4, 350), (8, 390), (16, 400)]
+    ]
+    advice = tune.recommend(results, budget=None, processes=1, concurrency=16)
+    assert advice.knee == 8  # 390 >= 95% of 400
+    assert advice.max_size == 8
+    assert advice.min_size == 4  # smallest size reaching 50% of the peak
+    capped = tune.recommend(results, budget=6, processes=4, concurrency=16)
+    assert capped.max_size == 6
+    assert capped.min_size == 4
+    assert any("4 processes" in r for r in capped.reasons)
+
+
+def test_sweep_sizes_are_powers_of_two_then_the_maximum():
+    assert tune.sweep_sizes(1) == [1]
+    assert tune.sweep_sizes(16) == [1, 2, 4, 8, 16]
+    assert tune.sweep_sizes(20) == [1, 2, 4, 8, 16, 20]
+
+
+def test_quantile_nearest_rank():
+    data = [float(i) for i in range(1, 101)]
+    assert quantile(data, 0.5) == 50.0
+    assert quantile(data, 0.99) == 99.0
+    assert quantile([], 0.5) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("message", "hint"),
+    [
+        ('FATAL:  password authentication failed for user "x"', "password"),
+        ('FATAL:  database "nope" does not exist', "create the database"),
+        ("FATAL:  sorry, too many clients already", "max_connections"),
+        ("something new", "--debug"),
+    ],
+)
+def test_connect_fix_hints(message, hint):
+    assert hint in connect_fix(message)
