@@ -1,0 +1,482 @@
+"""SQLAlchemy pool classes backed by poolkeeper.
+
+Use :class:`Pool` with :func:`sqlalchemy.create_engine` and :class:`AsyncPool`
+with :func:`sqlalchemy.ext.asyncio.create_async_engine`::
+
+    from sqlalchemy import create_engine
+    from poolkeeper.integrations.sqlalchemy import Pool
+
+    engine = create_engine(
+        "postgresql+psycopg://user@host/db",
+        poolclass=Pool,
+        pool_size=10,  # poolkeeper min_size
+        max_overflow=20,  # max_size = pool_size + max_overflow
+        pool_recycle=3600,  # poolkeeper max_lifetime
+        pool_pre_ping=True,  # poolkeeper check hook running the dialect's ping
+    )
+
+How it fits together. SQLAlchemy keeps one ``_ConnectionRecord`` per DB-API
+connection and fires its pool events (``connect``, ``checkout``, ``checkin``,
+``reset``, ``invalidate``, ``close``) from that record and from the per-checkout
+proxy it builds. poolkeeper keeps the *driver* connections: its connect
+callable asks SQLAlchemy to create a record (so the dialect's connect events
+and first-connect initialisation run as usual) and hands the record's driver
+connection to poolkeeper; a checkout borrows a driver connection from
+poolkeeper and returns the record that owns it. Sizing, waiting, timeouts,
+lifetimes, background replacement of broken connections and ``stats()`` are
+poolkeeper's; engine semantics (reset on return, invalidation, disconnect
+handling) stay SQLAlchemy's.
+
+SQLAlchemy expectations and how they are met:
+
+- *Invalidation*: a hard-invalidated record has closed its connection, so
+  poolkeeper sees a broken connection on return and discards it. A soft
+  invalidation, or the pool-wide invalidation SQLAlchemy performs after a
+  disconnect error, marks records older than a timestamp; such a record is
+  closed and replaced at its next checkout.
+- ``pool_pre_ping``: runs as poolkeeper's ``check`` hook with the dialect's
+  ``do_ping``; a failed ping discards the connection and the caller gets
+  another, invisibly.
+- ``pool_recycle`` maps to poolkeeper's ``max_lifetime`` (with jitter, retired
+  in the background rather than at checkout).
+- ``pool_timeout``: a checkout that times out raises
+  :class:`sqlalchemy.exc.TimeoutError` chained to
+  :class:`poolkeeper.PoolTimeout`.
+- ``Engine.dispose()`` closes the poolkeeper pool and SQLAlchemy puts a fresh
+  one (:meth:`Pool.recreate`) in its place; connections still checked out are
+  closed when they come back.
+
+Limitations: connections poolkeeper retires by itself (lifetime, idle time,
+failed background check) are closed without SQLAlchemy's ``close`` event, and
+``pool_use_lifo`` is not supported (poolkeeper serves waiters first-in,
+first-out and reuses the most recently returned connection). A connection
+taken out with ``detach()`` keeps its poolkeeper slot until the caller closes
+it, because the pool has no way yet to forget a checked-out connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, ClassVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import Pool as _SAPool
+from sqlalchemy.pool.base import (
+    ConnectionPoolEntry,
+    _AsyncConnDialect,
+    _ConnectionRecord,
+)
+from sqlalchemy.util.concurrency import greenlet_spawn, in_greenlet
+
+import poolkeeper
+from poolkeeper.drivers import ops_for_connection
+
+__all__ = ["AsyncPool", "Pool"]
+
+logger = logging.getLogger(__name__)
+
+try:
+    from sqlalchemy.util.concurrency import await_ as _await
+except ImportError:  # SQLAlchemy 2.0 only has the older name
+    from sqlalchemy.util.concurrency import await_only as _await
+
+#: SQLAlchemy's QueuePool defaults, kept so an engine behaves the same size.
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+
+
+def _pool_options(
+    *,
+    pool_size: int,
+    max_overflow: int,
+    min_size: int | None,
+    max_size: int | None,
+    timeout: float,
+    recycle: int,
+    max_lifetime: float | None,
+    max_idle: float | None,
+    max_uses: int | None,
+    max_waiting: int,
+    name: str | None,
+    pool_options: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Translate SQLAlchemy pool arguments into poolkeeper constructor arguments."""
+    if max_size is None:
+        if max_overflow < 0:
+            raise poolkeeper.ConfigError(
+                "max_overflow=-1 (unlimited) is not supported: poolkeeper always "
+                "bounds the number of connections; pass max_size= instead"
+            )
+        max_size = pool_size + max_overflow
+    if min_size is None:
+        min_size = min(pool_size, max_size)
+    options: dict[str, Any] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": timeout,
+        # pool_recycle=-1 is SQLAlchemy's "never"; then poolkeeper's own
+        # lifetime applies, which is what makes long-lived engines safe.
+        "max_lifetime": float(recycle) if recycle > 0 else max_lifetime,
+        "max_idle": max_idle,
+        "max_uses": max_uses,
+        "max_waiting": max_waiting,
+        "name": name,
+    }
+    options.update(pool_options or {})
+    return options
+
+
+class _Adapter:
+    """Adapts poolkeeper's connection registry to SQLAlchemy's records.
+
+    Holds the two maps the integration needs: driver connection -> record
+    (filled when poolkeeper opens a connection) and record -> driver
+    connection currently checked out (SQLAlchemy may clear
+    ``record.dbapi_connection`` before giving the record back, so the checked
+    out connection must be remembered separately).
+    """
+
+    def __init__(self, is_async: bool) -> None:
+        self.is_async = is_async
+        self.lock = threading.Lock()
+        self.records: dict[int, _ConnectionRecord] = {}
+        self.held: dict[int, Any] = {}
+        # Driver connections SQLAlchemy detached from their record while still
+        # open: they go back to poolkeeper (and are discarded) once closed.
+        self.orphans: list[Any] = []
+        self._ops: Any = None
+
+    def is_closed(self, conn: Any) -> bool:
+        """Tell, without I/O, whether a driver connection is closed or broken."""
+        if self._ops is None:
+            cls = ops_for_connection(conn, is_async=self.is_async)
+            if cls is None:
+                closed = getattr(conn, "closed", False)
+                return bool(closed) if not callable(closed) else False
+            # Adapters only use the connect callable to connect, never to check.
+            self._ops = cls(lambda: None)
+        return bool(self._ops.is_broken(conn))
+
+    def register(self, record: _ConnectionRecord, max_size: int) -> Any:
+        conn = record.driver_connection
+        with self.lock:
+            if len(self.records) >= max_size:
+                # Entries of connections poolkeeper has closed since; their ids
+                # may be reused, so drop them before adding the new one.
+                for key, old in list(self.records.items()):
+                    raw = old.driver_connection
+                    if raw is None or self.is_closed(raw):
+                        del self.records[key]
+            self.records[id(conn)] = record
+        return conn
+
+    def record_for(self, conn: Any) -> _ConnectionRecord | None:
+        with self.lock:
+            return self.records.get(id(conn))
+
+    def hold(self, record: ConnectionPoolEntry, conn: Any) -> None:
+        with self.lock:
+            self.held[id(record)] = conn
+
+    def unhold(self, record: ConnectionPoolEntry) -> Any:
+        """Forget a returned record; return the driver connection to give back, or None."""
+        with self.lock:
+            conn = self.held.pop(id(record), None)
+        if conn is None:
+            return None
+        if record.dbapi_connection is None and not self.is_closed(conn):
+            # detach(): the caller owns the still-open connection now.
+            with self.lock:
+                self.records.pop(id(conn), None)
+                self.orphans.append(conn)
+            logger.info(
+                "a connection was detached from the SQLAlchemy pool; its poolkeeper "
+                "slot stays taken until it is closed"
+            )
+            return None
+        if (
+            record.driver_connection is not None
+            and record.driver_connection is not conn
+        ):
+            # SQLAlchemy reconnected inside the record (recycle or soft
+            # invalidation at checkout); poolkeeper cannot adopt that
+            # connection, so it is closed and poolkeeper opens its own.
+            record.close()
+        return conn
+
+    def closed_orphans(self) -> list[Any]:
+        with self.lock:
+            done = [c for c in self.orphans if self.is_closed(c)]
+            self.orphans = [c for c in self.orphans if not self.is_closed(c)]
+        return done
+
+
+class _PoolkeeperPool(_SAPool):
+    """What :class:`Pool` and :class:`AsyncPool` share (construction, bookkeeping)."""
+
+    _pk_is_async: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        creator: Any,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+        timeout: float = 30.0,
+        recycle: int = -1,
+        pre_ping: bool = False,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        max_lifetime: float | None = 3600.0,
+        max_idle: float | None = 600.0,
+        max_uses: int | None = None,
+        max_waiting: int = 0,
+        name: str | None = None,
+        pool_options: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        """Create the pool; SQLAlchemy's ``create_engine`` passes these for you.
+
+        Args:
+            creator: The DB-API connect function the engine builds.
+            pool_size: Connections kept open (poolkeeper ``min_size``), unless
+                ``min_size`` is given. Default 5.
+            max_overflow: Extra connections allowed above ``pool_size``; the
+                pool's ``max_size`` is ``pool_size + max_overflow`` unless
+                ``max_size`` is given. Default 10. -1 (unlimited) is refused.
+            timeout: Seconds a checkout waits (``pool_timeout``). Default 30.
+            recycle: ``pool_recycle`` seconds; when positive it sets
+                ``max_lifetime``. Default -1 (poolkeeper's ``max_lifetime``).
+            pre_ping: ``pool_pre_ping``: ping each connection on checkout with
+                the dialect's ``do_ping`` and replace it if that fails.
+            min_size: poolkeeper ``min_size`` (overrides ``pool_size``).
+            max_size: poolkeeper ``max_size`` (overrides the sum above).
+            max_lifetime: Seconds before a connection is retired; None: never.
+            max_idle: Seconds an idle connection above ``min_size`` is kept.
+            max_uses: Checkouts after which a connection is retired.
+            max_waiting: Callers allowed to wait at once (0: no limit).
+            name: The poolkeeper pool name (default: ``pool_logging_name`` or
+                a generated one).
+            pool_options: Any other poolkeeper constructor arguments
+                (``max_connecting``, ``reconnect_min``, ...).
+            **kw: SQLAlchemy ``Pool`` arguments (``echo``, ``logging_name``,
+                ``reset_on_return``, ``events``, ``dialect``, ``_dispatch``).
+
+        Raises:
+            poolkeeper.ConfigError: A size or time is out of range.
+        """
+        super().__init__(creator, recycle=-1, pre_ping=False, **kw)
+        self._pk_args: dict[str, Any] = {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "min_size": min_size,
+            "max_size": max_size,
+            "timeout": timeout,
+            "recycle": recycle,
+            "max_lifetime": max_lifetime,
+            "max_idle": max_idle,
+            "max_uses": max_uses,
+            "max_waiting": max_waiting,
+            "name": name,
+            "pool_options": pool_options,
+        }
+        options = _pool_options(
+            **{**self._pk_args, "name": name or kw.get("logging_name")}
+        )
+        self._pk_pre_ping = pre_ping
+        self._pk_max_size: int = options["max_size"]
+        self._adapter = _Adapter(self._pk_is_async)
+        self._pk = self._make_pool(options)
+
+    def _make_pool(self, options: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    @property
+    def poolkeeper_pool(self) -> Any:
+        """The poolkeeper pool behind this SQLAlchemy pool (for ``stats()``)."""
+        return self._pk
+
+    def _new_record_connection(self) -> Any:
+        """Create a SQLAlchemy record (firing connect events); return its driver connection."""
+        record = _ConnectionRecord(self)
+        return self._adapter.register(record, self._pk_max_size)
+
+    def _dialect_ping(self, conn: Any) -> None:
+        """Ping with the dialect's ``do_ping`` (``pool_pre_ping``); raise if it fails."""
+        record = self._adapter.record_for(conn)
+        dbapi = record.dbapi_connection if record is not None else None
+        do_ping = getattr(self._dialect, "do_ping", None)
+        if dbapi is None or do_ping is None:
+            raise poolkeeper.PoolError(
+                f"pool {self._pk.name!r}: cannot ping a connection without its "
+                "SQLAlchemy record and dialect",
+                pool_name=self._pk.name,
+            )
+        if not do_ping(dbapi):
+            raise poolkeeper.PoolError(
+                f"pool {self._pk.name!r}: ping failed", pool_name=self._pk.name
+            )
+
+    def _is_stale(self, record: _ConnectionRecord) -> bool:
+        # The same test SQLAlchemy's record applies at checkout; doing it here
+        # keeps SQLAlchemy from reconnecting behind poolkeeper's back.
+        started = record.starttime
+        return self._invalidate_time > started or record._soft_invalidate_time > started
+
+    def _claim(self, conn: Any) -> _ConnectionRecord | None:
+        """Return the fresh record owning ``conn``, or None after closing a stale one."""
+        record = self._adapter.record_for(conn)
+        if record is None or record.driver_connection is not conn:
+            raise poolkeeper.PoolError(
+                f"SQLAlchemy pool {self._pk.name!r}: connection {conn!r} has no "
+                "SQLAlchemy record (was the poolkeeper pool used directly?)",
+                pool_name=self._pk.name,
+            )
+        if self._is_stale(record):
+            record.close()
+            return None
+        self._adapter.hold(record, conn)
+        return record
+
+    def _recreate_args(self) -> dict[str, Any]:
+        return {
+            **self._pk_args,
+            "pre_ping": self._pk_pre_ping,
+            "echo": self.echo,
+            "logging_name": self._orig_logging_name,
+            "reset_on_return": self._reset_on_return,
+            "_dispatch": self.dispatch,
+            "dialect": self._dialect,
+        }
+
+    def recreate(self) -> _PoolkeeperPool:
+        """Return a new, unopened pool of the same class and settings."""
+        self.logger.info("Pool recreating")
+        return type(self)(self._creator, **self._recreate_args())
+
+    def status(self) -> str:
+        """Describe the pool's size, idle and checked-out connections and waiters."""
+        s = self._pk.stats()
+        return (
+            f"poolkeeper pool {self._pk.name!r}: size {s.size}/{s.max_size} "
+            f"(min {s.min_size}), idle {s.idle}, in use {s.in_use}, "
+            f"waiting {s.waiting}"
+        )
+
+    def _timeout_error(self, exc: poolkeeper.PoolTimeout) -> sa_exc.TimeoutError:
+        return sa_exc.TimeoutError(f"{exc} (SQLAlchemy pool_timeout)", code="3o7r")
+
+
+class Pool(_PoolkeeperPool):
+    """A SQLAlchemy pool for ``create_engine(..., poolclass=Pool)``, run by :class:`poolkeeper.Pool`.
+
+    Connections are opened by poolkeeper's background threads through the
+    engine's ``creator``; see the module documentation for the mapping of
+    ``pool_size``, ``max_overflow``, ``pool_timeout``, ``pool_recycle`` and
+    ``pool_pre_ping``.
+    """
+
+    _is_asyncio = False
+    _pk_is_async = False
+
+    def _make_pool(self, options: dict[str, Any]) -> poolkeeper.Pool[Any]:
+        check = self._dialect_ping if self._pk_pre_ping else None
+        return poolkeeper.Pool(self._new_record_connection, check=check, **options)
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        self._release_orphans()
+        # A stale record is closed and another connection taken; the bound
+        # only guards against a pool that keeps producing stale connections.
+        for _ in range(self._pk_max_size + 1):
+            try:
+                conn = self._pk.acquire()
+            except poolkeeper.PoolTimeout as exc:
+                raise self._timeout_error(exc) from exc
+            record = self._claim(conn)
+            if record is not None:
+                return record
+            self._pk.release(conn)
+        raise poolkeeper.PoolError(
+            f"pool {self._pk.name!r}: every connection was invalidated",
+            pool_name=self._pk.name,
+        )
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        conn = self._adapter.unhold(record)
+        if conn is not None:
+            self._pk.release(conn)
+
+    def _release_orphans(self) -> None:
+        for conn in self._adapter.closed_orphans():
+            self._pk.release(conn)
+
+    def dispose(self) -> None:
+        """Close the poolkeeper pool: idle connections now, busy ones on return."""
+        self._pk.close()
+        self.logger.info("Pool disposed. %s", self.status())
+
+
+class AsyncPool(_PoolkeeperPool):
+    """A SQLAlchemy pool for ``create_async_engine(..., poolclass=AsyncPool)``.
+
+    Backed by :class:`poolkeeper.AsyncPool`. SQLAlchemy runs its pool code in
+    a greenlet on the event loop; checkouts and returns await the poolkeeper
+    pool from there, and new connections are created by poolkeeper's
+    background tasks inside a fresh greenlet, so the asyncio dialect's
+    connect function (which awaits the driver) works as usual.
+    """
+
+    _is_asyncio = True
+    _pk_is_async = True
+    _dialect = _AsyncConnDialect()  # until the engine sets its own dialect
+
+    def _make_pool(self, options: dict[str, Any]) -> poolkeeper.AsyncPool[Any]:
+        check = self._ping if self._pk_pre_ping else None
+        return poolkeeper.AsyncPool(self._connect, check=check, **options)
+
+    async def _connect(self) -> Any:
+        return await greenlet_spawn(self._new_record_connection)
+
+    async def _ping(self, conn: Any) -> None:
+        # The asyncio dialects' do_ping awaits through SQLAlchemy's greenlet
+        # bridge, so it needs a greenlet of its own here.
+        await greenlet_spawn(self._dialect_ping, conn)
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        self._release_orphans()
+        for _ in range(self._pk_max_size + 1):
+            try:
+                conn = _await(self._pk.acquire())
+            except poolkeeper.PoolTimeout as exc:
+                raise self._timeout_error(exc) from exc
+            record = self._claim(conn)
+            if record is not None:
+                return record
+            _await(self._pk.release(conn))
+        raise poolkeeper.PoolError(
+            f"pool {self._pk.name!r}: every connection was invalidated",
+            pool_name=self._pk.name,
+        )
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        conn = self._adapter.unhold(record)
+        if conn is None:
+            return
+        if in_greenlet():
+            _await(self._pk.release(conn))
+        else:
+            # Garbage collection of an unreturned connection runs outside the
+            # greenlet, where nothing can be awaited; SQLAlchemy terminates
+            # the connection right after, and the next checkout gives the
+            # (then closed) connection back to poolkeeper.
+            with self._adapter.lock:
+                self._adapter.orphans.append(conn)
+
+    def _release_orphans(self) -> None:
+        for conn in self._adapter.closed_orphans():
+            _await(self._pk.release(conn))
+
+    def dispose(self) -> None:
+        """Close the poolkeeper pool (called by ``await AsyncEngine.dispose()``)."""
+        _await(self._pk.close())
+        self.logger.info("Pool disposed. %s", self.status())

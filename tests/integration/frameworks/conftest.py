@@ -1,0 +1,55 @@
+"""Helpers shared by the framework integration tests (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def app_name() -> str:
+    """A unique application_name, so server-side counts see only this test's pool."""
+    return f"pk-fw-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A unique table name: other test sessions may share the database."""
+    return f"pk_fw_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def admin(postgres_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection outside any pool, for inspecting and killing backends."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        yield conn
+
+
+def terminate(admin: psycopg.Connection[tuple[object, ...]], app: str) -> int:
+    """Kill every session opened under ``app``; return how many."""
+    rows = admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = %s",
+        (app,),
+    ).fetchall()
+    return len(rows)
+
+
+def backends(admin: psycopg.Connection[tuple[object, ...]], app: str) -> int:
+    """Count the server sessions opened under ``app``."""
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+    ).fetchone()
+    assert row is not None
+    count = row[0]
+    assert isinstance(count, int)
+    return count
+
+
+def with_driver(url: str, driver: str) -> str:
+    """Rewrite ``postgresql://...`` to ``postgresql+<driver>://...``."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}+{driver}{sep}{rest}"
