@@ -121,7 +121,9 @@ def plot_tune(
     if knee is not None:
         left.axvline(knee, color="gray", linestyle="--", label=f"knee: {knee}")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    left.legend(handles=handles, loc="lower right")
+    left.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3
+    )
     left.set_title(title)
     fig.tight_layout()
     _save(fig, plt, path)
