@@ -197,14 +197,19 @@ def connect_failed(target: Target, exc: BaseException) -> CliError:
 
 def ms(seconds: float) -> str:
     """Format a duration in seconds as milliseconds, precision to match its size."""
+    return f"{ms_number(seconds)} ms"
+
+
+def ms_number(seconds: float) -> str:
+    """Format a duration in seconds as a bare number of milliseconds (table cells)."""
     value = seconds * 1000.0
     if value >= 100:
-        return f"{value:.0f} ms"
+        return f"{value:.0f}"
     if value >= 10:
-        return f"{value:.1f} ms"
+        return f"{value:.1f}"
     if value >= 1:
-        return f"{value:.2f} ms"
-    return f"{value:.3f} ms"
+        return f"{value:.2f}"
+    return f"{value:.3f}"
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -243,9 +248,11 @@ class Output:
             tty = self.stream.isatty()
             console = Console(file=self.stream, width=None if tty else 120)
             console.print(title, highlight=False, soft_wrap=True)
-            table = Table(box=box.SIMPLE_HEAD)
+            table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
             for i, column in enumerate(columns):
-                table.add_column(column, justify="left" if i == 0 else "right")
+                table.add_column(
+                    column, justify="left" if i == 0 else "right", no_wrap=i == 0
+                )
             for row in rows:
                 table.add_row(*row)
             console.print(table)

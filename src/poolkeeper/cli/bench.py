@@ -21,7 +21,7 @@ from poolkeeper.cli._common import (
     Output,
     Target,
     database_url,
-    ms,
+    ms_number,
     probe_tcp,
     resolve_target,
 )
@@ -233,11 +233,11 @@ def _print_table(
             [
                 label,
                 f"{r.ops_per_sec:,.0f}",
-                ms(r.latency(0.50)),
-                ms(r.latency(0.95)),
-                ms(r.latency(0.99)),
-                ms(r.acquire(0.50)),
-                ms(r.acquire(0.99)),
+                ms_number(r.latency(0.50)),
+                ms_number(r.latency(0.95)),
+                ms_number(r.latency(0.99)),
+                ms_number(r.acquire(0.50)),
+                ms_number(r.acquire(0.99)),
                 gain if speedup else "-",
             ]
         )
@@ -249,18 +249,18 @@ def _print_table(
     columns = [
         "workload",
         "ops/s",
-        "p50",
-        "p95",
-        "p99",
-        "get conn p50",
-        "get conn p99",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "conn p50",
+        "conn p99",
         "speed-up",
     ]
     out.table(title, columns, rows)
     if speedup is not None:
         out.print(
             f"pooled is {speedup:.1f}x the throughput of connect-per-query "
-            f"(pool of {pool_size}). 'get conn' is the connect time (unpooled) "
+            f"(pool of {pool_size}). 'conn' is the connect time (unpooled) "
             "or the wait for a pooled connection."
         )
 

@@ -20,7 +20,7 @@ from poolkeeper.cli._common import (
     Output,
     Target,
     database_url,
-    ms,
+    ms_number,
     probe_tcp,
     resolve_target,
 )
@@ -261,9 +261,9 @@ def _print(
             + (" *" if r.spec.pool_size == advice.max_size else ""),
             f"{r.ops_per_sec:,.0f}",
             f"{r.ops_per_sec / peak:.0%}",
-            ms(r.latency(0.50)),
-            ms(r.latency(0.99)),
-            ms(r.acquire(0.99)),
+            ms_number(r.latency(0.50)),
+            ms_number(r.latency(0.99)),
+            ms_number(r.acquire(0.99)),
         ]
         for r in results
     ]
@@ -271,7 +271,7 @@ def _print(
     out.table(
         f"poolkeeper tune: {target.display} ({target.driver_name}, {args.concurrency} "
         f"{mode}, {args.duration:g} s per size, query {args.query!r})",
-        ["pool size", "ops/s", "of peak", "p50", "p99", "wait p99"],
+        ["pool size", "ops/s", "of peak", "p50 ms", "p99 ms", "wait p99 ms"],
         rows,
     )
     if skipped:
