@@ -1,0 +1,5 @@
+"""Short import path for the Django backends: ``poolkeeper.django.postgresql``.
+
+The code lives in :mod:`poolkeeper.integrations.django`; this package only
+re-exports it, so either name works as ``DATABASES[...]["ENGINE"]``.
+"""

@@ -1,0 +1,1 @@
+"""PostgreSQL (psycopg 3) backend for Django, pooled by poolkeeper."""
