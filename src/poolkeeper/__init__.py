@@ -6,6 +6,7 @@ driver's own connection objects.
 """
 
 from poolkeeper._async.pool import AsyncPool
+from poolkeeper._core.events import EVENT_KINDS, PoolEvent
 from poolkeeper._core.stats import PoolStats, TimeSummary
 from poolkeeper._sync.pool import Pool
 from poolkeeper.errors import (
@@ -21,12 +22,14 @@ from poolkeeper.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EVENT_KINDS",
     "AsyncPool",
     "ConfigError",
     "ConnectionLeakWarning",
     "Pool",
     "PoolClosed",
     "PoolError",
+    "PoolEvent",
     "PoolStats",
     "PoolTimeout",
     "PoolWarning",

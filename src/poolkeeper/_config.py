@@ -26,6 +26,9 @@ DEFAULT_MAX_IDLE = 600.0
 DEFAULT_MAX_CONNECTING = 2
 DEFAULT_RECONNECT_MIN = 0.05
 DEFAULT_RECONNECT_MAX = 5.0
+DEFAULT_VALIDATE_AFTER = 0.5
+#: Checkout validation policies (see the pool's ``validate`` argument).
+VALIDATE_POLICIES = ("auto", "always", "idle", "never")
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ class PoolConfig:
     reconnect_min: float = DEFAULT_RECONNECT_MIN
     reconnect_max: float = DEFAULT_RECONNECT_MAX
     lifetime_jitter: float = 0.05
+    validate: str = "auto"
+    validate_after: float = DEFAULT_VALIDATE_AFTER
+    keepalive: float | None = None
+    leak_timeout: float | None = None
 
     def __post_init__(self) -> None:
         check_int("min_size", self.min_size, minimum=0)
@@ -170,6 +177,14 @@ class PoolConfig:
                 f"reconnect_min ({self.reconnect_min}) must not exceed "
                 f"reconnect_max ({self.reconnect_max})"
             )
+        if self.validate not in VALIDATE_POLICIES:
+            raise ConfigError(
+                f"validate must be one of {', '.join(map(repr, VALIDATE_POLICIES))}, "
+                f"got {self.validate!r}"
+            )
+        check_seconds("validate_after", self.validate_after, allow_zero=True)
+        check_seconds("keepalive", self.keepalive, optional=True)
+        check_seconds("leak_timeout", self.leak_timeout, optional=True)
         if not 0.0 <= self.lifetime_jitter < 0.5:
             raise ConfigError(
                 f"lifetime_jitter must be in [0, 0.5), got {self.lifetime_jitter!r}"

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
+from poolkeeper import _fork as fork_safety
 from poolkeeper._async.housekeeping import AsyncHousekeeper
 from poolkeeper._concurrency import (
-    AConnectFn,
     IS_ASYNC,
+    AConnectFn,
     AEvent,
     ASignal,
     Lock,
@@ -29,12 +30,16 @@ from poolkeeper._concurrency import (
     current_loop,
 )
 from poolkeeper._config import (
+    DEFAULT_MAX_CONNECTING,
     DEFAULT_MAX_IDLE,
     DEFAULT_MAX_LIFETIME,
     DEFAULT_MAX_SIZE,
     DEFAULT_MAX_WAITING,
     DEFAULT_MIN_SIZE,
+    DEFAULT_RECONNECT_MAX,
+    DEFAULT_RECONNECT_MIN,
     DEFAULT_TIMEOUT,
+    DEFAULT_VALIDATE_AFTER,
     PoolConfig,
     check_callable,
     check_connect_args,
@@ -42,7 +47,9 @@ from poolkeeper._config import (
     next_pool_name,
     redact,
 )
-from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._connect import GENERIC_DRIVERS, driver_for
+from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
+from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.state import PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper.drivers.base import AsyncDriver, TxStatus
@@ -88,6 +95,19 @@ class AsyncPool(Generic[ConnT]):
         max_connecting: Connects allowed in flight at once (default 2).
         reconnect_min: First retry delay after a failed connect (default 0.05 s).
         reconnect_max: Longest retry delay (default 5 s).
+        validate: When to ping a connection before handing it out: "idle"
+            (when unused for ``validate_after`` seconds, when a sibling was
+            just found broken, or after a freeze), "always", "never", or
+            "auto" (default: "idle" for drivers with a cheap ping, "never" for
+            a generic DB-API callable). A failed ping discards the connection
+            and the caller gets another one, invisibly.
+        validate_after: Idle seconds after which "idle" validation pings
+            (default 0.5).
+        keepalive: Ping idle connections every this many seconds so that
+            firewalls and server idle timeouts do not silently kill them
+            (default None: off).
+        leak_timeout: Log a warning with the acquiring stack for a connection
+            held longer than this many seconds (default None: off).
 
     Raises:
         ConfigError: An argument is out of range, the URL is not supported, or
@@ -114,6 +134,10 @@ class AsyncPool(Generic[ConnT]):
         max_connecting: int = ...,
         reconnect_min: float = ...,
         reconnect_max: float = ...,
+        validate: str = ...,
+        validate_after: float = ...,
+        keepalive: float | None = ...,
+        leak_timeout: float | None = ...,
     ) -> None: ...
 
     @overload
@@ -136,6 +160,10 @@ class AsyncPool(Generic[ConnT]):
         max_connecting: int = ...,
         reconnect_min: float = ...,
         reconnect_max: float = ...,
+        validate: str = ...,
+        validate_after: float = ...,
+        keepalive: float | None = ...,
+        leak_timeout: float | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -154,9 +182,13 @@ class AsyncPool(Generic[ConnT]):
         reset: Callable[[Any], Any] | None = None,
         check: Callable[[Any], Any] | None = None,
         name: str | None = None,
-        max_connecting: int = 2,
-        reconnect_min: float = 0.05,
-        reconnect_max: float = 5.0,
+        max_connecting: int = DEFAULT_MAX_CONNECTING,
+        reconnect_min: float = DEFAULT_RECONNECT_MIN,
+        reconnect_max: float = DEFAULT_RECONNECT_MAX,
+        validate: str = "auto",
+        validate_after: float = DEFAULT_VALIDATE_AFTER,
+        keepalive: float | None = None,
+        leak_timeout: float | None = None,
     ) -> None:
         config = PoolConfig(
             min_size=min_size,
@@ -169,6 +201,10 @@ class AsyncPool(Generic[ConnT]):
             max_connecting=max_connecting,
             reconnect_min=reconnect_min,
             reconnect_max=reconnect_max,
+            validate=validate,
+            validate_after=validate_after,
+            keepalive=keepalive,
+            leak_timeout=leak_timeout,
         )
         for hook_name, hook in (
             ("configure", configure),
@@ -179,8 +215,8 @@ class AsyncPool(Generic[ConnT]):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.name: str = name or next_pool_name()
-        self._driver: AsyncDriver = _make_driver(
-            connect, check_connect_args(connect_args)
+        self._driver: AsyncDriver = driver_for(
+            connect, check_connect_args(connect_args), is_async=IS_ASYNC
         )
         self._target = (
             redact(connect) if isinstance(connect, str) else _callable_name(connect)
@@ -191,12 +227,27 @@ class AsyncPool(Generic[ConnT]):
         self._reset = reset
         self._check = check
         self._lock = Lock()
-        self._state = PoolState(config, self.name)
+        self._state = self._new_state()
+        self._events = EventBus()
         self._opened = False
         self._closing = AEvent()
         self._tasks: set[Any] = set()
         self._housekeeper: AsyncHousekeeper | None = None
         self._loop: Any = None
+
+    def _new_state(self) -> PoolState:
+        state = PoolState(self._config, self.name)
+        state.validate_window = self._validate_window()
+        return state
+
+    def _validate_window(self) -> float | None:
+        policy = self._config.validate
+        if policy == "auto":
+            # A callable's driver is known after its first connection.
+            generic = GENERIC_DRIVERS | {"callable"}
+            policy = "never" if self._driver.name in generic else "idle"
+        windows = {"always": 0.0, "idle": self._config.validate_after, "never": None}
+        return windows[policy]
 
     def __repr__(self) -> str:
         state = self._state
@@ -240,6 +291,7 @@ class AsyncPool(Generic[ConnT]):
             self._loop = current_loop()
         self._housekeeper = AsyncHousekeeper(self)
         self._housekeeper.start()
+        fork_safety.register(self)
         self._fill()
 
     async def _wait_filled(self, timeout: float) -> None:
@@ -323,14 +375,20 @@ class AsyncPool(Generic[ConnT]):
             await self.open()
         if IS_ASYNC:
             self._check_loop()
+        state = self._state
+        now = _monotonic()
         with self._lock:
-            entry = self._state.checkout(_monotonic())
-        if self._state.retired:
+            entry = state.checkout(now)
+        if state.retired:
             await self._close_retired()
         if entry is None:
             entry = await self._wait(check_timeout_arg(timeout, self._timeout))
-        if self._check is not None:
+        if self._check is not None or state.needs_validation(entry, now):
             entry = await self._validate(entry, timeout)
+        if self._config.leak_timeout is not None:
+            entry.stack = capture_stack()
+        if self._events.checkout:
+            self._emit("checkout", entry.conn, duration=_monotonic() - now)
         return entry.conn  # type: ignore[no-any-return]
 
     async def _wait(self, timeout: float) -> PoolEntry:
@@ -347,9 +405,7 @@ class AsyncPool(Generic[ConnT]):
             # Cancelled: never keep a connection handed over meanwhile.
             with self._lock:
                 entry = state.abandon(waiter, timed_out=False)
-                woken = (
-                    state.checkin(entry, _monotonic()) if entry is not None else None
-                )
+                woken = state.checkin(entry, _monotonic()) if entry else None
             if woken is not None:
                 woken.signal.set()
             raise
@@ -361,6 +417,8 @@ class AsyncPool(Generic[ConnT]):
             return entry
         if waiter.error is not None:
             raise waiter.error
+        if self._events.timeout:
+            self._emit("timeout", None, duration=_monotonic() - now)
         raise PoolTimeout(
             f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
             f"connection (size {state.size}/{state.max_size}, "
@@ -371,30 +429,43 @@ class AsyncPool(Generic[ConnT]):
         ) from state.last_connect_error
 
     async def _validate(self, entry: PoolEntry, timeout: float | None) -> PoolEntry:
-        """Run the ``check`` hook; on failure discard and take another connection."""
-        assert self._check is not None
+        """Ping and/or run the ``check`` hook; on failure discard and try another.
+
+        Retries stay within the caller's timeout; the caller never sees the
+        failure.
+        """
+        state = self._state
         deadline = _monotonic() + check_timeout_arg(timeout, self._timeout)
         while True:
             try:
-                await acall(self._check, entry.conn)
+                if state.needs_validation(entry, _monotonic()):
+                    if self._driver.is_broken(entry.conn):
+                        raise ConnectionError("the driver reports it closed")
+                    await self._driver.ping(entry.conn)
+                if self._check is not None:
+                    await acall(self._check, entry.conn)
+                with self._lock:
+                    state.validated(entry, _monotonic())
                 return entry
             except BaseException as exc:
                 with self._lock:
-                    self._state.discard_checked_out(entry, "check")
-                    n = self._state.plan_connects(_monotonic())
+                    state.discard_checked_out(entry, "check", _monotonic())
+                    n = state.plan_connects(_monotonic())
                 await self._close_retired()
                 self._spawn_connects(n)
                 if not isinstance(exc, Exception):
                     raise
                 logger.info(
-                    "pool %r: check failed, connection discarded: %r", self.name, exc
+                    "pool %r: validation failed, connection discarded: %r",
+                    self.name,
+                    exc,
                 )
             remaining = deadline - _monotonic()
             with self._lock:
-                fresh = self._state.checkout(_monotonic())
-            entry = (
-                fresh if fresh is not None else await self._wait(max(remaining, 0.0))
-            )
+                fresh = state.checkout(_monotonic())
+            if fresh is None:
+                fresh = await self._wait(max(remaining, 0.0))
+            entry = fresh
 
     # -- checkin -----------------------------------------------------------------
 
@@ -450,6 +521,8 @@ class AsyncPool(Generic[ConnT]):
                     exc,
                 )
         now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
         with self._lock:
             waiter = self._state.checkin(entry, now, discard=discard)
             n = self._state.plan_connects(now) if self._state.retired else 0
@@ -498,6 +571,8 @@ class AsyncPool(Generic[ConnT]):
                 except Exception as exc:
                     with self._lock:
                         retry = state.connect_failed(exc, _monotonic())
+                    if self._events.connect_error:
+                        self._emit("connect_error", None, error=exc)
                     logger.warning(
                         "pool %r: connect to %s failed (%d in a row): %r",
                         self.name,
@@ -519,11 +594,15 @@ class AsyncPool(Generic[ConnT]):
                     return
             now = _monotonic()
             with self._lock:
+                if state.validate_window is None:
+                    state.validate_window = self._validate_window()
                 waiter = state.connected(conn, now, now - started)
                 n = state.plan_connects(now)
             logger.debug(
                 "pool %r: connection opened in %.3f s", self.name, now - started
             )
+            if self._events.connect:
+                self._emit("connect", conn, duration=now - started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -552,19 +631,58 @@ class AsyncPool(Generic[ConnT]):
 
     async def _close_entries(self, entries: list[PoolEntry]) -> None:
         for entry in entries:
+            reason = entry.close_reason
+            logger.debug("pool %r: closing a connection (%s)", self.name, reason)
+            if self._events.discard:
+                self._emit("discard", entry.conn, reason=reason)
             try:
                 await self._driver.close(entry.conn)
             except Exception as exc:
                 logger.debug("pool %r: error closing a connection: %r", self.name, exc)
 
     async def _housekeep(self) -> None:
-        """One housekeeping round: retire stale idle connections and refill."""
+        """One housekeeping round: retire, ping, report leaks, refill."""
         now = _monotonic()
         with self._lock:
-            self._state.housekeep(now)
+            due, leaked = self._state.housekeep(now)
             n = self._state.plan_connects(now)
         await self._close_retired()
         self._spawn_connects(n)
+        for entry in leaked:
+            self._report_leak(entry, now)
+        if due:
+            await self._ping_entries(due)
+
+    def _report_leak(self, entry: PoolEntry, now: float) -> None:
+        held = now - entry.checked_out_at
+        logger.warning(
+            "pool %r: connection %r held for %.1f s (leak_timeout=%s); "
+            "acquired at:\n%s",
+            self.name,
+            entry.conn,
+            held,
+            self._config.leak_timeout,
+            entry.stack or "(stack not captured)",
+        )
+        if self._events.leak:
+            self._emit("leak", entry.conn, duration=held, stack=entry.stack)
+
+    async def _ping_entries(self, entries: list[PoolEntry]) -> None:
+        """Ping connections the core lent out for a check, and give them back."""
+        for entry in entries:
+            ok = not self._driver.is_broken(entry.conn)
+            if ok:
+                try:
+                    await self._driver.ping(entry.conn)
+                except Exception as exc:
+                    logger.info("pool %r: ping failed, closing: %r", self.name, exc)
+                    ok = False
+            with self._lock:
+                waiter = self._state.give_back(entry, _monotonic(), ok=ok)
+            if waiter is not None:
+                waiter.signal.set()
+        await self._close_retired()
+        self._fill()
 
     # -- maintenance -------------------------------------------------------------
 
@@ -588,19 +706,49 @@ class AsyncPool(Generic[ConnT]):
         """Ping every idle connection now and close the ones that fail."""
         with self._lock:
             entries = self._state.take_idle()
-        for entry in entries:
-            ok = not self._driver.is_broken(entry.conn)
-            if ok:
-                try:
-                    await self._driver.ping(entry.conn)
-                except Exception:
-                    ok = False
-            with self._lock:
-                waiter = self._state.give_back(entry, _monotonic(), ok=ok)
-            if waiter is not None:
-                waiter.signal.set()
-        await self._close_retired()
-        self._fill()
+        await self._ping_entries(entries)
+
+    def on(self, event: str, listener: Listener) -> None:
+        """Call ``listener(event)`` with a :class:`~poolkeeper.PoolEvent` on each ``event``.
+
+        Events: connect, connect_error, checkout, checkin, discard, timeout,
+        leak. Listeners run in the thread or task that caused the event and
+        must be quick; an exception in a listener is logged and ignored.
+
+        Raises:
+            ConfigError: ``event`` is not an event name.
+        """
+        self._events.listeners(event).append(listener)
+
+    def off(self, event: str, listener: Listener) -> None:
+        """Stop calling ``listener`` on ``event`` (no error if it was not subscribed)."""
+        listeners = self._events.listeners(event)
+        if listener in listeners:
+            listeners.remove(listener)
+
+    def _emit(self, kind: str, conn: Any, **details: Any) -> None:
+        event = PoolEvent(kind=kind, pool_name=self.name, conn=conn, **details)
+        self._events.emit(self._events.listeners(kind), event)
+
+    def _after_fork(self) -> None:
+        """Forget everything inherited from the parent (runs in a forked child).
+
+        The child must never talk on, or close, the parent's connections:
+        their sockets are pointed at /dev/null and the objects are kept alive,
+        so no finalizer sends a goodbye that would end the parent's sessions.
+        The pool starts empty and refills on first use.
+        """
+        state = self._state
+        held = (*state.idle, *state.in_use.values(), *state.retired)
+        fork_safety.quarantine([entry.conn for entry in held])
+        self._lock = Lock()
+        self._state = self._new_state()
+        self._state.closed = state.closed
+        self._closing = AEvent()
+        self._tasks = set()
+        self._housekeeper = None
+        self._opened = False
+        self._loop = None
 
     def stats(self) -> PoolStats:
         """Return a snapshot of the pool's gauges, counters and time summaries."""
@@ -670,31 +818,6 @@ class AsyncConnectionContext(Generic[ConnT]):
         tb: TracebackType | None,
     ) -> None:
         await self._pool._return(self._conn, exc_type is None)
-
-
-def _make_driver(connect: Any, connect_args: dict[str, Any]) -> Any:
-    from poolkeeper.drivers import driver_for_url
-    from poolkeeper.errors import ConfigError
-
-    if isinstance(connect, str):
-        return driver_for_url(connect, connect_args, is_async=IS_ASYNC)
-    if not callable(connect):
-        raise ConfigError(
-            f"connect must be a database URL string or a callable, got "
-            f"{type(connect).__name__}"
-        )
-    if connect_args:
-        raise ConfigError(
-            "connect_args only applies to a URL; pass arguments inside your connect callable"
-        )
-    if IS_ASYNC:
-        from poolkeeper.drivers.dbapi import AsyncCallableDriver
-
-        return AsyncCallableDriver(connect)
-    else:
-        from poolkeeper.drivers.dbapi import CallableDriver
-
-        return CallableDriver(connect)
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import traceback
 from typing import Any
 
 
@@ -13,11 +15,15 @@ class PoolEntry:
     """
 
     __slots__ = (
+        "checked_at",
         "checked_out_at",
+        "close_reason",
         "conn",
         "created_at",
         "expires_at",
         "last_used_at",
+        "leak_reported",
+        "stack",
         "uses",
     )
 
@@ -28,7 +34,13 @@ class PoolEntry:
         """Monotonic instant after which the connection retires (inf: never)."""
         self.last_used_at = created_at
         self.checked_out_at = created_at
+        self.checked_at = created_at
+        """Last instant the connection was known good (created or validated)."""
         self.uses = 0
+        self.close_reason: str | None = None
+        self.stack: str | None = None
+        """Where the current holder acquired it (only with leak detection on)."""
+        self.leak_reported = False
 
     def __repr__(self) -> str:
         return (
@@ -52,3 +64,18 @@ class Waiter:
         self.enqueued_at = enqueued_at
         self.entry: PoolEntry | None = None
         self.error: BaseException | None = None
+
+
+def capture_stack(skip: int = 2, limit: int = 16) -> str:
+    """Format the stack of the code that is acquiring a connection.
+
+    ``skip`` frames (this function and the pool's own) are left out. Source
+    lines are not read here: that happens only if a leak is reported. Used
+    only with leak detection on.
+    """
+    frame = sys._getframe(skip)
+    summary = traceback.StackSummary.extract(
+        traceback.walk_stack(frame), limit=limit, lookup_lines=False
+    )
+    summary.reverse()
+    return "".join(summary.format())

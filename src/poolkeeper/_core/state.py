@@ -65,10 +65,19 @@ class PoolState:
         self.connect_failures = 0
         self.next_connect_at = 0.0
         self.last_connect_error: BaseException | None = None
+        # Validation: idle connections unused for `validate_window` seconds are
+        # pinged on checkout (None: never); any connection last known good
+        # before `suspect_before` is pinged too (set when one is found broken,
+        # or when the process looks like it was frozen).
+        self.validate_window: float | None = None
+        self.suspect_before = -math.inf
+        self.last_housekeep_at: float | None = None
         # Counters.
         self.acquires = 0
         self.timeouts = 0
         self.rejections = 0
+        self.leaks = 0
+        self.validations = 0
         self.created = 0
         self.connect_errors = 0
         self.closed_by_reason = dict.fromkeys(REASONS, 0)
@@ -104,6 +113,7 @@ class PoolState:
 
     def _lend(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
+        entry.leak_reported = False
         entry.uses += 1
         self.in_use[id(entry.conn)] = entry
         self.acquires += 1
@@ -171,6 +181,10 @@ class PoolState:
         self.usage_time.add(now - entry.checked_out_at)
         entry.last_used_at = now
         if discard or self.closed:
+            if discard:
+                # The server may have gone away: check older idle connections
+                # before handing them out (see needs_validation).
+                self.suspect_before = now
             self._retire(entry, "close" if self.closed and not discard else "broken")
             return None
         if entry.expires_at <= now:
@@ -194,15 +208,31 @@ class PoolState:
         self.idle.append(entry)
         return None
 
-    def discard_checked_out(self, entry: PoolEntry, reason: str) -> None:
+    def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
         if self.in_use.pop(id(entry.conn), None) is entry:
             self.acquires -= 1
+            self.suspect_before = now
             self._retire(entry, reason)
 
     def _retire(self, entry: PoolEntry, reason: str) -> None:
+        entry.close_reason = reason
         self.closed_by_reason[reason] += 1
         self.retired.append(entry)
+
+    def needs_validation(self, entry: PoolEntry, now: float) -> bool:
+        """Tell whether a connection being checked out should be pinged first."""
+        window = self.validate_window
+        if window is None:
+            return False
+        return (
+            now - entry.last_used_at >= window or entry.checked_at < self.suspect_before
+        )
+
+    def validated(self, entry: PoolEntry, now: float) -> None:
+        """Record a successful validation."""
+        entry.checked_at = now
+        self.validations += 1
 
     def take_retired(self) -> list[PoolEntry]:
         """Hand the connections to close over to the shell."""
@@ -284,8 +314,53 @@ class PoolState:
 
     # -- housekeeping ----------------------------------------------------------
 
-    def housekeep(self, now: float) -> None:
-        """Retire idle connections past their lifetime, or idle too long above ``min_size``."""
+    def housekeep(self, now: float) -> tuple[list[PoolEntry], list[PoolEntry]]:
+        """Run one round of maintenance.
+
+        Retires idle connections past their lifetime, or idle too long above
+        ``min_size``; notices a freeze (the clock jumped well past the
+        housekeeping interval) and marks every connection suspect.
+
+        Returns:
+            The idle connections due a keepalive ping (lent out: give them
+            back with :meth:`give_back`), and the connections newly found held
+            longer than ``leak_timeout``.
+        """
+        last, self.last_housekeep_at = self.last_housekeep_at, now
+        if last is not None and now - last > 2 * self.housekeeping_interval() + 1.0:
+            self.suspect_before = now
+        self._retire_stale_idle(now)
+        return self._due_keepalive(now), self._find_leaks(now)
+
+    def _due_keepalive(self, now: float) -> list[PoolEntry]:
+        keepalive = self.config.keepalive
+        if keepalive is None or not self.idle:
+            return []
+        due = [
+            e for e in self.idle if now - max(e.last_used_at, e.checked_at) >= keepalive
+        ]
+        if due:
+            self.idle = deque(e for e in self.idle if e not in due)
+            for entry in due:
+                self.in_use[id(entry.conn)] = entry
+                entry.checked_out_at = math.inf
+        return due
+
+    def _find_leaks(self, now: float) -> list[PoolEntry]:
+        limit = self.config.leak_timeout
+        if limit is None:
+            return []
+        leaked = [
+            e
+            for e in self.in_use.values()
+            if not e.leak_reported and now - e.checked_out_at >= limit
+        ]
+        for entry in leaked:
+            entry.leak_reported = True
+        self.leaks += len(leaked)
+        return leaked
+
+    def _retire_stale_idle(self, now: float) -> None:
         max_idle = self.config.max_idle
         keep: deque[PoolEntry] = deque()
         # Oldest-returned first: the bottom of the stack.
@@ -307,8 +382,11 @@ class PoolState:
 
     def housekeeping_interval(self) -> float:
         """Seconds between housekeeping runs: often enough to honour the shortest limit."""
+        cfg = self.config
         limits = [
-            x for x in (self.config.max_idle, self.config.max_lifetime) if x is not None
+            x
+            for x in (cfg.max_idle, cfg.max_lifetime, cfg.keepalive, cfg.leak_timeout)
+            if x is not None
         ]
         shortest = min(limits, default=60.0)
         return min(max(shortest / 4.0, 0.01), 5.0)
@@ -345,11 +423,14 @@ class PoolState:
         return entries
 
     def give_back(self, entry: PoolEntry, now: float, *, ok: bool) -> Waiter | None:
-        """Return an entry taken with :meth:`take_idle` after it was checked."""
+        """Return an entry taken with :meth:`take_idle` or for a keepalive, once pinged."""
         self.in_use.pop(id(entry.conn), None)
         if not ok or self.closed:
+            if not ok:
+                self.suspect_before = now
             self._retire(entry, "check" if not ok else "close")
             return None
+        entry.checked_at = now
         return self._place(entry, now)
 
     # -- stats -----------------------------------------------------------------
@@ -369,6 +450,8 @@ class PoolState:
             acquires=self.acquires,
             timeouts=self.timeouts,
             rejections=self.rejections,
+            leaks=self.leaks,
+            validations=self.validations,
             connections_created=self.created,
             connections_closed=sum(closed.values()),
             connect_errors=self.connect_errors,

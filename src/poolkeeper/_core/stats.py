@@ -90,6 +90,10 @@ class PoolStats:
     timeouts: int
     rejections: int
     """Acquires refused at once with TooManyWaiters."""
+    leaks: int
+    """Checkouts held longer than ``leak_timeout`` (counted once each)."""
+    validations: int
+    """Successful checkout validations (pings or ``check`` hook runs)."""
     connections_created: int
     connections_closed: int
     connect_errors: int

@@ -390,3 +390,107 @@ def test_repr_names_the_pool() -> None:
     with Pool(Factory(), name="api") as pool:
         assert "'api'" in repr(pool) and "open" in repr(pool)
     assert "closed" in repr(pool)
+
+
+def test_idle_validation_pings_after_the_window() -> None:
+    factory = Factory()
+    with Pool(
+        factory, min_size=1, max_size=1, validate="idle", validate_after=0.05
+    ) as pool:
+        with pool.connection() as first:
+            pass
+        with pool.connection():  # used just now: no ping
+            pass
+        assert pool.stats().validations == 0
+        sleep(0.07)
+        first.closed = True  # died while idle: the ping finds out
+        with pool.connection() as conn:
+            assert conn is not first
+        stats = pool.stats()
+        assert stats.closed_by_reason["check"] == 1 and stats.acquires == 3
+
+
+def test_never_validate_hands_out_without_ping() -> None:
+    with Pool(Factory(), min_size=1, max_size=1, validate="never") as pool:
+        with pool.connection() as first:
+            pass
+        sleep(0.01)
+        with pool.connection() as again:
+            assert again is first
+        assert pool.stats().validations == 0
+
+
+def test_a_broken_connection_makes_idle_siblings_suspect() -> None:
+    factory = Factory()
+    with Pool(
+        factory, min_size=3, max_size=3, validate="idle", validate_after=60
+    ) as pool:
+        pool.open(wait=True)
+        a = pool.acquire()
+        for conn in factory.made:
+            conn.closed = True  # the server restarted: every session is gone
+        pool.release(a)  # found broken on return
+        # Holding all three forces the two idle suspects out: each is pinged,
+        # found dead, discarded and replaced, invisibly.
+        held = [pool.acquire() for _ in range(3)]
+        assert not any(conn.closed for conn in held)
+        for conn in held:
+            pool.release(conn)
+        assert pool.stats().closed_by_reason["broken"] == 1
+        assert pool.stats().closed_by_reason["check"] == 2
+
+
+def test_events_are_emitted_and_listener_errors_ignored() -> None:
+    from poolkeeper import PoolEvent
+
+    seen: list[PoolEvent] = []
+
+    def bad(event: PoolEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    with Pool(Factory(), min_size=0, max_size=1, timeout=0.05) as pool:
+        for kind in ("connect", "checkout", "checkin", "discard", "timeout"):
+            pool.on(kind, seen.append)
+            pool.on(kind, bad)
+        conn = pool.acquire()
+        with pytest.raises(PoolTimeout):
+            pool.acquire()
+        conn.closed = True
+        pool.release(conn)
+        pool.off("checkin", seen.append)
+    kinds = [e.kind for e in seen]
+    assert kinds == ["connect", "checkout", "timeout", "checkin", "discard"]
+    assert seen[-1].reason == "broken" and seen[0].pool_name == pool.name
+    with pytest.raises(ValueError, match="unknown pool event"):
+        pool.on("nope", seen.append)
+
+
+def test_keepalive_pings_idle_connections() -> None:
+    factory = Factory()
+    with Pool(
+        factory, min_size=2, max_size=2, keepalive=0.02, validate="never"
+    ) as pool:
+        pool.open(wait=True)
+        factory.made[0].closed = True  # killed by a firewall while idle
+        deadline = time.monotonic() + 2.0
+        while pool.stats().closed_by_reason["check"] < 1:
+            assert time.monotonic() < deadline
+            sleep(0.01)
+        while pool.stats().size < 2:
+            assert time.monotonic() < deadline
+            sleep(0.01)
+        assert open_count(factory) == 2
+
+
+def test_leak_detection_reports_once_with_stack() -> None:
+    from poolkeeper import PoolEvent
+
+    leaks: list[PoolEvent] = []
+    with Pool(Factory(), min_size=0, leak_timeout=0.03) as pool:
+        pool.on("leak", leaks.append)
+        conn = pool.acquire()
+        sleep(0.2)
+        assert pool.stats().leaks == 1 and len(leaks) == 1
+        assert leaks[0].stack is not None
+        assert "test_leak_detection_reports_once_with_stack" in leaks[0].stack
+        pool.release(conn)
