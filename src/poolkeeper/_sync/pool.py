@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from poolkeeper import _fork as fork_safety
 from poolkeeper._concurrency import (
@@ -53,7 +53,8 @@ from poolkeeper._core.state import PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
 from poolkeeper.drivers.base import Driver, TxStatus
-from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout
+from poolkeeper.drivers.session import supports_reset_session
+from poolkeeper.errors import ConfigError, PoolClosed, PoolError, PoolTimeout
 
 ConnT = TypeVar("ConnT")
 
@@ -85,7 +86,10 @@ class Pool(Generic[ConnT]):
         connect_args: Extra keyword arguments for the driver's connect function
             (URL form only).
         configure: Called with each new connection before first use.
-        reset: Called with each connection when it returns to the pool.
+        reset: Called with each connection when it returns to the pool (after
+            the rollback). ``"full"`` instead clears all session state with
+            the driver's own command (``DISCARD ALL`` on PostgreSQL,
+            ``COM_RESET_CONNECTION`` on MariaDB; see docs/DRIVERS.md).
         check: Called with a connection before it is handed out; if it raises,
             the connection is discarded and another one is tried.
         name: The pool's name in logs, errors and metrics.
@@ -125,7 +129,7 @@ class Pool(Generic[ConnT]):
         max_uses: int | None = ...,
         connect_args: dict[str, Any] | None = ...,
         configure: Callable[[Any], Any] | None = ...,
-        reset: Callable[[Any], Any] | None = ...,
+        reset: Callable[[Any], Any] | Literal["full"] | None = ...,
         check: Callable[[Any], Any] | None = ...,
         name: str | None = ...,
         max_connecting: int = ...,
@@ -151,7 +155,7 @@ class Pool(Generic[ConnT]):
         max_uses: int | None = ...,
         connect_args: dict[str, Any] | None = ...,
         configure: Callable[[ConnT], Any] | None = ...,
-        reset: Callable[[ConnT], Any] | None = ...,
+        reset: Callable[[ConnT], Any] | Literal["full"] | None = ...,
         check: Callable[[ConnT], Any] | None = ...,
         name: str | None = ...,
         max_connecting: int = ...,
@@ -176,7 +180,7 @@ class Pool(Generic[ConnT]):
         max_uses: int | None = None,
         connect_args: dict[str, Any] | None = None,
         configure: Callable[[Any], Any] | None = None,
-        reset: Callable[[Any], Any] | None = None,
+        reset: Callable[[Any], Any] | Literal["full"] | None = None,
         check: Callable[[Any], Any] | None = None,
         name: str | None = None,
         max_connecting: int = DEFAULT_MAX_CONNECTING,
@@ -205,7 +209,7 @@ class Pool(Generic[ConnT]):
         )
         for hook_name, hook in (
             ("configure", configure),
-            ("reset", reset),
+            ("reset", None if reset == "full" else reset),
             ("check", check),
         ):
             check_callable(hook_name, hook)
@@ -221,7 +225,7 @@ class Pool(Generic[ConnT]):
         self._config = config
         self._timeout = float(timeout)
         self._configure = configure
-        self._reset = reset
+        self._reset = self._full_reset() if reset == "full" else reset
         self._check = check
         self._lock = Lock()
         self._state = self._new_state()
@@ -231,6 +235,15 @@ class Pool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: Housekeeper | None = None
         self._loop: Any = None
+
+    def _full_reset(self) -> Callable[[Any], Any]:
+        if not supports_reset_session(self._driver):
+            raise ConfigError(
+                f"reset='full' is not supported by the {self._driver.name} driver; "
+                "pass a reset callable instead"
+            )
+        reset_session: Callable[[Any], Any] = self._driver.reset_session  # type: ignore[attr-defined]
+        return reset_session
 
     def _new_state(self) -> PoolState:
         state = PoolState(self._config, self.name)

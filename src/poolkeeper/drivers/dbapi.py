@@ -140,6 +140,15 @@ class CallableDriver:
     def ping(self, conn: Any) -> None:
         self._ops.ping(conn)
 
+    def reset_session(self, conn: Any) -> None:
+        """Fully reset the session, if the connection's adapter knows how."""
+        reset = getattr(self._ops, "reset_session", None)
+        if reset is None:
+            raise NotImplementedError(
+                f"the {self.name} adapter has no full session reset"
+            )
+        reset(conn)
+
     def close(self, conn: Any) -> None:
         self._ops.close(conn)
 
@@ -176,6 +185,15 @@ class AsyncCallableDriver:
 
     async def ping(self, conn: Any) -> None:
         await self._ops.ping(conn)
+
+    async def reset_session(self, conn: Any) -> None:
+        """Fully reset the session, if the connection's adapter knows how."""
+        reset = getattr(self._ops, "reset_session", None)
+        if reset is None:
+            raise NotImplementedError(
+                f"the {self.name} adapter has no full session reset"
+            )
+        await reset(conn)
 
     async def close(self, conn: Any) -> None:
         await self._ops.close(conn)

@@ -230,3 +230,19 @@ def test_wrong_database_fails_with_cause(postgres_url: str) -> None:
         pool.open(wait=True)
     assert isinstance(info.value.__cause__, psycopg.OperationalError)
     assert "no_such_database_pk" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_full_reset_clears_session_state(postgres_url: str, full: bool) -> None:
+    kwargs: dict[str, Any] = {"reset": "full"} if full else {}
+    with poolkeeper.Pool(postgres_url, min_size=1, max_size=1, **kwargs) as pool:
+        with pool.connection() as conn:
+            conn.execute("SET application_name = 'left-behind'")
+        with pool.connection() as conn:
+            row = conn.execute("SHOW application_name").fetchone()
+        assert (row == ("left-behind",)) is not full
+
+
+def test_full_reset_needs_driver_support() -> None:
+    with pytest.raises(poolkeeper.ConfigError, match="reset='full'"):
+        poolkeeper.Pool("sqlite:///:memory:", reset="full")
