@@ -468,6 +468,7 @@ class AsyncPool(Generic[ConnT]):
                 self._spawn_connects(n)
                 if not isinstance(exc, Exception):
                     raise
+                self._spawn_suspect_check()
                 logger.info(
                     "pool %r: validation failed, connection discarded: %r",
                     self.name,
@@ -545,6 +546,8 @@ class AsyncPool(Generic[ConnT]):
             self._spawn_connects(n)
         if self._state.retired:
             await self._close_retired()
+            if discard:
+                self._spawn_suspect_check()
         if error is not None:
             raise error
 
@@ -714,6 +717,20 @@ class AsyncPool(Generic[ConnT]):
             n = self._state.plan_connects(_monotonic()) if self._opened else 0
         await self._close_retired()
         self._spawn_connects(n)
+
+    def _spawn_suspect_check(self) -> None:
+        """Check, in the background, idle connections that may share a broken one's fate."""
+        if self._state.idle and not self._state.closed:
+            task = aspawn(self._check_suspects, name=f"poolkeeper-check-{self.name}")
+            self._tasks.add(task)
+            if IS_ASYNC:
+                task.add_done_callback(self._tasks.discard)
+
+    async def _check_suspects(self) -> None:
+        with self._lock:
+            entries = self._state.take_idle(suspects_only=True)
+        if entries:
+            await self._ping_entries(entries)
 
     async def check(self) -> None:
         """Ping every idle connection now and close the ones that fail."""

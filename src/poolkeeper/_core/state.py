@@ -413,10 +413,18 @@ class PoolState:
             )
         return waiters
 
-    def take_idle(self) -> list[PoolEntry]:
-        """Remove and return every idle connection (for a check of all of them)."""
-        entries = list(self.idle)
-        self.idle.clear()
+    def take_idle(self, *, suspects_only: bool = False) -> list[PoolEntry]:
+        """Lend out idle connections for a check: all, or those last known good
+        before the latest sign of trouble (``suspect_before``)."""
+        if suspects_only:
+            entries = [e for e in self.idle if e.checked_at < self.suspect_before]
+            if entries:
+                self.idle = deque(
+                    e for e in self.idle if e.checked_at >= self.suspect_before
+                )
+        else:
+            entries = list(self.idle)
+            self.idle.clear()
         for entry in entries:
             self.in_use[id(entry.conn)] = entry
             entry.checked_out_at = math.inf  # not a user checkout: no usage sample

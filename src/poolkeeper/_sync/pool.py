@@ -460,6 +460,7 @@ class Pool(Generic[ConnT]):
                 self._spawn_connects(n)
                 if not isinstance(exc, Exception):
                     raise
+                self._spawn_suspect_check()
                 logger.info(
                     "pool %r: validation failed, connection discarded: %r",
                     self.name,
@@ -537,6 +538,8 @@ class Pool(Generic[ConnT]):
             self._spawn_connects(n)
         if self._state.retired:
             self._close_retired()
+            if discard:
+                self._spawn_suspect_check()
         if error is not None:
             raise error
 
@@ -701,6 +704,18 @@ class Pool(Generic[ConnT]):
             n = self._state.plan_connects(_monotonic()) if self._opened else 0
         self._close_retired()
         self._spawn_connects(n)
+
+    def _spawn_suspect_check(self) -> None:
+        """Check, in the background, idle connections that may share a broken one's fate."""
+        if self._state.idle and not self._state.closed:
+            task = spawn(self._check_suspects, name=f"poolkeeper-check-{self.name}")
+            self._tasks.add(task)
+
+    def _check_suspects(self) -> None:
+        with self._lock:
+            entries = self._state.take_idle(suspects_only=True)
+        if entries:
+            self._ping_entries(entries)
 
     def check(self) -> None:
         """Ping every idle connection now and close the ones that fail."""
