@@ -22,11 +22,11 @@ AConnectFn = Callable[[], Awaitable[_T]]
 ConnectFn = Callable[[], _T]
 
 __all__ = [
-    "AConnectFn",
-    "ConnectFn",
     "IS_ASYNC",
+    "AConnectFn",
     "AEvent",
     "ASignal",
+    "ConnectFn",
     "Event",
     "Signal",
     "acall",

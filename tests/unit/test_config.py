@@ -39,7 +39,9 @@ def connect() -> object:
     ],
 )
 @pytest.mark.parametrize("cls", [Pool, AsyncPool])
-def test_bad_arguments_name_the_argument(cls: type, kwargs: dict[str, object], names: str) -> None:
+def test_bad_arguments_name_the_argument(
+    cls: type, kwargs: dict[str, object], names: str
+) -> None:
     threads = threading.active_count()
     with pytest.raises(ValueError, match=names) as info:
         cls(connect, **kwargs)
@@ -62,7 +64,9 @@ def test_unknown_scheme_lists_supported_ones() -> None:
     with pytest.raises(ConfigError) as info:
         Pool("oracle://scott:tiger@127.0.0.1/db")
     message = str(info.value)
-    assert "oracle" in message and "postgresql+asyncpg" in message and "sqlite" in message
+    assert (
+        "oracle" in message and "postgresql+asyncpg" in message and "sqlite" in message
+    )
     assert "tiger" not in message
 
 
@@ -109,7 +113,10 @@ def test_sqlite_urls() -> None:
 
 
 def test_per_call_timeout_is_validated() -> None:
-    with Pool("sqlite:///:memory:", min_size=0) as pool, pytest.raises(ConfigError, match="timeout"):
+    with (
+        Pool("sqlite:///:memory:", min_size=0) as pool,
+        pytest.raises(ConfigError, match="timeout"),
+    ):
         pool.acquire(timeout=-1)
 
 
@@ -124,7 +131,11 @@ def test_per_call_timeout_is_validated() -> None:
     ],
 )
 def test_errors_survive_pickle_and_copy(error: poolkeeper.PoolError) -> None:
-    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+    for clone in (
+        pickle.loads(pickle.dumps(error)),
+        copy.copy(error),
+        copy.deepcopy(error),
+    ):
         assert type(clone) is type(error) and clone.args == error.args
         assert clone.__dict__ == error.__dict__
     assert type(error).__module__ == "poolkeeper"
@@ -146,5 +157,7 @@ def test_importing_poolkeeper_imports_no_driver() -> None:
         "'prometheus_client', 'rich', 'matplotlib') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -17,7 +17,10 @@ from poolkeeper.drivers.base import TxStatus
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     """Turn a parsed ``sqlite:///path`` URL into ``sqlite3.connect`` arguments."""
-    kwargs: dict[str, Any] = {"database": url.database or ":memory:", "check_same_thread": False}
+    kwargs: dict[str, Any] = {
+        "database": url.database or ":memory:",
+        "check_same_thread": False,
+    }
     for key, value in url.query.items():
         if key == "timeout":
             kwargs[key] = float(value)
