@@ -70,7 +70,9 @@ async def test_random_cancellations_keep_the_pool_consistent() -> None:
             for task in rng.sample(tasks, 10):
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
-            assert all(r is None or isinstance(r, asyncio.CancelledError) for r in results)
+            assert all(
+                r is None or isinstance(r, asyncio.CancelledError) for r in results
+            )
         for _ in range(100):  # let in-flight connects land
             if pool.stats().connecting == 0:
                 break
