@@ -587,6 +587,9 @@ class AsyncPool(Generic[ConnT]):
                 except Exception as exc:
                     with self._lock:
                         retry = state.connect_failed(exc, _monotonic())
+                        failed, state.failed_waiters = state.failed_waiters, []
+                    for failed_waiter in failed:
+                        failed_waiter.signal.set()
                     if self._events.connect_error:
                         self._emit("connect_error", None, error=exc)
                     logger.warning(

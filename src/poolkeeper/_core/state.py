@@ -33,9 +33,9 @@ from typing import Any
 
 from poolkeeper._config import PoolConfig
 from poolkeeper._core.entry import PoolEntry, Waiter
-from poolkeeper._core.policy import backoff_delay, expiry
+from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_error
 from poolkeeper._core.stats import PoolStats, Summary
-from poolkeeper.errors import PoolClosed, PoolError, TooManyWaiters
+from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
 #: Reasons a connection is closed, as counted in ``PoolStats.closed_by_reason``.
 REASONS = ("lifetime", "idle", "uses", "broken", "check", "resize", "close", "error")
@@ -61,6 +61,7 @@ class PoolState:
         self.connecting = 0
         self.closed = False
         self.retired: list[PoolEntry] = []
+        self.failed_waiters: list[Waiter] = []
         # Reconnect state: consecutive failures and when the next try may start.
         self.connect_failures = 0
         self.next_connect_at = 0.0
@@ -153,7 +154,9 @@ class PoolState:
             return waiter.entry
         with contextlib.suppress(ValueError):  # already removed by close()
             self.waiters.remove(waiter)
-        if timed_out and waiter.error is None:
+        if timed_out and (
+            waiter.error is None or isinstance(waiter.error, PoolTimeout)
+        ):
             self.timeouts += 1
         return None
 
@@ -293,8 +296,21 @@ class PoolState:
         """Record a failed connect; return True if this worker should retry.
 
         The worker keeps its ``connecting`` slot when it retries; otherwise the
-        slot is released here.
+        slot is released here. When the error is one retrying cannot fix (bad
+        credentials, unknown database), every waiter is failed at once: the
+        shell wakes those in :attr:`failed_waiters`.
         """
+        if is_fatal_connect_error(error) and self.waiters:
+            failed = PoolTimeout(
+                f"pool {self.name!r} cannot connect: {error}",
+                pool_name=self.name,
+                waiting=len(self.waiters),
+            )
+            failed.__cause__ = error
+            for waiter in self.waiters:
+                waiter.error = failed
+            self.failed_waiters.extend(self.waiters)
+            self.waiters.clear()
         self.connect_errors += 1
         self.connect_failures += 1
         self.last_connect_error = error

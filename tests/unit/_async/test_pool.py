@@ -497,3 +497,23 @@ async def test_leak_detection_reports_once_with_stack() -> None:
         assert leaks[0].stack is not None
         assert "test_leak_detection_reports_once_with_stack" in leaks[0].stack
         await pool.release(conn)
+
+
+class AuthError(Exception):
+    """Like a driver's error for a wrong password (SQLSTATE 28P01)."""
+
+    sqlstate = "28P01"
+
+
+async def test_bad_credentials_fail_waiters_at_once() -> None:
+    async def connect() -> FakeConnection:
+        raise AuthError("password authentication failed for user x")
+
+    async with AsyncPool(connect, min_size=0, timeout=5.0, reconnect_min=0.5) as pool:
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.acquire()
+        assert time.monotonic() - started < 0.5
+        assert isinstance(info.value.__cause__, AuthError)
+        assert "password authentication failed" in str(info.value)
+        assert pool.stats().timeouts == 1 and pool.stats().waiting == 0
