@@ -155,6 +155,7 @@ class PoolConfig:
     validate_after: float = DEFAULT_VALIDATE_AFTER
     keepalive: float | None = None
     leak_timeout: float | None = None
+    fair: bool = True
 
     def __post_init__(self) -> None:
         check_int("min_size", self.min_size, minimum=0)
@@ -183,6 +184,8 @@ class PoolConfig:
                 f"got {self.validate!r}"
             )
         check_seconds("validate_after", self.validate_after, allow_zero=True)
+        if not isinstance(self.fair, bool):
+            raise ConfigError(f"fair must be True or False, got {self.fair!r}")
         check_seconds("keepalive", self.keepalive, optional=True)
         check_seconds("leak_timeout", self.leak_timeout, optional=True)
         if not 0.0 <= self.lifetime_jitter < 0.5:

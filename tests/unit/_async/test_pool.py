@@ -517,3 +517,28 @@ async def test_bad_credentials_fail_waiters_at_once() -> None:
         assert isinstance(info.value.__cause__, AuthError)
         assert "password authentication failed" in str(info.value)
         assert pool.stats().timeouts == 1 and pool.stats().waiting == 0
+
+
+async def test_unfair_mode_serves_everyone_and_times_out_cleanly() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=2, max_size=2, fair=False) as pool:
+        done: list[int] = []
+
+        async def user(i: int) -> None:
+            for _ in range(20):
+                async with pool.connection():
+                    await asleep(0)
+            done.append(i)
+
+        tasks = [aspawn(user, i) for i in range(8)]
+        await ajoin(tasks, 10.0)
+        assert sorted(done) == list(range(8))
+        stats = pool.stats()
+        assert stats.acquires == 160 and stats.in_use == 0 and stats.waiting == 0
+        assert stats.size == 2 == open_count(factory)
+        held = [await pool.acquire(), await pool.acquire()]
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0.05)
+        for conn in held:
+            await pool.release(conn)
+        assert pool.stats().idle == 2
