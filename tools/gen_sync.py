@@ -46,6 +46,8 @@ RENAMES: dict[str, str] = {
     "AsyncPool": "Pool",
     "AsyncConnectionContext": "ConnectionContext",
     "AsyncHousekeeper": "Housekeeper",
+    "AsyncPersistentPool": "PersistentPool",
+    "AsyncPinnedContext": "PinnedContext",
     "AsyncDriver": "Driver",
     "ASignal": "Signal",
     "AEvent": "Event",

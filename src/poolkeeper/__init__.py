@@ -5,9 +5,11 @@ share one core, take a database URL or a connect callable, and hand out the
 driver's own connection objects.
 """
 
+from poolkeeper._async.persistent import AsyncPersistentPool
 from poolkeeper._async.pool import AsyncPool
 from poolkeeper._core.events import EVENT_KINDS, PoolEvent
 from poolkeeper._core.stats import PoolStats, TimeSummary
+from poolkeeper._sync.persistent import PersistentPool
 from poolkeeper._sync.pool import Pool
 from poolkeeper.errors import (
     ConfigError,
@@ -23,9 +25,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EVENT_KINDS",
+    "AsyncPersistentPool",
     "AsyncPool",
     "ConfigError",
     "ConnectionLeakWarning",
+    "PersistentPool",
     "Pool",
     "PoolClosed",
     "PoolError",
