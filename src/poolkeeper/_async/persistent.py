@@ -51,7 +51,7 @@ class AsyncPersistentPool(Generic[ConnT]):
     replaced.
     """
 
-    def __init__(self, connect: Any, **kwargs: Any) -> None:
+    def __init__(self: AsyncPersistentPool[Any], connect: Any, **kwargs: Any) -> None:
         self.pool: AsyncPool[ConnT] = AsyncPool(connect, **kwargs)
         self._validate_after = float(kwargs.get("validate_after", 0.5))
         self._local = threading.local()

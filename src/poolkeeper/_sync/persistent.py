@@ -50,7 +50,7 @@ class PersistentPool(Generic[ConnT]):
     replaced.
     """
 
-    def __init__(self, connect: Any, **kwargs: Any) -> None:
+    def __init__(self: PersistentPool[Any], connect: Any, **kwargs: Any) -> None:
         self.pool: Pool[ConnT] = Pool(connect, **kwargs)
         self._validate_after = float(kwargs.get("validate_after", 0.5))
         self._local = threading.local()
