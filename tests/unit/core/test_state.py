@@ -290,3 +290,38 @@ CoreMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=60, deadline=None
 )
 TestCoreMachine = CoreMachine.TestCase
+
+
+def test_a_freeze_makes_every_idle_connection_suspect() -> None:
+    state = make_state(min_size=2, max_size=2, max_idle=8.0, max_lifetime=None)
+    state.validate_window = 600.0  # pings only for suspects in this test
+    fill(state)
+    interval = state.housekeeping_interval()  # 2 s here
+    state.housekeep(10.0)
+    state.housekeep(10.0 + interval)
+    entry = state.checkout(10.0 + interval)
+    assert entry is not None and not state.needs_validation(entry, 10.0 + interval)
+    state.checkin(entry, 10.0 + interval)
+    # The process was stopped (laptop sleep, SIGSTOP, a frozen Lambda) for an hour.
+    thawed = 10.0 + interval + 3600.0
+    state.housekeep(thawed)
+    assert all(state.needs_validation(e, thawed) for e in state.idle)
+
+
+def test_fatal_connect_error_fails_waiters_at_once() -> None:
+    class BadPassword(Exception):
+        sqlstate = "28P01"
+
+    state = make_state(min_size=0)
+    waiter = Waiter(None, 0.0)
+    state.enqueue(waiter)
+    assert state.plan_connects(0.0) == 1
+    state.connect_failed(BadPassword("password authentication failed"), 0.1)
+    assert state.failed_waiters == [waiter] and not state.waiters
+    assert isinstance(waiter.error, PoolError)
+    assert isinstance(waiter.error.__cause__, BadPassword)
+    # A transient error keeps callers waiting (they time out on their own).
+    other = Waiter(None, 1.0)
+    state.enqueue(other)
+    state.connect_failed(ConnectionRefusedError("refused"), 1.0)
+    assert list(state.waiters) == [other]
