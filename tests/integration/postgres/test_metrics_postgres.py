@@ -1,0 +1,127 @@
+"""Prometheus and OpenTelemetry exporters over a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry
+
+import poolkeeper
+from poolkeeper.metrics import otel, prometheus
+from tests.unit.metrics.helpers import otel_point, otel_points, scrape, value
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
+
+
+@pytest.fixture
+def otel_sdk() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider, reader
+    provider.shutdown()
+
+
+def test_prometheus_exposition(postgres_url):
+    registry = CollectorRegistry()
+    pool = poolkeeper.Pool(postgres_url, min_size=2, max_size=3, name="pg")
+    with prometheus.register(pool, registry), pool:
+        pool.open(wait=True, timeout=10.0)
+        for _ in range(5):
+            with pool.connection() as conn:
+                conn.execute("SELECT pg_sleep(0.002)")
+        held = pool.acquire()
+        try:
+            text, samples, _ = scrape(registry)
+        finally:
+            pool.release(held)
+        pool.resize(min_size=1, max_size=1)
+        _, resized, _ = scrape(registry)
+
+    assert 'poolkeeper_connections{pool="pg",state="used"} 1.0' in text
+    assert value(samples, "poolkeeper_connections", pool="pg", state="idle") == 1
+    assert value(samples, "poolkeeper_acquires_total", pool="pg") == 6
+    assert value(samples, "poolkeeper_connections_created_total", pool="pg") == 2
+    assert value(samples, "poolkeeper_connect_seconds_count", pool="pg") == 2
+    assert value(samples, "poolkeeper_connect_seconds_sum", pool="pg") > 0
+    assert value(samples, "poolkeeper_use_seconds_count", pool="pg") == 5
+    # Each use slept 2 ms: none fits in the 1 ms bucket.
+    assert value(samples, "poolkeeper_use_seconds_bucket", pool="pg", le="0.001") == 0
+    assert value(samples, "poolkeeper_use_seconds_sum", pool="pg") >= 0.01
+    assert value(resized, "poolkeeper_connections_max", pool="pg") == 1
+    closed = value(
+        resized, "poolkeeper_connections_closed_total", pool="pg", reason="resize"
+    )
+    assert closed == 1
+
+
+def test_connect_errors_and_timeouts_are_reported(otel_sdk):
+    provider, reader = otel_sdk
+    registry = CollectorRegistry()
+    with (
+        poolkeeper.Pool(UNREACHABLE, min_size=0, max_size=1, name="down") as pool,
+        prometheus.register(pool, registry),
+        otel.instrument(pool, provider),
+    ):
+        with pytest.raises(poolkeeper.PoolTimeout):
+            pool.acquire(timeout=0.3)
+        _, samples, _ = scrape(registry)
+        points = otel_points(reader)
+    assert value(samples, "poolkeeper_connect_errors_total", pool="down") >= 1
+    assert value(samples, "poolkeeper_timeouts_total", pool="down") == 1
+    assert value(samples, "poolkeeper_connections_created_total", pool="down") == 0
+    timeouts = otel_point(
+        points, "db.client.connection.timeouts", {otel.POOL_NAME: "down"}
+    )
+    assert timeouts.value == 1
+
+
+def test_otel_over_postgres(postgres_url, otel_sdk):
+    provider, reader = otel_sdk
+    pool = poolkeeper.Pool(postgres_url, min_size=1, max_size=2, name="pg-otel")
+    with otel.instrument(pool, provider), pool:
+        pool.open(wait=True, timeout=10.0)
+        for _ in range(4):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+        points = otel_points(reader)
+    attrs = {otel.POOL_NAME: "pg-otel"}
+    idle = otel_point(
+        points, "db.client.connection.count", {**attrs, otel.STATE: "idle"}
+    )
+    assert idle.value == 1
+    assert otel_point(points, "db.client.connection.max", attrs).value == 2
+    assert otel_point(points, "db.client.connection.create_time", attrs).count == 1
+    assert otel_point(points, "db.client.connection.wait_time", attrs).count == 4
+    assert otel_point(points, "db.client.connection.use_time", attrs).count == 4
+
+
+@pytest.mark.anyio
+async def test_async_pool_both_exporters(postgres_url, otel_sdk):
+    provider, reader = otel_sdk
+    registry = CollectorRegistry()
+    url = "postgresql+asyncpg://" + postgres_url.partition("://")[2]
+    pool = poolkeeper.AsyncPool(url, min_size=1, max_size=2, name="pg-async")
+    with prometheus.register(pool, registry), otel.instrument(pool, provider):
+        async with pool:
+            for _ in range(3):
+                async with pool.connection() as conn:
+                    await conn.fetchval("SELECT 1")
+            held = await pool.acquire()
+            try:
+                _, samples, _ = scrape(registry)
+                points = otel_points(reader)
+            finally:
+                await pool.release(held)
+    assert value(samples, "poolkeeper_acquires_total", pool="pg-async") == 4
+    assert value(samples, "poolkeeper_use_seconds_count", pool="pg-async") == 3
+    used = otel_point(
+        points,
+        "db.client.connection.count",
+        {otel.POOL_NAME: "pg-async", otel.STATE: "used"},
+    )
+    assert used.value == 1

@@ -1,0 +1,204 @@
+"""The OpenTelemetry exporter, read back through the SDK's in-memory reader."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+
+import opentelemetry.metrics as otel_metrics
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import poolkeeper
+from poolkeeper.metrics import otel
+
+from .helpers import RecordingPool, otel_find, otel_point, otel_points
+
+SQLITE = "sqlite:///:memory:"
+NAME = otel.POOL_NAME
+STATE = otel.STATE
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    meter_provider = MeterProvider(metric_readers=[reader])
+    yield meter_provider
+    meter_provider.shutdown()
+
+
+def test_semantic_convention_instruments(reader, provider):
+    pool = poolkeeper.Pool(SQLITE, min_size=1, max_size=3, name="main")
+    with otel.instrument(pool, provider), pool:
+        pool.open(wait=True, timeout=5.0)
+        for _ in range(3):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+        held = pool.acquire()
+        try:
+            points = otel_points(reader)
+        finally:
+            pool.release(held)
+
+    attrs = {NAME: "main"}
+    used = otel_point(points, "db.client.connection.count", {**attrs, STATE: "used"})
+    idle = otel_point(points, "db.client.connection.count", {**attrs, STATE: "idle"})
+    assert (used.value, idle.value) == (1, 0)
+    assert otel_point(points, "db.client.connection.max", attrs).value == 3
+    assert otel_point(points, "db.client.connection.idle.max", attrs).value == 3
+    assert otel_point(points, "db.client.connection.idle.min", attrs).value == 1
+    assert otel_point(points, "db.client.connection.pending_requests", attrs).value == 0
+    assert otel_point(points, "db.client.connection.timeouts", attrs).value == 0
+    assert otel_point(points, "db.client.connection.wait_time", attrs).count == 4
+    assert otel_point(points, "db.client.connection.use_time", attrs).count == 3
+    assert otel_point(points, "db.client.connection.create_time", attrs).count == 1
+    use = otel_point(points, "db.client.connection.use_time", attrs)
+    assert use.sum > 0
+    assert list(use.explicit_bounds) == list(otel.DURATION_BUCKETS)
+
+
+def test_units_and_kinds(reader, provider):
+    pool = poolkeeper.Pool(SQLITE, name="units")
+    with otel.instrument(pool, provider), pool:
+        with pool.connection():
+            pass
+        data = reader.get_metrics_data()
+    assert data is not None
+    metrics = {
+        metric.name: metric
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if scope.scope.name == "poolkeeper"
+    }
+    assert metrics["db.client.connection.count"].unit == "{connection}"
+    assert metrics["db.client.connection.pending_requests"].unit == "{request}"
+    assert metrics["db.client.connection.timeouts"].unit == "{timeout}"
+    for name in ("create_time", "wait_time", "use_time"):
+        assert metrics[f"db.client.connection.{name}"].unit == "s"
+    assert not metrics["db.client.connection.count"].data.is_monotonic
+    assert metrics["db.client.connection.timeouts"].data.is_monotonic
+
+
+def test_timeouts(reader, provider):
+    with (
+        poolkeeper.Pool(SQLITE, max_size=1, name="t") as pool,
+        otel.instrument(pool, provider),
+    ):
+        held = pool.acquire()
+        try:
+            with pytest.raises(poolkeeper.PoolTimeout):
+                pool.acquire(timeout=0.01)
+            points = otel_points(reader)
+        finally:
+            pool.release(held)
+    assert otel_point(points, "db.client.connection.timeouts", {NAME: "t"}).value == 1
+
+
+def test_later_collections_see_fresh_numbers(reader, provider):
+    with (
+        poolkeeper.Pool(SQLITE, max_size=2, name="fresh") as pool,
+        otel.instrument(pool, provider),
+    ):
+        before = otel_points(reader)
+        held = pool.acquire()
+        try:
+            after = otel_points(reader)
+        finally:
+            pool.release(held)
+    attrs = {NAME: "fresh", STATE: "used"}
+    assert otel_point(before, "db.client.connection.count", attrs).value == 0
+    assert otel_point(after, "db.client.connection.count", attrs).value == 1
+
+
+def test_two_pools_and_uninstrument(reader, provider):
+    with (
+        poolkeeper.Pool(SQLITE, max_size=1, name="a") as a,
+        poolkeeper.Pool(SQLITE, max_size=2, name="b") as b,
+    ):
+        recording = RecordingPool(a)
+        handle_a = otel.instrument(recording, provider)
+        with otel.instrument(b, provider):
+            points = otel_points(reader)
+            assert (
+                otel_point(points, "db.client.connection.max", {NAME: "a"}).value == 1
+            )
+            assert (
+                otel_point(points, "db.client.connection.max", {NAME: "b"}).value == 2
+            )
+            handle_a.uninstrument()
+            handle_a.uninstrument()
+            assert recording.listeners == []
+            points = otel_points(reader)
+            assert otel_find(points, "db.client.connection.max", {NAME: "a"}) is None
+            assert (
+                otel_point(points, "db.client.connection.max", {NAME: "b"}).value == 2
+            )
+        # Instrumenting again on the same provider reuses its instruments.
+        with otel.instrument(a, provider):
+            points = otel_points(reader)
+            assert (
+                otel_point(points, "db.client.connection.max", {NAME: "a"}).value == 1
+            )
+
+
+def test_duplicate_pool_name_is_refused(provider):
+    with (
+        poolkeeper.Pool(SQLITE, name="same") as a,
+        poolkeeper.Pool(SQLITE, name="same") as b,
+        otel.instrument(a, provider),
+    ):
+        recording = RecordingPool(b)
+        with pytest.raises(poolkeeper.ConfigError, match="same"):
+            otel.instrument(recording, provider)
+        assert recording.listeners == []
+
+
+def test_without_histograms_no_listener_is_added(reader, provider):
+    with poolkeeper.Pool(SQLITE, name="cheap") as pool:
+        recording = RecordingPool(pool)
+        with otel.instrument(recording, provider, histograms=False):
+            assert recording.listeners == []
+            points = otel_points(reader)
+    assert "db.client.connection.wait_time" not in points
+    assert otel_find(points, "db.client.connection.max", {NAME: "cheap"}) is not None
+
+
+def test_global_meter_provider_by_default(monkeypatch, reader, provider):
+    monkeypatch.setattr(otel_metrics, "get_meter_provider", lambda: provider)
+    with poolkeeper.Pool(SQLITE, name="global") as pool, otel.instrument(pool):
+        points = otel_points(reader)
+    assert otel_find(points, "db.client.connection.max", {NAME: "global"}) is not None
+
+
+@pytest.mark.anyio
+async def test_async_pool(reader, provider):
+    async with poolkeeper.AsyncPool(
+        "sqlite+aiosqlite:///:memory:", max_size=2, name="aio"
+    ) as pool:
+        with otel.instrument(pool, provider):
+            async with pool.connection():
+                pass
+            conn = await pool.acquire()
+            points = otel_points(reader)
+            await pool.release(conn)
+    used = otel_point(
+        points, "db.client.connection.count", {NAME: "aio", STATE: "used"}
+    )
+    assert used.value == 1
+    assert otel_point(points, "db.client.connection.use_time", {NAME: "aio"}).count == 1
+
+
+def test_missing_opentelemetry_names_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m.split(".")[0] == "opentelemetry"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "poolkeeper.metrics.otel")
+    with pytest.raises(poolkeeper.ConfigError, match=r"poolkeeper\[otel\]"):
+        importlib.import_module("poolkeeper.metrics.otel")
