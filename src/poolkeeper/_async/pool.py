@@ -50,7 +50,7 @@ from poolkeeper._config import (
 from poolkeeper._connect import GENERIC_DRIVERS, driver_for
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
-from poolkeeper._core.state import PoolState
+from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper.drivers.base import AsyncDriver, TxStatus
 from poolkeeper.drivers.session import supports_reset_session
@@ -757,10 +757,16 @@ class AsyncPool(Generic[ConnT]):
                 task.add_done_callback(self._tasks.discard)
 
     async def _check_suspects(self) -> None:
-        with self._lock:
-            entries = self._state.take_idle(suspects_only=True)
-        if entries:
-            await self._ping_entries(entries)
+        # Twice: at once, and again when the grace window has passed, because
+        # a connection may answer the first ping while the server is still
+        # ending its session (see SUSPECT_GRACE).
+        for _ in range(2):
+            with self._lock:
+                entries = self._state.take_idle(suspects_only=True)
+            if entries:
+                await self._ping_entries(entries)
+            if await self._closing.wait(SUSPECT_GRACE):
+                return
 
     async def check(self) -> None:
         """Ping every idle connection now and close the ones that fail."""

@@ -37,6 +37,12 @@ from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_erro
 from poolkeeper._core.stats import PoolStats, Summary
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
+#: Seconds after a sign of trouble during which idle connections stay suspect.
+#: A server ending many sessions at once (a restart, ``pg_terminate_backend``
+#: of a whole application) ends them over some milliseconds, so a connection
+#: that answers a ping right after the first failure may die a moment later.
+SUSPECT_GRACE = 1.0
+
 #: Reasons a connection is closed, as counted in ``PoolStats.closed_by_reason``.
 REASONS = ("lifetime", "idle", "uses", "broken", "check", "resize", "close", "error")
 
@@ -258,7 +264,8 @@ class PoolState:
         if window is None:
             return False
         return (
-            now - entry.last_used_at >= window or entry.checked_at < self.suspect_before
+            now - entry.last_used_at >= window
+            or entry.checked_at < self.suspect_before + SUSPECT_GRACE
         )
 
     def validated(self, entry: PoolEntry, now: float) -> None:
@@ -460,13 +467,13 @@ class PoolState:
 
     def take_idle(self, *, suspects_only: bool = False) -> list[PoolEntry]:
         """Lend out idle connections for a check: all, or those last known good
-        before the latest sign of trouble (``suspect_before``)."""
+        before the latest sign of trouble ended (``suspect_before`` plus
+        :data:`SUSPECT_GRACE`)."""
         if suspects_only:
-            entries = [e for e in self.idle if e.checked_at < self.suspect_before]
+            limit = self.suspect_before + SUSPECT_GRACE
+            entries = [e for e in self.idle if e.checked_at < limit]
             if entries:
-                self.idle = deque(
-                    e for e in self.idle if e.checked_at >= self.suspect_before
-                )
+                self.idle = deque(e for e in self.idle if e.checked_at >= limit)
         else:
             entries = list(self.idle)
             self.idle.clear()

@@ -142,7 +142,8 @@ def test_killed_in_use_connection_is_replaced(pg_cluster: PgCluster) -> None:
         for _ in range(10):
             with pool.connection() as conn:
                 conn.execute("SELECT 1")
-        assert settle(lambda: pool.stats().size == 2 == pg_cluster.backends(name))
+        settled = settle(lambda: pool.stats().size == 2 == pg_cluster.backends(name))
+        assert settled, (pool.stats(), pg_cluster.backends(name))
 
 
 def test_blackholed_server_bounds_every_acquire(

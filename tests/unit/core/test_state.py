@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from poolkeeper._config import PoolConfig
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry
-from poolkeeper._core.state import PoolState
+from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper.errors import ConfigError, PoolClosed, PoolError, TooManyWaiters
 
 
@@ -325,3 +325,23 @@ def test_fatal_connect_error_fails_waiters_at_once() -> None:
     state.enqueue(other)
     state.connect_failed(ConnectionRefusedError("refused"), 1.0)
     assert list(state.waiters) == [other]
+
+
+def test_suspicion_lasts_a_grace_window_after_a_broken_connection() -> None:
+    state = make_state(min_size=2, max_size=2, max_lifetime=None)
+    state.validate_window = 600.0  # pings only for suspects in this test
+    fill(state)
+    busy = state.checkout(1.0)
+    assert busy is not None
+    state.checkin(busy, 2.0, discard=True)  # found broken at t=2
+    # A check right away clears nothing: the server may still be ending
+    # the other sessions, so the idle one stays suspect for the window...
+    (idle,) = state.take_idle(suspects_only=True)
+    assert state.give_back(idle, 2.01, ok=True) is None
+    assert state.needs_validation(idle, 2.02)
+    assert state.take_idle(suspects_only=True) == [idle]
+    # ...and a check after the window ends the suspicion.
+    after = 2.0 + SUSPECT_GRACE + 0.01
+    state.give_back(idle, after, ok=True)
+    assert not state.needs_validation(idle, after)
+    assert state.take_idle(suspects_only=True) == []
