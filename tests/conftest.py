@@ -10,12 +10,14 @@ testing nothing.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -67,6 +69,21 @@ def require_db(config: pytest.Config) -> bool:
         bool(config.getoption("--require-db"))
         or os.environ.get("CI", "").lower() == "true"
     )
+
+
+def import_driver(config: pytest.Config, package: str) -> Any:
+    """Import a driver package; skip if it is missing, fail with ``CI=true``.
+
+    The test extras install every driver, so in CI a missing one means the
+    run would pass while testing less than it claims.
+    """
+    try:
+        return importlib.import_module(package)
+    except ImportError as exc:
+        message = f"driver package {package!r} is not installed ({exc})"
+        if require_db(config):
+            pytest.fail(message + "; install the test extras", pytrace=False)
+        pytest.skip(message)
 
 
 def _reachable(url: str) -> str | None:

@@ -6,7 +6,12 @@ inside the same async test functions (their calls simply block briefly), so a
 new driver adds one :class:`Case`, not a copy of the suite.
 
 Drivers differ in what they can know without I/O; each case states the
-transaction states it may report, and the suite holds it to exactly those.
+transaction states it may report, and whether it has a full session reset
+and a keepalive default, and the suite holds it to exactly those. The
+``dbapi-*`` cases wrap real connections in a class poolkeeper does not know
+(:mod:`tests.support.generic_dbapi`), so the generic DB-API adapter meets the
+real servers too. A missing driver package skips its cases locally and fails
+the run with ``CI=true``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import pytest
 
 from poolkeeper.drivers import driver_for_url, ops_for_connection
 from poolkeeper.drivers.base import TxStatus
+from poolkeeper.drivers.dbapi import AsyncDBAPIDriver, DBAPIDriver
+from tests.conftest import import_driver
+from tests.support.generic_dbapi import generic_connect
 
 IDLE, INTRANS, INERROR, UNKNOWN = (
     TxStatus.IDLE,
@@ -49,6 +57,8 @@ class Case:
     query: str = ""
     explicit_begin: bool = False  # the driver does not open transactions itself
     keepalive: Callable[[Any], int | None] | None = field(default=None, repr=False)
+    has_reset: bool = True  # the adapter has reset_session (the pool's reset="full")
+    generic: bool = False  # wrapped: handled by the generic DB-API adapter
 
 
 def _sock_idle(sock: Any) -> int | None:
@@ -64,7 +74,7 @@ def _fd_idle(fd: int) -> int | None:
         return _sock_idle(sock)
 
 
-_MYSQL_NO_FLAG = frozenset({UNKNOWN})
+_MYSQL_NO_FLAG = frozenset({UNKNOWN})  # also the generic adapter: state unknown
 
 CASES = [
     Case(
@@ -172,6 +182,7 @@ CASES = [
         False,
         "sqlite3",
         failed=frozenset({INTRANS}),
+        has_reset=False,
     ),
     Case(
         "aiosqlite",
@@ -180,6 +191,45 @@ CASES = [
         True,
         "aiosqlite",
         failed=frozenset({INTRANS}),
+        has_reset=False,
+    ),
+    # The generic DB-API adapter: state unknown, rollback on return, SELECT 1,
+    # broken = the connection's own closed/open flag, no reset, no keepalive.
+    Case(
+        "dbapi-psycopg2",
+        "postgres",
+        "postgresql",
+        False,
+        "psycopg2",
+        has_reset=False,
+        generic=True,
+        idle=_MYSQL_NO_FLAG,
+        intrans=_MYSQL_NO_FLAG,
+        failed=_MYSQL_NO_FLAG,
+    ),
+    Case(
+        "dbapi-pymysql",
+        "mysql",
+        "mysql",
+        False,
+        "pymysql",
+        has_reset=False,
+        generic=True,
+        idle=_MYSQL_NO_FLAG,
+        intrans=_MYSQL_NO_FLAG,
+        failed=_MYSQL_NO_FLAG,
+    ),
+    Case(
+        "dbapi-aiomysql",
+        "mysql",
+        "mysql",
+        True,
+        "aiomysql",
+        has_reset=False,
+        generic=True,
+        idle=_MYSQL_NO_FLAG,
+        intrans=_MYSQL_NO_FLAG,
+        failed=_MYSQL_NO_FLAG,
     ),
 ]
 
@@ -274,7 +324,7 @@ class Admin:
 def case(request: pytest.FixtureRequest) -> Case:
     c: Case = request.param
     request.node.add_marker(_SERVER_MARKS[c.server])
-    pytest.importorskip(c.package)
+    import_driver(request.config, c.package)
     return c
 
 
@@ -312,6 +362,9 @@ def table(admin: Admin) -> Iterator[str]:
 
 @pytest.fixture
 def driver(case: Case, url: str) -> Any:
+    if case.generic:
+        connect = generic_connect(case.package, url)
+        return AsyncDBAPIDriver(connect) if case.is_async else DBAPIDriver(connect)
     return driver_for_url(url, {}, is_async=case.is_async)
 
 
@@ -417,13 +470,17 @@ async def test_close_is_idempotent(driver: Any) -> None:
 async def test_connection_module_maps_back_to_adapter(
     case: Case, driver: Any, conn: Any
 ) -> None:
-    # Pools built from a callable find the same adapter from the connection.
-    assert ops_for_connection(conn, is_async=case.is_async) is type(driver)
+    # Pools built from a callable find the same adapter from the connection;
+    # an unknown connection class gets none (the generic rules apply).
+    expected = None if case.generic else type(driver)
+    assert ops_for_connection(conn, is_async=case.is_async) is expected
 
 
 async def test_keepalive_default_applied(case: Case, conn: Any) -> None:
     if case.keepalive is None:
-        pytest.skip(f"{case.id}: no keepalive to check")
+        # sqlite has no socket; the generic adapter uses the driver's defaults.
+        assert case.server == "sqlite" or case.generic
+        pytest.skip(f"{case.id}: no keepalive default to check")
     idle = case.keepalive(conn)
     if idle is None:
         pytest.skip("platform without TCP_KEEPIDLE")
@@ -433,8 +490,9 @@ async def test_keepalive_default_applied(case: Case, conn: Any) -> None:
 async def test_reset_session_clears_state(
     case: Case, driver: Any, conn: Any, table: str, admin: Admin
 ) -> None:
-    if not hasattr(driver, "reset_session"):
-        pytest.skip(f"{case.id} has no reset_session")
+    assert hasattr(driver, "reset_session") is case.has_reset
+    if not case.has_reset:
+        pytest.skip(f"{case.id} has no reset_session (a full reset is not offered)")
     repeat = "SELECT 40 + 2"
     for _ in range(6):  # past psycopg's prepare threshold, into asyncpg's cache
         assert await run(conn, repeat) == [(42,)]
@@ -492,16 +550,17 @@ async def test_through_the_pool_commit_on_exit(
 ) -> None:
     import poolkeeper
 
+    connect: Any = generic_connect(case.package, url) if case.generic else url
     if case.is_async:
         async with (
-            poolkeeper.AsyncPool(url, min_size=1, max_size=2) as apool,
+            poolkeeper.AsyncPool(connect, min_size=1, max_size=2) as apool,
             apool.connection() as conn,
         ):
             await begin(case, conn)
             await run(conn, f"INSERT INTO {table} VALUES (1)")
     else:
         with (
-            poolkeeper.Pool(url, min_size=1, max_size=2) as pool,
+            poolkeeper.Pool(connect, min_size=1, max_size=2) as pool,
             pool.connection() as conn,
         ):
             await begin(case, conn)

@@ -29,6 +29,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import pytest
 
 import poolkeeper
+from tests.conftest import import_driver
+from tests.support.generic_dbapi import generic_connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -43,16 +45,23 @@ class Case:
     is_async: bool
     package: str
     explicit_begin: bool = False  # the driver does not open transactions itself
+    generic: bool = False  # built from a callable the generic DB-API adapter handles
 
 
 CASES = [
     Case("psycopg", "postgres", "postgresql+psycopg", False, "psycopg"),
+    Case("psycopg-async", "postgres", "postgresql+psycopg", True, "psycopg"),
     Case("psycopg2", "postgres", "postgresql+psycopg2", False, "psycopg2"),
     Case("asyncpg", "postgres", "postgresql+asyncpg", True, "asyncpg", True),
+    Case("aiopg", "postgres", "postgresql+aiopg", True, "aiopg", True),
     Case("pymysql", "mysql", "mysql+pymysql", False, "pymysql"),
     Case("aiomysql", "mysql", "mysql+aiomysql", True, "aiomysql"),
+    Case("mysqldb", "mysql", "mysql+mysqldb", False, "MySQLdb"),
     Case("sqlite3", "sqlite", "sqlite", False, "sqlite3"),
     Case("aiosqlite", "sqlite", "sqlite+aiosqlite", True, "aiosqlite"),
+    Case("dbapi-psycopg2", "postgres", "postgresql", False, "psycopg2", generic=True),
+    Case("dbapi-pymysql", "mysql", "mysql", False, "pymysql", generic=True),
+    Case("dbapi-aiomysql", "mysql", "mysql", True, "aiomysql", generic=True),
 ]
 
 _MARKS = {
@@ -82,7 +91,7 @@ class Target:
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """Where the pool under test connects, per driver; cleaned up afterwards."""
     case: Case = request.param
-    pytest.importorskip(case.package)
+    import_driver(request.config, case.package)
     tag = f"pk_drv_{uuid.uuid4().hex[:10]}"
     if case.server == "postgres":
         yield from _postgres_target(case, request.getfixturevalue("postgres_url"), tag)
@@ -203,6 +212,8 @@ def _sqlite_target(case: Case, tmp_path: Path, tag: str) -> Target:
 
 def _make_pool(target: Target, **kwargs: Any) -> Any:
     cls = poolkeeper.AsyncPool if target.case.is_async else poolkeeper.Pool
+    if target.case.generic:
+        return cls(generic_connect(target.case.package, target.url), **kwargs)
     return cls(target.url, **kwargs)
 
 
@@ -239,7 +250,14 @@ async def _rows(case: Case, conn: Any, sql: str) -> list[tuple[Any, ...]]:
         return _rows_sync(conn, sql)
     if case.id == "asyncpg":
         return [tuple(r) for r in await conn.fetch(sql)]
-    if case.id == "aiomysql":
+    if case.id == "dbapi-aiomysql":  # the wrapper has no __aenter__ of its own
+        cur = await conn.cursor()
+        try:
+            await cur.execute(sql)
+            return [tuple(r) for r in await cur.fetchall()] if cur.description else []
+        finally:
+            await cur.close()
+    if case.id in ("aiomysql", "aiopg", "psycopg-async"):
         async with conn.cursor() as cur:
             await cur.execute(sql)
             return [tuple(r) for r in await cur.fetchall()] if cur.description else []
@@ -442,3 +460,40 @@ async def test_twenty_users_share_three_connections(target: Target) -> None:
     finally:
         await _close(pool)
     assert await _settle(lambda: target.sessions() in (0, None))
+
+
+async def test_full_reset_clears_session_state(target: Target) -> None:
+    """``reset="full"``: the next user of a connection finds a clean session."""
+    case = target.case
+    if case.server == "sqlite":
+        with pytest.raises(poolkeeper.ConfigError, match="reset='full'"):
+            _make_pool(target, reset="full")
+        return
+    leaked: object
+    if case.server == "postgres":
+        dirty, probe, leaked = (
+            "SET statement_timeout = '4321ms'",
+            "SHOW statement_timeout",
+            "4321ms",
+        )
+    else:
+        dirty, probe, leaked = "SET @pk_var = 42", "SELECT @pk_var", 42
+    pool = _make_pool(target, min_size=1, max_size=1, reset="full")
+    try:
+        async with _connection(pool) as conn:
+            first = await _scalar(case, conn, target.session_sql)
+            await _rows(case, conn, dirty)
+            assert await _scalar(case, conn, probe) == leaked
+        async with _connection(pool) as conn:
+            second = await _scalar(case, conn, target.session_sql)
+            assert await _scalar(case, conn, probe) != leaked
+        if case.generic:
+            # No reset command is known for an unknown library: the pool
+            # cannot clean the session, so it closes the connection instead.
+            assert second != first
+            assert pool.stats().connections_closed >= 1
+        else:
+            assert second == first  # the same server session, cleaned
+        assert await _settle(_server_matches_stats(target, pool))
+    finally:
+        await _close(pool)

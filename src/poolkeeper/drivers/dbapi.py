@@ -21,10 +21,20 @@ from poolkeeper.drivers.base import TxStatus
 
 
 def _closed_attr(conn: Any) -> bool:
-    closed = getattr(conn, "closed", False)
-    if callable(closed):  # some drivers expose closed() as a method
-        return False
-    return bool(closed)
+    """Whether the connection says, without I/O, that it is closed.
+
+    DB-API 2.0 has no standard for this; the two common spellings are a
+    ``closed`` flag (psycopg2, aiopg, aiomysql) and an ``open`` flag (PyMySQL,
+    mysqlclient), both cleared or set by the driver when a query finds the
+    server gone. Either one, when present as a value, is trusted.
+    """
+    closed = getattr(conn, "closed", None)
+    if closed is not None and not callable(closed):  # closed() methods: unknown
+        return bool(closed)
+    is_open = getattr(conn, "open", None)
+    if is_open is not None and not callable(is_open):
+        return not is_open
+    return False
 
 
 class DBAPIDriver:

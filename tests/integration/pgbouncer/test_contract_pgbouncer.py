@@ -20,6 +20,7 @@ import pytest
 
 from poolkeeper import presets
 from poolkeeper.drivers import driver_for_url
+from tests.conftest import import_driver
 from tests.integration import test_driver_contract as contract
 from tests.integration.test_driver_contract import (
     Case,
@@ -65,7 +66,7 @@ CASES = [c for c in contract.CASES if c.id in ("psycopg", "asyncpg")]
 @pytest.fixture(params=CASES, ids=[c.id for c in CASES])
 def case(request: pytest.FixtureRequest) -> Case:
     c: Case = request.param
-    pytest.importorskip(c.package)
+    import_driver(request.config, c.package)
     return c
 
 
