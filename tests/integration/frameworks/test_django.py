@@ -200,3 +200,35 @@ def test_short_engine_alias(project: None) -> None:
     assert (
         load_backend("poolkeeper.django.postgresql").DatabaseWrapper is DatabaseWrapper
     )
+
+
+def test_exhausted_pool_times_out_and_reuses_a_returned_connection(
+    project: None,
+) -> None:
+    # Django's own test_connect_pool, with poolkeeper's PoolTimeout (Django's
+    # version expects psycopg_pool's class; see django_suite_settings.py).
+    import poolkeeper
+
+    base = connection.settings_dict
+    options = {**base["OPTIONS"], "pool": {"min_size": 0, "max_size": 2, "timeout": 1}}
+    wrapper = DatabaseWrapper({**base, "OPTIONS": options}, alias="pk-exhaust")
+    opened: list[Any] = []
+
+    def get_connection() -> Any:
+        conn = wrapper.copy()  # same alias, so the same pool
+        conn.connect()
+        opened.append(conn)
+        return conn
+
+    try:
+        first = get_connection()
+        pid = first.connection.info.backend_pid
+        get_connection()
+        with pytest.raises(poolkeeper.PoolTimeout, match="2/2"):
+            get_connection()
+        first.close()
+        assert get_connection().connection.info.backend_pid == pid
+    finally:
+        for conn in opened:
+            conn.close()
+        wrapper.close_pool()

@@ -114,10 +114,13 @@ class DatabaseWrapper(pg_base.DatabaseWrapper):  # type: ignore[misc,unused-igno
 
     def _make_pool(self, options: Any) -> DjangoPool:
         if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+            # Django's own sentence first: code written against Django's
+            # built-in pooling (and Django's test suite) matches on it.
             raise ImproperlyConfigured(
-                f"database {self.alias!r}: poolkeeper pooling needs CONN_MAX_AGE = 0 "
+                "Pooling doesn't support persistent connections. "
+                f"Database {self.alias!r}: poolkeeper pooling needs CONN_MAX_AGE = 0 "
                 "(the pool keeps connections open; Django returns them after "
-                "each request)"
+                "each request)."
             )
         if not is_psycopg3:
             raise ImproperlyConfigured(
