@@ -1,0 +1,196 @@
+"""URL handling end to end: what a URL says is what the real server sees.
+
+``tests/unit/test_urls.py`` checks the connect arguments each adapter builds;
+here pools built from those URLs connect to the real PostgreSQL and MariaDB:
+Unix sockets (``?host=`` / ``?unix_socket=`` and the percent-encoded host
+form), a password full of URL delimiters checked by MariaDB's authentication,
+query parameters reaching the session, and ``connect_args`` winning over the
+URL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+import poolkeeper
+from tests.conftest import import_driver
+from tests.integration.test_driver_contract import run
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+PG_DRIVERS = [
+    ("psycopg", False, "psycopg"),
+    ("psycopg", True, "psycopg"),
+    ("psycopg2", False, "psycopg2"),
+    ("asyncpg", True, "asyncpg"),
+    ("aiopg", True, "aiopg"),
+]
+MY_DRIVERS = [
+    ("pymysql", False, "pymysql"),
+    ("aiomysql", True, "aiomysql"),
+    ("mysqldb", False, "MySQLdb"),
+]
+PG_SOCKET_DIR = Path("/var/run/postgresql")
+MY_SOCKET = Path("/run/mysqld/mysqld.sock")
+
+
+def _ids(drivers: list[tuple[str, bool, str]]) -> list[str]:
+    return [f"{d}-async" if a and d == "psycopg" else d for d, a, _ in drivers]
+
+
+async def scalar(
+    url: str, is_async: bool, sql: str, connect_args: dict[str, Any] | None = None
+) -> Any:
+    """Open a one-connection pool on ``url`` and return ``sql``'s first value."""
+    options: dict[str, Any] = {"min_size": 1, "max_size": 1, "timeout": 5}
+    if connect_args is not None:
+        options["connect_args"] = connect_args
+    if is_async:
+        async with (
+            poolkeeper.AsyncPool(url, **options) as apool,
+            apool.connection() as conn,
+        ):
+            return (await run(conn, sql))[0][0]
+    with poolkeeper.Pool(url, **options) as pool, pool.connection() as conn:
+        return (await run(conn, sql))[0][0]
+
+
+# -- PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.fixture(params=PG_DRIVERS, ids=_ids(PG_DRIVERS))
+def pg(request: pytest.FixtureRequest, postgres_url: str) -> tuple[str, bool, Any]:
+    """(driver, is_async, server URL parts) for one PostgreSQL driver."""
+    driver, is_async, package = request.param
+    request.node.add_marker(pytest.mark.postgres)
+    import_driver(request.config, package)
+    return driver, is_async, urlsplit(postgres_url)
+
+
+@pytest.fixture
+def pg_socket(pg: tuple[str, bool, Any]) -> None:
+    """Skip unless the server's Unix socket is in the Debian default directory."""
+    if not (PG_SOCKET_DIR / f".s.PGSQL.{pg[2].port or 5432}").exists():
+        pytest.skip(f"no PostgreSQL socket in {PG_SOCKET_DIR}")
+
+
+@pytest.mark.usefixtures("pg_socket")
+async def test_postgres_unix_socket(pg: tuple[str, bool, Any]) -> None:
+    driver, is_async, parts = pg
+    user, db = parts.username or "postgres", parts.path.lstrip("/")
+    encoded = quote(str(PG_SOCKET_DIR), safe="")
+    for url in (
+        f"postgresql+{driver}://{user}@/{db}?host={PG_SOCKET_DIR}",
+        f"postgresql+{driver}://{user}@{encoded}/{db}",
+    ):
+        # inet_client_addr() is NULL for a Unix-socket session.
+        assert await scalar(url, is_async, "SELECT inet_client_addr() IS NULL"), url
+
+
+async def test_postgres_query_parameter_and_connect_args_precedence(
+    pg: tuple[str, bool, Any],
+) -> None:
+    driver, is_async, parts = pg
+    url = parts._replace(
+        scheme=f"postgresql+{driver}",
+        query="&".join(filter(None, [parts.query, "application_name=pk_from_url"])),
+    ).geturl()
+    sql = "SELECT current_setting('application_name')"
+    assert await scalar(url, is_async, sql) == "pk_from_url"
+    override: dict[str, Any] = (
+        {"server_settings": {"application_name": "pk_from_args"}}
+        if driver == "asyncpg"
+        else {"application_name": "pk_from_args"}
+    )
+    assert await scalar(url, is_async, sql, override) == "pk_from_args"
+
+
+# -- MariaDB ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=MY_DRIVERS, ids=_ids(MY_DRIVERS))
+def my(request: pytest.FixtureRequest, mysql_url: str) -> tuple[str, bool, Any]:
+    """(driver, is_async, server URL parts) for one MariaDB driver."""
+    driver, is_async, package = request.param
+    request.node.add_marker(pytest.mark.mysql)
+    import_driver(request.config, package)
+    return driver, is_async, urlsplit(mysql_url)
+
+
+@pytest.fixture
+def mysql_admin(mysql_url: str) -> Iterator[Any]:
+    import pymysql
+
+    parts = urlsplit(mysql_url)
+    conn = pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        autocommit=True,
+    )
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def my_socket() -> None:
+    """Skip unless the server's Unix socket is at the Debian default path."""
+    if not MY_SOCKET.exists():
+        pytest.skip(f"no MariaDB socket at {MY_SOCKET}")
+
+
+@pytest.mark.usefixtures("my_socket")
+async def test_mysql_unix_socket(my: tuple[str, bool, Any]) -> None:
+    driver, is_async, parts = my
+    user, db = parts.username or "root", parts.path.lstrip("/")
+    encoded = quote(str(MY_SOCKET), safe="")
+    sql = "SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()"
+    for url in (
+        f"mysql+{driver}://{user}@/{db}?unix_socket={MY_SOCKET}",
+        f"mysql+{driver}://{user}@{encoded}/{db}",
+    ):
+        # Over TCP the host column reads "127.0.0.1:<port>".
+        assert await scalar(url, is_async, sql) == "localhost", url
+
+
+async def test_mysql_percent_encoded_password_authenticates(
+    my: tuple[str, bool, Any], mysql_admin: Any
+) -> None:
+    driver, is_async, parts = my
+    user = f"pk_url_{uuid.uuid4().hex[:8]}"
+    password = "p@ss:w/rd?#%&=+ ;"
+    db = parts.path.lstrip("/")
+    with mysql_admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
+        cur.execute(f"GRANT ALL ON `{db}`.* TO '{user}'@'%'")
+    try:
+        host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 3306}"
+        url = f"mysql+{driver}://{user}:{quote(password, safe='')}@{host}/{db}"
+        current = await scalar(url, is_async, "SELECT CURRENT_USER()")
+        assert current == f"{user}@%"
+        wrong = f"mysql+{driver}://{user}:{quote(password[:-1], safe='')}@{host}/{db}"
+        with pytest.raises(poolkeeper.PoolTimeout) as info:
+            await scalar(wrong, is_async, "SELECT 1")
+        assert "Access denied" in str(info.value.__cause__)
+    finally:
+        with mysql_admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+async def test_mysql_query_parameter_and_connect_args_precedence(
+    my: tuple[str, bool, Any],
+) -> None:
+    driver, is_async, parts = my
+    url = parts._replace(
+        scheme=f"mysql+{driver}", query="init_command=SET @pk_url = 7"
+    ).geturl()
+    assert await scalar(url, is_async, "SELECT @pk_url") == 7
+    override = {"init_command": "SET @pk_url = 8"}
+    assert await scalar(url, is_async, "SELECT @pk_url", override) == 8
