@@ -380,3 +380,41 @@ def test_quantile_nearest_rank():
 )
 def test_connect_fix_hints(message, hint):
     assert hint in connect_fix(message)
+
+
+def test_bench_shows_a_live_progress_bar_on_a_terminal():
+    # stderr is a pseudo-terminal, as when a user runs the command; stdout
+    # stays a pipe, so the table is still plain text there.
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "poolkeeper.cli.main", "bench", "--duration", "1"],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+        )
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert proc.returncode == 0
+    text = seen.decode("utf-8", "replace")
+    assert "unpooled" in text and "pooled" in text  # one bar per workload
+    assert "ops/s" in text  # the live rate beside the bar
+    assert "speed-up" in stdout.lower() or "speedup" in stdout.lower(), stdout
