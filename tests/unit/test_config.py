@@ -154,7 +154,8 @@ def test_importing_poolkeeper_imports_no_driver() -> None:
     code = (
         "import sys, poolkeeper; "
         "bad = [m for m in ('psycopg', 'asyncpg', 'aiosqlite', 'sqlite3', 'psycopg2', "
-        "'prometheus_client', 'rich', 'matplotlib') if m in sys.modules]; "
+        "'prometheus_client', 'rich', 'matplotlib', 'pymysql', 'aiomysql', "
+        "'MySQLdb', 'aiopg', 'sqlalchemy', 'django') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run(

@@ -315,3 +315,13 @@ async def test_async_timeout(postgres_url: str) -> None:
                     pass
     finally:
         await engine.dispose()
+
+
+def test_short_import_paths() -> None:
+    import poolkeeper.serverless
+    import poolkeeper.sqlalchemy
+    from poolkeeper.integrations import serverless, sqlalchemy
+
+    assert poolkeeper.sqlalchemy.Pool is sqlalchemy.Pool
+    assert poolkeeper.sqlalchemy.AsyncPool is sqlalchemy.AsyncPool
+    assert poolkeeper.serverless.ServerlessPool is serverless.ServerlessPool
