@@ -443,6 +443,10 @@ class AsyncPool(Generic[ConnT]):
                     handed_on = handed_on or state.next_to_nudge()
                 if handed_on is not None:
                     handed_on.signal.set()
+                if state.retired:
+                    # The connection handed over meanwhile retired on its way
+                    # back (max_uses, lifetime): close it without waiting here.
+                    self._spawn_close_retired()
                 raise
             with self._lock:
                 if woken and waiter.entry is None and waiter.error is None:
@@ -758,6 +762,12 @@ class AsyncPool(Generic[ConnT]):
             n = self._state.plan_connects(_monotonic()) if self._opened else 0
         await self._close_retired()
         self._spawn_connects(n)
+
+    def _spawn_close_retired(self) -> None:
+        task = aspawn(self._close_retired, name=f"poolkeeper-close-{self.name}")
+        self._tasks.add(task)
+        if IS_ASYNC:
+            task.add_done_callback(self._tasks.discard)
 
     def _spawn_suspect_check(self) -> None:
         """Check, in the background, idle connections that may share a broken one's fate."""

@@ -435,6 +435,10 @@ class Pool(Generic[ConnT]):
                     handed_on = handed_on or state.next_to_nudge()
                 if handed_on is not None:
                     handed_on.signal.set()
+                if state.retired:
+                    # The connection handed over meanwhile retired on its way
+                    # back (max_uses, lifetime): close it without waiting here.
+                    self._spawn_close_retired()
                 raise
             with self._lock:
                 if woken and waiter.entry is None and waiter.error is None:
@@ -745,6 +749,10 @@ class Pool(Generic[ConnT]):
             n = self._state.plan_connects(_monotonic()) if self._opened else 0
         self._close_retired()
         self._spawn_connects(n)
+
+    def _spawn_close_retired(self) -> None:
+        task = spawn(self._close_retired, name=f"poolkeeper-close-{self.name}")
+        self._tasks.add(task)
 
     def _spawn_suspect_check(self) -> None:
         """Check, in the background, idle connections that may share a broken one's fate."""
