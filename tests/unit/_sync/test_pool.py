@@ -495,8 +495,8 @@ def test_leak_detection_reports_once_with_stack() -> None:
     leaks: list[PoolEvent] = []
     with Pool(Factory(), min_size=0, leak_timeout=0.03) as pool:
         pool.on("leak", leaks.append)
+        conn = pool.acquire()
         with pytest.warns(ConnectionLeakWarning) as warned:
-            conn = pool.acquire()
             sleep(0.2)
         assert pool.stats().leaks == 1 and len(leaks) == 1
         assert leaks[0].stack is not None
