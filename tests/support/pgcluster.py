@@ -373,6 +373,15 @@ class PgCluster:
         )
         return int(row[0])
 
+    def active_backends(self, application_name: str) -> int:
+        """Count sessions with this application name that are running a query."""
+        row = self._admin_query(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND state = 'active'",
+            (application_name,),
+        )
+        return int(row[0])
+
     def backend_pids(self, application_name: str) -> list[int]:
         """Pids of the sessions with this application name, sorted."""
         row = self._admin_query(

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from poolkeeper import AsyncPool, PoolError
-from tests.unit._async.test_pool import Factory, FakeConnection, open_count
+from tests.unit._async.test_pool import Factory, FakeConnection, FakeCursor, open_count
 
 pytestmark = pytest.mark.anyio
 
@@ -131,3 +131,96 @@ def test_using_a_pool_from_another_loop_is_a_clear_error() -> None:
         loop.run_until_complete(pool.close())
     finally:
         loop.close()
+
+
+class YieldingConnection(FakeConnection):
+    """A fake connection whose every operation suspends once, like real I/O."""
+
+    async def commit(self) -> None:
+        await asyncio.sleep(0)
+        await super().commit()
+
+    async def rollback(self) -> None:
+        await asyncio.sleep(0)
+        await super().rollback()
+
+    async def cursor(self) -> FakeCursor:
+        await asyncio.sleep(0)
+        return await super().cursor()
+
+
+class YieldingFactory(Factory):
+    """Connects suspend a few times before the connection exists."""
+
+    async def __call__(self) -> FakeConnection:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        conn = YieldingConnection(len(self.made) + 1)
+        self.made.append(conn)
+        return conn
+
+
+async def _reset(conn: FakeConnection) -> None:
+    await asyncio.sleep(0)
+
+
+async def _release_later(pool: AsyncPool[FakeConnection], conn: FakeConnection) -> None:
+    for _ in range(2):
+        await asyncio.sleep(0)
+    await pool.release(conn)
+
+
+@pytest.mark.parametrize("start", ["idle", "empty", "busy"])
+async def test_cancellation_at_every_await_point_leaks_nothing(start: str) -> None:
+    """Cancel a user after 0, 1, 2, ... loop steps until it finishes on its own.
+
+    Each step lets the task advance past one suspension point, so together the
+    runs cancel it at every await of acquire (wait, connect, validate), use
+    and release (commit, reset). After each run the pool must be settled.
+    """
+    factory = YieldingFactory()
+    async with AsyncPool(
+        factory,
+        min_size=1 if start == "idle" else 0,
+        max_size=1,
+        validate="always",
+        reset=_reset,
+        timeout=5,
+        max_uses=1 if start == "empty" else None,  # "empty": a new connect each run
+    ) as pool:
+        await pool.open(wait=start == "idle")
+
+        async def user() -> None:
+            async with pool.connection() as conn:
+                await conn.cursor()
+
+        steps = 0
+        while True:
+            tasks = [asyncio.create_task(user())]
+            if start == "busy":
+                # Someone else holds the only connection for two more steps:
+                # the user waits, then is handed it.
+                holder = await pool.acquire()
+                tasks.append(asyncio.create_task(_release_later(pool, holder)))
+            task = tasks[0]
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            finished = task.done()
+            task.cancel()
+            outcome = (await asyncio.gather(*tasks, return_exceptions=True))[0]
+            assert outcome is None or isinstance(outcome, asyncio.CancelledError)
+            for _ in range(50):  # let background connects and closes finish
+                stats = pool.stats()
+                if stats.connecting == 0 and stats.size == open_count(factory):
+                    break
+                await asyncio.sleep(0)
+            stats = pool.stats()
+            assert stats.in_use == 0 and stats.waiting == 0, (steps, stats)
+            assert stats.size == open_count(factory) <= 1, (steps, stats)
+            if finished and steps > 10:
+                break
+            steps += 1
+            assert steps < 500
+        # Still fully usable.
+        async with pool.connection() as conn:
+            await conn.cursor()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -54,7 +55,13 @@ from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
 from poolkeeper.drivers.base import Driver, TxStatus
 from poolkeeper.drivers.session import supports_reset_session
-from poolkeeper.errors import ConfigError, PoolClosed, PoolError, PoolTimeout
+from poolkeeper.errors import (
+    ConfigError,
+    ConnectionLeakWarning,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+)
 
 ConnT = TypeVar("ConnT")
 
@@ -107,8 +114,10 @@ class Pool(Generic[ConnT]):
         keepalive: Ping idle connections every this many seconds so that
             firewalls and server idle timeouts do not silently kill them
             (default None: off).
-        leak_timeout: Log a warning with the acquiring stack for a connection
-            held longer than this many seconds (default None: off).
+        leak_timeout: Warn (:class:`~poolkeeper.ConnectionLeakWarning`, with
+            the acquiring stack) once about a connection held longer than
+            this many seconds, and count it in ``stats().leaks`` (default
+            None: off).
         fair: Serve waiting callers strictly in arrival order (default True):
             a returned connection goes straight to the oldest waiter. False
             lets a running caller take a returned connection ahead of the
@@ -426,6 +435,10 @@ class Pool(Generic[ConnT]):
                     handed_on = handed_on or state.next_to_nudge()
                 if handed_on is not None:
                     handed_on.signal.set()
+                if state.retired:
+                    # The connection handed over meanwhile retired on its way
+                    # back (max_uses, lifetime): close it without waiting here.
+                    self._spawn_close_retired()
                 raise
             with self._lock:
                 if woken and waiter.entry is None and waiter.error is None:
@@ -690,15 +703,17 @@ class Pool(Generic[ConnT]):
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
-        logger.warning(
-            "pool %r: connection %r held for %.1f s (leak_timeout=%s); "
-            "acquired at:\n%s",
-            self.name,
-            entry.conn,
-            held,
-            self._config.leak_timeout,
-            entry.stack or "(stack not captured)",
+        message = (
+            f"pool {self.name!r}: connection {entry.conn!r} held for {held:.1f} s "
+            f"(leak_timeout={self._config.leak_timeout}); acquired at:\n"
+            f"{entry.stack or '(stack not captured)'}"
         )
+        try:
+            warnings.warn(ConnectionLeakWarning(message), stacklevel=1)
+        except Warning:
+            # A filter turned the warning into an error, but it is raised in
+            # the housekeeper, where no caller can catch it: log it instead.
+            logger.warning("%s", message)
         if self._events.leak:
             self._emit("leak", entry.conn, duration=held, stack=entry.stack)
 
@@ -734,6 +749,10 @@ class Pool(Generic[ConnT]):
             n = self._state.plan_connects(_monotonic()) if self._opened else 0
         self._close_retired()
         self._spawn_connects(n)
+
+    def _spawn_close_retired(self) -> None:
+        task = spawn(self._close_retired, name=f"poolkeeper-close-{self.name}")
+        self._tasks.add(task)
 
     def _spawn_suspect_check(self) -> None:
         """Check, in the background, idle connections that may share a broken one's fate."""

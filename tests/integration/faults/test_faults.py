@@ -10,6 +10,7 @@ and reported in docs/RELIABILITY.md.
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 import uuid
@@ -55,6 +56,9 @@ class Load:
     threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    driver_errors: list[tuple[float, float]] = field(default_factory=list)
+    """(acquired at, failed at) of each driver error seen by a worker."""
+
     def _run(self) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
@@ -64,12 +68,30 @@ class Load:
                 with self.pool.connection() as conn:
                     acquire_time = time.monotonic() - started
                     conn.execute("SELECT 1").fetchall()
-            except (poolkeeper.PoolTimeout, psycopg.Error):
+            except (poolkeeper.PoolTimeout, psycopg.Error) as exc:
                 ok = False
+                if isinstance(exc, psycopg.Error):
+                    with self.lock:
+                        self.driver_errors.append(
+                            (started + acquire_time, time.monotonic())
+                        )
                 acquire_time = acquire_time or time.monotonic() - started
             with self.lock:
                 self.results.append((started, ok, acquire_time))
             time.sleep(self.pause)
+
+    def stale_errors(self, margin: float = 0.05) -> int:
+        """Driver errors on connections handed out well after the first one failed.
+
+        Sessions killed together die within a few milliseconds; a connection
+        handed out ``margin`` seconds after the first failure was already dead
+        when the pool handed it out.
+        """
+        with self.lock:
+            if not self.driver_errors:
+                return 0
+            first = min(failed for _, failed in self.driver_errors)
+            return sum(got > first + margin for got, _ in self.driver_errors)
 
     def __enter__(self) -> Load:
         self.threads = [threading.Thread(target=self._run) for _ in range(self.workers)]
@@ -87,15 +109,25 @@ class Load:
             return [r for r in self.results if r[0] >= instant]
 
 
-@pytest.mark.parametrize("mode", ["fast", "immediate"])
-def test_server_restart_recovers_quickly(pg_cluster: PgCluster, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "check"), [("fast", False), ("immediate", False), ("fast", True)]
+)
+def test_server_restart_recovers_quickly(
+    pg_cluster: PgCluster, mode: str, check: bool
+) -> None:
     name = app()
     url = pg_cluster.url(application_name=name, connect_timeout=2)
     with poolkeeper.Pool(
-        url, min_size=4, max_size=4, timeout=T, reconnect_min=0.05, reconnect_max=0.5
+        url,
+        min_size=4,
+        max_size=4,
+        timeout=T,
+        reconnect_min=0.05,
+        reconnect_max=0.5,
+        check=(lambda conn: conn.execute("SELECT 1")) if check else None,
     ) as pool:
         pool.open(wait=True)
-        with Load(pool) as load:
+        with Load(pool, workers=6) as load:
             time.sleep(0.3)
             pg_cluster.stop(mode)  # type: ignore[arg-type]
             time.sleep(2.0)
@@ -103,19 +135,88 @@ def test_server_restart_recovers_quickly(pg_cluster: PgCluster, mode: str) -> No
             up_at = time.monotonic()
             time.sleep(3.0)
         after = load.after(up_at)
-        first_ok = min(r[0] for r in after if r[1]) - up_at
+        first_ok = min(r[0] + r[2] for r in after if r[1]) - up_at
         failures_after_up = sum(1 for r in after if not r[1])
         worst_acquire = max(r[2] for r in load.results)
         print(
-            f"\nrestart ({mode}): first success {first_ok:.3f} s after start; "
-            f"{failures_after_up} failures after start; worst acquire {worst_acquire:.3f} s"
+            f"\nrestart ({mode}{', check' if check else ''}): first success "
+            f"{first_ok:.3f} s after start; {len(load.driver_errors)} driver errors "
+            f"({load.stale_errors()} stale); {failures_after_up} failures after "
+            f"start; worst acquire {worst_acquire:.3f} s"
         )
         assert first_ok < 2.0
+        # Each of the 4 sessions can fail one caller at most (it is discarded
+        # and its idle siblings are checked), never one caller per worker.
+        assert len(load.driver_errors) <= 4
+        if check:
+            assert load.stale_errors() == 0
         assert failures_after_up <= load.workers
         # Every later request succeeds: nothing stale is handed out.
         assert all(r[1] for r in after if r[0] > up_at + first_ok + 0.5)
         assert worst_acquire <= T + TOLERANCE
         assert settle(lambda: pool.stats().size == 4 == pg_cluster.backends(name))
+
+
+def test_terminating_every_session_under_load(pg_cluster: PgCluster) -> None:
+    name = app()
+    with poolkeeper.Pool(
+        pg_cluster.url(application_name=name), min_size=4, max_size=4, timeout=T
+    ) as pool:
+        pool.open(wait=True)
+        with Load(pool, workers=6) as load:
+            time.sleep(0.3)
+            killed_at = time.monotonic()
+            assert pg_cluster.terminate(name, wait=0) == 4
+            refilled = settle(
+                lambda: (
+                    pg_cluster.backends(name) == 4 == pool.stats().size
+                    and pool.stats().closed_by_reason["broken"]
+                    + pool.stats().closed_by_reason["check"]
+                    == 4
+                )
+            )
+            refill = time.monotonic() - killed_at
+            time.sleep(0.5)
+        worst_acquire = max(r[2] for r in load.results)
+        print(
+            f"\nterminate all: {len(load.driver_errors)} driver errors "
+            f"({load.stale_errors()} stale), refilled in {refill:.3f} s, "
+            f"worst acquire {worst_acquire:.3f} s"
+        )
+        assert refilled and refill < 1.0
+        assert len(load.driver_errors) <= 4
+        assert not any(not r[1] for r in load.after(killed_at + 0.5))
+        assert worst_acquire <= T + TOLERANCE
+
+
+def test_latency_causes_no_false_invalidation(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy
+) -> None:
+    name = app()
+    url = pg_cluster.url(application_name=name, port=fault_proxy.port)
+    with poolkeeper.Pool(
+        url,
+        min_size=2,
+        max_size=4,
+        timeout=T,
+        validate="always",
+        keepalive=0.1,
+    ) as pool:
+        pool.open(wait=True)
+        fault_proxy.latency(0.02, jitter=0.01)  # 40 ms +- 20 ms round trips
+        with Load(pool, workers=4, pause=0.05) as load:
+            time.sleep(2.0)
+        fault_proxy.pass_through()
+        stats = pool.stats()
+        worst_acquire = max(r[2] for r in load.results)
+        print(
+            f"\nlatency 20 ms/hop: {len(load.results)} ops, worst acquire "
+            f"{worst_acquire:.3f} s, {stats.validations} validations"
+        )
+        assert all(r[1] for r in load.results)
+        assert stats.closed_by_reason["check"] == stats.closed_by_reason["broken"] == 0
+        assert worst_acquire <= T + TOLERANCE
+        assert settle(lambda: pool.stats().size == pg_cluster.backends(name))
 
 
 def test_killed_in_use_connection_is_replaced(pg_cluster: PgCluster) -> None:
@@ -291,3 +392,58 @@ def test_asyncpg_restart_and_cancellation(pg_cluster: PgCluster) -> None:
 async def _user(pool: poolkeeper.AsyncPool[Any]) -> None:
     async with pool.connection() as conn:
         await conn.execute("SELECT pg_sleep(0.002)")
+
+
+def test_random_cancellations_against_a_slow_link_leak_nothing(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy
+) -> None:
+    """600 asyncpg users, half cancelled at random, through 2 ms/hop latency.
+
+    ``max_uses=3`` keeps connects going all the time, so the cancellations land
+    while waiting, connecting, validating, querying and releasing.
+    """
+    name = app()
+    url = pg_cluster.url(port=fault_proxy.port).replace(
+        "postgresql://", "postgresql+asyncpg://"
+    )
+    args = {"server_settings": {"application_name": name}}
+    rng = random.Random(5)
+    fault_proxy.latency(0.002)
+
+    async def main() -> None:
+        async with poolkeeper.AsyncPool(
+            url, min_size=1, max_size=4, timeout=5, max_uses=3, connect_args=args
+        ) as pool:
+
+            async def user() -> None:
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT pg_sleep(0.003)")
+
+            cancelled = 0
+            for _ in range(20):
+                tasks = [asyncio.create_task(user()) for _ in range(30)]
+                await asyncio.sleep(rng.uniform(0, 0.02))
+                for task in rng.sample(tasks, 15):
+                    task.cancel()
+                for result in await asyncio.gather(*tasks, return_exceptions=True):
+                    assert result is None or isinstance(result, asyncio.CancelledError)
+                    cancelled += result is not None
+            assert cancelled > 0
+            stats = pool.stats()
+            assert stats.in_use == 0 and stats.waiting == 0
+
+            def settled() -> bool:
+                s = pool.stats()
+                return s.connecting == 0 and s.size == pg_cluster.backends(name)
+
+            assert await asyncio.to_thread(settle, settled)
+            await asyncio.sleep(1.0)
+            active = await asyncio.to_thread(pg_cluster.active_backends, name)
+            assert active == 0
+            started = time.monotonic()
+            async with pool.connection() as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+            assert time.monotonic() - started < 0.5
+
+    asyncio.run(main())
+    assert settle(lambda: pg_cluster.backends(name) == 0)

@@ -103,3 +103,70 @@ def test_fork_while_another_thread_holds_the_lock(
         finally:
             stop.set()
             worker.join()
+
+
+def test_fork_under_load_leaves_the_parent_unharmed(
+    postgres_url: str, app_name: str, admin: Any
+) -> None:
+    """Fork ten children while four threads keep the parent's pool busy.
+
+    Each child uses the pool (it starts empty and opens its own sessions) and
+    exits a different way. The parent's threads must see no error at all, and
+    the parent must still own the very same server sessions afterwards.
+    """
+    args = {"application_name": app_name}
+    with poolkeeper.Pool(
+        postgres_url, min_size=4, max_size=4, connect_args=args, timeout=5
+    ) as pool:
+        pool.open(wait=True)
+        parent_pids = set(_backend_pids(admin, app_name))
+        assert len(parent_pids) == 4
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        done = [0]
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    with pool.connection() as conn:
+                        conn.execute("SELECT pg_sleep(0.001)")
+                    done[0] += 1
+                except BaseException as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+
+        workers = [threading.Thread(target=work) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            for i in range(10):
+                pid = os.fork()
+                if pid == 0:  # the child
+                    code = 1
+                    try:
+                        with pool.connection(timeout=5) as conn:
+                            conn.execute("SELECT 1")
+                        if i % 3 == 1:
+                            pool.close()
+                        code = 0
+                    finally:
+                        os._exit(code)
+                _, status = os.waitpid(pid, 0)
+                assert os.waitstatus_to_exitcode(status) == 0
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        assert not errors, errors[:3]
+        assert done[0] > 0
+        stats = pool.stats()
+        assert stats.connections_created == 4 and stats.connections_closed == 0
+        assert settle(lambda: set(_backend_pids(admin, app_name)) == parent_pids)
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _backend_pids(admin: Any, app: str) -> list[int]:
+    rows = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
+    ).fetchall()
+    return [row[0] for row in rows]

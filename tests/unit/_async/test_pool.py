@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from poolkeeper import AsyncPool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from poolkeeper import (
+    AsyncPool,
+    ConnectionLeakWarning,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyWaiters,
+)
 from poolkeeper._concurrency import ajoin, asleep, aspawn
 
 pytestmark = pytest.mark.anyio
@@ -492,11 +499,31 @@ async def test_leak_detection_reports_once_with_stack() -> None:
     async with AsyncPool(Factory(), min_size=0, leak_timeout=0.03) as pool:
         pool.on("leak", leaks.append)
         conn = await pool.acquire()
-        await asleep(0.2)
+        with pytest.warns(ConnectionLeakWarning) as warned:
+            await asleep(0.2)
         assert pool.stats().leaks == 1 and len(leaks) == 1
         assert leaks[0].stack is not None
         assert "test_leak_detection_reports_once_with_stack" in leaks[0].stack
+        assert len(warned) == 1
+        assert "test_leak_detection_reports_once_with_stack" in str(warned[0].message)
         await pool.release(conn)
+
+
+async def test_leak_warning_turned_error_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # pytest runs with filterwarnings=error: the housekeeper must survive it.
+    async with AsyncPool(Factory(), min_size=0, leak_timeout=0.03) as pool:
+        first = await pool.acquire()
+        await asleep(0.2)
+        assert pool.stats().leaks == 1
+        assert "held for" in caplog.text and "acquired at" in caplog.text
+        # Housekeeping still runs: a second leak is found too.
+        second = await pool.acquire()
+        await asleep(0.2)
+        assert pool.stats().leaks == 2
+        await pool.release(first)
+        await pool.release(second)
 
 
 class AuthError(Exception):

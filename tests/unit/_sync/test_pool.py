@@ -12,7 +12,14 @@ import time
 
 import pytest
 
-from poolkeeper import Pool, PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from poolkeeper import (
+    ConnectionLeakWarning,
+    Pool,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyWaiters,
+)
 from poolkeeper._concurrency import join, sleep, spawn
 
 pytestmark = pytest.mark.anyio
@@ -489,11 +496,31 @@ def test_leak_detection_reports_once_with_stack() -> None:
     with Pool(Factory(), min_size=0, leak_timeout=0.03) as pool:
         pool.on("leak", leaks.append)
         conn = pool.acquire()
-        sleep(0.2)
+        with pytest.warns(ConnectionLeakWarning) as warned:
+            sleep(0.2)
         assert pool.stats().leaks == 1 and len(leaks) == 1
         assert leaks[0].stack is not None
         assert "test_leak_detection_reports_once_with_stack" in leaks[0].stack
+        assert len(warned) == 1
+        assert "test_leak_detection_reports_once_with_stack" in str(warned[0].message)
         pool.release(conn)
+
+
+def test_leak_warning_turned_error_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # pytest runs with filterwarnings=error: the housekeeper must survive it.
+    with Pool(Factory(), min_size=0, leak_timeout=0.03) as pool:
+        first = pool.acquire()
+        sleep(0.2)
+        assert pool.stats().leaks == 1
+        assert "held for" in caplog.text and "acquired at" in caplog.text
+        # Housekeeping still runs: a second leak is found too.
+        second = pool.acquire()
+        sleep(0.2)
+        assert pool.stats().leaks == 2
+        pool.release(first)
+        pool.release(second)
 
 
 class AuthError(Exception):
