@@ -51,6 +51,7 @@ from poolkeeper._config import (
 from poolkeeper._connect import GENERIC_DRIVERS, driver_for
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
+from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
@@ -813,9 +814,19 @@ class Pool(Generic[ConnT]):
         if listener in listeners:
             listeners.remove(listener)
 
-    def _emit(self, kind: str, conn: Any, **details: Any) -> None:
-        event = PoolEvent(kind=kind, pool_name=self.name, conn=conn, **details)
-        self._events.emit(self._events.listeners(kind), event)
+    def _emit(
+        self,
+        kind: str,
+        conn: Any,
+        duration: float = 0.0,
+        reason: str | None = None,
+        error: BaseException | None = None,
+        stack: str | None = None,
+    ) -> None:
+        # Called on the hot path whenever someone listens: no validation of
+        # `kind` (the call sites are fixed), positional construction.
+        event = PoolEvent(kind, self.name, conn, duration, reason, error, stack)
+        emit_event(getattr(self._events, kind), event)
 
     def _after_fork(self) -> None:
         """Forget everything inherited from the parent (runs in a forked child).
