@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 _RING = 1024
 
@@ -43,13 +43,18 @@ class Summary:
         return self.copy().summarize()
 
 
-class SummaryCopy(NamedTuple):
+class SummaryCopy:
     """The raw numbers of a :class:`Summary`, copied; quantiles not yet computed."""
 
-    count: int
-    total: float
-    max: float
-    samples: list[float]
+    __slots__ = ("count", "max", "samples", "total")
+
+    def __init__(
+        self, count: int, total: float, maximum: float, samples: list[float]
+    ) -> None:
+        self.count = count
+        self.total = total
+        self.max = maximum
+        self.samples = samples
 
     def summarize(self) -> TimeSummary:
         """Sort the samples and compute the quantiles (do it outside any lock)."""
