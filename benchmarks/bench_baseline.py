@@ -29,6 +29,7 @@ compare two identical builds after the code has moved on.
 Examples::
 
     python benchmarks/bench_baseline.py              # callgrind, sync pool
+    python benchmarks/bench_baseline.py --strip all,events,stats
     python benchmarks/bench_baseline.py --wall --rounds 11
 """
 
@@ -128,9 +129,7 @@ def strip_state(text: str) -> str:
     """Remove the hot-path counters and time summaries from ``PoolState``."""
     tree = ast.parse(text)
     methods = {
-        node.name: node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef)
+        node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
     }
     spans = []
     for method, source in STATE_LINES:
@@ -145,20 +144,26 @@ def strip_state(text: str) -> str:
     return _drop_lines(text, spans)
 
 
-def build_stripped(into: Path) -> Path:
-    """Write the stripped package under ``into``; return its ``src`` directory."""
+def build_stripped(into: Path, strip: str) -> Path:
+    """Write a package copy under ``into``; return its ``src`` directory.
+
+    ``strip`` is ``events`` (remove the event guards), ``stats`` (remove the
+    hot-path counters and summaries), ``all`` (both) or ``none``.
+    """
     src = into / "src"
     shutil.copytree(SRC / "poolkeeper", src / "poolkeeper")
     package = src / "poolkeeper"
-    for shell in SHELLS:
-        path = package / shell
-        text, removed = strip_shell(path.read_text())
-        if removed < 5:
-            raise SystemExit(f"{shell}: only {removed} event guards found")
-        compile(text, str(path), "exec")
-        path.write_text(text)
-    state = package / "_core" / "state.py"
-    state.write_text(strip_state(state.read_text()))
+    if strip in ("events", "all"):
+        for shell in SHELLS:
+            path = package / shell
+            text, removed = strip_shell(path.read_text())
+            if removed < 5:
+                raise SystemExit(f"{shell}: only {removed} event guards found")
+            compile(text, str(path), "exec")
+            path.write_text(text)
+    if strip in ("stats", "all"):
+        state = package / "_core" / "state.py"
+        state.write_text(strip_state(state.read_text()))
     return src
 
 
@@ -189,43 +194,67 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9, help="--wall runs per build")
     parser.add_argument("--cycles", type=int, default=20_000)
     parser.add_argument("--mode", choices=("sync", "async"), default="sync")
+    parser.add_argument(
+        "--strip",
+        default="all",
+        help="comma-separated stripped builds to compare: all, events, stats",
+    )
     args = parser.parse_args(argv)
+    strips = [name for name in args.strip.split(",") if name]
+    if not strips or set(strips) - {"all", "events", "stats"}:
+        parser.error("--strip takes all, events and/or stats")
     with tempfile.TemporaryDirectory(prefix="poolkeeper-baseline-") as tmp:
-        builds = {"default": SRC, "stripped": build_stripped(Path(tmp))}
+        # Every build is a copy, so editing the tree meanwhile changes none.
+        builds = {"default": build_stripped(Path(tmp) / "default", "none")}
+        for strip in strips:
+            builds[strip] = build_stripped(Path(tmp) / strip, strip)
         if args.wall:
             results: dict[str, list[float]] = {name: [] for name in builds}
             for round_no in range(args.rounds):
-                order = list(builds) if round_no % 2 == 0 else list(builds)[::-1]
-                for name in order:
+                names = list(builds)
+                shift = round_no % len(names)
+                for name in names[shift:] + names[:shift]:
                     results[name].append(
                         run_child(builds[name], args.cycles, args.mode, None)
                     )
-            base = statistics.median(results["stripped"])
-            ours = statistics.median(results["default"])
+            # Time per cycle is the inverse of ops/s.
+            per_cycle = {n: 1.0 / statistics.median(v) for n, v in results.items()}
+            unit = "us per cycle (median of alternated runs)"
+            scale = 1e6
             print(
-                f"{args.mode} acquire + release, in-memory sqlite, median of "
-                f"{args.rounds} alternated runs of {args.cycles} cycles"
+                f"{args.mode} acquire + release, in-memory sqlite, {args.rounds} "
+                f"rounds of {args.cycles} cycles, rotating order"
             )
-            print(f"stripped (no events, no stats): {base:>10,.0f} ops/s")
-            print(f"default, no listener:           {ours:>10,.0f} ops/s")
-            print(f"overhead: {(base / ours - 1) * 100:+.1f}%")
-            return 0
-        per_cycle = {}
-        small, large = args.cycles // 4, args.cycles
-        for name, src in builds.items():
-            counts = [
-                run_child(src, n, args.mode, Path(tmp) / f"{name}-{n}.out")
-                for n in (small, large)
-            ]
-            per_cycle[name] = (counts[1] - counts[0]) / (large - small)
-        print(
-            f"{args.mode} acquire + release, in-memory sqlite, instructions per "
-            f"cycle (callgrind, {small} vs {large} cycles)"
-        )
-        print(f"stripped (no events, no stats): {per_cycle['stripped']:>10,.0f}")
-        print(f"default, no listener:           {per_cycle['default']:>10,.0f}")
-        ratio = per_cycle["default"] / per_cycle["stripped"] - 1
-        print(f"overhead: {ratio * 100:+.2f}%")
+        else:
+            per_cycle = {}
+            small, large = args.cycles // 4, args.cycles
+            for name, src in builds.items():
+                counts = [
+                    run_child(src, n, args.mode, Path(tmp) / f"{name}-{n}.out")
+                    for n in (small, large)
+                ]
+                per_cycle[name] = (counts[1] - counts[0]) / (large - small)
+            unit = "instructions per cycle (callgrind)"
+            scale = 1.0
+            print(
+                f"{args.mode} acquire + release, in-memory sqlite, "
+                f"{small} vs {large} cycles"
+            )
+        labels = {
+            "default": "default build, no listener",
+            "all": "stripped: no events, no hot-path stats",
+            "events": "stripped: no event guards",
+            "stats": "stripped: no hot-path stats",
+        }
+        print(f"{'build':<42}{unit}")
+        base = per_cycle["default"]
+        for name, value in per_cycle.items():
+            extra = (
+                ""
+                if name == "default"
+                else (f"   default costs {(base / value - 1) * 100:+.2f}%")
+            )
+            print(f"{labels[name]:<42}{value * scale:>12,.2f}{extra}")
     return 0
 
 

@@ -6,37 +6,66 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-_RING = 1024
+_RING = 1024  # a power of two: the ring index is masked, not divided
+_MASK = _RING - 1
 
 
 class Summary:
     """Count, total and maximum of a duration, plus recent samples for quantiles.
 
-    Recording is O(1) and allocation-free; quantiles are computed from the last
-    1024 samples when asked for.
+    :meth:`add` runs on every checkin, so it does the least it can: it writes
+    the value into a ring of the last 1024 samples and bumps an index. Each
+    time the ring fills up, its samples are folded into the running total and
+    maximum (one C-level ``sum`` and ``max`` per 1024 values) before the next
+    lap overwrites them; readers add the partial lap to those. The count is
+    the index. Quantiles are computed from the ring when asked for.
     """
 
-    __slots__ = ("_i", "_samples", "count", "max", "total")
+    __slots__ = ("_folded_max", "_folded_total", "_i", "_samples")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.max = 0.0
         self._samples = [0.0] * _RING
         self._i = 0
+        self._folded_total = 0.0
+        self._folded_max = 0.0
 
     def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        if value > self.max:
-            self.max = value
-        self._samples[self._i & (_RING - 1)] = value
-        self._i += 1
+        i = self._i
+        self._samples[i & _MASK] = value
+        self._i = i = i + 1
+        if not i & _MASK:
+            self._fold()
+
+    def _fold(self) -> None:
+        samples = self._samples
+        self._folded_total += math.fsum(samples)
+        self._folded_max = max(self._folded_max, max(samples))
+
+    @property
+    def count(self) -> int:
+        """Values added so far."""
+        return self._i
+
+    @property
+    def total(self) -> float:
+        """Sum of the values added so far."""
+        return self._folded_total + math.fsum(self._samples[: self._i & _MASK])
+
+    @property
+    def max(self) -> float:
+        """Largest value added so far (0.0 before any)."""
+        return max(self._folded_max, max(self._samples[: self._i & _MASK], default=0.0))
 
     def copy(self) -> SummaryCopy:
         """Copy the totals and recent samples: cheap enough to do under a lock."""
+        i = self._i
+        samples = self._samples[: min(i, _RING)]
+        lap = samples[: i & _MASK]  # values not folded yet
         return SummaryCopy(
-            self.count, self.total, self.max, self._samples[: min(self._i, _RING)]
+            i,
+            self._folded_total + math.fsum(lap),
+            max(self._folded_max, max(lap, default=0.0)),
+            samples,
         )
 
     def snapshot(self) -> TimeSummary:
