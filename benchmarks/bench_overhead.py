@@ -11,6 +11,8 @@ configurations, attached and detached between runs:
   registry;
 - ``otel``: ``poolkeeper.metrics.otel.instrument`` on an SDK ``MeterProvider``
   with an in-memory reader;
+- ``otel-nohist``: the same with ``histograms=False`` (observable instruments
+  only, no listener);
 - ``both``: both exporters at once.
 
 Runs are interleaved (every configuration once per round, in a rotating
@@ -49,7 +51,7 @@ from poolkeeper._core.events import EventBus
 from poolkeeper.metrics import otel, prometheus
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-CONFIGS = ("none", "noop", "prometheus", "otel", "both")
+CONFIGS = ("none", "noop", "prometheus", "otel", "otel-nohist", "both")
 TARGETS = ("sqlite", "postgres", "async-sqlite", "async-postgres")
 Detach = Callable[[], None]
 
@@ -76,6 +78,8 @@ def attach(config: str, pool: Any, provider: MeterProvider) -> Detach:
         handles.append(prometheus.register(pool, CollectorRegistry()).unregister)
     if config in ("otel", "both"):
         handles.append(otel.instrument(pool, provider).uninstrument)
+    if config == "otel-nohist":
+        handles.append(otel.instrument(pool, provider, histograms=False).uninstrument)
 
     def detach_all() -> None:
         for handle in handles:
