@@ -6,66 +6,67 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-_RING = 1024  # a power of two: the ring index is masked, not divided
-_MASK = _RING - 1
+_RING = 1024
 
 
 class Summary:
     """Count, total and maximum of a duration, plus recent samples for quantiles.
 
-    :meth:`add` runs on every checkin, so it does the least it can: it writes
-    the value into a ring of the last 1024 samples and bumps an index. Each
-    time the ring fills up, its samples are folded into the running total and
-    maximum (one C-level ``sum`` and ``max`` per 1024 values) before the next
-    lap overwrites them; readers add the partial lap to those. The count is
-    the index. Quantiles are computed from the ring when asked for.
+    :meth:`add` runs on every checkin, so it does the least it can: one C-level
+    ``list.append`` and a length test. When the current lap reaches 1024
+    samples it is folded into the running count, total and maximum (one
+    C-level ``sum`` and ``max`` per 1024 values) and kept as the previous lap;
+    readers add the current lap to the folded numbers, and take the last 1024
+    samples across the two laps for quantiles.
+
+    Not thread-safe on its own: the pool's lock serializes every call.
     """
 
-    __slots__ = ("_folded_max", "_folded_total", "_i", "_samples")
+    __slots__ = ("_folded_count", "_folded_max", "_folded_total", "_lap", "_previous")
 
     def __init__(self) -> None:
-        self._samples = [0.0] * _RING
-        self._i = 0
+        self._lap: list[float] = []
+        self._previous: list[float] = []
+        self._folded_count = 0
         self._folded_total = 0.0
         self._folded_max = 0.0
 
     def add(self, value: float) -> None:
-        i = self._i
-        self._samples[i & _MASK] = value
-        self._i = i = i + 1
-        if not i & _MASK:
+        lap = self._lap
+        lap.append(value)
+        if len(lap) >= _RING:
             self._fold()
 
     def _fold(self) -> None:
-        samples = self._samples
-        self._folded_total += math.fsum(samples)
-        self._folded_max = max(self._folded_max, max(samples))
+        lap = self._lap
+        self._folded_count += len(lap)
+        self._folded_total += math.fsum(lap)
+        self._folded_max = max(self._folded_max, max(lap))
+        self._previous, self._lap = lap, []
 
     @property
     def count(self) -> int:
         """Values added so far."""
-        return self._i
+        return self._folded_count + len(self._lap)
 
     @property
     def total(self) -> float:
         """Sum of the values added so far."""
-        return self._folded_total + math.fsum(self._samples[: self._i & _MASK])
+        return self._folded_total + math.fsum(self._lap)
 
     @property
     def max(self) -> float:
         """Largest value added so far (0.0 before any)."""
-        return max(self._folded_max, max(self._samples[: self._i & _MASK], default=0.0))
+        return max(self._folded_max, max(self._lap, default=0.0))
 
     def copy(self) -> SummaryCopy:
         """Copy the totals and recent samples: cheap enough to do under a lock."""
-        i = self._i
-        samples = self._samples[: min(i, _RING)]
-        lap = samples[: i & _MASK]  # values not folded yet
+        lap = self._lap
         return SummaryCopy(
-            i,
+            self._folded_count + len(lap),
             self._folded_total + math.fsum(lap),
             max(self._folded_max, max(lap, default=0.0)),
-            samples,
+            self._previous[len(lap) :] + lap,
         )
 
     def snapshot(self) -> TimeSummary:
