@@ -61,13 +61,33 @@ STATE_LINES = (
 CHILD = """
 import sys, time
 import poolkeeper
-cycles, is_async = int(sys.argv[1]), sys.argv[2] == "async"
+cycles, is_async, config = int(sys.argv[1]), sys.argv[2] == "async", sys.argv[3]
+
+
+def attach(pool):
+    if config == "noop":
+        pool.on("checkout", lambda event: None)
+        pool.on("checkin", lambda event: None)
+    if config in ("prometheus", "both"):
+        from prometheus_client import CollectorRegistry
+        from poolkeeper.metrics import prometheus
+
+        prometheus.register(pool, CollectorRegistry())
+    if config in ("otel", "both"):
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from poolkeeper.metrics import otel
+
+        otel.instrument(pool, MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
 if is_async:
     import asyncio
 
     async def main():
         pool = poolkeeper.AsyncPool("sqlite+aiosqlite:///:memory:", min_size=1, max_size=1)
         await pool.open(wait=True)
+        attach(pool)
         acquire, release = pool.acquire, pool.release
         for _ in range(2000):
             await release(await acquire())
@@ -82,6 +102,7 @@ if is_async:
 else:
     pool = poolkeeper.Pool("sqlite:///:memory:", min_size=1, max_size=1)
     pool.open(wait=True)
+    attach(pool)
     acquire, release = pool.acquire, pool.release
     for _ in range(2000):
         release(acquire())
@@ -167,10 +188,13 @@ def build_stripped(into: Path, strip: str) -> Path:
     return src
 
 
-def run_child(src: Path, cycles: int, mode: str, callgrind: Path | None) -> float:
+def run_child(
+    build: tuple[Path, str], cycles: int, mode: str, callgrind: Path | None
+) -> float:
     """Run the loop in a child; return ops/s, or instructions with ``callgrind``."""
+    src, config = build
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
-    command = [sys.executable, "-c", CHILD, str(cycles), mode]
+    command = [sys.executable, "-c", CHILD, str(cycles), mode, config]
     if callgrind is not None:
         command = [
             "valgrind",
@@ -199,15 +223,26 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         help="comma-separated stripped builds to compare: all, events, stats",
     )
+    parser.add_argument(
+        "--configs",
+        default="",
+        help="also measure the default build with: noop, prometheus, otel, both",
+    )
     args = parser.parse_args(argv)
     strips = [name for name in args.strip.split(",") if name]
-    if not strips or set(strips) - {"all", "events", "stats"}:
+    if set(strips) - {"all", "events", "stats"}:
         parser.error("--strip takes all, events and/or stats")
+    configs = [name for name in args.configs.split(",") if name]
+    if set(configs) - {"noop", "prometheus", "otel", "both"}:
+        parser.error("--configs takes noop, prometheus, otel and/or both")
     with tempfile.TemporaryDirectory(prefix="poolkeeper-baseline-") as tmp:
         # Every build is a copy, so editing the tree meanwhile changes none.
-        builds = {"default": build_stripped(Path(tmp) / "default", "none")}
+        default = build_stripped(Path(tmp) / "default", "none")
+        builds = {"default": (default, "none")}
         for strip in strips:
-            builds[strip] = build_stripped(Path(tmp) / strip, strip)
+            builds[strip] = (build_stripped(Path(tmp) / strip, strip), "none")
+        for config in configs:
+            builds[config] = (default, config)
         if args.wall:
             results: dict[str, list[float]] = {name: [] for name in builds}
             for round_no in range(args.rounds):
@@ -228,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             per_cycle = {}
             small, large = args.cycles // 4, args.cycles
-            for name, src in builds.items():
+            for name, build in builds.items():
                 counts = [
-                    run_child(src, n, args.mode, Path(tmp) / f"{name}-{n}.out")
+                    run_child(build, n, args.mode, Path(tmp) / f"{name}-{n}.out")
                     for n in (small, large)
                 ]
                 per_cycle[name] = (counts[1] - counts[0]) / (large - small)
@@ -245,15 +280,20 @@ def main(argv: list[str] | None = None) -> int:
             "all": "stripped: no events, no hot-path stats",
             "events": "stripped: no event guards",
             "stats": "stripped: no hot-path stats",
+            "noop": "default + no-op checkout/checkin listener",
+            "prometheus": "default + Prometheus collector",
+            "otel": "default + OpenTelemetry (SDK)",
+            "both": "default + Prometheus + OpenTelemetry",
         }
         print(f"{'build':<42}{unit}")
         base = per_cycle["default"]
         for name, value in per_cycle.items():
-            extra = (
-                ""
-                if name == "default"
-                else (f"   default costs {(base / value - 1) * 100:+.2f}%")
-            )
+            if name == "default":
+                extra = ""
+            elif name in configs:
+                extra = f"   {(value / base - 1) * 100:+.1f}% over default"
+            else:
+                extra = f"   default costs {(base / value - 1) * 100:+.2f}%"
             print(f"{labels[name]:<42}{value * scale:>12,.2f}{extra}")
     return 0
 
