@@ -12,61 +12,32 @@ _RING = 1024
 class Summary:
     """Count, total and maximum of a duration, plus recent samples for quantiles.
 
-    :meth:`add` runs on every checkin, so it does the least it can: one C-level
-    ``list.append`` and a length test. When the current lap reaches 1024
-    samples it is folded into the running count, total and maximum (one
-    C-level ``sum`` and ``max`` per 1024 values) and kept as the previous lap;
-    readers add the current lap to the folded numbers, and take the last 1024
-    samples across the two laps for quantiles.
-
-    Not thread-safe on its own: the pool's lock serializes every call.
+    Recording is O(1) and allocation-free; quantiles are computed from the last
+    1024 samples when asked for, from a :meth:`copy` (taken under the pool's
+    lock) with no lock held.
     """
 
-    __slots__ = ("_folded_count", "_folded_max", "_folded_total", "_lap", "_previous")
+    __slots__ = ("_i", "_samples", "count", "max", "total")
 
     def __init__(self) -> None:
-        self._lap: list[float] = []
-        self._previous: list[float] = []
-        self._folded_count = 0
-        self._folded_total = 0.0
-        self._folded_max = 0.0
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self._samples = [0.0] * _RING
+        self._i = 0
 
     def add(self, value: float) -> None:
-        lap = self._lap
-        lap.append(value)
-        if len(lap) >= _RING:
-            self._fold()
-
-    def _fold(self) -> None:
-        lap = self._lap
-        self._folded_count += len(lap)
-        self._folded_total += math.fsum(lap)
-        self._folded_max = max(self._folded_max, max(lap))
-        self._previous, self._lap = lap, []
-
-    @property
-    def count(self) -> int:
-        """Values added so far."""
-        return self._folded_count + len(self._lap)
-
-    @property
-    def total(self) -> float:
-        """Sum of the values added so far."""
-        return self._folded_total + math.fsum(self._lap)
-
-    @property
-    def max(self) -> float:
-        """Largest value added so far (0.0 before any)."""
-        return max(self._folded_max, max(self._lap, default=0.0))
+        self.count += 1
+        self.total += value
+        if value > self.max:
+            self.max = value
+        self._samples[self._i & (_RING - 1)] = value
+        self._i += 1
 
     def copy(self) -> SummaryCopy:
         """Copy the totals and recent samples: cheap enough to do under a lock."""
-        lap = self._lap
         return SummaryCopy(
-            self._folded_count + len(lap),
-            self._folded_total + math.fsum(lap),
-            max(self._folded_max, max(lap, default=0.0)),
-            self._previous[len(lap) :] + lap,
+            self.count, self.total, self.max, self._samples[: min(self._i, _RING)]
         )
 
     def snapshot(self) -> TimeSummary:
