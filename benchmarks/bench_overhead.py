@@ -19,9 +19,10 @@ Runs are interleaved (every configuration once per round, in a rotating
 order) so drift in machine speed hits all of them alike; the table reports
 the median ops/s over the rounds and the overhead against ``none``.
 
-The pool has no "before events" build to compare with, so the cost of the
-no-listener path is estimated directly: the shells test one listener list per
-potential event, and the script times those tests against a full cycle.
+The last lines estimate the no-listener path directly (the shells test one
+listener list per potential event; the script times those tests against a
+full cycle). For a measured comparison against a build with the event guards
+and hot-path stats removed, see ``bench_baseline.py``.
 
 Examples::
 
