@@ -11,15 +11,18 @@ configurations, attached and detached between runs:
   registry;
 - ``otel``: ``poolkeeper.metrics.otel.instrument`` on an SDK ``MeterProvider``
   with an in-memory reader;
+- ``otel-nohist``: the same with ``histograms=False`` (observable instruments
+  only, no listener);
 - ``both``: both exporters at once.
 
 Runs are interleaved (every configuration once per round, in a rotating
 order) so drift in machine speed hits all of them alike; the table reports
 the median ops/s over the rounds and the overhead against ``none``.
 
-The pool has no "before events" build to compare with, so the cost of the
-no-listener path is estimated directly: the shells test one listener list per
-potential event, and the script times those tests against a full cycle.
+The last lines estimate the no-listener path directly (the shells test one
+listener list per potential event; the script times those tests against a
+full cycle). For a measured comparison against a build with the event guards
+and hot-path stats removed, see ``bench_baseline.py``.
 
 Examples::
 
@@ -49,7 +52,7 @@ from poolkeeper._core.events import EventBus
 from poolkeeper.metrics import otel, prometheus
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-CONFIGS = ("none", "noop", "prometheus", "otel", "both")
+CONFIGS = ("none", "noop", "prometheus", "otel", "otel-nohist", "both")
 TARGETS = ("sqlite", "postgres", "async-sqlite", "async-postgres")
 Detach = Callable[[], None]
 
@@ -76,6 +79,8 @@ def attach(config: str, pool: Any, provider: MeterProvider) -> Detach:
         handles.append(prometheus.register(pool, CollectorRegistry()).unregister)
     if config in ("otel", "both"):
         handles.append(otel.instrument(pool, provider).uninstrument)
+    if config == "otel-nohist":
+        handles.append(otel.instrument(pool, provider, histograms=False).uninstrument)
 
     def detach_all() -> None:
         for handle in handles:

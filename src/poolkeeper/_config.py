@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from poolkeeper.errors import ConfigError
 
@@ -35,7 +35,8 @@ VALIDATE_POLICIES = ("auto", "always", "idle", "never")
 class URL:
     """A parsed ``dialect+driver://user:pass@host:port/database?k=v`` URL.
 
-    The password is never shown by ``repr`` or :meth:`redacted`.
+    The password, and query parameters that carry secrets, are never shown
+    by ``repr`` or :meth:`redacted`.
     """
 
     dialect: str
@@ -46,6 +47,9 @@ class URL:
     port: int | None = None
     database: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"URL({self.redacted()!r})"
 
     @property
     def scheme(self) -> str:
@@ -65,7 +69,9 @@ class URL:
             host = f"[{host}]"
         port = f":{self.port}" if self.port is not None else ""
         db = f"/{self.database}" if self.database is not None else ""
-        query = "&".join(f"{k}={v}" for k, v in self.query.items())
+        query = "&".join(
+            f"{k}={'***' if _is_secret_key(k) else v}" for k, v in self.query.items()
+        )
         return f"{self.scheme}://{auth}{host}{port}{db}" + (
             f"?{query}" if query else ""
         )
@@ -115,14 +121,76 @@ def parse_url(url: str) -> URL:
 
 
 def _redact_raw(url: str) -> str:
+    """Mask the password of a URL as written, even a malformed one.
+
+    The user-info ends at the last ``@`` before the query string, so a
+    password with an unencoded ``@``, ``/``, ``?`` or ``#`` is masked whole
+    (a plain split at the first ``/`` would leave half of it showing).
+    Query parameters that carry secrets (``password=``, ``sslpassword=``,
+    ``ssl_key_password=``...) are masked too. A string that is not a URL
+    comes back unchanged.
+    """
     scheme, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    if "@" in netloc:
-        auth, _, hostport = netloc.rpartition("@")
-        if ":" in auth:
-            auth = auth.split(":", 1)[0] + ":***"
-        netloc = f"{auth}@{hostport}"
-    return f"{scheme}{sep}{netloc}{slash}{tail}"
+    first_at = rest.find("@")
+    if first_at >= 0:
+        ends = [
+            i for i in (rest.find("?", first_at), rest.find("#", first_at)) if i >= 0
+        ]
+        at = rest.rfind("@", 0, min(ends, default=len(rest)))
+        user, colon, _password = rest[:at].partition(":")
+        if colon and "/" not in user:
+            rest = f"{user}:***{rest[at:]}"
+    path, qmark, query = rest.partition("?")
+    if qmark:
+        pairs = []
+        for pair in query.split("&"):
+            key, eq, _value = pair.partition("=")
+            if eq and _is_secret_key(key):
+                pair = f"{key}=***"
+            pairs.append(pair)
+        rest = f"{path}?{'&'.join(pairs)}"
+    return f"{scheme}{sep}{rest}"
+
+
+def _is_secret_key(key: str) -> bool:
+    """Tell whether a URL query or ``connect_args`` key names a secret."""
+    key = unquote(key).lower()
+    return any(word in key for word in ("pass", "secret", "token"))
+
+
+def secrets_of(
+    url: str | None, connect_args: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """Return the secret strings a URL and ``connect_args`` carry, longest first.
+
+    The pool scrubs them from driver error messages before logging or
+    re-raising them in its own messages, in case a driver quotes its
+    connection string.
+    """
+    found: set[str] = set()
+    if url is not None and "://" in url:
+        try:
+            parsed = parse_url(url)
+        except ConfigError:
+            parsed = None
+        if parsed is not None:
+            if parsed.password:
+                found.add(parsed.password)
+            found.update(v for k, v in parsed.query.items() if _is_secret_key(k) and v)
+    for key, value in (connect_args or {}).items():
+        if _is_secret_key(str(key)) and isinstance(value, str) and value:
+            found.add(value)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Replace every secret in ``text`` (as is, or percent-encoded) with ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+        quoted = quote(secret, safe="")
+        if quoted != secret:
+            text = text.replace(quoted, "***")
+    return text
 
 
 def _safe_repr(value: object) -> str:

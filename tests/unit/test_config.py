@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 import sys
 import threading
@@ -104,6 +105,71 @@ def test_passwords_are_redacted_everywhere() -> None:
     assert "cr3t" not in redact(url)
     pool = Pool(url)
     assert "cr3t" not in repr(pool) and "alice" in repr(pool)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://u:pa/ss@h/db", "pa/ss"),  # unencoded "/" in the password
+        ("postgresql://u:p?ss@h/db", "p?ss"),
+        ("postgresql://u:s@cr3t@h/db", "s@cr3t"),
+        ("postgresql://h/db?password=s3cret&sslmode=require", "s3cret"),
+        ("mysql://u:pw@h/db?ssl_key_password=k3y", "k3y"),
+    ],
+)
+def test_redaction_of_awkward_urls(url: str, secret: str) -> None:
+    assert secret not in redact(url)
+    assert "h" in redact(url)
+    try:
+        shown = [repr(parse_url(url)), parse_url(url).redacted()]
+    except ConfigError as exc:  # malformed: the error must not show it either
+        shown = [str(exc)]
+    assert all(secret not in text for text in shown)
+
+
+def test_redaction_keeps_what_is_not_a_secret() -> None:
+    url = "postgresql://u:pw@h:5432/db?sslmode=require&application_name=a@b"
+    assert redact(url) == (
+        "postgresql://u:***@h:5432/db?sslmode=require&application_name=a@b"
+    )
+    assert redact("sqlite:////tmp/a@b.db") == "sqlite:////tmp/a@b.db"
+
+
+def test_no_password_in_logs_errors_or_repr(monkeypatch, caplog) -> None:
+    """A driver that quotes its connection string must not leak the password."""
+    from poolkeeper.integrations.pgbouncer import transaction_mode_options
+
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+    secret, key_secret, arg_secret = "pk-Secr3t/pw", "pk-k3y", "pk-Arg-pw"
+    url = (
+        "postgresql://alice:pk-Secr3t%2Fpw@127.0.0.1:5432/test"
+        f"?sslpassword={key_secret}"
+    )
+    pool = Pool(
+        url, min_size=1, connect_args={"password": arg_secret}, name="secretive"
+    )
+
+    def echoing_connect() -> None:
+        raise ConnectionError(
+            f"could not connect with 'user=alice password={secret} "
+            f"sslpassword={key_secret}' (also {arg_secret}, "
+            "url postgresql://alice:pk-Secr3t%2Fpw@127.0.0.1)"
+        )
+
+    monkeypatch.setattr(pool._driver, "connect", echoing_connect)
+    shown = [repr(pool)]
+    with pytest.raises(PoolTimeout) as info:
+        pool.open(wait=True, timeout=1.0)
+    shown += [str(info.value), repr(info.value), repr(pool), caplog.text]
+    shown += [r.getMessage() for r in caplog.records]
+    with pytest.raises(ConfigError) as config_error:
+        transaction_mode_options("mysql://alice:pk-Secr3t@h/db")
+    shown.append(str(config_error.value))
+    assert any("failed" in r.getMessage() for r in caplog.records)
+    assert "alice" in repr(pool)
+    for text in shown:
+        for hidden in ("Secr3t", key_secret, arg_secret):
+            assert hidden not in text, text
 
 
 def test_sqlite_urls() -> None:

@@ -47,10 +47,13 @@ from poolkeeper._config import (
     check_timeout_arg,
     next_pool_name,
     redact,
+    scrub,
+    secrets_of,
 )
 from poolkeeper._connect import GENERIC_DRIVERS, driver_for
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
+from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper.drivers.base import AsyncDriver, TxStatus
@@ -244,6 +247,10 @@ class AsyncPool(Generic[ConnT]):
         self._target = (
             redact(connect) if isinstance(connect, str) else _callable_name(connect)
         )
+        # Strings never to show in a log line or in the pool's own errors.
+        self._secrets = secrets_of(
+            connect if isinstance(connect, str) else None, connect_args
+        )
         self._config = config
         self._timeout = float(timeout)
         self._configure = configure
@@ -339,7 +346,11 @@ class AsyncPool(Generic[ConnT]):
                 raise PoolTimeout(
                     f"pool {self.name!r} could not open {state.min_size} connections "
                     f"within {timeout:.1f} s ({state.size} open)"
-                    + (f"; last connect error: {error!r}" if error else ""),
+                    + (
+                        f"; last connect error: {self._describe(error)}"
+                        if error
+                        else ""
+                    ),
                     pool_name=self.name,
                     timeout=timeout,
                 ) from error
@@ -626,19 +637,16 @@ class AsyncPool(Generic[ConnT]):
                     conn = await self._driver.connect()
                 except Exception as exc:
                     with self._lock:
-                        retry = state.connect_failed(exc, _monotonic())
+                        now = _monotonic()
+                        retry = state.connect_failed(exc, now)
+                        delay = state.connect_delay(now)
+                        failures = state.connect_failures
                         failed, state.failed_waiters = state.failed_waiters, []
                     for failed_waiter in failed:
                         failed_waiter.signal.set()
                     if self._events.connect_error:
                         self._emit("connect_error", None, error=exc)
-                    logger.warning(
-                        "pool %r: connect to %s failed (%d in a row): %r",
-                        self.name,
-                        self._target,
-                        state.connect_failures,
-                        exc,
-                    )
+                    self._log_connect_failure(exc, failures, delay if retry else None)
                     if retry:
                         continue
                     return
@@ -678,10 +686,39 @@ class AsyncPool(Generic[ConnT]):
         try:
             await acall(self._configure, conn)
         except Exception as exc:
-            logger.warning("pool %r: configure hook failed: %r", self.name, exc)
+            logger.warning(
+                "pool %r: configure hook failed, closing the connection: %s",
+                self.name,
+                self._describe(exc),
+            )
             await self._driver.close(conn)
             return False
         return True
+
+    def _log_connect_failure(
+        self, exc: BaseException, failures: int, retry_in: float | None
+    ) -> None:
+        if retry_in is None:
+            logger.warning(
+                "pool %r: connect to %s failed (%d in a row): %s",
+                self.name,
+                self._target,
+                failures,
+                self._describe(exc),
+            )
+        else:
+            logger.warning(
+                "pool %r: connect to %s failed (%d in a row), retrying in %.2f s: %s",
+                self.name,
+                self._target,
+                failures,
+                retry_in,
+                self._describe(exc),
+            )
+
+    def _describe(self, exc: BaseException) -> str:
+        """``repr(exc)`` with any password from the URL or connect_args masked."""
+        return scrub(repr(exc), self._secrets)
 
     async def _close_retired(self) -> None:
         with self._lock:
@@ -813,9 +850,19 @@ class AsyncPool(Generic[ConnT]):
         if listener in listeners:
             listeners.remove(listener)
 
-    def _emit(self, kind: str, conn: Any, **details: Any) -> None:
-        event = PoolEvent(kind=kind, pool_name=self.name, conn=conn, **details)
-        self._events.emit(self._events.listeners(kind), event)
+    def _emit(
+        self,
+        kind: str,
+        conn: Any,
+        duration: float = 0.0,
+        reason: str | None = None,
+        error: BaseException | None = None,
+        stack: str | None = None,
+    ) -> None:
+        # Called on the hot path whenever someone listens: no validation of
+        # `kind` (the call sites are fixed), positional construction.
+        event = PoolEvent(kind, self.name, conn, duration, reason, error, stack)
+        emit_event(getattr(self._events, kind), event)
 
     def _after_fork(self) -> None:
         """Forget everything inherited from the parent (runs in a forked child).
@@ -838,9 +885,15 @@ class AsyncPool(Generic[ConnT]):
         self._loop = None
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of the pool's gauges, counters and time summaries."""
+        """Return a snapshot of the pool's gauges, counters and time summaries.
+
+        The pool's lock is held only while the numbers are copied; quantiles
+        are computed after it is released, so calling this often (a metrics
+        scrape, a health endpoint) does not hold up acquires and releases.
+        """
         with self._lock:
-            return self._state.stats()
+            copied = self._state.stats_copy()
+        return copied.build()
 
     def _check_loop(self) -> None:
         loop = current_loop()

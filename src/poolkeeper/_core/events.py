@@ -4,6 +4,13 @@ Listeners subscribe with ``pool.on(kind, fn)``. The shells check a plain list
 per kind before building an event, so a pool with no listener pays one
 attribute test per potential event and nothing else. A listener that raises is
 logged and otherwise ignored: observing the pool never breaks it.
+
+With a listener, every checkout and checkin builds one :class:`PoolEvent` and
+calls the listeners in the caller's thread or task, so both are kept cheap:
+``PoolEvent`` is a plain slotted dataclass built positionally (a frozen one
+costs several times more to build, one ``object.__setattr__`` per field), and
+:func:`emit` skips the per-call validation that :meth:`EventBus.listeners`
+does for ``on()``/``off()``.
 """
 
 from __future__ import annotations
@@ -29,9 +36,9 @@ EVENT_KINDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PoolEvent:
-    """One pool event.
+    """One pool event. Listeners must treat it as read-only: several share it.
 
     Attributes:
         kind: One of :data:`EVENT_KINDS`.
@@ -85,13 +92,21 @@ class EventBus:
 
     def emit(self, listeners: list[Listener], event: PoolEvent) -> None:
         """Call each listener; log and swallow what a listener raises."""
-        for listener in tuple(listeners):
-            try:
-                listener(event)
-            except Exception:
-                logger.exception(
-                    "pool %r: listener %r for %r events failed",
-                    event.pool_name,
-                    listener,
-                    event.kind,
-                )
+        emit(listeners, event)
+
+
+def emit(listeners: list[Listener], event: PoolEvent) -> None:
+    """Call each of ``listeners`` with ``event``; log and swallow what one raises.
+
+    Iterates over a copy, so a listener may subscribe or unsubscribe others.
+    """
+    for listener in tuple(listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception(
+                "pool %r: listener %r for %r events failed",
+                event.pool_name,
+                listener,
+                event.kind,
+            )

@@ -34,7 +34,7 @@ from typing import Any
 from poolkeeper._config import PoolConfig
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_error
-from poolkeeper._core.stats import PoolStats, Summary
+from poolkeeper._core.stats import PoolStats, StatsCopy, Summary
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
 #: Seconds after a sign of trouble during which idle connections stay suspect.
@@ -496,27 +496,35 @@ class PoolState:
     # -- stats -----------------------------------------------------------------
 
     def stats(self) -> PoolStats:
-        """Return a snapshot of gauges and counters."""
-        closed = dict(self.closed_by_reason)
-        return PoolStats(
-            name=self.name,
-            size=self.size,
-            idle=len(self.idle),
-            in_use=len(self.in_use),
-            waiting=len(self.waiters),
-            connecting=self.connecting,
-            min_size=self.min_size,
-            max_size=self.max_size,
-            acquires=self.acquires,
-            timeouts=self.timeouts,
-            rejections=self.rejections,
-            leaks=self.leaks,
-            validations=self.validations,
-            connections_created=self.created,
-            connections_closed=sum(closed.values()),
-            connect_errors=self.connect_errors,
-            closed_by_reason=closed,
-            wait_time=self.wait_time.snapshot(),
-            usage_time=self.usage_time.snapshot(),
-            connect_time=self.connect_time.snapshot(),
+        """Return a snapshot of gauges, counters and time summaries."""
+        return self.stats_copy().build()
+
+    def stats_copy(self) -> StatsCopy:
+        """Copy what :meth:`stats` reports, leaving the sorting for later.
+
+        The shells call this under their lock and :meth:`StatsCopy.build`
+        after releasing it.
+        """
+        return StatsCopy(
+            {
+                "name": self.name,
+                "size": len(self.idle) + len(self.in_use),
+                "idle": len(self.idle),
+                "in_use": len(self.in_use),
+                "waiting": len(self.waiters),
+                "connecting": self.connecting,
+                "min_size": self.min_size,
+                "max_size": self.max_size,
+                "acquires": self.acquires,
+                "timeouts": self.timeouts,
+                "rejections": self.rejections,
+                "leaks": self.leaks,
+                "validations": self.validations,
+                "connections_created": self.created,
+                "connect_errors": self.connect_errors,
+                "closed_by_reason": dict(self.closed_by_reason),
+            },
+            self.wait_time.copy(),
+            self.usage_time.copy(),
+            self.connect_time.copy(),
         )

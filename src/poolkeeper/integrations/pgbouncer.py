@@ -31,6 +31,7 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
+from poolkeeper._config import redact
 from poolkeeper.errors import ConfigError
 
 __all__ = ["DRIVER_CONNECT_ARGS", "driver_name", "transaction_mode_options"]
@@ -75,7 +76,7 @@ def driver_name(driver_or_url: str) -> str:
     if name not in DRIVER_CONNECT_ARGS:
         raise ConfigError(
             f"PgBouncer presets apply to PostgreSQL drivers "
-            f"({', '.join(sorted(DRIVER_CONNECT_ARGS))}), got {driver_or_url!r}"
+            f"({', '.join(sorted(DRIVER_CONNECT_ARGS))}), got {redact(driver_or_url)!r}"
         )
     return name
 

@@ -7,6 +7,7 @@ twin) through the same spawn/join helpers the pool itself uses.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -473,6 +474,89 @@ async def test_events_are_emitted_and_listener_errors_ignored() -> None:
     assert seen[-1].reason == "broken" and seen[0].pool_name == pool.name
     with pytest.raises(ValueError, match="unknown pool event"):
         pool.on("nope", seen.append)
+
+
+async def test_discard_events_carry_the_reason() -> None:
+    from poolkeeper import PoolEvent
+
+    discards: list[PoolEvent] = []
+
+    async def failing_check(conn: FakeConnection) -> None:
+        if conn.n == 2:
+            raise RuntimeError("check failed")
+
+    async with AsyncPool(
+        Factory(), min_size=0, max_size=2, max_uses=2, check=failing_check
+    ) as pool:
+        pool.on("discard", discards.append)
+        conn = await pool.acquire()  # connection 1
+        conn.closed = True
+        await pool.release(conn)  # broken
+        conn = await pool.acquire()  # 2 fails its check, 3 is handed out
+        await pool.release(conn)
+        await pool.release(await pool.acquire())  # 3 reaches max_uses
+        keep = [await pool.acquire(), await pool.acquire()]
+        for held in keep:
+            await pool.release(held)
+        await pool.resize(min_size=0, max_size=1)
+    reasons = [(e.reason, e.conn.n) for e in discards]
+    assert reasons[:3] == [("broken", 1), ("check", 2), ("uses", 3)]
+    assert [r for r, _ in reasons[3:]] == ["resize", "close"]
+    assert all(e.kind == "discard" and e.pool_name == pool.name for e in discards)
+    closed = pool.stats().closed_by_reason
+    assert {k: v for k, v in closed.items() if v} == {
+        "broken": 1,
+        "check": 1,
+        "uses": 1,
+        "resize": 1,
+        "close": 1,
+    }
+
+
+async def test_stats_holds_the_lock_only_to_copy(monkeypatch) -> None:
+    from poolkeeper._core import stats as stats_module
+
+    async with AsyncPool(Factory(), min_size=1, max_size=1) as pool:
+        for _ in range(5):
+            async with pool.connection():
+                pass
+        lock_held: list[bool] = []
+        quantile = stats_module._quantile
+
+        def spy(ordered: list[float], q: float) -> float:
+            lock_held.append(pool._lock.locked())
+            return quantile(ordered, q)
+
+        monkeypatch.setattr(stats_module, "_quantile", spy)
+        stats = pool.stats()
+    assert lock_held and not any(lock_held)
+    assert stats.usage_time.count == 5 and stats.acquires == 5
+    assert stats.size == stats.idle + stats.in_use == 1
+    assert stats.connect_time.count == 1 and stats.connect_time.p99 > 0
+
+
+async def test_log_levels_and_pool_name(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+
+    def bad_listener(event: object) -> None:
+        raise RuntimeError("listener bug")
+
+    async with AsyncPool(
+        Factory(fail=1), min_size=1, max_size=1, max_uses=1, name="logs"
+    ) as pool:
+        pool.on("checkout", bad_listener)
+        await pool.release(await pool.acquire())
+    records = [r for r in caplog.records if r.name.startswith("poolkeeper")]
+    by_level: dict[int, list[str]] = {}
+    for record in records:
+        by_level.setdefault(record.levelno, []).append(record.getMessage())
+        assert "'logs'" in record.getMessage()
+    warnings = by_level[logging.WARNING]
+    assert any("connect to" in m and "retrying in" in m for m in warnings)
+    debug = by_level[logging.DEBUG]
+    assert any("connection opened" in m for m in debug)
+    assert any("closing a connection (uses)" in m for m in debug)
+    assert any("listener" in m for m in by_level[logging.ERROR])
 
 
 async def test_keepalive_pings_idle_connections() -> None:
