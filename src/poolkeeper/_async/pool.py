@@ -52,7 +52,7 @@ from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
-from poolkeeper.drivers.base import AsyncDriver, TxStatus
+from poolkeeper.drivers.base import AsyncDriver, TxStatus, idle_check
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import ConfigError, PoolClosed, PoolError, PoolTimeout
 
@@ -240,6 +240,9 @@ class AsyncPool(Generic[ConnT]):
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
         self._check = check
+        # Checkout features that take the slow path (see _acquire).
+        self._watch_checkout = check is not None or leak_timeout is not None
+        self._is_idle = idle_check(self._driver)
         self._lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
@@ -394,14 +397,36 @@ class AsyncPool(Generic[ConnT]):
         return AsyncConnectionContext(self, timeout)
 
     async def _acquire(self, timeout: float | None = None) -> ConnT:
-        if not self._opened:
-            await self.open()
-        if IS_ASYNC:
-            self._check_loop()
+        # The fast path: an idle connection is there, recently used and not
+        # suspect (no ping due), and no check hook, leak detection or checkout
+        # listener needs to see it. Everything else is _acquire_slow().
+        # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        if IS_ASYNC:  # noqa: SIM102
+            if current_loop() is not self._loop:
+                self._check_loop()
         state = self._state
         now = _monotonic()
         with self._lock:
             entry = state.checkout(now)
+        if (
+            entry is None
+            or state.retired
+            or self._watch_checkout
+            or self._events.checkout
+            or state.needs_validation(entry, now)
+        ):
+            return await self._acquire_slow(entry, now, timeout)
+        return entry.conn  # type: ignore[no-any-return]
+
+    async def _acquire_slow(
+        self, entry: PoolEntry | None, now: float, timeout: float | None
+    ) -> ConnT:
+        """Finish a checkout that left the fast path of :meth:`_acquire`."""
+        state = self._state
+        if entry is None and not self._opened:
+            await self.open()
+            with self._lock:
+                entry = state.checkout(now)
         if state.retired:
             await self._close_retired()
         if entry is None:
@@ -523,13 +548,43 @@ class AsyncPool(Generic[ConnT]):
         await self._return(conn, None)
 
     async def _return(self, conn: ConnT, commit: bool | None) -> None:
-        entry = self._state.in_use.get(id(conn))
+        state = self._state
+        entry = state.in_use.get(id(conn))
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
                 "(released twice, or from another pool?)",
                 pool_name=self.name,
             )
+        discard = False
+        error: BaseException | None = None
+        if self._reset is not None or not self._is_idle(conn):
+            discard, error = await self._clean(conn, commit)
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        with self._lock:
+            waiter = state.checkin(entry, now, discard=discard)
+            n = state.plan_connects(now) if state.retired else 0
+        if waiter is not None:
+            waiter.signal.set()
+        if n:
+            self._spawn_connects(n)
+        if state.retired:
+            await self._close_retired()
+            if discard:
+                self._spawn_suspect_check()
+        if error is not None:
+            raise error
+
+    async def _clean(
+        self, conn: ConnT, commit: bool | None
+    ) -> tuple[bool, BaseException | None]:
+        """End the transaction of a returned connection and run the reset hook.
+
+        Returns whether to discard the connection, and an error the caller
+        must see (a failed commit, or an interruption).
+        """
         driver = self._driver
         discard = False
         error: BaseException | None = None
@@ -561,22 +616,7 @@ class AsyncPool(Generic[ConnT]):
                     self.name,
                     exc,
                 )
-        now = _monotonic()
-        if self._events.checkin:
-            self._emit("checkin", conn, duration=now - entry.checked_out_at)
-        with self._lock:
-            waiter = self._state.checkin(entry, now, discard=discard)
-            n = self._state.plan_connects(now) if self._state.retired else 0
-        if waiter is not None:
-            waiter.signal.set()
-        if n:
-            self._spawn_connects(n)
-        if self._state.retired:
-            await self._close_retired()
-            if discard:
-                self._spawn_suspect_check()
-        if error is not None:
-            raise error
+        return discard, error
 
     # -- background work ---------------------------------------------------------
 

@@ -61,6 +61,7 @@ class PoolState:
         self.rand = rand
         self.min_size = config.min_size
         self.max_size = config.max_size
+        self.max_uses = config.max_uses
         self.idle: deque[PoolEntry] = deque()
         self.in_use: dict[int, PoolEntry] = {}
         self.waiters: deque[Waiter] = deque()
@@ -116,7 +117,12 @@ class PoolState:
         while idle:
             entry = idle.pop()
             if entry.expires_at > now:
-                self._lend(entry, now)
+                # _lend() inlined: this is the hot path of every checkout.
+                entry.checked_out_at = now
+                entry.leak_reported = False
+                entry.uses += 1
+                self.in_use[id(entry.conn)] = entry
+                self.acquires += 1
                 return entry
             self._retire(entry, "lifetime")
         return None
@@ -184,7 +190,8 @@ class PoolState:
         Raises:
             PoolError: the connection is not currently lent by this pool.
         """
-        if self.in_use.pop(id(entry.conn), None) is not entry:
+        in_use = self.in_use
+        if in_use.pop(id(entry.conn), None) is not entry:
             raise PoolError(
                 f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
                 "(released twice?)",
@@ -202,12 +209,17 @@ class PoolState:
         if entry.expires_at <= now:
             self._retire(entry, "lifetime")
             return None
-        max_uses = self.config.max_uses
+        max_uses = self.max_uses
         if max_uses is not None and entry.uses >= max_uses:
             self._retire(entry, "uses")
             return None
-        if self._total() >= self.max_size:
+        idle = self.idle
+        if len(idle) + len(in_use) + self.connecting >= self.max_size:
             self._retire(entry, "resize")
+            return None
+        if not self.waiters:
+            # The common case, inlined from _place(): nobody is waiting.
+            idle.append(entry)
             return None
         return self._place(entry, now)
 

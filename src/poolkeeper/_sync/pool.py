@@ -52,7 +52,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
-from poolkeeper.drivers.base import Driver, TxStatus
+from poolkeeper.drivers.base import Driver, TxStatus, idle_check
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import ConfigError, PoolClosed, PoolError, PoolTimeout
 
@@ -237,6 +237,9 @@ class Pool(Generic[ConnT]):
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
         self._check = check
+        # Checkout features that take the slow path (see _acquire).
+        self._watch_checkout = check is not None or leak_timeout is not None
+        self._is_idle = idle_check(self._driver)
         self._lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
@@ -388,12 +391,29 @@ class Pool(Generic[ConnT]):
         return ConnectionContext(self, timeout)
 
     def _acquire(self, timeout: float | None = None) -> ConnT:
-        if not self._opened:
-            self.open()
         state = self._state
         now = _monotonic()
         with self._lock:
             entry = state.checkout(now)
+        if (
+            entry is None
+            or state.retired
+            or self._watch_checkout
+            or self._events.checkout
+            or state.needs_validation(entry, now)
+        ):
+            return self._acquire_slow(entry, now, timeout)
+        return entry.conn  # type: ignore[no-any-return]
+
+    def _acquire_slow(
+        self, entry: PoolEntry | None, now: float, timeout: float | None
+    ) -> ConnT:
+        """Finish a checkout that left the fast path of :meth:`_acquire`."""
+        state = self._state
+        if entry is None and not self._opened:
+            self.open()
+            with self._lock:
+                entry = state.checkout(now)
         if state.retired:
             self._close_retired()
         if entry is None:
@@ -515,13 +535,43 @@ class Pool(Generic[ConnT]):
         self._return(conn, None)
 
     def _return(self, conn: ConnT, commit: bool | None) -> None:
-        entry = self._state.in_use.get(id(conn))
+        state = self._state
+        entry = state.in_use.get(id(conn))
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
                 "(released twice, or from another pool?)",
                 pool_name=self.name,
             )
+        discard = False
+        error: BaseException | None = None
+        if self._reset is not None or not self._is_idle(conn):
+            discard, error = self._clean(conn, commit)
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        with self._lock:
+            waiter = state.checkin(entry, now, discard=discard)
+            n = state.plan_connects(now) if state.retired else 0
+        if waiter is not None:
+            waiter.signal.set()
+        if n:
+            self._spawn_connects(n)
+        if state.retired:
+            self._close_retired()
+            if discard:
+                self._spawn_suspect_check()
+        if error is not None:
+            raise error
+
+    def _clean(
+        self, conn: ConnT, commit: bool | None
+    ) -> tuple[bool, BaseException | None]:
+        """End the transaction of a returned connection and run the reset hook.
+
+        Returns whether to discard the connection, and an error the caller
+        must see (a failed commit, or an interruption).
+        """
         driver = self._driver
         discard = False
         error: BaseException | None = None
@@ -553,22 +603,7 @@ class Pool(Generic[ConnT]):
                     self.name,
                     exc,
                 )
-        now = _monotonic()
-        if self._events.checkin:
-            self._emit("checkin", conn, duration=now - entry.checked_out_at)
-        with self._lock:
-            waiter = self._state.checkin(entry, now, discard=discard)
-            n = self._state.plan_connects(now) if self._state.retired else 0
-        if waiter is not None:
-            waiter.signal.set()
-        if n:
-            self._spawn_connects(n)
-        if self._state.retired:
-            self._close_retired()
-            if discard:
-                self._spawn_suspect_check()
-        if error is not None:
-            raise error
+        return discard, error
 
     # -- background work ---------------------------------------------------------
 
