@@ -397,24 +397,23 @@ class AsyncPool(Generic[ConnT]):
         return AsyncConnectionContext(self, timeout)
 
     async def _acquire(self, timeout: float | None = None) -> ConnT:
-        # The fast path: an idle connection is there, recently used and not
-        # suspect (no ping due), and no check hook, leak detection or checkout
-        # listener needs to see it. Everything else is _acquire_slow().
+        """Borrow a connection until :meth:`release`.
+
+        Raises:
+            PoolTimeout: No connection within the timeout.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+            PoolClosed: The pool is closed.
+        """
+        # The fast path: an idle connection that can go out as is (see
+        # PoolState.acquire) and no check hook, leak detection or
+        # checkout listener that needs to see it. The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
         if IS_ASYNC:  # noqa: SIM102
             if current_loop() is not self._loop:
                 self._check_loop()
-        state = self._state
         now = _monotonic()
-        with self._lock:
-            entry = state.checkout(now)
-        if (
-            entry is None
-            or state.retired
-            or self._watch_checkout
-            or self._events.checkout
-            or state.needs_validation(entry, now)
-        ):
+        entry = self._state.acquire(now, self._lock)
+        if entry is None or self._watch_checkout or self._events.checkout:
             return await self._acquire_slow(entry, now, timeout)
         return entry.conn  # type: ignore[no-any-return]
 
@@ -423,8 +422,9 @@ class AsyncPool(Generic[ConnT]):
     ) -> ConnT:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
-        if entry is None and not self._opened:
-            await self.open()
+        if entry is None:
+            if not self._opened:
+                await self.open()
             with self._lock:
                 entry = state.checkout(now)
         if state.retired:
@@ -563,14 +563,17 @@ class AsyncPool(Generic[ConnT]):
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
-        with self._lock:
-            waiter = state.checkin(entry, now, discard=discard)
-            n = state.plan_connects(now) if state.retired else 0
+        if discard:
+            with self._lock:
+                waiter = state.checkin(entry, now, discard=True)
+        else:
+            waiter = state.release(entry, now, self._lock)
         if waiter is not None:
             waiter.signal.set()
-        if n:
-            self._spawn_connects(n)
         if state.retired:
+            with self._lock:
+                n = state.plan_connects(now)
+            self._spawn_connects(n)
             await self._close_retired()
             if discard:
                 self._spawn_suspect_check()
@@ -892,16 +895,9 @@ class AsyncPool(Generic[ConnT]):
             return AcquireContext(self, timeout)
 
     else:
-
-        async def acquire(self, timeout: float | None = None) -> ConnT:
-            """Borrow a connection until :meth:`release`.
-
-            Raises:
-                PoolTimeout: No connection within the timeout.
-                TooManyWaiters: ``max_waiting`` callers are already waiting.
-                PoolClosed: The pool is closed.
-            """
-            return await self._acquire(timeout)
+        # The thread pool's acquire() is the checkout itself: no wrapper call
+        # on the hot path.
+        acquire = _acquire
 
 
 class AsyncConnectionContext(Generic[ConnT]):

@@ -391,17 +391,16 @@ class Pool(Generic[ConnT]):
         return ConnectionContext(self, timeout)
 
     def _acquire(self, timeout: float | None = None) -> ConnT:
-        state = self._state
+        """Borrow a connection until :meth:`release`.
+
+        Raises:
+            PoolTimeout: No connection within the timeout.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+            PoolClosed: The pool is closed.
+        """
         now = _monotonic()
-        with self._lock:
-            entry = state.checkout(now)
-        if (
-            entry is None
-            or state.retired
-            or self._watch_checkout
-            or self._events.checkout
-            or state.needs_validation(entry, now)
-        ):
+        entry = self._state.acquire(now, self._lock)
+        if entry is None or self._watch_checkout or self._events.checkout:
             return self._acquire_slow(entry, now, timeout)
         return entry.conn  # type: ignore[no-any-return]
 
@@ -410,8 +409,9 @@ class Pool(Generic[ConnT]):
     ) -> ConnT:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
-        if entry is None and not self._opened:
-            self.open()
+        if entry is None:
+            if not self._opened:
+                self.open()
             with self._lock:
                 entry = state.checkout(now)
         if state.retired:
@@ -550,14 +550,17 @@ class Pool(Generic[ConnT]):
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
-        with self._lock:
-            waiter = state.checkin(entry, now, discard=discard)
-            n = state.plan_connects(now) if state.retired else 0
+        if discard:
+            with self._lock:
+                waiter = state.checkin(entry, now, discard=True)
+        else:
+            waiter = state.release(entry, now, self._lock)
         if waiter is not None:
             waiter.signal.set()
-        if n:
-            self._spawn_connects(n)
         if state.retired:
+            with self._lock:
+                n = state.plan_connects(now)
+            self._spawn_connects(n)
             self._close_retired()
             if discard:
                 self._spawn_suspect_check()
@@ -853,15 +856,9 @@ class Pool(Generic[ConnT]):
                 pool_name=self.name,
             )
 
-    def acquire(self, timeout: float | None = None) -> ConnT:
-        """Borrow a connection until :meth:`release`.
-
-        Raises:
-            PoolTimeout: No connection within the timeout.
-            TooManyWaiters: ``max_waiting`` callers are already waiting.
-            PoolClosed: The pool is closed.
-        """
-        return self._acquire(timeout)
+    # The thread pool's acquire() is the checkout itself: no wrapper call
+    # on the hot path.
+    acquire = _acquire
 
 
 class ConnectionContext(Generic[ConnT]):
