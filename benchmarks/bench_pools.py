@@ -113,6 +113,8 @@ def _with_scheme(dsn: str, driver: str) -> str:
 class PoolkeeperWith:
     """poolkeeper ``Pool`` driven with ``with pool.connection() as conn``."""
 
+    fair = True
+
     def __init__(self, dsn: str, size: int) -> None:
         assert poolkeeper is not None
         self.pool = poolkeeper.Pool(
@@ -121,6 +123,7 @@ class PoolkeeperWith:
             max_size=size,
             connect_args={"autocommit": True},
             name="bench",
+            fair=self.fair,
         )
         self.pool.open(wait=True, timeout=30.0)
 
@@ -150,6 +153,17 @@ class PoolkeeperAcquire(PoolkeeperWith):
             conn.execute(SQL).fetchone()
         finally:
             pool.release(conn)
+
+
+class PoolkeeperUnfair(PoolkeeperWith):
+    """poolkeeper ``Pool(fair=False)`` with ``with pool.connection()``.
+
+    Not the default: waiters are not served strictly in arrival order (a
+    running thread may take a returned connection first), which is what the
+    peer pools do; shown to separate the cost of FIFO hand-off from the rest.
+    """
+
+    fair = False
 
 
 class SqlalchemyQueuePool:
@@ -428,6 +442,13 @@ SYNC_CONTENDERS = (
         "sync",
         True,
         sync_factory=lambda dsn, size, _t: PoolkeeperAcquire(dsn, size),
+    ),
+    Contender(
+        "pk-unfair",
+        "poolkeeper `with` fair=False",
+        "sync",
+        True,
+        sync_factory=lambda dsn, size, _t: PoolkeeperUnfair(dsn, size),
     ),
     Contender(
         "sqla",

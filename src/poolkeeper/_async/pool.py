@@ -394,7 +394,11 @@ class AsyncPool(Generic[ConnT]):
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
-        return AsyncConnectionContext(self, timeout)
+        # Built without calling __init__: one Python call less per checkout.
+        context: AsyncConnectionContext[ConnT] = _new_context(AsyncConnectionContext)
+        context._pool = self
+        context._timeout = timeout
+        return context
 
     async def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
@@ -905,6 +909,10 @@ class AsyncConnectionContext(Generic[ConnT]):
 
     __slots__ = ("_conn", "_pool", "_timeout")
 
+    _pool: AsyncPool[ConnT]
+    _timeout: float | None
+    _conn: ConnT
+
     def __init__(self, pool: AsyncPool[ConnT], timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
@@ -920,6 +928,9 @@ class AsyncConnectionContext(Generic[ConnT]):
         tb: TracebackType | None,
     ) -> None:
         await self._pool._return(self._conn, exc_type is None)
+
+
+_new_context = object.__new__
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

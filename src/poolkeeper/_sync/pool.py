@@ -388,7 +388,11 @@ class Pool(Generic[ConnT]):
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
-        return ConnectionContext(self, timeout)
+        # Built without calling __init__: one Python call less per checkout.
+        context: ConnectionContext[ConnT] = _new_context(ConnectionContext)
+        context._pool = self
+        context._timeout = timeout
+        return context
 
     def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
@@ -866,6 +870,10 @@ class ConnectionContext(Generic[ConnT]):
 
     __slots__ = ("_conn", "_pool", "_timeout")
 
+    _pool: Pool[ConnT]
+    _timeout: float | None
+    _conn: ConnT
+
     def __init__(self, pool: Pool[ConnT], timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
@@ -881,6 +889,9 @@ class ConnectionContext(Generic[ConnT]):
         tb: TracebackType | None,
     ) -> None:
         self._pool._return(self._conn, exc_type is None)
+
+
+_new_context = object.__new__
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:
