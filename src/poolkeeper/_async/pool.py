@@ -429,12 +429,11 @@ class AsyncPool(Generic[ConnT]):
         if entry is None:
             if not self._opened:
                 await self.open()
-            with self._lock:
-                entry = state.checkout(now)
+            # Takes an idle connection that is there after all (expired ones
+            # are retired on the way, due ones validated below), or waits.
+            entry = await self._wait(check_timeout_arg(timeout, self._timeout))
         if state.retired:
             await self._close_retired()
-        if entry is None:
-            entry = await self._wait(check_timeout_arg(timeout, self._timeout))
         if self._check is not None or state.needs_validation(entry, now):
             entry = await self._validate(entry, timeout)
         if self._config.leak_timeout is not None:
@@ -449,8 +448,15 @@ class AsyncPool(Generic[ConnT]):
         deadline = now + timeout
         waiter = Waiter(ASignal(), now)
         with self._lock:
-            state.enqueue(waiter)
-            n = state.plan_connects(now)
+            # A connection may have come back since the caller looked: with
+            # no waiter queued it went to the idle stack, so take it rather
+            # than wait for the next return.
+            entry = state.checkout(now)
+            if entry is None:
+                state.enqueue(waiter)
+                n = state.plan_connects(now)
+        if entry is not None:
+            return entry
         self._spawn_connects(n)
         while True:
             try:
