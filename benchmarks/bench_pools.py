@@ -13,11 +13,12 @@ Workloads, on a real PostgreSQL server:
   pool costs.
 
 Sync contenders (threads): poolkeeper ``Pool`` (``with pool.connection()`` and
-``acquire()``/``release()``), SQLAlchemy ``QueuePool``, psycopg_pool
-``ConnectionPool`` and psycopg2 ``ThreadedConnectionPool``. Async contenders
-(asyncio tasks): poolkeeper ``AsyncPool`` over asyncpg and over psycopg 3,
-asyncpg's own pool (default reset, and with a no-op reset) and psycopg_pool
-``AsyncConnectionPool``.
+``acquire()``/``release()`` over psycopg 3; ``with`` with ``fair=False``; ``with``
+over psycopg2, the driver of psycopg2's own pool), SQLAlchemy ``QueuePool``,
+psycopg_pool ``ConnectionPool`` and psycopg2 ``ThreadedConnectionPool``.
+Async contenders (asyncio tasks): poolkeeper ``AsyncPool`` over asyncpg and
+over psycopg 3, asyncpg's own pool (default reset, and with a no-op reset) and
+psycopg_pool ``AsyncConnectionPool``.
 
 Fairness: every connection is in autocommit mode (psycopg 3 and psycopg2
 ``autocommit=True``; asyncpg has no implicit transactions), so no pool has a
@@ -113,14 +114,18 @@ def _with_scheme(dsn: str, driver: str) -> str:
 class PoolkeeperWith:
     """poolkeeper ``Pool`` driven with ``with pool.connection() as conn``."""
 
+    fair = True
+    driver = "psycopg"
+
     def __init__(self, dsn: str, size: int) -> None:
         assert poolkeeper is not None
         self.pool = poolkeeper.Pool(
-            _with_scheme(dsn, "psycopg"),
+            _with_scheme(dsn, self.driver),
             min_size=size,
             max_size=size,
             connect_args={"autocommit": True},
             name="bench",
+            fair=self.fair,
         )
         self.pool.open(wait=True, timeout=30.0)
 
@@ -150,6 +155,49 @@ class PoolkeeperAcquire(PoolkeeperWith):
             conn.execute(SQL).fetchone()
         finally:
             pool.release(conn)
+
+
+class PoolkeeperUnfair(PoolkeeperWith):
+    """poolkeeper ``Pool(fair=False)`` with ``with pool.connection()``.
+
+    Not the default: waiters are not served strictly in arrival order (a
+    running thread may take a returned connection first), which is what the
+    peer pools do; shown to separate the cost of FIFO hand-off from the rest.
+    """
+
+    fair = False
+
+
+def _set_autocommit(conn: Any) -> None:
+    conn.autocommit = True
+
+
+class PoolkeeperPsycopg2(PoolkeeperWith):
+    """poolkeeper ``Pool`` over psycopg2 connections, ``with pool.connection()``.
+
+    The same driver as psycopg2's own pool, so the statement cycle compares
+    the pools and not psycopg2 against psycopg 3.
+    """
+
+    def __init__(self, dsn: str, size: int) -> None:
+        assert poolkeeper is not None
+        # psycopg2.connect() takes no autocommit argument: set it on each
+        # new connection, as the psycopg2 contender does.
+        self.pool = poolkeeper.Pool(
+            _with_scheme(dsn, "psycopg2"),
+            min_size=size,
+            max_size=size,
+            configure=_set_autocommit,
+            name="bench",
+        )
+        self.pool.open(wait=True, timeout=30.0)
+
+    def stmt_cycle(self) -> None:
+        with self.pool.connection() as conn:
+            cur = conn.cursor()
+            cur.execute(SQL)
+            cur.fetchone()
+            cur.close()
 
 
 class SqlalchemyQueuePool:
@@ -428,6 +476,20 @@ SYNC_CONTENDERS = (
         "sync",
         True,
         sync_factory=lambda dsn, size, _t: PoolkeeperAcquire(dsn, size),
+    ),
+    Contender(
+        "pk-unfair",
+        "poolkeeper `with` fair=False",
+        "sync",
+        True,
+        sync_factory=lambda dsn, size, _t: PoolkeeperUnfair(dsn, size),
+    ),
+    Contender(
+        "pk-psycopg2",
+        "poolkeeper `with` psycopg2",
+        "sync",
+        True,
+        sync_factory=lambda dsn, size, _t: PoolkeeperPsycopg2(dsn, size),
     ),
     Contender(
         "sqla",

@@ -21,6 +21,7 @@ class PoolEntry:
         "conn",
         "created_at",
         "expires_at",
+        "key",
         "last_used_at",
         "leak_reported",
         "stack",
@@ -29,6 +30,8 @@ class PoolEntry:
 
     def __init__(self, conn: Any, created_at: float, expires_at: float) -> None:
         self.conn = conn
+        self.key = id(conn)
+        """The connection's key in ``PoolState.in_use``."""
         self.created_at = created_at
         self.expires_at = expires_at
         """Monotonic instant after which the connection retires (inf: never)."""

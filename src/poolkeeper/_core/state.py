@@ -34,7 +34,7 @@ from typing import Any
 from poolkeeper._config import PoolConfig
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_error
-from poolkeeper._core.stats import PoolStats, StatsCopy, Summary
+from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
 #: Seconds after a sign of trouble during which idle connections stay suspect.
@@ -61,6 +61,9 @@ class PoolState:
         self.rand = rand
         self.min_size = config.min_size
         self.max_size = config.max_size
+        self.max_uses = config.max_uses
+        # True while connections in use exceed max_size (after a resize).
+        self.size_limited = False
         self.idle: deque[PoolEntry] = deque()
         self.in_use: dict[int, PoolEntry] = {}
         self.waiters: deque[Waiter] = deque()
@@ -121,11 +124,86 @@ class PoolState:
             self._retire(entry, "lifetime")
         return None
 
+    # -- fast paths -------------------------------------------------------------
+    #
+    # acquire() and release() take the shell's lock themselves, unlike every
+    # other method. With threads, a switch of the GIL while one thread holds the
+    # lock makes the others queue on it, and each hand-off of the lock then
+    # costs a thread switch: a convoy. CPython only switches threads at a
+    # function entry, a loop's back edge or after a call, so these two methods
+    # take the lock after their own entry and, in the common case, run under it
+    # nothing but attribute, subscript and arithmetic operations; rare cases
+    # call the general methods.
+
+    def acquire(self, now: float, lock: Any) -> PoolEntry | None:
+        """Take, under ``lock``, the most recently returned idle connection if
+        it can go out as is; otherwise return None and change nothing.
+
+        "As is" means within its lifetime and not due a validation ping (see
+        :meth:`needs_validation`). On None the shell takes the full path
+        (:meth:`checkout`, waiting, validation).
+        """
+        idle = self.idle
+        with lock:
+            if not idle:
+                return None
+            entry = idle[-1]
+            window = self.validate_window
+            if entry.expires_at <= now or (
+                window is not None
+                and (
+                    now - entry.last_used_at >= window
+                    or entry.checked_at < self.suspect_before + SUSPECT_GRACE
+                )
+            ):
+                return None
+            del idle[-1]
+            entry.checked_out_at = now
+            entry.leak_reported = False
+            entry.uses += 1
+            self.in_use[entry.key] = entry
+            self.acquires += 1
+            return entry
+
+    def release(self, entry: PoolEntry, now: float, lock: Any) -> Waiter | None:
+        """:meth:`checkin` a healthy connection (no discard), taking ``lock``.
+
+        Raises:
+            PoolError: the connection is not currently lent by this pool.
+        """
+        key = entry.key
+        in_use = self.in_use
+        max_uses = self.max_uses
+        with lock:
+            if (
+                key not in in_use
+                or in_use[key] is not entry
+                or self.closed
+                or entry.expires_at <= now
+                or (max_uses is not None and entry.uses >= max_uses)
+                or self.waiters
+                or self.size_limited
+            ):
+                return self.checkin(entry, now)
+            del in_use[key]
+            # Summary.add() inlined (see the comment above).
+            usage = self.usage_time
+            held = now - entry.checked_out_at
+            usage.count += 1
+            usage.total += held
+            if held > usage.max:
+                usage.max = held
+            usage._samples[usage._i & _MASK] = held
+            usage._i += 1
+            entry.last_used_at = now
+            self.idle.append(entry)
+            return None
+
     def _lend(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
         entry.leak_reported = False
         entry.uses += 1
-        self.in_use[id(entry.conn)] = entry
+        self.in_use[entry.key] = entry
         self.acquires += 1
 
     def enqueue(self, waiter: Waiter) -> None:
@@ -184,7 +262,7 @@ class PoolState:
         Raises:
             PoolError: the connection is not currently lent by this pool.
         """
-        if self.in_use.pop(id(entry.conn), None) is not entry:
+        if self.in_use.pop(entry.key, None) is not entry:
             raise PoolError(
                 f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
                 "(released twice?)",
@@ -202,13 +280,14 @@ class PoolState:
         if entry.expires_at <= now:
             self._retire(entry, "lifetime")
             return None
-        max_uses = self.config.max_uses
+        max_uses = self.max_uses
         if max_uses is not None and entry.uses >= max_uses:
             self._retire(entry, "uses")
             return None
         if self._total() >= self.max_size:
             self._retire(entry, "resize")
             return None
+        self.size_limited = False
         return self._place(entry, now)
 
     def _place(self, entry: PoolEntry, now: float) -> Waiter | None:
@@ -248,7 +327,7 @@ class PoolState:
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
-        if self.in_use.pop(id(entry.conn), None) is entry:
+        if self.in_use.pop(entry.key, None) is entry:
             self.acquires -= 1
             self.suspect_before = now
             self._retire(entry, reason)
@@ -394,7 +473,7 @@ class PoolState:
         if due:
             self.idle = deque(e for e in self.idle if e not in due)
             for entry in due:
-                self.in_use[id(entry.conn)] = entry
+                self.in_use[entry.key] = entry
                 entry.checked_out_at = math.inf
         return due
 
@@ -451,6 +530,8 @@ class PoolState:
         self.min_size, self.max_size = new_min, new_max
         while self.idle and self._total() > self.max_size:
             self._retire(self.idle.popleft(), "resize")
+        # Connections in use beyond the new max_size retire when they return.
+        self.size_limited = self._total() > self.max_size
 
     def close(self) -> list[Waiter]:
         """Close the state: retire idle connections, fail every waiter; return them to wake."""
@@ -478,13 +559,13 @@ class PoolState:
             entries = list(self.idle)
             self.idle.clear()
         for entry in entries:
-            self.in_use[id(entry.conn)] = entry
+            self.in_use[entry.key] = entry
             entry.checked_out_at = math.inf  # not a user checkout: no usage sample
         return entries
 
     def give_back(self, entry: PoolEntry, now: float, *, ok: bool) -> Waiter | None:
         """Return an entry taken with :meth:`take_idle` or for a keepalive, once pinged."""
-        self.in_use.pop(id(entry.conn), None)
+        self.in_use.pop(entry.key, None)
         if not ok or self.closed:
             if not ok:
                 self.suspect_before = now

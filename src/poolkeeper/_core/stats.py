@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _RING = 1024
+_MASK = _RING - 1
 
 
 class Summary:
@@ -27,11 +28,12 @@ class Summary:
         self._i = 0
 
     def add(self, value: float) -> None:
+        # PoolState.release() has a copy of this body (hot path).
         self.count += 1
         self.total += value
         if value > self.max:
             self.max = value
-        self._samples[self._i & (_RING - 1)] = value
+        self._samples[self._i & _MASK] = value
         self._i += 1
 
     def copy(self) -> SummaryCopy:

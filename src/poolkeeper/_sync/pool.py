@@ -56,7 +56,7 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
-from poolkeeper.drivers.base import Driver, TxStatus
+from poolkeeper.drivers.base import Driver, TxStatus, idle_check
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
     ConfigError,
@@ -253,6 +253,9 @@ class Pool(Generic[ConnT]):
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
         self._check = check
+        # Checkout features that take the slow path (see _acquire).
+        self._watch_checkout = check is not None or leak_timeout is not None
+        self._is_idle = idle_check(self._driver)
         self._lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
@@ -405,19 +408,39 @@ class Pool(Generic[ConnT]):
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
-        return ConnectionContext(self, timeout)
+        # Built without calling __init__: one Python call less per checkout.
+        context: ConnectionContext[ConnT] = _new_context(ConnectionContext)
+        context._pool = self
+        context._timeout = timeout
+        return context
 
     def _acquire(self, timeout: float | None = None) -> ConnT:
-        if not self._opened:
-            self.open()
-        state = self._state
+        """Borrow a connection until :meth:`release`.
+
+        Raises:
+            PoolTimeout: No connection within the timeout.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+            PoolClosed: The pool is closed.
+        """
         now = _monotonic()
-        with self._lock:
-            entry = state.checkout(now)
+        entry = self._state.acquire(now, self._lock)
+        if entry is None or self._watch_checkout or self._events.checkout:
+            return self._acquire_slow(entry, now, timeout)
+        return entry.conn  # type: ignore[no-any-return]
+
+    def _acquire_slow(
+        self, entry: PoolEntry | None, now: float, timeout: float | None
+    ) -> ConnT:
+        """Finish a checkout that left the fast path of :meth:`_acquire`."""
+        state = self._state
+        if entry is None:
+            if not self._opened:
+                self.open()
+            # Takes an idle connection that is there after all (expired ones
+            # are retired on the way, due ones validated below), or waits.
+            entry = self._wait(check_timeout_arg(timeout, self._timeout))
         if state.retired:
             self._close_retired()
-        if entry is None:
-            entry = self._wait(check_timeout_arg(timeout, self._timeout))
         if self._check is not None or state.needs_validation(entry, now):
             entry = self._validate(entry, timeout)
         if self._config.leak_timeout is not None:
@@ -432,8 +455,15 @@ class Pool(Generic[ConnT]):
         deadline = now + timeout
         waiter = Waiter(Signal(), now)
         with self._lock:
-            state.enqueue(waiter)
-            n = state.plan_connects(now)
+            # A connection may have come back since the caller looked: with
+            # no waiter queued it went to the idle stack, so take it rather
+            # than wait for the next return.
+            entry = state.checkout(now)
+            if entry is None:
+                state.enqueue(waiter)
+                n = state.plan_connects(now)
+        if entry is not None:
+            return entry
         self._spawn_connects(n)
         while True:
             try:
@@ -539,13 +569,46 @@ class Pool(Generic[ConnT]):
         self._return(conn, None)
 
     def _return(self, conn: ConnT, commit: bool | None) -> None:
-        entry = self._state.in_use.get(id(conn))
+        state = self._state
+        entry = state.in_use.get(id(conn))
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
                 "(released twice, or from another pool?)",
                 pool_name=self.name,
             )
+        discard = False
+        error: BaseException | None = None
+        if self._reset is not None or not self._is_idle(conn):
+            discard, error = self._clean(conn, commit)
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        if discard:
+            with self._lock:
+                waiter = state.checkin(entry, now, discard=True)
+        else:
+            waiter = state.release(entry, now, self._lock)
+        if waiter is not None:
+            waiter.signal.set()
+        if state.retired:
+            with self._lock:
+                n = state.plan_connects(now)
+            self._spawn_connects(n)
+            self._close_retired()
+            if discard:
+                self._spawn_suspect_check()
+        if error is not None:
+            raise error
+
+    def _clean(
+        self, conn: ConnT, commit: bool | None
+    ) -> tuple[bool, BaseException | None]:
+        """End the transaction of a returned connection and run the reset hook.
+
+        Returns whether to discard the connection, and an error the caller
+        must see (a failed commit, or an interruption).
+        """
         driver = self._driver
         discard = False
         error: BaseException | None = None
@@ -577,22 +640,7 @@ class Pool(Generic[ConnT]):
                     self.name,
                     exc,
                 )
-        now = _monotonic()
-        if self._events.checkin:
-            self._emit("checkin", conn, duration=now - entry.checked_out_at)
-        with self._lock:
-            waiter = self._state.checkin(entry, now, discard=discard)
-            n = self._state.plan_connects(now) if self._state.retired else 0
-        if waiter is not None:
-            waiter.signal.set()
-        if n:
-            self._spawn_connects(n)
-        if self._state.retired:
-            self._close_retired()
-            if discard:
-                self._spawn_suspect_check()
-        if error is not None:
-            raise error
+        return discard, error
 
     # -- background work ---------------------------------------------------------
 
@@ -890,21 +938,19 @@ class Pool(Generic[ConnT]):
                 pool_name=self.name,
             )
 
-    def acquire(self, timeout: float | None = None) -> ConnT:
-        """Borrow a connection until :meth:`release`.
-
-        Raises:
-            PoolTimeout: No connection within the timeout.
-            TooManyWaiters: ``max_waiting`` callers are already waiting.
-            PoolClosed: The pool is closed.
-        """
-        return self._acquire(timeout)
+    # The thread pool's acquire() is the checkout itself: no wrapper call
+    # on the hot path.
+    acquire = _acquire
 
 
 class ConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
 
     __slots__ = ("_conn", "_pool", "_timeout")
+
+    _pool: Pool[ConnT]
+    _timeout: float | None
+    _conn: ConnT
 
     def __init__(self, pool: Pool[ConnT], timeout: float | None) -> None:
         self._pool = pool
@@ -921,6 +967,9 @@ class ConnectionContext(Generic[ConnT]):
         tb: TracebackType | None,
     ) -> None:
         self._pool._return(self._conn, exc_type is None)
+
+
+_new_context = object.__new__
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

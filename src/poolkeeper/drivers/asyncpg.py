@@ -135,6 +135,10 @@ class AsyncpgDriver:
     def is_broken(self, conn: Any) -> bool:
         return bool(conn.is_closed())
 
+    @staticmethod
+    def is_idle(conn: Any) -> bool:
+        return not conn.is_closed() and not conn.is_in_transaction()
+
     async def commit(self, conn: Any) -> None:
         await conn.execute("COMMIT")
 

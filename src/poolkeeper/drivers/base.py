@@ -9,11 +9,19 @@ touches a driver connection in any other way.
 Adding a driver is one new module in this package with a class implementing one
 of these protocols, plus one line in the scheme registry
 (:mod:`poolkeeper.drivers`).
+
+Optionally, an adapter may also define ``is_idle(conn) -> bool``: True only
+when ``conn`` is open, not broken and outside any transaction, so that giving
+it back to the pool needs no I/O at all. It must answer without I/O and in
+one step, because the pool calls it on every return; False means "ask
+:meth:`Driver.is_broken` and :meth:`Driver.transaction_status`". An adapter
+without it gets a fallback built from those two methods.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 ConnT = TypeVar("ConnT")
@@ -105,3 +113,17 @@ class AsyncDriver(Protocol):
     async def close(self, conn: Any) -> None:
         """Close ``conn``; never raise and never block for long."""
         ...
+
+
+def idle_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool]:
+    """Return the driver's ``is_idle`` function, or one built from its protocol methods."""
+    fast: Callable[[Any], bool] | None = getattr(driver, "is_idle", None)
+    if fast is not None:
+        return fast
+    is_broken = driver.is_broken
+    status = driver.transaction_status
+
+    def is_idle(conn: Any) -> bool:
+        return not is_broken(conn) and status(conn) is TxStatus.IDLE
+
+    return is_idle

@@ -31,6 +31,7 @@ _TX = {
     pq.TransactionStatus.INTRANS: TxStatus.INTRANS,
     pq.TransactionStatus.INERROR: TxStatus.INERROR,
 }
+_PQ_IDLE = int(pq.TransactionStatus.IDLE)
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +51,12 @@ def _status(conn: Any) -> TxStatus:
 
 def _broken(conn: Any) -> bool:
     return bool(conn.closed or conn.broken)
+
+
+def _idle(conn: Any) -> bool:
+    # libpq reports PQTRANS_UNKNOWN for a closed or broken connection, so one
+    # compare says "open, healthy and outside a transaction".
+    return conn.pgconn.transaction_status == _PQ_IDLE  # type: ignore[no-any-return]
 
 
 class PsycopgDriver:
@@ -72,6 +79,7 @@ class PsycopgDriver:
 
     transaction_status = staticmethod(_status)
     is_broken = staticmethod(_broken)
+    is_idle = staticmethod(_idle)
 
     def commit(self, conn: Any) -> None:
         conn.commit()
@@ -131,6 +139,7 @@ class AsyncPsycopgDriver:
 
     transaction_status = staticmethod(_status)
     is_broken = staticmethod(_broken)
+    is_idle = staticmethod(_idle)
 
     async def commit(self, conn: Any) -> None:
         await conn.commit()

@@ -32,6 +32,7 @@ _TX = {
     ext.TRANSACTION_STATUS_INTRANS: TxStatus.INTRANS,
     ext.TRANSACTION_STATUS_INERROR: TxStatus.INERROR,
 }
+_PQ_IDLE = ext.TRANSACTION_STATUS_IDLE
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +83,12 @@ class Psycopg2Driver:
     def is_broken(self, conn: Any) -> bool:
         # closed: 0 open, 1 closed by the client, 2 lost (found out by a query)
         return bool(conn.closed)
+
+    @staticmethod
+    def is_idle(conn: Any) -> bool:
+        # get_transaction_status() is libpq's status without building a
+        # ConnectionInfo object (as conn.info does).
+        return not conn.closed and conn.get_transaction_status() == _PQ_IDLE
 
     def commit(self, conn: Any) -> None:
         conn.commit()

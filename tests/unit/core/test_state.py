@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -24,6 +25,10 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"Conn({self.n})"
+
+
+#: The fast paths take the shell's lock themselves; here nothing runs concurrently.
+NO_LOCK = contextlib.nullcontext()
 
 
 def make_state(**kwargs: object) -> PoolState:
@@ -213,6 +218,19 @@ class CoreMachine(RuleBasedStateMachine):
         self.waiting.append(waiter)
         self.in_flight += self.state.plan_connects(self.now)
 
+    @rule()
+    def acquire_fast(self) -> None:
+        entry = self.state.acquire(self.now, NO_LOCK)
+        if entry is not None:
+            self.held.append(entry)
+
+    @precondition(lambda self: self.held)
+    @rule(index=st.integers(0, 10))
+    def release_fast(self, index: int) -> None:
+        entry = self.held.pop(index % len(self.held))
+        self._wake(self.state.release(entry, self.now, NO_LOCK))
+        self.in_flight += self.state.plan_connects(self.now)
+
     @precondition(lambda self: self.held)
     @rule(index=st.integers(0, 10), broken=st.booleans())
     def release(self, index: int, broken: bool) -> None:
@@ -345,3 +363,75 @@ def test_suspicion_lasts_a_grace_window_after_a_broken_connection() -> None:
     state.give_back(idle, after, ok=True)
     assert not state.needs_validation(idle, after)
     assert state.take_idle(suspects_only=True) == []
+
+
+def test_fast_acquire_takes_only_a_connection_that_can_go_out_as_is() -> None:
+    state = make_state(min_size=2, max_size=2, max_lifetime=100.0)
+    state.validate_window = 0.5
+    a, b = fill(state, now=0.0)
+    # b (top of the stack) is due a validation ping: the fast path declines
+    # and changes nothing.
+    assert state.acquire(1.0, NO_LOCK) is None
+    assert [e.conn for e in state.idle] == [a, b] and state.acquires == 0
+    entry = state.acquire(0.1, NO_LOCK)
+    assert entry is not None and entry.conn is b
+    assert state.in_use == {id(b): entry} and state.acquires == 1
+    assert entry.uses == 1 and entry.checked_out_at == 0.1
+    assert state.release(entry, 0.3, NO_LOCK) is None
+    assert [e.conn for e in state.idle] == [a, b]
+    assert state.usage_time.count == 1 and state.usage_time.max == pytest.approx(0.2)
+    assert entry.last_used_at == 0.3
+    # Past its lifetime: declined too (the full checkout retires it).
+    assert state.acquire(200.0, NO_LOCK) is None and not state.retired
+    # Suspect after a broken sibling: declined.
+    state.suspect_before = 0.35
+    assert state.acquire(0.4, NO_LOCK) is None
+
+
+def test_fast_release_falls_back_to_checkin_rules() -> None:
+    state = make_state(min_size=1, max_size=1, max_uses=2)
+    fill(state)
+    stranger = PoolEntry(Conn(8), 0.0, math.inf)
+    with pytest.raises(PoolError, match="released twice"):
+        state.release(stranger, 1.0, NO_LOCK)
+    entry = state.acquire(0.0, NO_LOCK)
+    assert entry is not None
+    assert state.release(entry, 1.0, NO_LOCK) is None
+    assert list(state.idle) == [entry]
+    entry = state.acquire(1.0, NO_LOCK)
+    assert entry is not None and entry.uses == 2
+    assert state.release(entry, 2.0, NO_LOCK) is None
+    assert state.retired == [entry] and entry.close_reason == "uses"
+    with pytest.raises(PoolError, match="released twice"):
+        state.release(entry, 2.0, NO_LOCK)
+
+
+def test_fast_release_retires_beyond_a_shrunk_max_size() -> None:
+    state = make_state(min_size=0, max_size=3)
+    held = []
+    for i in range(3):
+        state.connecting += 1
+        state.connected(Conn(i), 0.0, 0.0)
+        entry = state.checkout(0.0)
+        assert entry is not None
+        held.append(entry)
+    state.resize(0, 1)
+    assert state.size_limited
+    assert state.release(held[0], 1.0, NO_LOCK) is None
+    assert held[0].close_reason == "resize"
+    assert state.release(held[1], 1.0, NO_LOCK) is None
+    assert held[1].close_reason == "resize"
+    # Back within max_size: the last one returns to the idle stack.
+    assert state.release(held[2], 1.0, NO_LOCK) is None
+    assert list(state.idle) == [held[2]] and not state.size_limited
+
+
+def test_fast_release_hands_to_a_waiter() -> None:
+    state = make_state(min_size=1, max_size=1)
+    fill(state)
+    entry = state.acquire(0.0, NO_LOCK)
+    assert entry is not None
+    waiter = Waiter(None, 0.5)
+    state.enqueue(waiter)
+    assert state.release(entry, 1.0, NO_LOCK) is waiter
+    assert waiter.entry is entry and not state.idle
