@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
+import time
 from collections.abc import Iterator
 
 import opentelemetry.metrics as otel_metrics
@@ -202,3 +204,71 @@ def test_missing_opentelemetry_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "poolkeeper.metrics.otel")
     with pytest.raises(poolkeeper.ConfigError, match=r"poolkeeper\[otel\]"):
         importlib.import_module("poolkeeper.metrics.otel")
+
+
+def _flush_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "poolkeeper-otel-flush"]
+
+
+def _buffered(handle: otel.Instrumentation) -> int:
+    state = handle._state
+    assert state is not None
+    return sum(len(b.samples) for b in state.buffers)
+
+
+def test_histograms_are_recorded_off_the_callers_path(reader, provider, monkeypatch):
+    # The SDK's Histogram.record never runs in the thread doing checkouts.
+    recorded_in: set[str] = set()
+    warmup = poolkeeper.Pool(SQLITE, name="warmup")
+    otel.instrument(warmup, provider, histograms=False).uninstrument()
+    instruments = otel._providers[provider]  # the provider's instruments, now made
+    for histogram in (instruments.wait_time, instruments.use_time):
+        original = histogram.record
+
+        def spy(value, attributes=None, context=None, _original=original):
+            recorded_in.add(threading.current_thread().name)
+            return _original(value, attributes)
+
+        monkeypatch.setattr(histogram, "record", spy)
+    pool = poolkeeper.Pool(SQLITE, min_size=1, max_size=1, name="buffered")
+    with otel.instrument(pool, provider) as handle, pool:
+        cycles = otel.FLUSH_AT * 3
+        for _ in range(cycles):
+            with pool.connection():
+                pass
+        # The flush thread drains the buffers without any collection...
+        deadline = time.monotonic() + 5.0
+        while _buffered(handle) >= otel.FLUSH_AT and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _buffered(handle) < otel.FLUSH_AT
+        assert recorded_in <= {"poolkeeper-otel-flush"}
+        # ...and a collection reports every duration that happened before it.
+        points = otel_points(reader)
+        attrs = {NAME: "buffered"}
+        assert (
+            otel_point(points, "db.client.connection.wait_time", attrs).count == cycles
+        )
+        assert (
+            otel_point(points, "db.client.connection.use_time", attrs).count == cycles
+        )
+        assert _buffered(handle) == 0
+        assert threading.current_thread().name not in recorded_in
+    # With no more work the flush thread ends on its own.
+    deadline = time.monotonic() + 5.0
+    while _flush_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _flush_threads()
+
+
+def test_uninstrument_records_what_is_still_buffered(reader, provider):
+    pool = poolkeeper.Pool(SQLITE, min_size=1, max_size=1, name="tail")
+    with pool:
+        handle = otel.instrument(pool, provider)
+        for _ in range(5):  # below FLUSH_AT: nothing wakes the flush thread
+            with pool.connection():
+                pass
+        assert _buffered(handle) == 10
+        handle.uninstrument()
+    points = otel_points(reader)
+    wait = otel_find(points, "db.client.connection.wait_time", {NAME: "tail"})
+    assert wait is not None and wait.count == 5
