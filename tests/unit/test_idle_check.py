@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from poolkeeper.drivers.base import TxStatus, idle_check
+from poolkeeper.drivers.base import TxStatus, idle_check, idle_probe
 from poolkeeper.drivers.sqlite3 import Sqlite3Driver
 
 
@@ -59,3 +59,13 @@ def test_a_driver_own_check_is_used() -> None:
             return False
 
     assert idle_check(Fast()) is Fast.is_idle  # type: ignore[arg-type]
+
+
+def test_idle_probe_prefers_the_driver_probe_then_is_idle() -> None:
+    class Probed(ProtocolOnly):
+        idle_probe = staticmethod(len)
+        idle_value = 0
+
+    assert idle_probe(Probed()) == (len, 0)  # type: ignore[arg-type]
+    probe, value = idle_probe(ProtocolOnly())  # type: ignore[arg-type]
+    assert value is True and probe(object()) == value

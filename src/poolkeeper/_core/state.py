@@ -133,7 +133,10 @@ class PoolState:
     # function entry, a loop's back edge or after a call, so these two methods
     # take the lock after their own entry and, in the common case, run under it
     # nothing but attribute, subscript and arithmetic operations; rare cases
-    # call the general methods.
+    # call the general methods. The lock is taken with acquire()/release() in
+    # try/finally rather than `with lock:`, which in CPython 3.11 costs about
+    # twice as much (two special-method lookups and a bound-method call with
+    # three arguments on exit); ``lock`` needs only acquire() and release().
 
     def acquire(self, now: float, lock: Any) -> PoolEntry | None:
         """Take, under ``lock``, the most recently returned idle connection if
@@ -143,8 +146,10 @@ class PoolState:
         :meth:`needs_validation`). On None the shell takes the full path
         (:meth:`checkout`, waiting, validation).
         """
-        idle = self.idle
-        with lock:
+        lock.acquire()
+        try:
+            # Read under the lock: housekeeping may replace the deque.
+            idle = self.idle
             if not idle:
                 return None
             entry = idle[-1]
@@ -164,6 +169,8 @@ class PoolState:
             self.in_use[entry.key] = entry
             self.acquires += 1
             return entry
+        finally:
+            lock.release()
 
     def release(self, entry: PoolEntry, now: float, lock: Any) -> Waiter | None:
         """:meth:`checkin` a healthy connection (no discard), taking ``lock``.
@@ -174,7 +181,8 @@ class PoolState:
         key = entry.key
         in_use = self.in_use
         max_uses = self.max_uses
-        with lock:
+        lock.acquire()
+        try:
             if (
                 key not in in_use
                 or in_use[key] is not entry
@@ -198,6 +206,8 @@ class PoolState:
             entry.last_used_at = now
             self.idle.append(entry)
             return None
+        finally:
+            lock.release()
 
     def _lend(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now

@@ -56,7 +56,7 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
-from poolkeeper.drivers.base import Driver, TxStatus, idle_check
+from poolkeeper.drivers.base import Driver, TxStatus, idle_probe
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
     ConfigError,
@@ -255,7 +255,9 @@ class Pool(Generic[ConnT]):
         self._check = check
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
-        self._is_idle = idle_check(self._driver)
+        # A returned connection is idle (nothing to end) when
+        # _idle_probe(conn) == _idle_value; a C call for the main drivers.
+        self._idle_probe, self._idle_value = idle_probe(self._driver)
         self._lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
@@ -566,9 +568,27 @@ class Pool(Generic[ConnT]):
             PoolError: ``conn`` is not checked out from this pool (for example,
                 it was already released).
         """
-        self._return(conn, None)
+        # The fast path of _return(), inlined (one Python call less per
+        # cycle); AsyncConnectionContext.__aexit__ has the same lines.
+        state = self._state
+        entry = state.in_use.get(id(conn))
+        if (
+            entry is None
+            or entry.conn is not conn
+            or self._reset is not None
+            or self._idle_probe(conn) != self._idle_value
+            or self._events.checkin
+        ):
+            self._return(conn, None)
+            return
+        waiter = state.release(entry, _monotonic(), self._lock)
+        if waiter is not None or state.retired:
+            self._after_checkin(waiter, False)
 
     def _return(self, conn: ConnT, commit: bool | None) -> None:
+        """Give back ``conn``; ``commit``: end an open transaction with a commit
+        (True), a rollback (False: an exception left the block), or a rollback
+        (None: :meth:`release`)."""
         state = self._state
         entry = state.in_use.get(id(conn))
         if entry is None or entry.conn is not conn:
@@ -579,7 +599,7 @@ class Pool(Generic[ConnT]):
             )
         discard = False
         error: BaseException | None = None
-        if self._reset is not None or not self._is_idle(conn):
+        if self._reset is not None or self._idle_probe(conn) != self._idle_value:
             discard, error = self._clean(conn, commit)
         now = _monotonic()
         if self._events.checkin:
@@ -589,17 +609,23 @@ class Pool(Generic[ConnT]):
                 waiter = state.checkin(entry, now, discard=True)
         else:
             waiter = state.release(entry, now, self._lock)
+        if waiter is not None or state.retired:
+            self._after_checkin(waiter, discard)
+        if error is not None:
+            raise error
+
+    def _after_checkin(self, waiter: Waiter | None, discard: bool) -> None:
+        """Wake the waiter a returned connection went to; close what retired."""
         if waiter is not None:
             waiter.signal.set()
+        state = self._state
         if state.retired:
             with self._lock:
-                n = state.plan_connects(now)
+                n = state.plan_connects(_monotonic())
             self._spawn_connects(n)
             self._close_retired()
             if discard:
                 self._spawn_suspect_check()
-        if error is not None:
-            raise error
 
     def _clean(
         self, conn: ConnT, commit: bool | None
@@ -956,9 +982,19 @@ class ConnectionContext(Generic[ConnT]):
         self._pool = pool
         self._timeout = timeout
 
+    # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
+    # and AsyncPool.release() (keep them in step): a Python call less on each.
+
     def __enter__(self) -> ConnT:
-        self._conn = self._pool._acquire(self._timeout)
-        return self._conn
+        pool = self._pool
+        now = _monotonic()
+        entry = pool._state.acquire(now, pool._lock)
+        if entry is None or pool._watch_checkout or pool._events.checkout:
+            conn: ConnT = pool._acquire_slow(entry, now, self._timeout)
+        else:
+            conn = entry.conn
+        self._conn = conn
+        return conn
 
     def __exit__(
         self,
@@ -966,7 +1002,23 @@ class ConnectionContext(Generic[ConnT]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._pool._return(self._conn, exc_type is None)
+        pool = self._pool
+        conn = self._conn
+        state = pool._state
+        entry = state.in_use.get(id(conn))
+        if (
+            entry is None
+            or entry.conn is not conn
+            or pool._reset is not None
+            or pool._idle_probe(conn) != pool._idle_value
+            or pool._events.checkin
+        ):
+            # Commit (normal exit) or roll back (exception) an open transaction.
+            pool._return(conn, exc_type is None)
+            return
+        waiter = state.release(entry, _monotonic(), pool._lock)
+        if waiter is not None or state.retired:
+            pool._after_checkin(waiter, False)
 
 
 _new_context = object.__new__

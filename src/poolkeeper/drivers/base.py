@@ -16,6 +16,12 @@ it back to the pool needs no I/O at all. It must answer without I/O and in
 one step, because the pool calls it on every return; False means "ask
 :meth:`Driver.is_broken` and :meth:`Driver.transaction_status`". An adapter
 without it gets a fallback built from those two methods.
+
+Better still, an adapter may define ``idle_probe`` and ``idle_value``:
+``idle_probe(conn) == idle_value`` must mean exactly what ``is_idle(conn)``
+means. ``idle_probe`` should be a callable implemented in C (a method
+descriptor, an :func:`operator.attrgetter`), so the check costs no Python
+frame on the return path. See :func:`idle_probe`.
 """
 
 from __future__ import annotations
@@ -127,3 +133,15 @@ def idle_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool]:
         return not is_broken(conn) and status(conn) is TxStatus.IDLE
 
     return is_idle
+
+
+def idle_probe(driver: Driver | AsyncDriver) -> tuple[Callable[[Any], object], object]:
+    """Return ``(probe, value)``: a connection is idle when ``probe(conn) == value``.
+
+    The driver's own ``idle_probe``/``idle_value`` if it has them, else its
+    ``is_idle`` (or the fallback of :func:`idle_check`) and True.
+    """
+    probe: Callable[[Any], object] | None = getattr(driver, "idle_probe", None)
+    if probe is not None:
+        return probe, driver.idle_value  # type: ignore[union-attr]
+    return idle_check(driver), True

@@ -15,6 +15,7 @@ working afterwards.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,6 +54,10 @@ def _broken(conn: Any) -> bool:
     return bool(conn.closed or conn.broken)
 
 
+#: ``_IDLE_PROBE(conn) == _PQ_IDLE`` is :func:`_idle`, in C.
+_IDLE_PROBE = operator.attrgetter("pgconn.transaction_status")
+
+
 def _idle(conn: Any) -> bool:
     # libpq reports PQTRANS_UNKNOWN for a closed or broken connection, so one
     # compare says "open, healthy and outside a transaction".
@@ -80,6 +85,9 @@ class PsycopgDriver:
     transaction_status = staticmethod(_status)
     is_broken = staticmethod(_broken)
     is_idle = staticmethod(_idle)
+    # The same test with no Python frame (see drivers.base).
+    idle_probe = _IDLE_PROBE
+    idle_value = _PQ_IDLE
 
     def commit(self, conn: Any) -> None:
         conn.commit()
@@ -140,6 +148,9 @@ class AsyncPsycopgDriver:
     transaction_status = staticmethod(_status)
     is_broken = staticmethod(_broken)
     is_idle = staticmethod(_idle)
+    # The same test with no Python frame (see drivers.base).
+    idle_probe = _IDLE_PROBE
+    idle_value = _PQ_IDLE
 
     async def commit(self, conn: Any) -> None:
         await conn.commit()

@@ -90,6 +90,12 @@ class Psycopg2Driver:
         # ConnectionInfo object (as conn.info does).
         return not conn.closed and conn.get_transaction_status() == _PQ_IDLE
 
+    # is_idle() with no Python frame (see drivers.base): libpq reports
+    # UNKNOWN for a connection closed by the client or lost, so one C call
+    # and one compare say "open and outside a transaction".
+    idle_probe = staticmethod(ext.connection.get_transaction_status)
+    idle_value = _PQ_IDLE
+
     def commit(self, conn: Any) -> None:
         conn.commit()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
@@ -28,7 +27,17 @@ class Conn:
 
 
 #: The fast paths take the shell's lock themselves; here nothing runs concurrently.
-NO_LOCK = contextlib.nullcontext()
+class _NoLock:
+    """The lock protocol of PoolState's fast paths, without locking."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+NO_LOCK = _NoLock()
 
 
 def make_state(**kwargs: object) -> PoolState:
