@@ -224,3 +224,37 @@ async def test_cancellation_at_every_await_point_leaks_nothing(start: str) -> No
         # Still fully usable.
         async with pool.connection() as conn:
             await conn.cursor()
+
+
+class SlowClosing(FakeConnection):
+    """Closing takes a moment (a goodbye message to the server)."""
+
+    async def close(self) -> None:
+        await asyncio.sleep(0.05)
+        self.closed = True
+
+
+class SlowClosingFactory(Factory):
+    async def __call__(self) -> FakeConnection:
+        conn = SlowClosing(len(self.made) + 1)
+        self.made.append(conn)
+        return conn
+
+
+async def test_cancelled_while_closing_a_retired_connection_still_closes_it() -> None:
+    factory = SlowClosingFactory()
+    async with AsyncPool(factory, min_size=0, max_size=1, max_uses=1) as pool:
+        conn = await pool.acquire()
+        # Its last use: the release retires it and closes it, slowly.
+        task = asyncio.create_task(pool.release(conn))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.stats().size == 0 and open_count(factory) == 1
+        # The interrupted close is finished in the background.
+        for _ in range(100):
+            if open_count(factory) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert open_count(factory) == 0

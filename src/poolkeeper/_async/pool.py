@@ -455,7 +455,8 @@ class AsyncPool(Generic[ConnT]):
             # are retired on the way, due ones validated below), or waits.
             entry = await self._wait(check_timeout_arg(timeout, self._timeout))
         if state.retired:
-            await self._close_retired()
+            # In the background: an interruption here must not strand `entry`.
+            self._spawn_close_retired()
         if self._check is not None or state.needs_validation(entry, now):
             entry = await self._validate(entry, timeout)
         if self._config.leak_timeout is not None:
@@ -552,8 +553,8 @@ class AsyncPool(Generic[ConnT]):
                 with self._lock:
                     state.discard_checked_out(entry, "check", _monotonic())
                     n = state.plan_connects(_monotonic())
-                await self._close_retired()
                 self._spawn_connects(n)
+                await self._close_retired()
                 if not isinstance(exc, Exception):
                     raise
                 self._spawn_suspect_check()
@@ -689,16 +690,8 @@ class AsyncPool(Generic[ConnT]):
         self._spawn_connects(n)
 
     def _spawn_connects(self, n: int) -> None:
-        if not n:
-            return
-        if not IS_ASYNC:
-            # Threads have no done-callback: forget the finished ones here.
-            self._tasks = {t for t in self._tasks if t.is_alive()}
         for _ in range(n):
-            task = aspawn(self._connect_worker, name=f"poolkeeper-connect-{self.name}")
-            self._tasks.add(task)
-            if IS_ASYNC:
-                task.add_done_callback(self._tasks.discard)
+            self._background(self._connect_worker, "connect")
 
     async def _connect_worker(self) -> None:
         """Open one connection (retrying with backoff while it is needed) and place it."""
@@ -805,7 +798,7 @@ class AsyncPool(Generic[ConnT]):
         await self._close_entries(retired)
 
     async def _close_entries(self, entries: list[PoolEntry]) -> None:
-        for entry in entries:
+        for i, entry in enumerate(entries):
             reason = entry.close_reason
             logger.debug("pool %r: closing a connection (%s)", self.name, reason)
             if self._events.discard:
@@ -814,6 +807,29 @@ class AsyncPool(Generic[ConnT]):
                 await self._driver.close(entry.conn)
             except Exception as exc:
                 logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+            except BaseException:
+                # Interrupted (a cancelled task): the core already counts these
+                # as closed, so they must still close, in the background (this
+                # one again: closing twice is harmless, half-closed is not).
+                self._background(self._close_quietly, "close", entries[i:])
+                raise
+
+    async def _close_quietly(self, entries: list[PoolEntry]) -> None:
+        for entry in entries:
+            try:
+                await self._driver.close(entry.conn)
+            except Exception as exc:
+                logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+
+    def _background(self, fn: Callable[..., Any], what: str, *args: Any) -> None:
+        """Run ``fn(*args)`` as pool background work (joined by :meth:`close`)."""
+        if not IS_ASYNC:
+            # Threads have no done-callback: forget the finished ones here.
+            self._tasks = {t for t in self._tasks if t.is_alive()}
+        task = aspawn(fn, *args, name=f"poolkeeper-{what}-{self.name}")
+        self._tasks.add(task)
+        if IS_ASYNC:
+            task.add_done_callback(self._tasks.discard)
 
     async def _housekeep(self) -> None:
         """One housekeeping round: retire, ping, report leaks, refill."""
@@ -876,22 +892,16 @@ class AsyncPool(Generic[ConnT]):
         with self._lock:
             self._state.resize(min_size, max_size)
             n = self._state.plan_connects(_monotonic()) if self._opened else 0
-        await self._close_retired()
         self._spawn_connects(n)
+        await self._close_retired()
 
     def _spawn_close_retired(self) -> None:
-        task = aspawn(self._close_retired, name=f"poolkeeper-close-{self.name}")
-        self._tasks.add(task)
-        if IS_ASYNC:
-            task.add_done_callback(self._tasks.discard)
+        self._background(self._close_retired, "close")
 
     def _spawn_suspect_check(self) -> None:
         """Check, in the background, idle connections that may share a broken one's fate."""
         if self._state.idle and not self._state.closed:
-            task = aspawn(self._check_suspects, name=f"poolkeeper-check-{self.name}")
-            self._tasks.add(task)
-            if IS_ASYNC:
-                task.add_done_callback(self._tasks.discard)
+            self._background(self._check_suspects, "check")
 
     async def _check_suspects(self) -> None:
         # Twice: at once, and again when the grace window has passed, because
