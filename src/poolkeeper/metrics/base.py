@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from poolkeeper._core.events import Listener, PoolEvent
 from poolkeeper._core.stats import PoolStats
+from poolkeeper.errors import ConfigError
 
 #: Reasons a pool closes connections; exporters report each one from the start
 #: (as zero) so that rates over them work from the first close.
@@ -97,6 +98,31 @@ class ObservablePool(Protocol):
     def off(self, event: str, listener: Listener) -> None:
         """Unsubscribe ``listener`` from ``event``."""
         ...
+
+
+class HasPool(Protocol):
+    """An exporter's record of one pool."""
+
+    @property
+    def pool(self) -> ObservablePool:
+        """The pool the record reports."""
+        ...
+
+
+def check_unique(records: Iterable[HasPool], pool: ObservablePool, where: str) -> None:
+    """Refuse a pool that ``records`` already report, or a second pool of its name.
+
+    Raises:
+        ConfigError: The pool, or another pool with the same name, is already
+            there (metrics of two pools would merge under one name).
+    """
+    name = pool.name
+    for other in records:
+        if other.pool is pool or other.pool.name == name:
+            raise ConfigError(
+                f"a pool named {name!r} is already registered on {where}; "
+                "give each pool a distinct name="
+            )
 
 
 class Subscriptions:

@@ -55,7 +55,7 @@ from types import TracebackType
 from poolkeeper._core.events import Listener, PoolEvent
 from poolkeeper._core.stats import PoolStats
 from poolkeeper.errors import ConfigError
-from poolkeeper.metrics.base import ObservablePool, Subscriptions
+from poolkeeper.metrics.base import ObservablePool, Subscriptions, check_unique
 
 try:
     from opentelemetry import metrics
@@ -305,14 +305,8 @@ class _Instruments:
             ConfigError: The pool, or another pool with the same name, is
                 already instrumented on this meter provider.
         """
-        name = state.pool.name
         with self._lock:
-            for other in self._pools:
-                if other.pool is state.pool or other.pool.name == name:
-                    raise ConfigError(
-                        f"a pool named {name!r} is already instrumented on this "
-                        "meter provider; give each pool a distinct name="
-                    )
+            check_unique(self._pools, state.pool, "this meter provider")
             self._pools.append(state)
 
     def remove(self, state: _PoolState) -> None:

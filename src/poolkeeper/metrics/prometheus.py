@@ -57,6 +57,7 @@ from poolkeeper.metrics.base import (
     BucketHistogram,
     ObservablePool,
     Subscriptions,
+    check_unique,
 )
 
 try:
@@ -158,14 +159,8 @@ class PoolCollector(Collector):
             ConfigError: The pool, or another pool with the same name, is
                 already registered here.
         """
-        name = entry.pool.name
         with self._lock:
-            for other in self._pools:
-                if other.pool is entry.pool or other.pool.name == name:
-                    raise ConfigError(
-                        f"a pool named {name!r} is already registered on this "
-                        "Prometheus registry; give each pool a distinct name="
-                    )
+            check_unique(self._pools, entry.pool, "this Prometheus registry")
             self._pools.append(entry)
 
     def remove(self, entry: _PoolMetrics) -> bool:
