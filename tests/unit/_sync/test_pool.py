@@ -532,6 +532,40 @@ def test_stats_holds_the_lock_only_to_copy(monkeypatch) -> None:
     assert stats.connect_time.count == 1 and stats.connect_time.p99 > 0
 
 
+def test_a_connection_returned_just_before_queueing_is_taken(
+    monkeypatch,
+) -> None:
+    # The fast path can find the idle stack empty, then the holder returns
+    # its connection (no waiter yet, so it goes to the idle stack) before the
+    # caller queues. Queueing must look at the idle stack again in the same
+    # locked step, or the caller waits out its whole timeout beside an idle
+    # connection.
+    from poolkeeper._core.entry import PoolEntry
+    from poolkeeper._core.state import PoolState
+
+    with Pool(Factory(), min_size=1, max_size=1, timeout=2.0) as pool:
+        with pool.connection() as first:
+            pass
+        fast_acquire = PoolState.acquire
+        declined: list[bool] = []
+
+        def acquire_saw_nothing(
+            self: PoolState, now: float, lock: object
+        ) -> PoolEntry | None:
+            if not declined:  # as if the holder returned a moment later
+                declined.append(True)
+                return None
+            return fast_acquire(self, now, lock)
+
+        monkeypatch.setattr(PoolState, "acquire", acquire_saw_nothing)
+        started = time.monotonic()
+        with pool.connection() as conn:
+            assert conn is first
+        assert declined and time.monotonic() - started < 0.5
+        stats = pool.stats()
+        assert stats.timeouts == 0 and stats.waiting == 0 and stats.idle == 1
+
+
 def test_log_levels_and_pool_name(caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="poolkeeper")
 

@@ -444,3 +444,28 @@ def test_fast_release_hands_to_a_waiter() -> None:
     state.enqueue(waiter)
     assert state.release(entry, 1.0, NO_LOCK) is waiter
     assert waiter.entry is entry and not state.idle
+
+
+def test_fast_acquire_reads_the_idle_stack_under_the_lock() -> None:
+    # Housekeeping replaces `state.idle` with a new deque under the lock. A
+    # fast acquire that read the attribute before taking the lock would pop
+    # from the stale deque: the connection would stay in the new idle stack
+    # too, and a second caller could be lent the same connection.
+    state = make_state(min_size=2, max_size=2)
+    a, b = fill(state)
+
+    class SwapOnAcquire:
+        """A lock whose acquire() lets "housekeeping" run first."""
+
+        def acquire(self) -> bool:
+            # Drop b from the stack, as housekeeping does, in a new deque.
+            state.idle = type(state.idle)(e for e in state.idle if e.conn is not b)
+            return True
+
+        def release(self) -> None:
+            pass
+
+    entry = state.acquire(0.0, SwapOnAcquire())
+    assert entry is not None and entry.conn is a
+    assert list(state.idle) == []
+    assert list(state.in_use.values()) == [entry]
