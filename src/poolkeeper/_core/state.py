@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from poolkeeper._config import PoolConfig
+from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_error
 from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
@@ -55,10 +55,13 @@ class PoolState:
         config: PoolConfig,
         name: str,
         rand: Callable[[], float] = random.random,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.name = name
         self.rand = rand
+        # Passwords to mask in the driver error text this state quotes.
+        self.secrets = secrets
         self.min_size = config.min_size
         self.max_size = config.max_size
         self.max_uses = config.max_uses
@@ -426,8 +429,10 @@ class PoolState:
         shell wakes those in :attr:`failed_waiters`.
         """
         if is_fatal_connect_error(error) and self.waiters:
+            # The driver's text may quote its connection string.
+            reason = scrub(str(error), self.secrets)
             failed = PoolTimeout(
-                f"pool {self.name!r} cannot connect: {error}",
+                f"pool {self.name!r} cannot connect: {reason}",
                 pool_name=self.name,
                 waiting=len(self.waiters),
             )

@@ -277,7 +277,7 @@ class Pool(Generic[ConnT]):
         return reset_session
 
     def _new_state(self) -> PoolState:
-        state = PoolState(self._config, self.name)
+        state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
         return state
 
@@ -546,9 +546,9 @@ class Pool(Generic[ConnT]):
                     raise
                 self._spawn_suspect_check()
                 logger.info(
-                    "pool %r: validation failed, connection discarded: %r",
+                    "pool %r: validation failed, connection discarded: %s",
                     self.name,
-                    exc,
+                    self._describe(exc),
                 )
             remaining = deadline - _monotonic()
             with self._lock:
@@ -663,9 +663,9 @@ class Pool(Generic[ConnT]):
                 error = exc
             else:
                 logger.warning(
-                    "pool %r: resetting a returned connection failed, closing it: %r",
+                    "pool %r: resetting a returned connection failed, closing it: %s",
                     self.name,
-                    exc,
+                    self._describe(exc),
                 )
         return discard, error
 
@@ -779,6 +779,11 @@ class Pool(Generic[ConnT]):
         """``repr(exc)`` with any password from the URL or connect_args masked."""
         return scrub(repr(exc), self._secrets)
 
+    def _log_close_error(self, exc: Exception) -> None:
+        logger.debug(
+            "pool %r: error closing a connection: %s", self.name, self._describe(exc)
+        )
+
     def _close_retired(self) -> None:
         with self._lock:
             retired = self._state.take_retired()
@@ -793,7 +798,7 @@ class Pool(Generic[ConnT]):
             try:
                 self._driver.close(entry.conn)
             except Exception as exc:
-                logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+                self._log_close_error(exc)
             except BaseException:
                 # Interrupted (a cancelled task): the core already counts these
                 # as closed, so they must still close, in the background (this
@@ -806,7 +811,7 @@ class Pool(Generic[ConnT]):
             try:
                 self._driver.close(entry.conn)
             except Exception as exc:
-                logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+                self._log_close_error(exc)
 
     def _background(self, fn: Callable[..., Any], what: str, *args: Any) -> None:
         """Run ``fn(*args)`` as pool background work (joined by :meth:`close`)."""
@@ -852,7 +857,11 @@ class Pool(Generic[ConnT]):
                 try:
                     self._driver.ping(entry.conn)
                 except Exception as exc:
-                    logger.info("pool %r: ping failed, closing: %r", self.name, exc)
+                    logger.info(
+                        "pool %r: ping failed, closing: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
                     ok = False
             with self._lock:
                 waiter = self._state.give_back(entry, _monotonic(), ok=ok)

@@ -354,6 +354,20 @@ def test_fatal_connect_error_fails_waiters_at_once() -> None:
     assert list(state.waiters) == [other]
 
 
+def test_fatal_connect_error_message_masks_the_secrets() -> None:
+    state = PoolState(PoolConfig(min_size=0), "test", secrets=("pk-s3cret",))
+    waiter = Waiter(None, 0.0)
+    state.enqueue(waiter)
+    state.plan_connects(0.0)
+    error = PermissionError(
+        "password authentication failed (dsn: password=pk-s3cret, pk-s3cret)"
+    )
+    state.connect_failed(error, 0.1)
+    assert "pk-s3cret" not in str(waiter.error)
+    assert "password=***, ***" in str(waiter.error)
+    assert waiter.error is not None and waiter.error.__cause__ is error
+
+
 def test_suspicion_lasts_a_grace_window_after_a_broken_connection() -> None:
     state = make_state(min_size=2, max_size=2, max_lifetime=None)
     state.validate_window = 600.0  # pings only for suspects in this test
