@@ -472,27 +472,27 @@ class Pool(Generic[ConnT]):
             try:
                 woken = waiter.signal.wait(deadline - _monotonic())
             except BaseException:
-                # Cancelled: never keep a connection handed over meanwhile.
+                # Cancelled: never keep a connection handed over meanwhile (it
+                # was not counted as a checkout: recall() leaves no trace).
                 with self._lock:
                     entry = state.abandon(waiter, timed_out=False)
-                    handed_on = state.checkin(entry, _monotonic()) if entry else None
+                    handed_on = state.recall(entry, _monotonic()) if entry else None
                     handed_on = handed_on or state.next_to_nudge()
                 if handed_on is not None:
                     handed_on.signal.set()
                 if state.retired:
                     # The connection handed over meanwhile retired on its way
-                    # back (max_uses, lifetime): close it without waiting here.
+                    # back (lifetime, pool closed): close it without waiting here.
                     self._spawn_close_retired()
                 raise
             with self._lock:
-                if woken and waiter.entry is None and waiter.error is None:
-                    # Nudged in unfair mode: try to take an idle connection.
-                    waiter.entry = state.checkout(_monotonic())
-                    if waiter.entry is None:
-                        waiter.signal = Signal()
-                        state.requeue(waiter)
-                        if waiter.error is None:
-                            continue
+                # Nudged in unfair mode: try to take an idle connection.
+                nudged = woken and waiter.entry is None and waiter.error is None
+                if nudged and state.checkout_for(waiter, _monotonic()) is None:
+                    waiter.signal = Signal()
+                    state.requeue(waiter)
+                    if waiter.error is None:
+                        continue
                 entry = state.abandon(waiter, timed_out=True)
                 if entry is not None:
                     state.served(waiter, _monotonic())
