@@ -4,12 +4,14 @@
 here pools built from those URLs connect to the real PostgreSQL and MariaDB:
 Unix sockets (``?host=`` / ``?unix_socket=`` and the percent-encoded host
 form), a password full of URL delimiters checked by MariaDB's authentication,
-query parameters reaching the session, and ``connect_args`` winning over the
-URL.
+query parameters reaching the session, ``connect_args`` winning over the
+URL, and the URL's password never showing in the pool's errors or logs, even
+where the server's own error text carries it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,8 @@ MY_DRIVERS = [
 ]
 PG_SOCKET_DIR = Path("/var/run/postgresql")
 MY_SOCKET = Path("/run/mysqld/mysqld.sock")
+#: A password distinctive enough to be found wherever it leaks.
+SECRET = "S3cretPassw0rd"
 
 
 def _ids(drivers: list[tuple[str, bool, str]]) -> list[str]:
@@ -59,6 +63,99 @@ async def scalar(
             return (await run(conn, sql))[0][0]
     with poolkeeper.Pool(url, **options) as pool, pool.connection() as conn:
         return (await run(conn, sql))[0][0]
+
+
+async def connect_errors(
+    url: str, is_async: bool, connect_args: dict[str, Any]
+) -> list[poolkeeper.PoolTimeout]:
+    """Fail to connect on ``url`` twice: as a waiting caller, then with
+    ``open(wait=True)``; return both errors."""
+
+    async def attempt(min_size: int) -> None:
+        options: dict[str, Any] = {
+            "min_size": min_size,
+            "timeout": 5,
+            "connect_args": connect_args,
+        }
+        if is_async:
+            async with poolkeeper.AsyncPool(url, **options) as apool:
+                await (apool.open(wait=True) if min_size else apool.acquire())
+        else:
+            with poolkeeper.Pool(url, **options) as pool:
+                pool.open(wait=True) if min_size else pool.acquire()
+
+    errors = []
+    for min_size in (0, 1):
+        with pytest.raises(poolkeeper.PoolTimeout) as info:
+            await attempt(min_size)
+        errors.append(info.value)
+    # The waiting caller was failed at once, with the driver's text quoted.
+    assert "cannot connect" in str(errors[0])
+    return errors
+
+
+async def use_with_failing_hooks(url: str, is_async: bool, sql: str) -> None:
+    """Use one connection from a pool whose ``check`` hook fails once and
+    whose ``reset`` hook always fails, both by running ``sql``."""
+    checks: list[object] = []
+    options: dict[str, Any] = {"min_size": 1, "max_size": 1, "timeout": 5}
+    if is_async:
+
+        async def acheck(conn: Any) -> None:
+            checks.append(conn)
+            if len(checks) == 1:
+                await run(conn, sql)
+
+        async def areset(conn: Any) -> None:
+            await run(conn, sql)
+
+        async with (
+            poolkeeper.AsyncPool(url, check=acheck, reset=areset, **options) as apool,
+            apool.connection() as conn,
+        ):
+            assert (await run(conn, "SELECT 1")) == [(1,)]
+        return
+
+    def execute(conn: Any) -> None:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    def check(conn: Any) -> None:
+        checks.append(conn)
+        if len(checks) == 1:
+            execute(conn)
+
+    with (
+        poolkeeper.Pool(url, check=check, reset=execute, **options) as pool,
+        pool.connection() as conn,
+    ):
+        assert (await run(conn, "SELECT 1")) == [(1,)]
+
+
+def poolkeeper_texts(exc: BaseException) -> list[str]:
+    """Return ``str`` and ``repr`` of ``exc`` and of every poolkeeper error
+    chained to it (the driver's own errors are not poolkeeper's to edit)."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__module__.partition(".")[0] == "poolkeeper":
+            texts += [str(current), repr(current)]
+        current = current.__cause__ or current.__context__
+    return texts
+
+
+def assert_secret_hidden(
+    errors: list[poolkeeper.PoolTimeout], caplog: pytest.LogCaptureFixture
+) -> None:
+    texts = [text for error in errors for text in poolkeeper_texts(error)]
+    texts += [caplog.text, *(record.getMessage() for record in caplog.records)]
+    for text in texts:
+        assert SECRET not in text, text
 
 
 # -- PostgreSQL ------------------------------------------------------------------
@@ -109,6 +206,52 @@ async def test_postgres_query_parameter_and_connect_args_precedence(
         else {"application_name": "pk_from_args"}
     )
     assert await scalar(url, is_async, sql, override) == "pk_from_args"
+
+
+@pytest.fixture
+def pg_role(postgres_url: str) -> Iterator[str]:
+    """A throwaway login role whose password is :data:`SECRET`."""
+    psycopg = pytest.importorskip("psycopg")
+    role = f"pk_url_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{SECRET}'")
+        try:
+            yield role
+        finally:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+async def test_postgres_connect_errors_never_show_the_password(
+    pg: tuple[str, bool, Any], pg_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver, is_async, parts = pg
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+    url = f"postgresql+{driver}://{pg_role}:{SECRET}@{host}/no_such_db_xyz"
+    errors = await connect_errors(url, is_async, {})
+    assert_secret_hidden(errors, caplog)
+    # The server quotes the database name it did not find: one that carries
+    # the password stands for a driver error quoting its connection string.
+    key = "database" if driver == "asyncpg" else "dbname"
+    errors = await connect_errors(url, is_async, {key: f"no_such_db_{SECRET}"})
+    assert SECRET in str(errors[0].__cause__)
+    assert "no_such_db_***" in str(errors[0])
+    assert_secret_hidden(errors, caplog)
+
+
+async def test_postgres_failing_hooks_never_log_the_password(
+    pg: tuple[str, bool, Any], pg_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver, is_async, parts = pg
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"
+    url = f"postgresql+{driver}://{pg_role}:{SECRET}@{host}/{parts.path.lstrip('/')}"
+    # The server's error quotes the missing table's name, password included.
+    await use_with_failing_hooks(url, is_async, f'SELECT * FROM "no_table_{SECRET}"')
+    assert "validation failed" in caplog.text
+    assert "resetting a returned connection failed" in caplog.text
+    assert "no_table_***" in caplog.text
+    assert_secret_hidden([], caplog)
 
 
 # -- MariaDB ---------------------------------------------------------------------
@@ -194,3 +337,54 @@ async def test_mysql_query_parameter_and_connect_args_precedence(
     assert await scalar(url, is_async, "SELECT @pk_url") == 7
     override = {"init_command": "SET @pk_url = 8"}
     assert await scalar(url, is_async, "SELECT @pk_url", override) == 8
+
+
+@pytest.fixture
+def my_user(my: tuple[str, bool, Any], mysql_admin: Any) -> Iterator[str]:
+    """A throwaway user whose password is :data:`SECRET`, with rights on the
+    test database only."""
+    user = f"pk_url_{uuid.uuid4().hex[:8]}"
+    db = my[2].path.lstrip("/")
+    with mysql_admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (SECRET,))
+        cur.execute(f"GRANT ALL ON `{db}`.* TO '{user}'@'%'")
+    try:
+        yield user
+    finally:
+        with mysql_admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+async def test_mysql_connect_errors_never_show_the_password(
+    my: tuple[str, bool, Any], my_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver, is_async, parts = my
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 3306}"
+    wrong = f"mysql+{driver}://root:{SECRET}@{host}/{parts.path.lstrip('/')}"
+    errors = await connect_errors(wrong, is_async, {})
+    assert "Access denied" in str(errors[0])
+    assert_secret_hidden(errors, caplog)
+    # The server quotes the database the user may not use: one that carries
+    # the password stands for a driver error quoting its connection string.
+    url = f"mysql+{driver}://{my_user}:{SECRET}@{host}"
+    key = "db" if driver == "aiomysql" else "database"
+    errors = await connect_errors(url, is_async, {key: f"no_db_{SECRET}"})
+    assert SECRET in str(errors[0].__cause__)
+    assert "no_db_***" in str(errors[0])
+    assert_secret_hidden(errors, caplog)
+
+
+async def test_mysql_failing_hooks_never_log_the_password(
+    my: tuple[str, bool, Any], my_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver, is_async, parts = my
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+    host = f"{parts.hostname or '127.0.0.1'}:{parts.port or 3306}"
+    url = f"mysql+{driver}://{my_user}:{SECRET}@{host}/{parts.path.lstrip('/')}"
+    # The server's error quotes the missing table's name, password included.
+    await use_with_failing_hooks(url, is_async, f"SELECT * FROM `no_table_{SECRET}`")
+    assert "validation failed" in caplog.text
+    assert "resetting a returned connection failed" in caplog.text
+    assert "no_table_***" in caplog.text
+    assert_secret_hidden([], caplog)

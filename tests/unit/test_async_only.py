@@ -55,6 +55,26 @@ async def test_connection_handed_to_a_cancelled_waiter_comes_back() -> None:
         assert pool.stats().in_use == 0 and pool.stats().waiting == 0
 
 
+async def test_a_hand_off_to_a_cancelled_waiter_is_not_a_use() -> None:
+    async with AsyncPool(Factory(), min_size=1, max_size=1, max_uses=2) as pool:
+        held = await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire(timeout=10))
+        while pool.stats().waiting < 1:
+            await asyncio.sleep(0)
+        await pool.release(held)  # handed to `waiter`...
+        waiter.cancel()  # ...which is cancelled before it runs
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        stats = pool.stats()
+        assert stats.acquires == 1 and stats.idle == 1
+        assert stats.closed_by_reason["uses"] == 0
+        async with pool.connection() as conn:
+            assert conn is held  # its second use, not a new connection
+        stats = pool.stats()
+        assert stats.acquires == 2 and stats.closed_by_reason["uses"] == 1
+        assert held.closed
+
+
 async def test_random_cancellations_keep_the_pool_consistent() -> None:
     rng = random.Random(7)
     factory = Factory(delay=0.001)

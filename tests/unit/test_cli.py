@@ -242,11 +242,31 @@ def test_bench_unreachable_server_exits_3_without_password():
     assert "s3cret-pw" not in line
 
 
-def test_debug_shows_the_traceback():
+@pytest.mark.parametrize("where", ["before", "after", "last"])
+def test_debug_shows_the_traceback(where):
     url = f"postgresql://app@127.0.0.1:{closed_port()}/db"
-    proc = run_cli("bench", *SHORT, "--url", url, "--debug")
+    args = ["bench", *SHORT, "--url", url]
+    # --debug is global: the same before the command name as after it.
+    args.insert({"before": 0, "after": 1, "last": len(args)}[where], "--debug")
+    proc = run_cli(*args)
     assert proc.returncode == 3
     assert "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["bench", "--url", "nope"], ["tune", "--url", "nope"], ["check", "nope"]]
+)
+def test_debug_means_the_same_before_and_after_the_command_name(args):
+    before = run_cli("--debug", *args)
+    after = run_cli(*args, "--debug")
+    assert before.returncode == after.returncode == 2, before.stderr
+    assert (before.stdout, before.stderr) == (after.stdout, after.stderr)
+    plain = run_cli(*args)
+    if args[0] == "check":  # reports a bad URL as a failed step, no exception
+        assert before.stdout == plain.stdout and not before.stderr
+    else:
+        assert "Traceback" in before.stderr and "bad URL" in before.stderr
+        assert "Traceback" not in plain.stderr
 
 
 def test_async_flag_with_a_sync_only_driver_is_a_usage_error(tmp_path: Path):

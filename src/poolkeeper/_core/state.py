@@ -11,6 +11,9 @@ How it works. The state owns three collections:
 * ``waiters``: callers that found no idle connection, in FIFO order. A
   connection coming back, or a new one finishing its connect, goes straight to
   the oldest waiter (direct hand-off, no barging), which keeps waiting fair.
+  A hand-off only reserves the connection: the checkout (``acquires``, a use
+  towards ``max_uses``) counts when the waiter takes it (:meth:`served`), so
+  a waiter cancelled in between leaves no trace (:meth:`recall`).
 
 Connects happen outside the state: :meth:`plan_connects` reserves slots
 (``connecting``) for the shell to fill in the background; the shell reports
@@ -31,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from poolkeeper._config import PoolConfig
+from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_error
 from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
@@ -55,10 +58,13 @@ class PoolState:
         config: PoolConfig,
         name: str,
         rand: Callable[[], float] = random.random,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self.name = name
         self.rand = rand
+        # Passwords to mask in the driver error text this state quotes.
+        self.secrets = secrets
         self.min_size = config.min_size
         self.max_size = config.max_size
         self.max_uses = config.max_uses
@@ -115,11 +121,25 @@ class PoolState:
 
         Idle connections past their lifetime are retired on the way.
         """
+        entry = self._pop_idle(now)
+        if entry is not None:
+            self._lend(entry, now)
+        return entry
+
+    def checkout_for(self, waiter: Waiter, now: float) -> PoolEntry | None:
+        """Reserve an idle connection for a nudged waiter (unfair mode), or
+        return None if there is none; it counts once :meth:`served`."""
+        entry = self._pop_idle(now)
+        if entry is not None:
+            waiter.entry = entry
+            self._reserve(entry, now)
+        return entry
+
+    def _pop_idle(self, now: float) -> PoolEntry | None:
         idle = self.idle
         while idle:
             entry = idle.pop()
             if entry.expires_at > now:
-                self._lend(entry, now)
                 return entry
             self._retire(entry, "lifetime")
         return None
@@ -210,11 +230,14 @@ class PoolState:
             lock.release()
 
     def _lend(self, entry: PoolEntry, now: float) -> None:
+        self._reserve(entry, now)
+        entry.uses += 1
+        self.acquires += 1
+
+    def _reserve(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
         entry.leak_reported = False
-        entry.uses += 1
         self.in_use[entry.key] = entry
-        self.acquires += 1
 
     def enqueue(self, waiter: Waiter) -> None:
         """Queue a caller that found no idle connection.
@@ -237,15 +260,20 @@ class PoolState:
         self.waiters.append(waiter)
 
     def served(self, waiter: Waiter, now: float) -> None:
-        """Record the wait of a waiter that got a connection."""
+        """Count the checkout of a waiter that took the connection reserved
+        for it, and record its wait."""
+        entry = waiter.entry
+        if entry is not None:
+            entry.uses += 1
+            self.acquires += 1
         self.wait_time.add(now - waiter.enqueued_at)
 
     def abandon(self, waiter: Waiter, *, timed_out: bool) -> PoolEntry | None:
         """Take back a waiter that stops waiting (timeout or cancellation).
 
         Returns the entry the waiter had been handed meanwhile, if any: the
-        caller must give it back with :meth:`checkin` (or keep it, for a
-        timeout that lost the race with a hand-off).
+        caller must give it back with :meth:`recall` (or take it with
+        :meth:`served`, for a timeout that lost the race with a hand-off).
         """
         if waiter.entry is not None:
             return waiter.entry
@@ -272,12 +300,7 @@ class PoolState:
         Raises:
             PoolError: the connection is not currently lent by this pool.
         """
-        if self.in_use.pop(entry.key, None) is not entry:
-            raise PoolError(
-                f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
-                "(released twice?)",
-                pool_name=self.name,
-            )
+        self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
         entry.last_used_at = now
         if discard or self.closed:
@@ -287,6 +310,36 @@ class PoolState:
                 self.suspect_before = now
             self._retire(entry, "close" if self.closed and not discard else "broken")
             return None
+        return self._keep(entry, now)
+
+    def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
+        """Take back a connection handed to a waiter that stopped waiting
+        (cancelled) before it took it.
+
+        The hand-off was never counted (see :meth:`served`), and the
+        connection was not used: no usage time, ``last_used_at`` kept.
+        Otherwise as :meth:`checkin`: the connection goes to the next waiter,
+        back on the idle stack, or retires. Returns the waiter to wake, if any.
+
+        Raises:
+            PoolError: the connection is not currently lent by this pool.
+        """
+        self._take_back(entry)
+        if self.closed:
+            self._retire(entry, "close")
+            return None
+        return self._keep(entry, now)
+
+    def _take_back(self, entry: PoolEntry) -> None:
+        if self.in_use.pop(entry.key, None) is not entry:
+            raise PoolError(
+                f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
+                "(released twice?)",
+                pool_name=self.name,
+            )
+
+    def _keep(self, entry: PoolEntry, now: float) -> Waiter | None:
+        """Place a healthy returned connection, unless a limit retires it."""
         if entry.expires_at <= now:
             self._retire(entry, "lifetime")
             return None
@@ -304,9 +357,10 @@ class PoolState:
         if self.waiters:
             waiter = self.waiters.popleft()
             if self.config.fair:
-                # Direct hand-off: the oldest waiter owns it before it wakes.
+                # Direct hand-off: the oldest waiter owns it before it wakes
+                # (and the checkout counts when it takes it: served()).
                 waiter.entry = entry
-                self._lend(entry, now)
+                self._reserve(entry, now)
                 return waiter
             # Unfair mode: the connection goes back on the stack and the oldest
             # waiter is only nudged; whoever runs first (perhaps the caller that
@@ -426,8 +480,10 @@ class PoolState:
         shell wakes those in :attr:`failed_waiters`.
         """
         if is_fatal_connect_error(error) and self.waiters:
+            # The driver's text may quote its connection string.
+            reason = scrub(str(error), self.secrets)
             failed = PoolTimeout(
-                f"pool {self.name!r} cannot connect: {error}",
+                f"pool {self.name!r} cannot connect: {reason}",
                 pool_name=self.name,
                 waiting=len(self.waiters),
             )

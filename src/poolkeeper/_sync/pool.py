@@ -277,7 +277,7 @@ class Pool(Generic[ConnT]):
         return reset_session
 
     def _new_state(self) -> PoolState:
-        state = PoolState(self._config, self.name)
+        state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
         return state
 
@@ -472,27 +472,27 @@ class Pool(Generic[ConnT]):
             try:
                 woken = waiter.signal.wait(deadline - _monotonic())
             except BaseException:
-                # Cancelled: never keep a connection handed over meanwhile.
+                # Cancelled: never keep a connection handed over meanwhile (it
+                # was not counted as a checkout: recall() leaves no trace).
                 with self._lock:
                     entry = state.abandon(waiter, timed_out=False)
-                    handed_on = state.checkin(entry, _monotonic()) if entry else None
+                    handed_on = state.recall(entry, _monotonic()) if entry else None
                     handed_on = handed_on or state.next_to_nudge()
                 if handed_on is not None:
                     handed_on.signal.set()
                 if state.retired:
                     # The connection handed over meanwhile retired on its way
-                    # back (max_uses, lifetime): close it without waiting here.
+                    # back (lifetime, pool closed): close it without waiting here.
                     self._spawn_close_retired()
                 raise
             with self._lock:
-                if woken and waiter.entry is None and waiter.error is None:
-                    # Nudged in unfair mode: try to take an idle connection.
-                    waiter.entry = state.checkout(_monotonic())
-                    if waiter.entry is None:
-                        waiter.signal = Signal()
-                        state.requeue(waiter)
-                        if waiter.error is None:
-                            continue
+                # Nudged in unfair mode: try to take an idle connection.
+                nudged = woken and waiter.entry is None and waiter.error is None
+                if nudged and state.checkout_for(waiter, _monotonic()) is None:
+                    waiter.signal = Signal()
+                    state.requeue(waiter)
+                    if waiter.error is None:
+                        continue
                 entry = state.abandon(waiter, timed_out=True)
                 if entry is not None:
                     state.served(waiter, _monotonic())
@@ -546,9 +546,9 @@ class Pool(Generic[ConnT]):
                     raise
                 self._spawn_suspect_check()
                 logger.info(
-                    "pool %r: validation failed, connection discarded: %r",
+                    "pool %r: validation failed, connection discarded: %s",
                     self.name,
-                    exc,
+                    self._describe(exc),
                 )
             remaining = deadline - _monotonic()
             with self._lock:
@@ -663,9 +663,9 @@ class Pool(Generic[ConnT]):
                 error = exc
             else:
                 logger.warning(
-                    "pool %r: resetting a returned connection failed, closing it: %r",
+                    "pool %r: resetting a returned connection failed, closing it: %s",
                     self.name,
-                    exc,
+                    self._describe(exc),
                 )
         return discard, error
 
@@ -779,6 +779,11 @@ class Pool(Generic[ConnT]):
         """``repr(exc)`` with any password from the URL or connect_args masked."""
         return scrub(repr(exc), self._secrets)
 
+    def _log_close_error(self, exc: Exception) -> None:
+        logger.debug(
+            "pool %r: error closing a connection: %s", self.name, self._describe(exc)
+        )
+
     def _close_retired(self) -> None:
         with self._lock:
             retired = self._state.take_retired()
@@ -793,7 +798,7 @@ class Pool(Generic[ConnT]):
             try:
                 self._driver.close(entry.conn)
             except Exception as exc:
-                logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+                self._log_close_error(exc)
             except BaseException:
                 # Interrupted (a cancelled task): the core already counts these
                 # as closed, so they must still close, in the background (this
@@ -806,7 +811,7 @@ class Pool(Generic[ConnT]):
             try:
                 self._driver.close(entry.conn)
             except Exception as exc:
-                logger.debug("pool %r: error closing a connection: %r", self.name, exc)
+                self._log_close_error(exc)
 
     def _background(self, fn: Callable[..., Any], what: str, *args: Any) -> None:
         """Run ``fn(*args)`` as pool background work (joined by :meth:`close`)."""
@@ -852,7 +857,11 @@ class Pool(Generic[ConnT]):
                 try:
                     self._driver.ping(entry.conn)
                 except Exception as exc:
-                    logger.info("pool %r: ping failed, closing: %r", self.name, exc)
+                    logger.info(
+                        "pool %r: ping failed, closing: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
                     ok = False
             with self._lock:
                 waiter = self._state.give_back(entry, _monotonic(), ok=ok)

@@ -13,6 +13,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 import poolkeeper
 from poolkeeper.cli._common import EXIT_FAILED, CliError
@@ -38,26 +39,36 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser for all sub-commands."""
     from poolkeeper.cli import bench, check, tune
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the full traceback when something goes wrong",
-    )
     parser = argparse.ArgumentParser(
         prog="poolkeeper",
         description="Measure, size and diagnose database connection pools.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_options(default=False)],
     )
     parser.add_argument(
         "--version", action="version", version=f"poolkeeper {poolkeeper.__version__}"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    # The same options again after the command name. Their default there is
+    # SUPPRESS: argparse copies every value the sub-parser sets over the main
+    # parser's, so a default would undo `poolkeeper --debug bench`.
     for module in (bench, tune, check):
-        module.add_parser(subparsers, [common])
+        module.add_parser(subparsers, [_global_options(default=argparse.SUPPRESS)])
     return parser
+
+
+def _global_options(default: Any) -> argparse.ArgumentParser:
+    """Options every command accepts, before or after the command name."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="show the full traceback when something goes wrong",
+    )
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

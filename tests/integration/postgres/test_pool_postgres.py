@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import threading
 import time
 from typing import Any
@@ -221,6 +222,82 @@ def test_cancelled_waiters_leak_nothing(
 
     asyncio.run(main())
     assert settle(lambda: backends(admin, app_name) == 0)
+
+
+def test_a_hand_off_to_a_cancelled_task_is_not_a_use(postgres_url: str) -> None:
+    """max_uses counts the checkouts callers got, not hand-offs they missed."""
+    url = postgres_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    async def main() -> None:
+        async with poolkeeper.AsyncPool(
+            url, min_size=1, max_size=1, max_uses=2
+        ) as pool:
+            held = await pool.acquire()
+            pid = await held.fetchval("SELECT pg_backend_pid()")
+            waiter = asyncio.ensure_future(pool.acquire(timeout=10))
+            while pool.stats().waiting < 1:
+                await asyncio.sleep(0)
+            await pool.release(held)  # handed to `waiter`...
+            assert not waiter.done()
+            waiter.cancel()  # ...which is cancelled before it runs
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            stats = pool.stats()
+            assert (stats.acquires, stats.idle, stats.in_use) == (1, 1, 0)
+            assert stats.closed_by_reason["uses"] == 0
+            async with pool.connection() as conn:  # its second and last use
+                assert conn is held
+                assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+            stats = pool.stats()
+            assert stats.acquires == 2 and stats.closed_by_reason["uses"] == 1
+            assert held.is_closed()
+
+    asyncio.run(main())
+
+
+class Interrupted(BaseException):
+    """An interruption of a waiting thread, like KeyboardInterrupt."""
+
+
+def test_a_hand_off_to_an_interrupted_thread_is_not_a_use(postgres_url: str) -> None:
+    """The thread twin: a waiter interrupted (a signal handler raising) just
+    after the connection was handed to it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    with poolkeeper.Pool(postgres_url, min_size=1, max_size=1, max_uses=2) as pool:
+        held = pool.acquire()
+        row = held.execute("SELECT pg_backend_pid()").fetchone()
+        held.rollback()
+
+        def interrupt(signum: int, frame: object) -> None:
+            # Runs in this thread while it waits: hand it the connection,
+            # then interrupt the wait before it takes it.
+            pool.release(held)
+            raise Interrupted
+
+        def poke() -> None:
+            while pool.stats().waiting < 1:
+                time.sleep(0.001)
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+        previous = signal.signal(signal.SIGUSR1, interrupt)
+        poker = threading.Thread(target=poke)
+        poker.start()
+        try:
+            with pytest.raises(Interrupted):
+                pool.acquire(timeout=10)
+        finally:
+            poker.join()
+            signal.signal(signal.SIGUSR1, previous)
+        stats = pool.stats()
+        assert (stats.acquires, stats.idle, stats.in_use) == (1, 1, 0)
+        assert stats.closed_by_reason["uses"] == 0
+        with pool.connection() as conn:  # its second and last use
+            assert conn is held
+            assert conn.execute("SELECT pg_backend_pid()").fetchone() == row
+        stats = pool.stats()
+        assert stats.acquires == 2 and stats.closed_by_reason["uses"] == 1
+        assert held.closed
 
 
 def test_wrong_database_fails_with_cause(postgres_url: str) -> None:

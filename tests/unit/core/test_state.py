@@ -126,6 +126,50 @@ def test_max_uses_retires_on_checkin() -> None:
     assert state.size == 0 and state.closed_by_reason["uses"] == 1
 
 
+def test_a_hand_off_counts_when_taken_and_not_when_recalled() -> None:
+    state = make_state(min_size=1, max_size=1, max_uses=2)
+    (conn,) = fill(state)
+    entry = state.checkout(1.0)
+    assert entry is not None and entry.uses == 1 and state.acquires == 1
+    cancelled, taker = Waiter(None, 2.0), Waiter(None, 3.0)
+    state.enqueue(cancelled)
+    state.enqueue(taker)
+    assert state.checkin(entry, 4.0) is cancelled and cancelled.entry is entry
+    # Reserved for `cancelled`, but not counted until it takes it.
+    assert state.in_use[entry.key] is entry
+    assert entry.uses == 1 and state.acquires == 1
+    # `cancelled` stops waiting before it takes the connection: the next
+    # waiter gets it as if the first hand-off had never happened.
+    assert state.abandon(cancelled, timed_out=False) is entry
+    assert state.recall(entry, 5.0) is taker and taker.entry is entry
+    assert entry.uses == 1 and state.acquires == 1 and state.wait_time.count == 0
+    assert entry.last_used_at == 4.0 and state.usage_time.count == 1
+    assert state.abandon(taker, timed_out=True) is entry  # lost the race
+    state.served(taker, 6.0)
+    assert entry.uses == 2 and state.acquires == 2
+    assert state.wait_time.count == 1 and state.timeouts == 0
+    # That was its second use, so it retires when it comes back.
+    state.checkin(entry, 7.0)
+    assert state.closed_by_reason["uses"] == 1 and state.size == 0
+    assert [e.conn for e in state.take_retired()] == [conn]
+    with pytest.raises(PoolError, match="not checked out"):
+        state.recall(entry, 8.0)
+
+
+def test_a_hand_off_recalled_after_close_retires() -> None:
+    state = make_state(min_size=1, max_size=1)
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    waiter = Waiter(None, 1.0)
+    state.enqueue(waiter)
+    assert state.checkin(entry, 2.0) is waiter
+    assert state.close() == []  # the waiter already owns a connection
+    assert state.abandon(waiter, timed_out=False) is entry
+    assert state.recall(entry, 3.0) is None
+    assert state.closed_by_reason["close"] == 1 and state.acquires == 1
+
+
 def test_discarded_connection_is_replaced() -> None:
     state = make_state(min_size=1, max_size=3)
     fill(state)
@@ -193,8 +237,9 @@ def test_resize_validates() -> None:
 class CoreMachine(RuleBasedStateMachine):
     """Random acquire/release/timeout/connect/close/resize steps against the invariants.
 
-    The machine plays every party: callers (holding or waiting), connect
-    workers (finishing or failing) and the clock.
+    The machine plays every party: callers (holding, waiting, or handed a
+    connection they have not taken yet, and perhaps never will: cancelled),
+    connect workers (finishing or failing) and the clock.
     """
 
     def __init__(self) -> None:
@@ -203,6 +248,8 @@ class CoreMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.held: list[PoolEntry] = []
         self.waiting: list[Waiter] = []
+        self.handed: list[Waiter] = []  # handed a connection, not yet taken
+        self.delivered = 0  # checkouts callers actually got
         self.served: list[Waiter] = []  # in the order the core handed entries out
         self.serial = 0
         self.in_flight = 0
@@ -211,13 +258,14 @@ class CoreMachine(RuleBasedStateMachine):
         if waiter is not None and waiter.entry is not None:
             self.served.append(waiter)
             self.waiting.remove(waiter)
-            self.held.append(waiter.entry)
+            self.handed.append(waiter)
 
     @rule()
     def acquire(self) -> None:
         entry = self.state.checkout(self.now)
         if entry is not None:
             self.held.append(entry)
+            self.delivered += 1
             return
         waiter = Waiter(None, self.now)
         try:
@@ -232,6 +280,25 @@ class CoreMachine(RuleBasedStateMachine):
         entry = self.state.acquire(self.now, NO_LOCK)
         if entry is not None:
             self.held.append(entry)
+            self.delivered += 1
+
+    @precondition(lambda self: self.handed)
+    @rule(index=st.integers(0, 10))
+    def take(self, index: int) -> None:
+        waiter = self.handed.pop(index % len(self.handed))
+        self.state.served(waiter, self.now)
+        assert waiter.entry is not None
+        self.held.append(waiter.entry)
+        self.delivered += 1
+
+    @precondition(lambda self: self.handed)
+    @rule(index=st.integers(0, 10))
+    def cancel_handed(self, index: int) -> None:
+        waiter = self.handed.pop(index % len(self.handed))
+        entry = self.state.abandon(waiter, timed_out=False)
+        assert entry is not None and entry is waiter.entry
+        self._wake(self.state.recall(entry, self.now))
+        self.in_flight += self.state.plan_connects(self.now)
 
     @precondition(lambda self: self.held)
     @rule(index=st.integers(0, 10))
@@ -288,17 +355,21 @@ class CoreMachine(RuleBasedStateMachine):
         state = self.state
         assert state.connecting == self.in_flight
         # Above max_size only while callers hold more than a resize allows.
-        assert state.size <= max(state.max_size, len(self.held))
+        assert state.size <= max(state.max_size, len(self.held) + len(self.handed))
+
+    @invariant()
+    def only_delivered_checkouts_count(self) -> None:
+        assert self.state.acquires == self.delivered
 
     @invariant()
     def every_connection_in_one_place(self) -> None:
         state = self.state
         idle_ids = {id(e) for e in state.idle}
-        held_ids = [id(e) for e in self.held]
+        held_ids = [id(e) for e in self.held] + [id(w.entry) for w in self.handed]
         assert len(held_ids) == len(set(held_ids)), "an entry is held twice"
         assert not idle_ids & set(held_ids), "an entry is both idle and held"
         assert {id(e) for e in state.in_use.values()} == set(held_ids)
-        assert state.size == len(state.idle) + len(self.held)
+        assert state.size == len(state.idle) + len(held_ids)
 
     @invariant()
     def waiters_in_fifo_order(self) -> None:
@@ -352,6 +423,20 @@ def test_fatal_connect_error_fails_waiters_at_once() -> None:
     state.enqueue(other)
     state.connect_failed(ConnectionRefusedError("refused"), 1.0)
     assert list(state.waiters) == [other]
+
+
+def test_fatal_connect_error_message_masks_the_secrets() -> None:
+    state = PoolState(PoolConfig(min_size=0), "test", secrets=("pk-s3cret",))
+    waiter = Waiter(None, 0.0)
+    state.enqueue(waiter)
+    state.plan_connects(0.0)
+    error = PermissionError(
+        "password authentication failed (dsn: password=pk-s3cret, pk-s3cret)"
+    )
+    state.connect_failed(error, 0.1)
+    assert "pk-s3cret" not in str(waiter.error)
+    assert "password=***, ***" in str(waiter.error)
+    assert waiter.error is not None and waiter.error.__cause__ is error
 
 
 def test_suspicion_lasts_a_grace_window_after_a_broken_connection() -> None:
