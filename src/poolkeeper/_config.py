@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,9 +179,40 @@ def secrets_of(
                 found.add(parsed.password)
             found.update(v for k, v in parsed.query.items() if _is_secret_key(k) and v)
     for key, value in (connect_args or {}).items():
-        if _is_secret_key(str(key)) and isinstance(value, str) and value:
+        if not isinstance(value, str) or not value:
+            continue
+        if _is_secret_key(str(key)):
             found.add(value)
+        else:
+            # A whole connection string passed through, e.g. psycopg's
+            # connect_args={"dsn": "host=... password=..."} or a URL.
+            found.update(_secrets_in_conninfo(value))
     return tuple(sorted(found, key=len, reverse=True))
+
+
+# `password=secret` or `password='a quoted \' secret'` in a libpq-style string.
+_CONNINFO_PASSWORD = re.compile(
+    r"(?:^|\s)(?:password|passwd)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE
+)
+
+
+def _secrets_in_conninfo(text: str) -> set[str]:
+    """Return the passwords a libpq keyword string or a URL in ``text`` carries."""
+    found: set[str] = set()
+    for match in _CONNINFO_PASSWORD.finditer(text):
+        value = match.group(1)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        if value:
+            found.add(value)
+    if "://" in text:
+        try:
+            password = urlsplit(text.strip()).password
+        except ValueError:
+            password = None
+        if password:
+            found.update({password, unquote(password)})
+    return found
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:

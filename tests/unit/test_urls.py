@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from poolkeeper import ConfigError
-from poolkeeper._config import parse_url
+from poolkeeper._config import parse_url, scrub, secrets_of
 from poolkeeper.drivers import CONNECTION_MODULES, SCHEMES, driver_for_url
 
 KEEPALIVE_DEFAULTS = {
@@ -248,3 +248,24 @@ def test_connection_modules_cover_new_drivers() -> None:
     }.items():
         assert CONNECTION_MODULES[module] == scheme
         assert scheme in SCHEMES
+
+
+@pytest.mark.parametrize(
+    ("connect_args", "expected"),
+    [
+        ({"password": "pw1"}, {"pw1"}),
+        ({"dsn": "host=127.0.0.1 password=pw2 dbname=test"}, {"pw2"}),
+        ({"dsn": "host=h PASSWORD = pw3"}, {"pw3"}),
+        ({"conninfo": r"password='a b\'c' host=h"}, {"a b'c"}),
+        ({"dsn": "postgresql://u:p%40ss@127.0.0.1/test"}, {"p%40ss", "p@ss"}),
+        ({"dsn": "host=h dbname=test", "application_name": "x"}, set()),
+    ],
+)
+def test_secrets_of_finds_passwords_in_passed_through_connection_strings(
+    connect_args: dict[str, str], expected: set[str]
+) -> None:
+    assert set(secrets_of(None, connect_args)) == expected
+    for secret in expected:
+        assert secret not in scrub(
+            f"driver said: {connect_args}", secrets_of(None, connect_args)
+        )

@@ -8,10 +8,12 @@ then stops on its own.
 from __future__ import annotations
 
 import logging
+import traceback
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from poolkeeper._concurrency import aspawn
+from poolkeeper._config import scrub
 
 if TYPE_CHECKING:
     from poolkeeper._async.pool import AsyncPool
@@ -40,6 +42,12 @@ class AsyncHousekeeper:
                 return
             try:
                 await pool._housekeep()
-            except Exception:
-                logger.exception("pool %r: housekeeping failed", self._name)
+            except Exception as exc:
+                # The traceback's text is masked like every other message: a
+                # driver error may quote the connection string.
+                logger.error(
+                    "pool %r: housekeeping failed:\n%s",
+                    self._name,
+                    scrub("".join(traceback.format_exception(exc)), pool._secrets),
+                )
             del pool

@@ -9,10 +9,12 @@ then stops on its own.
 from __future__ import annotations
 
 import logging
+import traceback
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from poolkeeper._concurrency import spawn
+from poolkeeper._config import scrub
 
 if TYPE_CHECKING:
     from poolkeeper._sync.pool import Pool
@@ -41,6 +43,12 @@ class Housekeeper:
                 return
             try:
                 pool._housekeep()
-            except Exception:
-                logger.exception("pool %r: housekeeping failed", self._name)
+            except Exception as exc:
+                # The traceback's text is masked like every other message: a
+                # driver error may quote the connection string.
+                logger.error(
+                    "pool %r: housekeeping failed:\n%s",
+                    self._name,
+                    scrub("".join(traceback.format_exception(exc)), pool._secrets),
+                )
             del pool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import signal
 import threading
@@ -323,3 +324,35 @@ def test_full_reset_clears_session_state(postgres_url: str, full: bool) -> None:
 def test_full_reset_needs_driver_support() -> None:
     with pytest.raises(poolkeeper.ConfigError, match="reset='full'"):
         poolkeeper.Pool("sqlite:///:memory:", reset="full")
+
+
+def test_housekeeping_failure_log_masks_the_password(
+    postgres_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Trust authentication ignores the password, so the URL connects.
+    secret = "HkS3cretPassw0rd"
+    url = postgres_url.replace("postgres@", f"postgres:{secret}@", 1)
+    assert secret in url
+    caplog.set_level(logging.DEBUG, logger="poolkeeper")
+    # leak_timeout makes housekeeping run every few hundredths of a second.
+    with poolkeeper.Pool(url, min_size=1, max_size=1, leak_timeout=0.1) as pool:
+        failures: list[bool] = []
+
+        def failing_housekeeping() -> None:
+            failures.append(True)
+            raise RuntimeError(f"could not reach {url}")
+
+        monkeypatch.setattr(pool, "_housekeep", failing_housekeeping)
+        deadline = time.monotonic() + 5.0
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+    assert failures
+    logged = [
+        r.getMessage()
+        for r in caplog.records
+        if "housekeeping failed" in r.getMessage()
+    ]
+    assert logged and "RuntimeError: could not reach" in logged[0]
+    assert all(secret not in r.getMessage() for r in caplog.records)
+    assert all(secret not in (r.exc_text or "") for r in caplog.records)
