@@ -431,16 +431,18 @@ class AsyncPool(Generic[ConnT]):
             PoolClosed: The pool is closed.
         """
         # The fast path: an idle connection that can go out as is (see
-        # PoolState.acquire) and no check hook, leak detection or
-        # checkout listener that needs to see it. The rest: _acquire_slow().
+        # PoolState.acquire) and no check hook or leak detection that needs
+        # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
         if IS_ASYNC:  # noqa: SIM102
             if current_loop() is not self._loop:
                 self._check_loop()
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
-        if entry is None or self._watch_checkout or self._events.checkout:
+        if entry is None or self._watch_checkout:
             return await self._acquire_slow(entry, now, timeout)
+        if self._events.checkout:
+            self._emit("checkout", entry.conn, duration=_monotonic() - now)
         return entry.conn  # type: ignore[no-any-return]
 
     async def _acquire_slow(
@@ -591,11 +593,13 @@ class AsyncPool(Generic[ConnT]):
             or entry.conn is not conn
             or self._reset is not None
             or self._idle_probe(conn) != self._idle_value
-            or self._events.checkin
         ):
             await self._return(conn, None)
             return
-        waiter = state.release(entry, _monotonic(), self._lock)
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
             await self._after_checkin(waiter, False)
 
@@ -1053,10 +1057,12 @@ class AsyncConnectionContext(Generic[ConnT]):
                 pool._check_loop()
         now = _monotonic()
         entry = pool._state.acquire(now, pool._lock)
-        if entry is None or pool._watch_checkout or pool._events.checkout:
+        if entry is None or pool._watch_checkout:
             conn: ConnT = await pool._acquire_slow(entry, now, self._timeout)
         else:
             conn = entry.conn
+            if pool._events.checkout:
+                pool._emit("checkout", conn, duration=_monotonic() - now)
         self._conn = conn
         return conn
 
@@ -1075,12 +1081,14 @@ class AsyncConnectionContext(Generic[ConnT]):
             or entry.conn is not conn
             or pool._reset is not None
             or pool._idle_probe(conn) != pool._idle_value
-            or pool._events.checkin
         ):
             # Commit (normal exit) or roll back (exception) an open transaction.
             await pool._return(conn, exc_type is None)
             return
-        waiter = state.release(entry, _monotonic(), pool._lock)
+        now = _monotonic()
+        if pool._events.checkin:
+            pool._emit("checkin", conn, duration=now - entry.checked_out_at)
+        waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             await pool._after_checkin(waiter, False)
 

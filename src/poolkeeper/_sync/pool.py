@@ -426,8 +426,10 @@ class Pool(Generic[ConnT]):
         """
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
-        if entry is None or self._watch_checkout or self._events.checkout:
+        if entry is None or self._watch_checkout:
             return self._acquire_slow(entry, now, timeout)
+        if self._events.checkout:
+            self._emit("checkout", entry.conn, duration=_monotonic() - now)
         return entry.conn  # type: ignore[no-any-return]
 
     def _acquire_slow(
@@ -578,11 +580,13 @@ class Pool(Generic[ConnT]):
             or entry.conn is not conn
             or self._reset is not None
             or self._idle_probe(conn) != self._idle_value
-            or self._events.checkin
         ):
             self._return(conn, None)
             return
-        waiter = state.release(entry, _monotonic(), self._lock)
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
             self._after_checkin(waiter, False)
 
@@ -1012,10 +1016,12 @@ class ConnectionContext(Generic[ConnT]):
         pool = self._pool
         now = _monotonic()
         entry = pool._state.acquire(now, pool._lock)
-        if entry is None or pool._watch_checkout or pool._events.checkout:
+        if entry is None or pool._watch_checkout:
             conn: ConnT = pool._acquire_slow(entry, now, self._timeout)
         else:
             conn = entry.conn
+            if pool._events.checkout:
+                pool._emit("checkout", conn, duration=_monotonic() - now)
         self._conn = conn
         return conn
 
@@ -1034,12 +1040,14 @@ class ConnectionContext(Generic[ConnT]):
             or entry.conn is not conn
             or pool._reset is not None
             or pool._idle_probe(conn) != pool._idle_value
-            or pool._events.checkin
         ):
             # Commit (normal exit) or roll back (exception) an open transaction.
             pool._return(conn, exc_type is None)
             return
-        waiter = state.release(entry, _monotonic(), pool._lock)
+        now = _monotonic()
+        if pool._events.checkin:
+            pool._emit("checkin", conn, duration=now - entry.checked_out_at)
+        waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             pool._after_checkin(waiter, False)
 
