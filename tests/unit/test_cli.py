@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -438,3 +439,18 @@ def test_bench_shows_a_live_progress_bar_on_a_terminal():
     assert "unpooled" in text and "pooled" in text  # one bar per workload
     assert "ops/s" in text  # the live rate beside the bar
     assert "speed-up" in stdout.lower() or "speedup" in stdout.lower(), stdout
+
+
+def test_check_debug_shows_the_whole_driver_error(mysql_url: str) -> None:
+    # A PostgreSQL driver talking to the MariaDB port: the TCP step passes and
+    # the driver fails with an error no hint matches.
+    port = urlsplit(mysql_url).port or 3306
+    url = f"postgresql+psycopg2://u:hunter2@127.0.0.1:{port}/db?sslmode=disable"
+    plain = run_cli("check", url)
+    debug = run_cli("check", "--debug", url)
+    assert plain.returncode == debug.returncode == 3
+    assert "[FAIL] connect" in plain.stdout and "[FAIL] connect" in debug.stdout
+    assert "fix: run with --debug for the full driver error" in plain.stdout
+    assert "run with --debug" not in debug.stdout
+    assert "OperationalError / " in debug.stdout
+    assert "hunter2" not in plain.stdout + plain.stderr + debug.stdout + debug.stderr

@@ -115,9 +115,11 @@ class Report:
         "fail": "[FAIL]",
     }
 
-    def __init__(self, out: Output, secret: str | None) -> None:
+    def __init__(self, out: Output, secret: str | None, debug: bool = False) -> None:
         self.out = out
         self.secret = secret
+        #: Show driver errors whole (``--debug``), not only their first line.
+        self.debug = debug
         self.steps: list[Step] = []
         self.code = EXIT_OK
 
@@ -142,16 +144,16 @@ class Report:
             self.code = code
 
     def _scrub(self, text: str) -> str:
-        if self.secret:
-            return text.replace(self.secret, "***")
-        return text
+        from poolkeeper._config import scrub
+
+        return scrub(text, (self.secret,)) if self.secret else text
 
 
 def command(args: argparse.Namespace) -> int:
     """Run ``poolkeeper check``; return the exit code."""
     out = Output(progress=False)
     secret = _password(args.url)
-    report = Report(out, secret)
+    report = Report(out, secret, debug=bool(getattr(args, "debug", False)))
     target = _url_step(report, args.url)
     if target is None:
         return report.code
@@ -361,9 +363,13 @@ def _connect_step(
     try:
         probe = probe_server(target, queries, round_trips)
     except Exception as exc:
-        report.add(
-            "connect", "fail", first_line(exc), connect_fix(str(exc)), code=EXIT_CONNECT
-        )
+        if report.debug:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            detail = " / ".join([type(exc).__name__, *lines])
+            fix = connect_fix(str(exc), default="")
+        else:
+            detail, fix = first_line(exc), connect_fix(str(exc))
+        report.add("connect", "fail", detail, fix or None, code=EXIT_CONNECT)
         return None
     user = target.parsed.username
     who = f" as {user}" if user else ""
@@ -422,13 +428,15 @@ _CONNECT_FIXES: tuple[tuple[str, str], ...] = (
 )
 
 
-def connect_fix(message: str) -> str:
-    """Return a hint for a driver's connect error message."""
+def connect_fix(
+    message: str, default: str = "run with --debug for the full driver error"
+) -> str:
+    """Return a hint for a driver's connect error message (``default`` if none fits)."""
     lowered = message.lower()
     for needle, fix in _CONNECT_FIXES:
         if needle in lowered:
             return fix
-    return "run with --debug for the full driver error"
+    return default
 
 
 def _pg_facts(report: Report, probe: ServerProbe, dialed_port: int | None) -> None:

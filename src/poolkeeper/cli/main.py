@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _scrub(text: str, args: argparse.Namespace) -> str:
     """Remove the URL's password from ``text``, however a driver quoted it."""
-    from poolkeeper._config import parse_url
+    from poolkeeper._config import parse_url, scrub
 
     url = getattr(args, "url", None)
     if not url:
@@ -118,7 +118,7 @@ def _scrub(text: str, args: argparse.Namespace) -> str:
         password = parse_url(url).password
     except Exception:
         return text
-    return text.replace(password, "***") if password else text
+    return scrub(text, (password,)) if password else text
 
 
 if __name__ == "__main__":
