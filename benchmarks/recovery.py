@@ -56,6 +56,7 @@ from tests.support.pgcluster import PgCluster
 
 T = 1.0  # acquire timeout in every scenario
 RECONNECT_MAX = 0.5  # longest reconnect backoff step
+QUERY_TIMEOUT = 1.0  # query_timeout of the scenarios that set it
 OK, TIMEOUT, ERROR = "ok", "timeout", "error"
 
 
@@ -115,7 +116,7 @@ class Load:
                     conn.execute("SELECT 1").fetchall()
             except poolkeeper.PoolTimeout:
                 outcome = TIMEOUT
-            except psycopg.Error:
+            except (psycopg.Error, poolkeeper.QueryTimeout):
                 outcome = ERROR
             with self._lock:
                 self.ops.append(Op(started, acquired, time.monotonic(), outcome))
@@ -282,10 +283,10 @@ def terminate_all(cluster: PgCluster, check: bool) -> Result:
     return result
 
 
-def blackhole(cluster: PgCluster) -> Result:
+def blackhole(cluster: PgCluster, query_timeout: float | None = None) -> Result:
     """Proxy holds every byte (a hung server) for 3 s, then lets them through."""
     app = new_app()
-    result = Result("blackhole-3s")
+    result = Result("blackhole-3s" + ("+query_timeout" if query_timeout else ""))
     with (
         FaultProxy((cluster.host, cluster.port)) as proxy,
         poolkeeper.Pool(
@@ -294,6 +295,7 @@ def blackhole(cluster: PgCluster) -> Result:
             max_size=4,
             timeout=T,
             reconnect_max=RECONNECT_MAX,
+            query_timeout=query_timeout,
         ) as pool,
     ):
         pool.open(wait=True)
@@ -308,9 +310,47 @@ def blackhole(cluster: PgCluster) -> Result:
             time.sleep(2.0)
         summarize(result, load.ops, fault_at, back_at)
         # Queries in flight through the black hole are not bounded by the
-        # acquire timeout (no query timeout): report their longest run.
+        # acquire timeout, only by query_timeout: report their longest run.
         result.extra["max_op"] = round(max(op.ended - op.started for op in load.ops), 3)
         result.refill = watch.refill(back_at, 2)
+        result.leak = settle_leak(pool, cluster, app)
+    return result
+
+
+def frozen_backend(cluster: PgCluster) -> Result:
+    """SIGSTOP the backend of a connection running a query, query_timeout=1 (S4b).
+
+    ``extra['late']``: seconds from query_timeout expiring (after the query
+    was sent) to QueryTimeout reaching the caller; the freeze starts at a
+    random phase of the housekeeper's tick. ``refill`` counts from SIGCONT.
+    """
+    app = new_app()
+    result = Result("frozen-backend+query_timeout", in_use=1)
+    with poolkeeper.Pool(
+        cluster.url(application_name=app),
+        min_size=2,
+        max_size=2,
+        timeout=T,
+        query_timeout=QUERY_TIMEOUT,
+    ) as pool:
+        pool.open(wait=True)
+        with SizeWatch(pool) as watch:
+            sent_at = raised_at = time.monotonic()
+            try:
+                with pool.connection() as conn:
+                    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+                    assert row is not None
+                    time.sleep(random.uniform(0.0, 0.25))
+                    with cluster.frozen(row[0]):
+                        sent_at = time.monotonic()
+                        conn.execute("SELECT 1")
+            except poolkeeper.QueryTimeout:
+                result.errors = 1
+                raised_at = time.monotonic()
+            result.extra["late"] = round(raised_at - sent_at - QUERY_TIMEOUT, 3)
+            result.extra["query_timeouts"] = pool.stats().query_timeouts
+            time.sleep(1.5)
+        result.refill = watch.refill(raised_at, 2)
         result.leak = settle_leak(pool, cluster, app)
     return result
 
@@ -476,6 +516,8 @@ SCENARIOS: dict[str, Callable[[PgCluster], Result]] = {
     "terminate-all": lambda c: terminate_all(c, check=False),
     "terminate-all+check": lambda c: terminate_all(c, check=True),
     "blackhole": blackhole,
+    "blackhole+query_timeout": lambda c: blackhole(c, QUERY_TIMEOUT),
+    "frozen-backend+query_timeout": frozen_backend,
     "refused": refused,
     "slow-connect": slow_connect,
     "spike": spike,

@@ -18,6 +18,7 @@ from poolkeeper.errors import (
     PoolError,
     PoolTimeout,
     PoolWarning,
+    QueryTimeout,
     TooManyWaiters,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PoolWarning",
+    "QueryTimeout",
     "TimeSummary",
     "TooManyWaiters",
     "__version__",

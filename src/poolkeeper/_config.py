@@ -255,6 +255,7 @@ class PoolConfig:
     validate_after: float = DEFAULT_VALIDATE_AFTER
     keepalive: float | None = None
     leak_timeout: float | None = None
+    query_timeout: float | None = None
     fair: bool = True
 
     def __post_init__(self) -> None:
@@ -288,6 +289,7 @@ class PoolConfig:
             raise ConfigError(f"fair must be True or False, got {self.fair!r}")
         check_seconds("keepalive", self.keepalive, optional=True)
         check_seconds("leak_timeout", self.leak_timeout, optional=True)
+        check_seconds("query_timeout", self.query_timeout, optional=True)
         if not 0.0 <= self.lifetime_jitter < 0.5:
             raise ConfigError(
                 f"lifetime_jitter must be in [0, 0.5), got {self.lifetime_jitter!r}"

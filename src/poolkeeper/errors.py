@@ -18,6 +18,7 @@ __all__ = [
     "PoolError",
     "PoolTimeout",
     "PoolWarning",
+    "QueryTimeout",
     "TooManyWaiters",
 ]
 
@@ -53,6 +54,22 @@ class PoolTimeout(PoolError, TimeoutError):
         super().__init__(message, pool_name=pool_name)
         self.timeout = timeout
         self.waiting = waiting
+
+
+class QueryTimeout(PoolError, TimeoutError):
+    """The pool aborted a connection whose command ran past ``query_timeout``."""
+
+    __module__ = "poolkeeper"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        pool_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(message, pool_name=pool_name)
+        self.timeout = timeout
 
 
 class PoolClosed(PoolError):

@@ -497,3 +497,39 @@ async def test_full_reset_clears_session_state(target: Target) -> None:
         assert await _settle(_server_matches_stats(target, pool))
     finally:
         await _close(pool)
+
+
+async def test_query_timeout_aborts_a_long_command(target: Target) -> None:
+    """A command running past ``query_timeout`` fails with QueryTimeout at once.
+
+    The server is alive here (the frozen-server scenario is in
+    tests/integration/faults/test_query_timeout.py): this checks each
+    adapter's abort, on a plain long sleep.
+    """
+    case = target.case
+    if case.generic:
+        pytest.skip("the generic DB-API adapter cannot abort a command")
+    if case.server == "sqlite":
+        with pytest.raises(poolkeeper.ConfigError, match="query_timeout"):
+            _make_pool(target, query_timeout=0.5)
+        return
+    pool = _make_pool(target, min_size=1, max_size=1, query_timeout=0.5)
+    sleep = "SELECT pg_sleep(2)" if case.server == "postgres" else "SELECT SLEEP(2)"
+    try:
+        async with _connection(pool) as conn:
+            first = await _scalar(case, conn, target.session_sql)
+        started = time.monotonic()
+        with pytest.raises(poolkeeper.QueryTimeout) as raised:
+            async with _connection(pool) as conn:
+                await _rows(case, conn, sleep)
+        took = time.monotonic() - started
+        assert 0.45 <= took <= 1.0, took
+        assert isinstance(raised.value.__cause__, Exception)
+        stats = pool.stats()
+        assert stats.query_timeouts == 1 and stats.in_use == 0
+        assert stats.closed_by_reason["query_timeout"] == 1
+        async with _connection(pool) as conn:
+            assert await _scalar(case, conn, target.session_sql) != first
+        assert await _settle(_server_matches_stats(target, pool))
+    finally:
+        await _close(pool)

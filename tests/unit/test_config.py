@@ -37,6 +37,12 @@ def connect() -> object:
         ({"max_size": True}, "max_size"),
         ({"max_connecting": 0}, "max_connecting"),
         ({"reconnect_min": 2.0, "reconnect_max": 1.0}, "reconnect_min"),
+        ({"query_timeout": -1.0}, "query_timeout"),
+        ({"query_timeout": 0}, "query_timeout"),
+        ({"query_timeout": float("nan")}, "query_timeout"),
+        ({"query_timeout": float("inf")}, "query_timeout"),
+        ({"query_timeout": "1"}, "query_timeout"),
+        ({"query_timeout": True}, "query_timeout"),
     ],
 )
 @pytest.mark.parametrize("cls", [Pool, AsyncPool])
@@ -48,6 +54,27 @@ def test_bad_arguments_name_the_argument(
         cls(connect, **kwargs)
     assert isinstance(info.value, ConfigError)
     assert threading.active_count() == threads  # nothing was started
+
+
+def test_query_timeout_range_is_in_the_message() -> None:
+    with pytest.raises(ConfigError) as info:
+        Pool(connect, query_timeout=-0.5)
+    assert "query_timeout must be a number of seconds or None > 0 and finite" in str(
+        info.value
+    )
+    # None (the default) turns it off.
+    Pool(connect, query_timeout=None)
+
+
+@pytest.mark.parametrize(
+    ("cls", "url"),
+    [(Pool, "sqlite:///:memory:"), (AsyncPool, "sqlite+aiosqlite:///:memory:")],
+)
+def test_query_timeout_needs_a_driver_that_can_abort(cls: type, url: str) -> None:
+    threads = threading.active_count()
+    with pytest.raises(ConfigError, match=r"query_timeout is not supported by the \w+"):
+        cls(url, query_timeout=1.0)
+    assert threading.active_count() == threads
 
 
 def test_bad_hook_and_connect_args_types() -> None:
@@ -194,6 +221,7 @@ def test_per_call_timeout_is_validated() -> None:
         poolkeeper.PoolClosed("c", pool_name="p"),
         TooManyWaiters("w", pool_name="p", waiting=7),
         ConfigError("bad"),
+        poolkeeper.QueryTimeout("q", pool_name="p", timeout=2.0),
     ],
 )
 def test_errors_survive_pickle_and_copy(error: poolkeeper.PoolError) -> None:
@@ -209,7 +237,14 @@ def test_errors_survive_pickle_and_copy(error: poolkeeper.PoolError) -> None:
 
 def test_error_tree() -> None:
     assert issubclass(PoolTimeout, TimeoutError) and issubclass(ConfigError, ValueError)
-    for cls in (PoolTimeout, poolkeeper.PoolClosed, TooManyWaiters, ConfigError):
+    assert issubclass(poolkeeper.QueryTimeout, TimeoutError)
+    for cls in (
+        PoolTimeout,
+        poolkeeper.PoolClosed,
+        TooManyWaiters,
+        ConfigError,
+        poolkeeper.QueryTimeout,
+    ):
         assert issubclass(cls, poolkeeper.PoolError)
     assert issubclass(poolkeeper.ConnectionLeakWarning, poolkeeper.PoolWarning)
 

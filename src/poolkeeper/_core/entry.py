@@ -15,6 +15,8 @@ class PoolEntry:
     """
 
     __slots__ = (
+        "aborted",
+        "busy_since",
         "checked_at",
         "checked_out_at",
         "close_reason",
@@ -24,6 +26,7 @@ class PoolEntry:
         "key",
         "last_used_at",
         "leak_reported",
+        "lent_at",
         "stack",
         "uses",
     )
@@ -44,6 +47,12 @@ class PoolEntry:
         self.stack: str | None = None
         """Where the current holder acquired it (only with leak detection on)."""
         self.leak_reported = False
+        self.aborted = False
+        """The query watchdog aborted this checkout (``query_timeout``)."""
+        self.busy_since: float | None = None
+        """When the watchdog first saw the current command in progress."""
+        self.lent_at = created_at
+        """When the pool lent it to itself for a ping (``checked_out_at`` is inf then)."""
 
     def __repr__(self) -> str:
         return (

@@ -66,3 +66,45 @@ def is_fatal_connect_error(error: BaseException) -> bool:
     if args and isinstance(args[0], int) and args[0] in _FATAL_MYSQL_CODES:
         return True
     return bool(_FATAL_MESSAGES.search(str(error)))
+
+
+def query_stalled_for(
+    *,
+    busy: bool | None,
+    quiet: float | None,
+    busy_since: float | None,
+    held: float,
+    now: float,
+) -> float:
+    """Return how long a checked-out connection's command has been stuck (0: not).
+
+    This is what ``query_timeout`` is compared with. The inputs come from the
+    driver adapter (see :mod:`poolkeeper.drivers.base`), read without I/O:
+
+    Args:
+        busy: True while a command is in progress, False when none is, None
+            when the driver cannot tell.
+        quiet: Seconds since data last moved on the socket (None: unknown).
+            A command sends data when it starts, so ``quiet`` never exceeds
+            the age of the command in progress; a frozen server sends nothing.
+        busy_since: When the watchdog first saw the current command in
+            progress (by sampling ``busy``), or None.
+        held: Seconds since the connection was checked out.
+        now: The current monotonic instant.
+
+    Rules:
+        - not busy: 0, whatever else is known;
+        - busy and the quiet time known: the quiet time (the command waited
+          that long without a byte from the server);
+        - busy, quiet time unknown (a Unix-domain socket, not Linux): the time
+          since the command was first seen in progress;
+        - busy unknown: the time since checkout, or the quiet time if that is
+          shorter (a connection in active use is not stuck).
+    """
+    if busy is False:
+        return 0.0
+    if busy:
+        if quiet is not None:
+            return quiet
+        return now - busy_since if busy_since is not None else 0.0
+    return held if quiet is None else min(held, quiet)

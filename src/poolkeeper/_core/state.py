@@ -36,7 +36,12 @@ from typing import Any
 
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.entry import PoolEntry, Waiter
-from poolkeeper._core.policy import backoff_delay, expiry, is_fatal_connect_error
+from poolkeeper._core.policy import (
+    backoff_delay,
+    expiry,
+    is_fatal_connect_error,
+    query_stalled_for,
+)
 from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
@@ -47,7 +52,17 @@ from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 SUSPECT_GRACE = 1.0
 
 #: Reasons a connection is closed, as counted in ``PoolStats.closed_by_reason``.
-REASONS = ("lifetime", "idle", "uses", "broken", "check", "resize", "close", "error")
+REASONS = (
+    "lifetime",
+    "idle",
+    "uses",
+    "broken",
+    "check",
+    "resize",
+    "close",
+    "error",
+    "query_timeout",
+)
 
 
 class PoolState:
@@ -93,6 +108,7 @@ class PoolState:
         self.timeouts = 0
         self.rejections = 0
         self.leaks = 0
+        self.query_timeouts = 0
         self.validations = 0
         self.created = 0
         self.connect_errors = 0
@@ -303,6 +319,11 @@ class PoolState:
         self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
         entry.last_used_at = now
+        if entry.aborted:
+            # Its socket was shut down by the query watchdog: never reused.
+            self.suspect_before = now
+            self._retire(entry, "query_timeout")
+            return None
         if discard or self.closed:
             if discard:
                 # The server may have gone away: check older idle connections
@@ -394,7 +415,7 @@ class PoolState:
         if self.in_use.pop(entry.key, None) is entry:
             self.acquires -= 1
             self.suspect_before = now
-            self._retire(entry, reason)
+            self._retire(entry, "query_timeout" if entry.aborted else reason)
 
     def _retire(self, entry: PoolEntry, reason: str) -> None:
         entry.close_reason = reason
@@ -541,6 +562,7 @@ class PoolState:
             for entry in due:
                 self.in_use[entry.key] = entry
                 entry.checked_out_at = math.inf
+                entry.lent_at = now
         return due
 
     def _find_leaks(self, now: float) -> list[PoolEntry]:
@@ -586,7 +608,11 @@ class PoolState:
             if x is not None
         ]
         shortest = min(limits, default=60.0)
-        return min(max(shortest / 4.0, 0.01), 5.0)
+        interval = min(max(shortest / 4.0, 0.01), 5.0)
+        if cfg.query_timeout is not None:
+            # The query watchdog acts at most one interval after the limit.
+            interval = min(interval, max(min(cfg.query_timeout / 4.0, 0.25), 0.01))
+        return interval
 
     def resize(self, min_size: int | None, max_size: int | None) -> None:
         """Change the sizes; excess idle connections retire at once, busy ones on return."""
@@ -612,10 +638,70 @@ class PoolState:
             )
         return waiters
 
-    def take_idle(self, *, suspects_only: bool = False) -> list[PoolEntry]:
+    # -- query watchdog (query_timeout) ----------------------------------------
+    #
+    # Each housekeeping round the shell takes the connections lent out
+    # (query_suspects), asks the driver about each with the lock released
+    # (is a command in progress? how long has the socket been quiet?), and
+    # reports back (judge_query). A connection stuck for query_timeout is
+    # marked aborted; the shell then shuts its socket down, which makes the
+    # holder's blocked call fail, and the connection is retired when it comes
+    # back ("query_timeout"), never reused.
+
+    def query_suspects(self, now: float) -> list[tuple[PoolEntry, float]]:
+        """Return the lent-out connections to probe, with the instant they were lent."""
+        if self.config.query_timeout is None:
+            return []
+        return [(e, _lent_at(e)) for e in self.in_use.values() if not e.aborted]
+
+    def judge_query(
+        self,
+        entry: PoolEntry,
+        lent_at: float,
+        busy: bool | None,
+        quiet: float | None,
+        now: float,
+    ) -> float | None:
+        """Record a probe of a suspect; return how long it is stuck if it must be aborted.
+
+        The entry is then marked aborted (it retires when it comes back) and
+        counted in ``query_timeouts``. Returns None, changing nothing, if the
+        connection came back or was lent again since :meth:`query_suspects`.
+        """
+        limit = self.config.query_timeout
+        if (
+            limit is None
+            or self.in_use.get(entry.key) is not entry
+            or entry.aborted
+            or _lent_at(entry) != lent_at
+        ):
+            return None
+        if busy is False:
+            entry.busy_since = None
+        elif busy and (entry.busy_since is None or entry.busy_since < lent_at):
+            entry.busy_since = now
+        stalled = query_stalled_for(
+            busy=busy,
+            quiet=quiet,
+            busy_since=entry.busy_since,
+            held=now - lent_at,
+            now=now,
+        )
+        if stalled < limit:
+            return None
+        entry.aborted = True
+        # release()'s fast path then takes checkin(), which retires it.
+        entry.expires_at = -math.inf
+        self.query_timeouts += 1
+        return stalled
+
+    def take_idle(
+        self, *, suspects_only: bool = False, now: float = math.inf
+    ) -> list[PoolEntry]:
         """Lend out idle connections for a check: all, or those last known good
         before the latest sign of trouble ended (``suspect_before`` plus
-        :data:`SUSPECT_GRACE`)."""
+        :data:`SUSPECT_GRACE`). ``now`` is when they are lent, for the query
+        watchdog."""
         if suspects_only:
             limit = self.suspect_before + SUSPECT_GRACE
             entries = [e for e in self.idle if e.checked_at < limit]
@@ -627,11 +713,16 @@ class PoolState:
         for entry in entries:
             self.in_use[entry.key] = entry
             entry.checked_out_at = math.inf  # not a user checkout: no usage sample
+            entry.lent_at = now
         return entries
 
     def give_back(self, entry: PoolEntry, now: float, *, ok: bool) -> Waiter | None:
         """Return an entry taken with :meth:`take_idle` or for a keepalive, once pinged."""
         self.in_use.pop(entry.key, None)
+        if entry.aborted:
+            self.suspect_before = now
+            self._retire(entry, "query_timeout")
+            return None
         if not ok or self.closed:
             if not ok:
                 self.suspect_before = now
@@ -666,6 +757,7 @@ class PoolState:
                 "timeouts": self.timeouts,
                 "rejections": self.rejections,
                 "leaks": self.leaks,
+                "query_timeouts": self.query_timeouts,
                 "validations": self.validations,
                 "connections_created": self.created,
                 "connect_errors": self.connect_errors,
@@ -675,3 +767,9 @@ class PoolState:
             self.usage_time.copy(),
             self.connect_time.copy(),
         )
+
+
+def _lent_at(entry: PoolEntry) -> float:
+    """When a lent-out entry was lent: to a caller, or to the pool for a ping."""
+    at = entry.checked_out_at
+    return at if at != math.inf else entry.lent_at

@@ -125,13 +125,15 @@ class PoolStats:
     connections_closed: int
     connect_errors: int
     closed_by_reason: dict[str, int] = field(default_factory=dict)
-    """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error."""
+    """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error, query_timeout."""
     wait_time: TimeSummary = field(default_factory=TimeSummary)
     """Time callers spent waiting for a connection (only those that had to wait)."""
     usage_time: TimeSummary = field(default_factory=TimeSummary)
     """Time connections were held by callers."""
     connect_time: TimeSummary = field(default_factory=TimeSummary)
     """Time each successful connect took."""
+    query_timeouts: int = 0
+    """Checked-out connections aborted by the ``query_timeout`` watchdog."""
 
 
 class StatsCopy:

@@ -56,7 +56,13 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
-from poolkeeper.drivers.base import Driver, TxStatus, idle_probe
+from poolkeeper.drivers.base import (
+    Driver,
+    QueryWatch,
+    TxStatus,
+    idle_probe,
+    query_watch,
+)
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
     ConfigError,
@@ -64,6 +70,7 @@ from poolkeeper.errors import (
     PoolClosed,
     PoolError,
     PoolTimeout,
+    QueryTimeout,
 )
 
 ConnT = TypeVar("ConnT")
@@ -121,6 +128,21 @@ class Pool(Generic[ConnT]):
             the acquiring stack) once about a connection held longer than
             this many seconds, and count it in ``stats().leaks`` (default
             None: off).
+        query_timeout: Abort a checked-out connection whose command has been
+            stuck for this many seconds (default None: off), for a server
+            that hangs while its TCP stack still answers, where keepalives
+            and ``tcp_user_timeout`` never fire. The housekeeper (every 0.25
+            s at most) shuts the connection's socket down, so the blocked
+            call fails at once; the connection is discarded on return
+            (reason ``"query_timeout"``), never reused, and inside
+            ``connection()`` the caller gets :class:`~poolkeeper.QueryTimeout`
+            chained to the driver's error. "Stuck" means: a command is in
+            progress and no data has moved on the socket for that long
+            (psycopg, psycopg2, aiopg: libpq's ``ACTIVE`` status); for
+            drivers that cannot tell whether a command is in progress
+            (asyncpg, PyMySQL, mysqlclient, aiomysql) it is the time since
+            checkout, shortened by socket traffic, so it also bounds how long
+            a connection may be held without traffic. See docs/RELIABILITY.md.
         fair: Serve waiting callers strictly in arrival order (default True):
             a returned connection goes straight to the oldest waiter. False
             lets a running caller take a returned connection ahead of the
@@ -157,6 +179,7 @@ class Pool(Generic[ConnT]):
         validate_after: float = ...,
         keepalive: float | None = ...,
         leak_timeout: float | None = ...,
+        query_timeout: float | None = ...,
         fair: bool = ...,
     ) -> None: ...
 
@@ -184,6 +207,7 @@ class Pool(Generic[ConnT]):
         validate_after: float = ...,
         keepalive: float | None = ...,
         leak_timeout: float | None = ...,
+        query_timeout: float | None = ...,
         fair: bool = ...,
     ) -> None: ...
 
@@ -210,6 +234,7 @@ class Pool(Generic[ConnT]):
         validate_after: float = DEFAULT_VALIDATE_AFTER,
         keepalive: float | None = None,
         leak_timeout: float | None = None,
+        query_timeout: float | None = None,
         fair: bool = True,
     ) -> None:
         config = PoolConfig(
@@ -227,6 +252,7 @@ class Pool(Generic[ConnT]):
             validate_after=validate_after,
             keepalive=keepalive,
             leak_timeout=leak_timeout,
+            query_timeout=query_timeout,
             fair=fair,
         )
         for hook_name, hook in (
@@ -258,6 +284,7 @@ class Pool(Generic[ConnT]):
         # A returned connection is idle (nothing to end) when
         # _idle_probe(conn) == _idle_value; a C call for the main drivers.
         self._idle_probe, self._idle_value = idle_probe(self._driver)
+        self._query_watch = self._new_query_watch()
         self._lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
@@ -266,6 +293,17 @@ class Pool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: Housekeeper | None = None
         self._loop: Any = None
+
+    def _new_query_watch(self) -> QueryWatch | None:
+        if self._config.query_timeout is None:
+            return None
+        watch = query_watch(self._driver)
+        if watch is None:
+            raise ConfigError(
+                f"query_timeout is not supported by the {self._driver.name} driver: "
+                "it cannot abort a command in progress; leave query_timeout=None"
+            )
+        return watch
 
     def _full_reset(self) -> Callable[[Any], Any]:
         if not supports_reset_session(self._driver):
@@ -590,10 +628,18 @@ class Pool(Generic[ConnT]):
         if waiter is not None or state.retired:
             self._after_checkin(waiter, False)
 
-    def _return(self, conn: ConnT, commit: bool | None) -> None:
+    def _return(
+        self, conn: ConnT, commit: bool | None, exc: BaseException | None = None
+    ) -> None:
         """Give back ``conn``; ``commit``: end an open transaction with a commit
         (True), a rollback (False: an exception left the block), or a rollback
-        (None: :meth:`release`)."""
+        (None: :meth:`release`). ``exc``: what left the ``connection()`` block.
+
+        Raises:
+            QueryTimeout: the query watchdog aborted the connection and the
+                block failed because of it (``exc`` or a failed commit), or
+                a transaction to commit was lost.
+        """
         state = self._state
         entry = state.in_use.get(id(conn))
         if entry is None or entry.conn is not conn:
@@ -604,7 +650,12 @@ class Pool(Generic[ConnT]):
             )
         discard = False
         error: BaseException | None = None
-        if self._reset is not None or self._idle_probe(conn) != self._idle_value:
+        lost = False
+        if entry.aborted:
+            # Its socket is shut down: nothing to end or reset.
+            discard = True
+            lost = commit is True and exc is None and self._in_transaction(conn)
+        elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
             discard, error = self._clean(conn, commit)
         now = _monotonic()
         if self._events.checkin:
@@ -616,8 +667,28 @@ class Pool(Generic[ConnT]):
             waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
             self._after_checkin(waiter, discard)
+        if entry.aborted:
+            # Aborted before or while the block ended (a commit, say).
+            cause = error if error is not None else exc
+            if lost or isinstance(cause, Exception):
+                raise self._query_timeout_error() from cause
         if error is not None:
             raise error
+
+    def _in_transaction(self, conn: ConnT) -> bool:
+        try:
+            return self._driver.transaction_status(conn) is not TxStatus.IDLE
+        except Exception:
+            return True
+
+    def _query_timeout_error(self) -> QueryTimeout:
+        limit = self._config.query_timeout
+        return QueryTimeout(
+            f"pool {self.name!r}: a command was stuck for longer than "
+            f"query_timeout={limit} s; the connection was aborted and discarded",
+            pool_name=self.name,
+            timeout=limit,
+        )
 
     def _after_checkin(self, waiter: Waiter | None, discard: bool) -> None:
         """Wake the waiter a returned connection went to; close what retired."""
@@ -834,8 +905,61 @@ class Pool(Generic[ConnT]):
         self._spawn_connects(n)
         for entry in leaked:
             self._report_leak(entry, now)
-        if due:
+        if self._query_watch is not None:
+            self._watch_queries(self._query_watch)
+            if due:
+                # A ping to a hung server must not stop the watchdog.
+                self._background(self._ping_entries, "ping", due)
+        elif due:
             self._ping_entries(due)
+
+    def _watch_queries(self, watch: QueryWatch) -> None:
+        """Abort the connections whose command is stuck past ``query_timeout``."""
+        busy_of, quiet_of, abort = watch
+        limit = self._config.query_timeout or 0.0
+        state = self._state
+        with self._lock:
+            suspects = state.query_suspects(_monotonic())
+        if not suspects:
+            return
+        probes = []
+        for entry, lent_at in suspects:
+            # Read the driver's state without I/O, with the lock released.
+            now = _monotonic()
+            try:
+                busy = busy_of(entry.conn)
+                quiet = (
+                    quiet_of(entry.conn)
+                    if busy is not False and now - lent_at >= limit
+                    else None
+                )
+            except Exception as exc:
+                logger.debug("pool %r: query watchdog probe failed: %r", self.name, exc)
+                continue
+            probes.append((entry, lent_at, busy, quiet, now))
+        with self._lock:
+            verdicts = [
+                (entry, state.judge_query(entry, lent_at, busy, quiet, now))
+                for entry, lent_at, busy, quiet, now in probes
+            ]
+        for entry, stalled in verdicts:
+            if stalled is None:
+                continue
+            logger.warning(
+                "pool %r: a command was stuck for %.1f s (query_timeout=%s s), "
+                "aborting its connection",
+                self.name,
+                stalled,
+                limit,
+            )
+            try:
+                abort(entry.conn)
+            except Exception as exc:
+                logger.warning(
+                    "pool %r: could not abort a stuck connection: %s",
+                    self.name,
+                    self._describe(exc),
+                )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
@@ -904,7 +1028,7 @@ class Pool(Generic[ConnT]):
         # ending its session (see SUSPECT_GRACE).
         for _ in range(2):
             with self._lock:
-                entries = self._state.take_idle(suspects_only=True)
+                entries = self._state.take_idle(suspects_only=True, now=_monotonic())
             if entries:
                 self._ping_entries(entries)
             if self._closing.wait(SUSPECT_GRACE):
@@ -913,7 +1037,7 @@ class Pool(Generic[ConnT]):
     def check(self) -> None:
         """Ping every idle connection now and close the ones that fail."""
         with self._lock:
-            entries = self._state.take_idle()
+            entries = self._state.take_idle(now=_monotonic())
         self._ping_entries(entries)
 
     def on(self, event: str, listener: Listener) -> None:
@@ -1040,9 +1164,10 @@ class ConnectionContext(Generic[ConnT]):
             or entry.conn is not conn
             or pool._reset is not None
             or pool._idle_probe(conn) != pool._idle_value
+            or exc is not None
         ):
             # Commit (normal exit) or roll back (exception) an open transaction.
-            pool._return(conn, exc_type is None)
+            pool._return(conn, exc_type is None, exc)
             return
         now = _monotonic()
         if pool._events.checkin:

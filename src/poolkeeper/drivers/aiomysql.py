@@ -10,6 +10,9 @@ setup as the full reset, 10 s connect timeout and tuned TCP keepalive.
   finds the server gone.
 - Close: a ``COM_QUIT`` bounded by :data:`CLOSE_TIMEOUT`, then the transport is
   closed; if that fails or times out the transport is closed at once.
+- ``query_timeout``: no "command in progress" flag, so the pool goes by the
+  time since checkout and the socket's quiet time; ``abort`` aborts the
+  transport.
 - Cancellation: a task cancelled in the middle of a query leaves unread
   packets on the wire and aiomysql does not notice; such a connection must be
   closed, not reused (the pool discards connections whose holder was
@@ -27,6 +30,7 @@ from typing import Any
 import aiomysql
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._abort import quiet_seconds
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -104,6 +108,15 @@ class AiomysqlDriver:
 
     def is_broken(self, conn: Any) -> bool:
         return bool(conn.closed)
+
+    def quiet(self, conn: Any) -> float | None:
+        sock = _socket_of(conn)
+        return quiet_seconds(sock.fileno()) if sock is not None else None
+
+    def abort(self, conn: Any) -> None:
+        writer = getattr(conn, "_writer", None)
+        if writer is not None:
+            writer.transport.abort()
 
     async def commit(self, conn: Any) -> None:
         await conn.commit()

@@ -10,6 +10,9 @@ libpq does not enforce ``connect_timeout`` on asynchronous connections, though:
 what bounds a connect is aiopg's own ``timeout`` (60 s by default), which also
 bounds every query. Set it with ``?timeout=`` or ``connect_args``.
 
+``query_timeout`` support: as for psycopg2, on the underlying connection
+(``conn.raw``): libpq's ``ACTIVE`` status and a socket shutdown.
+
 Cancellation: when a task is cancelled (or times out) while aiopg waits on the
 server, aiopg closes the connection, so :meth:`AiopgDriver.is_broken` reports
 it and the pool discards it.
@@ -26,6 +29,7 @@ import aiopg
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper.drivers import psycopg2 as _psycopg2
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers._options import to_number
 from poolkeeper.drivers.base import TxStatus
@@ -94,6 +98,15 @@ class AiopgDriver:
 
     def is_broken(self, conn: Any) -> bool:
         return bool(conn.closed)
+
+    def busy(self, conn: Any) -> bool:
+        return _psycopg2.busy(conn.raw)
+
+    def quiet(self, conn: Any) -> float | None:
+        return _psycopg2.quiet(conn.raw)
+
+    def abort(self, conn: Any) -> None:
+        _psycopg2.abort(conn.raw)
 
     async def _run(self, conn: Any, sql: str) -> None:
         cursor = await conn.cursor()

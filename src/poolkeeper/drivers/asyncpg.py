@@ -12,6 +12,11 @@ parameters (``sslmode``, ``host=/var/run/postgresql``, ``target_session_attrs``)
 work as asyncpg documents and unknown ones become server settings
 (``?application_name=x&search_path=y``).
 
+``query_timeout`` support: asyncpg does not say whether a command is in
+progress, so the pool goes by the time since checkout and the socket's quiet
+time; ``abort`` is ``conn.terminate()`` (the transport is aborted and the
+pending call raises ``ConnectionDoesNotExistError``).
+
 Defaults: a 10 s connect ``timeout`` (asyncpg's own default is 60 s), and TCP
 keepalive probes with the libpq defaults (30 s idle, 10 s interval, 3 probes).
 asyncpg has no keepalive option, so poolkeeper sets the socket options right
@@ -28,6 +33,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._abort import quiet_seconds
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_PARAMS,
@@ -138,6 +144,15 @@ class AsyncpgDriver:
     @staticmethod
     def is_idle(conn: Any) -> bool:
         return not conn.is_closed() and not conn.is_in_transaction()
+
+    def quiet(self, conn: Any) -> float | None:
+        transport = getattr(conn, "_transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return quiet_seconds(sock.fileno()) if sock is not None else None
+
+    def abort(self, conn: Any) -> None:
+        if not conn.is_closed():
+            conn.terminate()
 
     async def commit(self, conn: Any) -> None:
         await conn.execute("COMMIT")

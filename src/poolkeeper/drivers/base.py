@@ -22,6 +22,24 @@ Better still, an adapter may define ``idle_probe`` and ``idle_value``:
 means. ``idle_probe`` should be a callable implemented in C (a method
 descriptor, an :func:`operator.attrgetter`), so the check costs no Python
 frame on the return path. See :func:`idle_probe`.
+
+For the pool's ``query_timeout`` an adapter offers up to three more methods,
+all answering without I/O and safe to call from another thread (or task) than
+the one using the connection, while a command may be blocked on it:
+
+- ``abort(conn) -> None`` (required for ``query_timeout``): make a call
+  blocked on ``conn`` fail promptly with the driver's connection error,
+  without waiting for the server: shut the socket down (sync drivers) or
+  abort the transport (asyncio drivers). The connection is not reused.
+- ``busy(conn) -> bool | None``: True while a command is in progress (sent
+  and its results not all read), False when none is, None when the adapter
+  cannot tell. Without it (or with None) the pool falls back to the time
+  since checkout.
+- ``quiet(conn) -> float | None``: seconds since data last moved on the
+  connection's socket, in either direction; None when unknown (see
+  :mod:`poolkeeper.drivers._abort`).
+
+See :func:`query_watch`.
 """
 
 from __future__ import annotations
@@ -145,3 +163,28 @@ def idle_probe(driver: Driver | AsyncDriver) -> tuple[Callable[[Any], object], o
     if probe is not None:
         return probe, driver.idle_value  # type: ignore[union-attr]
     return idle_check(driver), True
+
+
+#: What :func:`query_watch` returns: ``(busy, quiet, abort)`` (see the module doc).
+QueryWatch = tuple[
+    Callable[[Any], "bool | None"],
+    Callable[[Any], "float | None"],
+    Callable[[Any], None],
+]
+
+
+def _unknown(conn: Any) -> None:
+    return None
+
+
+def query_watch(driver: Driver | AsyncDriver) -> QueryWatch | None:
+    """Return the driver's ``(busy, quiet, abort)`` functions, or None without ``abort``.
+
+    A missing ``busy`` or ``quiet`` answers None ("cannot tell").
+    """
+    abort: Callable[[Any], None] | None = getattr(driver, "abort", None)
+    if abort is None:
+        return None
+    busy: Callable[[Any], bool | None] = getattr(driver, "busy", _unknown)
+    quiet: Callable[[Any], float | None] = getattr(driver, "quiet", _unknown)
+    return busy, quiet, abort

@@ -117,6 +117,20 @@ class AsyncDBAPIDriver:
             await _maybe_await(conn.close())
 
 
+def _delegate_probe(ops: Any, method: str, conn: Any) -> Any:
+    probe = getattr(ops, method, None)
+    return probe(conn) if probe is not None else None
+
+
+def _delegate_abort(ops: Any, name: str, conn: Any) -> None:
+    abort = getattr(ops, "abort", None)
+    if abort is None:
+        raise NotImplementedError(
+            f"the {name} adapter cannot abort a command in progress (query_timeout)"
+        )
+    abort(conn)
+
+
 class CallableDriver:
     """Sync adapter for a user's connect callable; picks its ops from the first connection."""
 
@@ -149,6 +163,20 @@ class CallableDriver:
 
     def ping(self, conn: Any) -> None:
         self._ops.ping(conn)
+
+    def busy(self, conn: Any) -> bool | None:
+        """Whether a command is in progress, if the connection's adapter can tell."""
+        busy: bool | None = _delegate_probe(self._ops, "busy", conn)
+        return busy
+
+    def quiet(self, conn: Any) -> float | None:
+        """Seconds the socket has been quiet, if the connection's adapter can tell."""
+        quiet: float | None = _delegate_probe(self._ops, "quiet", conn)
+        return quiet
+
+    def abort(self, conn: Any) -> None:
+        """Abort a blocked call, if the connection's adapter knows how."""
+        _delegate_abort(self._ops, self.name, conn)
 
     def reset_session(self, conn: Any) -> None:
         """Fully reset the session, if the connection's adapter knows how."""
@@ -195,6 +223,20 @@ class AsyncCallableDriver:
 
     async def ping(self, conn: Any) -> None:
         await self._ops.ping(conn)
+
+    def busy(self, conn: Any) -> bool | None:
+        """Whether a command is in progress, if the connection's adapter can tell."""
+        busy: bool | None = _delegate_probe(self._ops, "busy", conn)
+        return busy
+
+    def quiet(self, conn: Any) -> float | None:
+        """Seconds the socket has been quiet, if the connection's adapter can tell."""
+        quiet: float | None = _delegate_probe(self._ops, "quiet", conn)
+        return quiet
+
+    def abort(self, conn: Any) -> None:
+        """Abort a blocked call, if the connection's adapter knows how."""
+        _delegate_abort(self._ops, self.name, conn)
 
     async def reset_session(self, conn: Any) -> None:
         """Fully reset the session, if the connection's adapter knows how."""

@@ -14,6 +14,12 @@ libmysqlclient), which keeps the server status flags to itself, so:
 - Close: ``mysql_close`` sends ``COM_QUIT`` and does not wait.
 - Defaults: ``connect_timeout=10``; TCP keepalive is tuned on the socket
   behind ``conn.fileno()`` (30 s idle / 10 s interval / 3 probes).
+- ``query_timeout``: the C library does not say whether a command is in
+  progress, so the pool goes by the time since checkout and the socket's
+  quiet time; ``abort`` shuts down the socket. mysqlclient refuses
+  ``fileno()`` from a thread other than the one using the connection, so the
+  descriptor is remembered at connect (URL form only: a pool built from a
+  callable cannot abort mysqlclient connections).
 - ``reset_session``: mysqlclient does not expose ``mysql_reset_connection``;
   ``COM_CHANGE_USER`` with the credentials from the URL resets the session the
   same way and re-authenticates. Adapters built from a callable do not know
@@ -33,6 +39,7 @@ from typing import Any
 import MySQLdb  # type: ignore[import-untyped]  # mysqlclient ships no stubs
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
 from poolkeeper.drivers._options import (
     Converter,
@@ -110,7 +117,10 @@ class MysqldbDriver:
 
         def connect() -> Any:
             conn = MySQLdb.connect(**kwargs)
-            keepalive.apply_fd(conn.fileno())
+            fd = conn.fileno()
+            keepalive.apply_fd(fd)
+            # For abort() and quiet(), which run in another thread.
+            conn._poolkeeper_fd = fd
             return conn
 
         return cls(connect, session=dict(kwargs))
@@ -128,6 +138,18 @@ class MysqldbDriver:
             return conn.errno() in _GONE or has_pending_input(conn.fileno())
         except MySQLdb.Error:
             return True
+
+    def quiet(self, conn: Any) -> float | None:
+        return quiet_seconds(getattr(conn, "_poolkeeper_fd", -1))
+
+    def abort(self, conn: Any) -> None:
+        fd = getattr(conn, "_poolkeeper_fd", None)
+        if fd is None:
+            raise NotImplementedError(
+                "this mysqlclient connection was not opened by poolkeeper; "
+                "its socket is unknown"
+            )
+        shutdown_fd(fd, lambda: bool(conn.open))
 
     def commit(self, conn: Any) -> None:
         conn.commit()

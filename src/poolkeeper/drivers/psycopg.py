@@ -7,6 +7,10 @@ trip the protocol has. Connections get libpq TCP keepalives and a 10 s
 :data:`poolkeeper.drivers._libpq.LIBPQ_DEFAULTS`); psycopg enforces
 ``connect_timeout`` itself for async connections too.
 
+``query_timeout`` support: a command is in progress while libpq's transaction
+status is ``ACTIVE``; ``abort`` shuts down the socket (``conn.pgconn.socket``),
+so a call blocked on a frozen server fails with ``OperationalError`` at once.
+
 ``reset_session`` runs ``DISCARD ALL``. psycopg notices that command and
 forgets its own prepared statements, so its automatic preparation keeps
 working afterwards.
@@ -24,6 +28,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
 
@@ -33,6 +38,7 @@ _TX = {
     pq.TransactionStatus.INERROR: TxStatus.INERROR,
 }
 _PQ_IDLE = int(pq.TransactionStatus.IDLE)
+_PQ_ACTIVE = int(pq.TransactionStatus.ACTIVE)
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +70,28 @@ def _idle(conn: Any) -> bool:
     return conn.pgconn.transaction_status == _PQ_IDLE  # type: ignore[no-any-return]
 
 
+def _busy(conn: Any) -> bool:
+    # ACTIVE: a command was sent and its results are not all read. A closed
+    # or broken connection reports UNKNOWN: nothing can be running on it.
+    return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
+
+
+def _fd(conn: Any) -> int:
+    try:
+        return int(conn.pgconn.socket)
+    except Exception:  # closed: psycopg raises OperationalError
+        return -1
+
+
+def _quiet(conn: Any) -> float | None:
+    return quiet_seconds(_fd(conn))
+
+
+def _abort(conn: Any) -> None:
+    fd = _fd(conn)
+    shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
+
+
 class PsycopgDriver:
     """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
 
@@ -88,6 +116,9 @@ class PsycopgDriver:
     # The same test with no Python frame (see drivers.base).
     idle_probe = _IDLE_PROBE
     idle_value = _PQ_IDLE
+    busy = staticmethod(_busy)
+    quiet = staticmethod(_quiet)
+    abort = staticmethod(_abort)
 
     def commit(self, conn: Any) -> None:
         conn.commit()
@@ -151,6 +182,9 @@ class AsyncPsycopgDriver:
     # The same test with no Python frame (see drivers.base).
     idle_probe = _IDLE_PROBE
     idle_value = _PQ_IDLE
+    busy = staticmethod(_busy)
+    quiet = staticmethod(_quiet)
+    abort = staticmethod(_abort)
 
     async def commit(self, conn: Any) -> None:
         await conn.commit()

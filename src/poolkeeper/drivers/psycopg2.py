@@ -6,6 +6,11 @@ server gone), both without I/O. psycopg2 refuses an empty query, so the ping
 is ``SELECT 1``, run in autocommit mode when no transaction is open so that it
 does not start one.
 
+``query_timeout`` support: a command is in progress while libpq's transaction
+status is ``ACTIVE``; ``abort`` shuts down the socket behind ``conn.fileno()``.
+Both read libpq's state without psycopg2's connection lock, so they answer
+while another thread is blocked in a query.
+
 Connections get libpq TCP keepalives and a 10 s ``connect_timeout`` unless the
 URL or ``connect_args`` set them. Close is ``conn.close()``: it only frees the
 libpq connection and sends a Terminate message, it never waits for the server.
@@ -21,6 +26,7 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
 
@@ -33,6 +39,7 @@ _TX = {
     ext.TRANSACTION_STATUS_INERROR: TxStatus.INERROR,
 }
 _PQ_IDLE = ext.TRANSACTION_STATUS_IDLE
+_PQ_ACTIVE = ext.TRANSACTION_STATUS_ACTIVE
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +58,29 @@ def transaction_status(conn: Any) -> TxStatus:
     if conn.closed:
         return TxStatus.UNKNOWN
     return _TX.get(conn.info.transaction_status, TxStatus.UNKNOWN)
+
+
+def busy(conn: Any) -> bool:
+    """Tell whether a command is in progress on a psycopg2 connection (no I/O)."""
+    return not conn.closed and conn.get_transaction_status() == _PQ_ACTIVE
+
+
+def _fd(conn: Any) -> int:
+    try:
+        return int(conn.fileno())
+    except Exception:  # closed: InterfaceError
+        return -1
+
+
+def quiet(conn: Any) -> float | None:
+    """Seconds since data last moved on the connection's TCP socket, or None."""
+    return quiet_seconds(_fd(conn))
+
+
+def abort(conn: Any) -> None:
+    """Shut down the connection's socket so a blocked call fails at once."""
+    fd = _fd(conn)
+    shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
 
 
 class Psycopg2Driver:
@@ -95,6 +125,9 @@ class Psycopg2Driver:
     # and one compare say "open and outside a transaction".
     idle_probe = staticmethod(ext.connection.get_transaction_status)
     idle_value = _PQ_IDLE
+    busy = staticmethod(busy)
+    quiet = staticmethod(quiet)
+    abort = staticmethod(abort)
 
     def commit(self, conn: Any) -> None:
         conn.commit()

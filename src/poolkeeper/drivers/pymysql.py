@@ -12,6 +12,9 @@
 - Defaults: ``connect_timeout=10``, and TCP keepalive tuned to 30 s idle /
   10 s interval / 3 probes (PyMySQL turns ``SO_KEEPALIVE`` on but leaves the
   operating system's two-hour idle time).
+- ``query_timeout``: PyMySQL does not say whether a command is in progress,
+  so the pool goes by the time since checkout and the socket's quiet time;
+  ``abort`` shuts down the socket (the blocked call raises error 2013).
 - ``reset_session``: ``COM_RESET_CONNECTION``, then PyMySQL's connect-time
   session setup (``SET NAMES``, ``sql_mode``, autocommit, ``init_command``).
 """
@@ -25,6 +28,7 @@ from typing import Any
 import pymysql
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -63,6 +67,14 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
         ConfigError: a query parameter is not supported or not convertible.
     """
     return mysql_kwargs(url, connect_args, params=PARAMS)[0]
+
+
+def _fd(conn: Any) -> int:
+    sock = getattr(conn, "_sock", None)
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except Exception:
+        return -1
 
 
 class PymysqlDriver:
@@ -104,6 +116,13 @@ class PymysqlDriver:
 
     def is_broken(self, conn: Any) -> bool:
         return not conn.open
+
+    def quiet(self, conn: Any) -> float | None:
+        return quiet_seconds(_fd(conn))
+
+    def abort(self, conn: Any) -> None:
+        fd = _fd(conn)
+        shutdown_fd(fd, lambda: _fd(conn) == fd)
 
     def commit(self, conn: Any) -> None:
         conn.commit()

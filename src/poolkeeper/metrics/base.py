@@ -23,6 +23,7 @@ CLOSE_REASONS = (
     "resize",
     "close",
     "error",
+    "query_timeout",
 )
 
 #: Default histogram bucket upper bounds, in seconds. Checkout waits are

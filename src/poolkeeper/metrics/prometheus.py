@@ -31,6 +31,7 @@ name                                        type       meaning
 ``poolkeeper_timeouts_total``               counter    ``PoolTimeout`` raised to callers
 ``poolkeeper_rejections_total``             counter    ``TooManyWaiters`` raised to callers
 ``poolkeeper_leaks_total``                  counter    checkouts held past ``leak_timeout``
+``poolkeeper_query_timeouts_total``         counter    connections aborted by ``query_timeout``
 ``poolkeeper_validations_total``            counter    successful checkout validations
 ``poolkeeper_connections_created_total``    counter    connections opened
 ``poolkeeper_connections_closed_total``     counter    connections closed, by ``reason``
@@ -85,6 +86,12 @@ _COUNTERS = (
         "rejections",
     ),
     ("poolkeeper_leaks", "Checkouts held longer than leak_timeout.", "leaks"),
+    (
+        "poolkeeper_query_timeouts",
+        "Checked-out connections aborted because a command was stuck past "
+        "query_timeout.",
+        "query_timeouts",
+    ),
     ("poolkeeper_validations", "Successful checkout validations.", "validations"),
     (
         "poolkeeper_connections_created",

@@ -18,6 +18,7 @@ from poolkeeper import (
     PoolClosed,
     PoolError,
     PoolTimeout,
+    QueryTimeout,
     TooManyWaiters,
 )
 from poolkeeper._concurrency import ajoin, asleep, aspawn
@@ -687,3 +688,73 @@ async def test_unfair_mode_serves_everyone_and_times_out_cleanly() -> None:
         for conn in held:
             await pool.release(conn)
         assert pool.stats().idle == 2
+
+
+async def test_query_timeout_discards_the_connection_and_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from poolkeeper import PoolEvent
+
+    discards: list[PoolEvent] = []
+    factory = Factory()
+    async with AsyncPool(
+        factory, name="qt-pool", min_size=1, query_timeout=0.05
+    ) as pool:
+        pool.on("discard", discards.append)
+        with pytest.raises(QueryTimeout) as raised:  # noqa: PT012
+            async with pool.connection():
+                # A generic DB-API connection can't say whether a command runs:
+                # held past query_timeout counts as stuck.
+                await asleep(0.3)
+                raise ConnectionError("the driver's error")
+        assert isinstance(raised.value.__cause__, ConnectionError)
+        assert raised.value.timeout == 0.05 and raised.value.pool_name == "qt-pool"
+        stats = pool.stats()
+        assert stats.query_timeouts == 1 and stats.in_use == 0 and stats.waiting == 0
+        assert stats.closed_by_reason["query_timeout"] == 1
+        assert [e.reason for e in discards] == ["query_timeout"]
+        assert factory.made[0].closed
+        warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert any(
+            "qt-pool" in r.getMessage() and "query_timeout=0.05" in r.getMessage()
+            for r in warnings
+        )
+        # The generic adapter cannot abort: said once per stuck connection.
+        assert any("could not abort" in r.getMessage() for r in warnings)
+        # A replacement is opened; a short checkout is left alone.
+        async with pool.connection() as conn:
+            assert conn is not factory.made[0]
+        assert pool.stats().query_timeouts == 1
+
+
+async def test_query_timeout_normal_exit_of_an_aborted_block_raises() -> None:
+    # The transaction of a generic DB-API connection is unknown: work may be
+    # lost, so a normal exit must not look like success.
+    async with AsyncPool(Factory(), min_size=1, query_timeout=0.05) as pool:
+        with pytest.raises(QueryTimeout) as raised:
+            async with pool.connection():
+                await asleep(0.3)
+        assert raised.value.__cause__ is None
+        assert pool.stats().closed_by_reason["query_timeout"] == 1
+
+
+async def test_query_timeout_with_acquire_and_release() -> None:
+    async with AsyncPool(Factory(), min_size=1, query_timeout=0.05) as pool:
+        conn = await pool.acquire()
+        await asleep(0.3)
+        await pool.release(conn)  # no error of its own: the caller saw the driver's
+        stats = pool.stats()
+        assert stats.query_timeouts == 1 and stats.in_use == 0
+        assert stats.closed_by_reason["query_timeout"] == 1
+        again = await pool.acquire()
+        assert again is not conn
+        await pool.release(again)
+
+
+async def test_query_timeout_leaves_short_checkouts_alone() -> None:
+    async with AsyncPool(Factory(), min_size=1, query_timeout=0.5) as pool:
+        for _ in range(5):
+            async with pool.connection():
+                await asleep(0.05)
+        stats = pool.stats()
+        assert stats.query_timeouts == 0 and stats.connections_created == 1
