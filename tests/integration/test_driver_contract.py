@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from poolkeeper.drivers import driver_for_url, ops_for_connection
-from poolkeeper.drivers.base import TxStatus
+from poolkeeper.drivers.base import TxStatus, query_watch
 from poolkeeper.drivers.dbapi import AsyncDBAPIDriver, DBAPIDriver
 from tests.conftest import import_driver
 from tests.support.generic_dbapi import generic_connect
@@ -527,6 +528,37 @@ async def test_reset_session_clears_state(
     for _ in range(6):  # cached/prepared statements still work
         assert await run(conn, repeat) == [(42,)]
     assert driver.transaction_status(conn) in case.idle | case.intrans
+
+
+#: Adapters that can tell whether a command is in progress (query_timeout).
+_TELLS_BUSY = frozenset({"psycopg", "psycopg-async", "psycopg2", "aiopg"})
+
+
+async def test_query_watch_at_rest_and_abort(
+    case: Case, driver: Any, conn: Any
+) -> None:
+    """busy/quiet/abort, the optional capabilities behind ``query_timeout``."""
+    watch = query_watch(driver)
+    if case.server == "sqlite" or case.generic:
+        assert watch is None  # cannot abort: query_timeout is a ConfigError
+        return
+    assert watch is not None
+    busy, quiet, abort = watch
+    await run(conn, "SELECT 1")
+    # At rest no command is in progress (or the adapter cannot tell).
+    assert busy(conn) is (False if case.id in _TELLS_BUSY else None)
+    await anyio.sleep(0.3)
+    silent = quiet(conn)
+    assert silent is not None and 0.25 <= silent < 5.0  # TCP on Linux
+    await run(conn, "SELECT 1")
+    silent = quiet(conn)
+    assert silent is not None and silent < 0.25
+    # Abort: the connection fails at once and reports itself broken.
+    abort(conn)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - each driver's own error
+        await run(conn, "SELECT 1")
+    assert driver.is_broken(conn)
+    assert busy(conn) in (False, None)
 
 
 async def test_ping_raises_on_closed_connection(driver: Any) -> None:

@@ -912,20 +912,26 @@ class AsyncPool(Generic[ConnT]):
             task.add_done_callback(self._tasks.discard)
 
     async def _housekeep(self) -> None:
-        """One housekeeping round: retire, ping, report leaks, refill."""
+        """One housekeeping round: retire, ping, report leaks, refill, and
+        abort stuck commands (``query_timeout``)."""
         now = _monotonic()
         with self._lock:
             due, leaked = self._state.housekeep(now)
             n = self._state.plan_connects(now)
-        await self._close_retired()
+        watch = self._query_watch
+        if watch is not None:
+            self._watch_queries(watch)
+            # Nothing below may hold up the next round: a graceful close or
+            # a ping can wait on a hung server.
+            if self._state.retired:
+                self._spawn_close_retired()
+        else:
+            await self._close_retired()
         self._spawn_connects(n)
         for entry in leaked:
             self._report_leak(entry, now)
-        if self._query_watch is not None:
-            self._watch_queries(self._query_watch)
-            if due:
-                # A ping to a hung server must not stop the watchdog.
-                self._background(self._ping_entries, "ping", due)
+        if due and watch is not None:
+            self._background(self._ping_entries, "ping", due)
         elif due:
             await self._ping_entries(due)
 
