@@ -956,7 +956,11 @@ class AsyncPool(Generic[ConnT]):
                     else None
                 )
             except Exception as exc:
-                logger.debug("pool %r: query watchdog probe failed: %r", self.name, exc)
+                logger.debug(
+                    "pool %r: query watchdog probe failed: %s",
+                    self.name,
+                    self._describe(exc),
+                )
                 continue
             probes.append((entry, lent_at, busy, quiet, now))
         with self._lock:
