@@ -103,6 +103,9 @@ class ProxyStats:
         upstream_connects: Successful connections made to the upstream server.
         bytes_up: Bytes forwarded client -> server.
         bytes_down: Bytes forwarded server -> client.
+        truncated: Links closed by ``truncate`` mode (budget spent).
+        last_truncated_at: ``time.monotonic()`` of the latest such cut (the
+            instant the proxy closed the link), or None.
     """
 
     accepted: int
@@ -111,6 +114,8 @@ class ProxyStats:
     upstream_connects: int
     bytes_up: int
     bytes_down: int
+    truncated: int = 0
+    last_truncated_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,8 @@ class FaultProxy:
         self._upstream_connects = 0
         self._bytes_up = 0
         self._bytes_down = 0
+        self._truncated = 0
+        self._last_truncated_at: float | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -565,6 +572,8 @@ class FaultProxy:
             upstream_connects=self._upstream_connects,
             bytes_up=self._bytes_up,
             bytes_down=self._bytes_down,
+            truncated=self._truncated,
+            last_truncated_at=self._last_truncated_at,
         )
 
     async def _apply(self, settings: _Settings) -> None:
@@ -654,6 +663,9 @@ class FaultProxy:
             # A reset or error on one side is passed on as a reset to the other;
             # a spent truncation budget is a clean close.
             rst = any(not isinstance(exc, _Truncated) for exc in failures)
+            if failures and not rst:
+                self._truncated += 1
+                self._last_truncated_at = time.monotonic()
         finally:
             # Synchronous cleanup first: if this task is cancelled again while
             # awaiting below, the link is already closed and unregistered.
