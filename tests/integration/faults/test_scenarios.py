@@ -127,6 +127,53 @@ def test_frozen_postmaster_serves_from_idle_psycopg(pg_cluster: PgCluster) -> No
         assert stats.closed_by_reason["broken"] == stats.closed_by_reason["check"] == 0
 
 
+def test_frozen_postmaster_past_connect_timeout_recovers(pg_cluster: PgCluster) -> None:
+    """A freeze longer than ``connect_timeout``: connects fail and back off;
+    callers time out at T with the connect timeout chained; SIGCONT ends it."""
+    name = app()
+    url = pg_cluster.url(application_name=name, connect_timeout=2)
+    pool: poolkeeper.Pool[Any] = poolkeeper.Pool(
+        url, min_size=2, max_size=3, timeout=T, reconnect_max=0.5
+    )
+    failed: list[float] = []
+    pool.on("connect_error", lambda event: failed.append(time.monotonic()))
+    with pool:
+        pool.open(wait=True)
+        with pg_cluster.frozen(), pool.connection() as a, pool.connection() as b:
+            frozen_at = time.monotonic()
+            waits = []
+            causes = []
+            while time.monotonic() < frozen_at + 3.0:
+                started = time.monotonic()
+                with pytest.raises(poolkeeper.PoolTimeout) as info:
+                    pool.acquire()
+                waits.append(time.monotonic() - started)
+                causes.append(info.value.__cause__)
+            a.execute("SELECT 1")
+            b.execute("SELECT 1")
+        thawed = time.monotonic()
+        with (
+            pool.connection(timeout=5) as a,
+            pool.connection(timeout=5) as b,
+            pool.connection(timeout=5) as c,
+        ):
+            for conn in (a, b, c):
+                conn.execute("SELECT 1")
+        recovered = time.monotonic() - thawed
+        print(
+            f"\nfrozen 3 s (connect_timeout 2 s): waits {', '.join(f'{w:.3f}' for w in waits)}"
+            f"; {len(failed)} connect timeouts; 3 connections {recovered:.3f} s"
+            " after SIGCONT"
+        )
+        assert all(T <= w <= T + TOLERANCE for w in waits), waits
+        assert len(failed) >= 1 and failed[0] - frozen_at >= 2.0 - 0.05
+        # Once the first connect timed out, timeouts say why.
+        assert isinstance(causes[-1], psycopg.OperationalError), causes
+        assert "timeout" in str(causes[-1])
+        assert recovered < 0.5 + 0.5
+        assert settle(lambda: pool.stats().size == pg_cluster.backends(name) == 3)
+
+
 def test_frozen_postmaster_serves_from_idle_asyncpg(pg_cluster: PgCluster) -> None:
     name = app()
     url = asyncpg_url(pg_cluster, connect_timeout=2)
@@ -614,3 +661,54 @@ def test_deaf_listener_bounds_acquire_and_blocks_nothing(
         assert T <= waited <= T + TOLERANCE
         assert unblocked
     assert settle(lambda: pool_threads() <= threads_before)
+
+
+def test_deaf_listener_asyncpg_leaves_no_task_blocked(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy
+) -> None:
+    name = app()
+    url = asyncpg_url(pg_cluster, port=fault_proxy.port, connect_timeout=2)
+    args = {"server_settings": {"application_name": name}}
+
+    def connect_tasks() -> list[asyncio.Task[Any]]:
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_name().startswith("poolkeeper-connect") and not t.done()
+        ]
+
+    async def main() -> tuple[float, float]:
+        async with poolkeeper.AsyncPool(
+            url, min_size=1, max_size=2, timeout=T, reconnect_max=0.5, connect_args=args
+        ) as pool:
+            await pool.open(wait=True)
+            async with pool.connection() as held:
+                fault_proxy.deaf()
+                started = time.monotonic()
+                with pytest.raises(poolkeeper.PoolTimeout):
+                    await pool.acquire()
+                waited = time.monotonic() - started
+                assert await held.fetchval("SELECT 1") == 1
+                assert connect_tasks()  # the hung connect is still under way
+            fault_proxy.pass_through()
+            lifted = time.monotonic()
+            while connect_tasks() or pool.stats().connecting:
+                assert time.monotonic() - lifted < 4.0, connect_tasks()
+                await asyncio.sleep(0.01)
+            quiet = time.monotonic() - lifted
+            async with pool.connection() as a, pool.connection() as b:
+                await a.execute("SELECT 1")
+                await b.execute("SELECT 1")
+
+            def settled() -> bool:
+                return pool.stats().size == pg_cluster.backends(name) == 2
+
+            assert await asyncio.to_thread(settle, settled)
+            return waited, quiet
+
+    waited, quiet = asyncio.run(main())
+    print(
+        f"\ndeaf listener (asyncpg): PoolTimeout after {waited:.3f} s; no connect"
+        f" task left {quiet:.3f} s after the listener accepted again"
+    )
+    assert T <= waited <= T + TOLERANCE
