@@ -410,6 +410,8 @@ def test_three_free_slots_steady_size_without_thrashing(
 
 BIG = "SELECT repeat('x', 1000) FROM generate_series(1, 1000)"
 BIG_BYTES = 1000 * 1000
+UP_QUERY = "SELECT length(%s)"
+UP_PARAMS = ("z" * BIG_BYTES,)
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
@@ -439,13 +441,17 @@ def test_cut_result_never_leaks_into_the_next_request(
                     cur.execute("SELECT 1")  # warm: the cut lands in BIG
                     cur.fetchall()
                     before = fault_proxy.stats.truncated
+                    # Every other cut is in the query going up (a 1 MB
+                    # parameter), the rest in the result coming down.
+                    up = i % 4 == 2
                     fault_proxy.truncate_after(
-                        rng.randint(1, BIG_BYTES), direction="down"
+                        rng.randint(1, BIG_BYTES), direction="up" if up else "down"
                     )
                     # The whole result is fetched by execute(): a cut one
                     # must never come back as a (short) result.
+                    query, params = (UP_QUERY, UP_PARAMS) if up else (BIG, None)
                     with pytest.raises(driver_error):
-                        cur.execute(BIG)
+                        cur.execute(query, params)
                     failed_at = time.monotonic()
                     fault_proxy.pass_through()
                     link_stats = fault_proxy.stats
@@ -464,16 +470,20 @@ def test_cut_result_never_leaks_into_the_next_request(
         stats = pool.stats()
         cuts = iterations // 2
         print(
-            f"\ncut result set ({driver}): {cuts} cuts, error after the cut: median "
+            f"\ncut result set ({driver}): {cuts} cuts (half up, half down), error after: median "
             f"{sorted(delays)[len(delays) // 2] * 1000:.1f} ms, max "
             f"{max(delays) * 1000:.1f} ms; {contaminated} contaminated;"
             f" {stats.closed_by_reason['broken']} discarded as broken,"
             f" {fault_proxy.stats.accepted} proxy links"
         )
         assert contaminated == 0
-        assert max(delays) < 0.05 + 0.05  # 50 ms, with slack for a loaded box
+        # The plan's 50 ms, with slack for the odd scheduling hiccup on a
+        # loaded 2-core box for the worst of them.
+        assert sorted(delays)[len(delays) // 2] < 0.05
+        assert max(delays) < 0.05 + 0.05
         assert stats.closed_by_reason["broken"] == cuts
-        assert fault_proxy.stats.accepted >= 2 + cuts  # a new link per replacement
+        # Exactly one new link per cut: the replacement, nothing else discarded.
+        assert fault_proxy.stats.accepted == 2 + cuts
         assert settle(lambda: pool.stats().size == 2 == pg_cluster.backends(name))
 
 
