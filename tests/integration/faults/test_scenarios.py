@@ -722,3 +722,85 @@ def test_deaf_listener_asyncpg_leaves_no_task_blocked(
         f" task left {quiet:.3f} s after the listener accepted again"
     )
     assert T <= waited <= T + TOLERANCE
+
+
+def test_random_cuts_under_concurrency_never_mix_results(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy
+) -> None:
+    """3 threads on a pool of 2 while links are cut at random points, both ways.
+
+    Cuts land in queries, results, validation pings, commits and connects;
+    callers may see errors, but never another request's rows.
+    """
+    name = app()
+    url = pg_cluster.url(
+        application_name=name, port=fault_proxy.port, connect_timeout=2
+    )
+    wrong: list[str] = []
+    errors: list[BaseException] = []
+    done = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+    with poolkeeper.Pool(
+        url, min_size=2, max_size=2, timeout=2.0, reconnect_max=0.2
+    ) as pool:
+        pool.open(wait=True)
+
+        def worker(seed: int) -> None:
+            nonlocal done
+            rng = random.Random(seed)
+            while not stop.is_set():
+                token = uuid.uuid4().hex
+                rows_wanted = rng.choice([3, 300])
+                try:
+                    with pool.connection() as conn:
+                        rows = conn.execute(
+                            "SELECT %s || '-' || g FROM generate_series(1, %s) g",
+                            (token, rows_wanted),
+                        ).fetchall()
+                        one = conn.execute("SELECT %s::text", (token,)).fetchone()
+                    expected = [(f"{token}-{g}",) for g in range(1, rows_wanted + 1)]
+                    with lock:
+                        if rows != expected or one != (token,):
+                            wrong.append(token)
+                        done += 1
+                except (psycopg.Error, poolkeeper.PoolTimeout) as exc:
+                    with lock:
+                        errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        rng = random.Random(151)
+        try:
+            end = time.monotonic() + 4.0
+            while time.monotonic() < end:
+                fault_proxy.truncate_after(
+                    rng.randint(1, 20_000), direction=rng.choice(["up", "down", "both"])
+                )
+                time.sleep(rng.uniform(0, 0.02))
+                fault_proxy.pass_through()
+                time.sleep(rng.uniform(0, 0.03))
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+        truncated = fault_proxy.stats.truncated
+        stats = pool.stats()
+        print(
+            f"\nrandom cuts, 3 threads on 2 connections: {done} requests ok,"
+            f" {len(errors)} errors ({truncated} links cut), {len(wrong)} wrong results;"
+            f" closed {stats.closed_by_reason}"
+        )
+        assert wrong == []
+        assert done > 3 * truncated > 0
+        # Each cut fails at most the request using that link; timeouts would
+        # mean the pool got stuck.
+        assert not [e for e in errors if isinstance(e, poolkeeper.PoolTimeout)]
+        assert len(errors) <= truncated
+        assert settle(
+            lambda: (
+                pool.stats().in_use == 0
+                and pool.stats().size == 2 == pg_cluster.backends(name)
+            )
+        )
