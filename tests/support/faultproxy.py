@@ -28,6 +28,16 @@ Modes (one at a time, switchable at runtime, applied to live and new links):
   held links connect upstream and proceed.
 * ``truncate``: each link is closed (FIN, after flushing) once ``limit`` more bytes
   have been forwarded on it, counted in the chosen direction(s).
+* ``bandwidth``: cap each direction of each link at ``rate`` bytes per second
+  (bytes are written in slices of about 10 ms worth, then the writer pauses);
+  may be combined with ``latency``/``jitter``. ``latency`` mode accepts a
+  ``rate`` too, so the two are one link model.
+* ``deaf``: stop accepting. The listening socket stays open, so the kernel
+  completes handshakes into its backlog (then drops SYNs once the backlog is
+  full): a client's connect "succeeds" and then waits for an answer that never
+  comes, like a server whose accept loop is stuck (psycopg's ``deaf_listen``).
+  Live links keep working. Leaving the mode accepts the backlog in order, and
+  those links proceed normally (clients that gave up meanwhile just close).
 
 Limitation:
     A proxy black hole is **not** a network partition. The proxy's kernel keeps
@@ -36,8 +46,8 @@ Limitation:
     That matches a hung-but-alive server (and asyncpg's fuzzing proxy). For true
     packet loss use an nftables drop rule; for a frozen server use SIGSTOP.
 
-Not implemented from the reliability plan: per-link targeting, ``bandwidth``,
-``deaf`` (a listener that never accepts) and ``close_upstream_only``.
+Not implemented from the reliability plan: per-link targeting and
+``close_upstream_only``.
 """
 
 from __future__ import annotations
@@ -78,6 +88,8 @@ class Mode(str, enum.Enum):
     REFUSE = "refuse"
     SLOW_ACCEPT = "slow_accept"
     TRUNCATE = "truncate"
+    BANDWIDTH = "bandwidth"
+    DEAF = "deaf"
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,9 @@ class ProxyStats:
         upstream_connects: Successful connections made to the upstream server.
         bytes_up: Bytes forwarded client -> server.
         bytes_down: Bytes forwarded server -> client.
+        truncated: Links closed by ``truncate`` mode (budget spent).
+        last_truncated_at: ``time.monotonic()`` of the latest such cut (the
+            instant the proxy closed the link), or None.
     """
 
     accepted: int
@@ -99,6 +114,8 @@ class ProxyStats:
     upstream_connects: int
     bytes_up: int
     bytes_down: int
+    truncated: int = 0
+    last_truncated_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,21 @@ class _Settings:
     jitter: float = 0.0
     limit: int = 0
     direction: Direction = "both"
+    rate: float = 0.0
+
+    @property
+    def delays(self) -> bool:
+        """Whether ``latency``/``jitter`` apply (latency and bandwidth modes)."""
+        return self.mode in (Mode.LATENCY, Mode.BANDWIDTH)
+
+    @property
+    def paced(self) -> bool:
+        """Whether ``rate`` applies."""
+        return self.rate > 0 and self.mode in (Mode.LATENCY, Mode.BANDWIDTH)
+
+
+#: Seconds of traffic written at once under a bandwidth cap.
+_PACE_SLICE = 0.01
 
 
 class _Truncated(Exception):
@@ -182,9 +214,10 @@ class FaultProxy:
         self._settings = _Settings()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._port: int | None = None
         self._links: set[_Link] = set()
+        self._adopting: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Event | None = None
         self._closing = False
         self._errors: list[str] = []
@@ -193,6 +226,8 @@ class FaultProxy:
         self._upstream_connects = 0
         self._bytes_up = 0
         self._bytes_down = 0
+        self._truncated = 0
+        self._last_truncated_at: float | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -315,33 +350,53 @@ class FaultProxy:
         jitter: float = 0.0,
         limit: int = 0,
         direction: Direction = "both",
+        rate: float = 0.0,
     ) -> None:
         """Switch mode; takes effect on live links before this returns.
 
         Args:
             mode: A :class:`Mode` or its string value.
-            latency: Seconds added per direction (``latency`` mode).
+            latency: Seconds added per direction (``latency`` and ``bandwidth``
+                modes).
             jitter: Maximum random deviation from ``latency``, in seconds.
             limit: Bytes each link may still forward (``truncate`` mode).
             direction: Which direction(s) ``limit`` counts: ``up`` is client to
                 server, ``down`` server to client.
+            rate: Bytes per second per direction of each link (``bandwidth``
+                and ``latency`` modes; 0 means no cap).
 
         Raises:
-            ValueError: For an unknown mode or a negative parameter.
+            ValueError: For an unknown mode or a negative parameter, or
+                ``bandwidth`` mode without a positive ``rate``.
         """
         mode = Mode(mode)
-        if latency < 0 or jitter < 0 or limit < 0:
-            raise ValueError("latency, jitter and limit must be >= 0")
-        settings = _Settings(mode, latency, jitter, limit, direction)
+        if latency < 0 or jitter < 0 or limit < 0 or rate < 0:
+            raise ValueError("latency, jitter, limit and rate must be >= 0")
+        if mode is Mode.BANDWIDTH and rate <= 0:
+            raise ValueError("bandwidth mode needs a rate > 0")
+        settings = _Settings(mode, latency, jitter, limit, direction, rate)
         self._call(lambda: self._apply(settings))
 
     def pass_through(self) -> None:
         """Forward everything unchanged (and release anything held)."""
         self.set_mode(Mode.PASS)
 
-    def latency(self, seconds: float, jitter: float = 0.0) -> None:
-        """Delay each chunk by ``seconds`` (+- ``jitter``) in each direction."""
-        self.set_mode(Mode.LATENCY, latency=seconds, jitter=jitter)
+    def latency(
+        self, seconds: float, jitter: float = 0.0, *, rate: float = 0.0
+    ) -> None:
+        """Delay each chunk by ``seconds`` (+- ``jitter``) in each direction;
+        optionally also cap each direction at ``rate`` bytes per second."""
+        self.set_mode(Mode.LATENCY, latency=seconds, jitter=jitter, rate=rate)
+
+    def bandwidth(
+        self, bytes_per_s: float, *, latency: float = 0.0, jitter: float = 0.0
+    ) -> None:
+        """Cap each direction of each link at ``bytes_per_s`` (plus optional latency)."""
+        self.set_mode(Mode.BANDWIDTH, rate=bytes_per_s, latency=latency, jitter=jitter)
+
+    def deaf(self) -> None:
+        """Stop accepting: new connects complete in the kernel backlog and hang."""
+        self.set_mode(Mode.DEAF)
 
     def blackhole(self) -> None:
         """Hold all bytes while keeping every socket open."""
@@ -441,19 +496,70 @@ class FaultProxy:
 
     async def _open(self) -> None:
         self._changed = asyncio.Event()
-        self._server = await asyncio.start_server(self._on_accept, self._host, 0)
-        self._port = self._server.sockets[0].getsockname()[1]
+        # A plain listening socket and our own accept callback, rather than
+        # asyncio.start_server: ``deaf`` mode must stop accepting without
+        # closing the listener, which asyncio.Server cannot do.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self._host, 0))
+            listener.listen(100)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._port = listener.getsockname()[1]
+        self._listening(True)
+
+    def _listening(self, on: bool) -> None:
+        loop = asyncio.get_running_loop()
+        listener = self._listener
+        if listener is None or listener.fileno() < 0:
+            return
+        if on:
+            loop.add_reader(listener, self._on_readable, listener)
+        else:
+            loop.remove_reader(listener)
+
+    def _on_readable(self, listener: socket.socket) -> None:
+        # Runs on the loop; the reader is removed in deaf mode, so this never
+        # accepts then. Accept everything that is ready (a burst of connects).
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. EMFILE: report, keep listening
+                self._errors.append(f"accept failed: {exc!r}")
+                return
+            conn.setblocking(False)
+            task = asyncio.get_running_loop().create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._on_accept(reader, writer)
 
     async def _close(self) -> None:
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        self._listening(False)
+        if self._listener is not None:
+            # Connections still in the backlog (deaf mode) get an RST.
+            self._listener.close()
+        adopting = list(self._adopting)
+        for task in adopting:
+            task.cancel()
+        await asyncio.gather(*adopting, return_exceptions=True)
         links = list(self._links)
         for link in links:
             link.close(rst=False)
         await self._finish(links)
-        if self._server is not None:
-            await self._server.wait_closed()
 
     async def _snapshot_async(self) -> ProxyStats:
         return self._snapshot()
@@ -466,10 +572,14 @@ class FaultProxy:
             upstream_connects=self._upstream_connects,
             bytes_up=self._bytes_up,
             bytes_down=self._bytes_down,
+            truncated=self._truncated,
+            last_truncated_at=self._last_truncated_at,
         )
 
     async def _apply(self, settings: _Settings) -> None:
         self._settings = settings
+        if not self._closing:
+            self._listening(settings.mode is not Mode.DEAF)
         budget = settings.limit if settings.mode is Mode.TRUNCATE else None
         for link in self._links:
             link.budget = budget
@@ -553,6 +663,9 @@ class FaultProxy:
             # A reset or error on one side is passed on as a reset to the other;
             # a spent truncation budget is a clean close.
             rst = any(not isinstance(exc, _Truncated) for exc in failures)
+            if failures and not rst:
+                self._truncated += 1
+                self._last_truncated_at = time.monotonic()
         finally:
             # Synchronous cleanup first: if this task is cancelled again while
             # awaiting below, the link is already closed and unregistered.
@@ -585,7 +698,7 @@ class FaultProxy:
                 return
             settings = self._settings
             delay = 0.0
-            if settings.mode is Mode.LATENCY:
+            if settings.delays:
                 spread = self._rng.uniform(-settings.jitter, settings.jitter)
                 delay = max(0.0, settings.latency + spread)
             # Never schedule a chunk before its predecessor: jitter must not
@@ -621,12 +734,21 @@ class FaultProxy:
                 if len(data) >= link.budget:
                     data, truncated = data[: link.budget], True
                 link.budget -= len(data)
-            if data:
-                writer.write(data)
+            while data:
+                settings = self._settings
+                piece = data
+                if settings.paced:
+                    piece = data[: max(1, int(settings.rate * _PACE_SLICE))]
+                data = data[len(piece) :]
+                writer.write(piece)
                 await writer.drain()
                 if up:
-                    self._bytes_up += len(data)
+                    self._bytes_up += len(piece)
                 else:
-                    self._bytes_down += len(data)
+                    self._bytes_down += len(piece)
+                if settings.paced:
+                    # The cap is per direction: this writer alone waits.
+                    await asyncio.sleep(len(piece) / settings.rate)
+                    await self._wait(self._flowing)
             if truncated:
                 raise _Truncated

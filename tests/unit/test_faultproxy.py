@@ -326,3 +326,113 @@ def test_unstarted_proxy_has_no_port() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = proxy.port
     proxy.stop()  # no-op
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    received = b""
+    while len(received) < size:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+@pytest.mark.timing
+def test_bandwidth_caps_throughput_per_direction(proxy: FaultProxy) -> None:
+    payload = bytes(range(256)) * 160  # 40 KiB each way, at 100 KiB/s
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"warm") == b"warm"
+        proxy.bandwidth(100 * 1024)
+        assert proxy.mode is Mode.BANDWIDTH
+        started = time.monotonic()
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        received = _read_exactly(sock, len(payload))
+        sender.join()
+        elapsed = time.monotonic() - started
+        proxy.pass_through()
+        started = time.monotonic()
+        assert _roundtrip(sock, payload) == payload
+        fast = time.monotonic() - started
+    assert received == payload  # paced, never reordered or lost
+    # Up and down are paced separately but overlap: ~0.4 s, not 0.8 s. The
+    # first slice goes out at once, hence a little under 0.4 s is possible.
+    assert 0.3 <= elapsed < 0.9, elapsed
+    assert fast < 0.1
+
+
+@pytest.mark.timing
+def test_bandwidth_combines_with_latency(proxy: FaultProxy) -> None:
+    with _connect(proxy) as sock:
+        assert _roundtrip(sock, b"warm") == b"warm"
+        proxy.bandwidth(10_000, latency=0.1)
+        started = time.monotonic()
+        assert _roundtrip(sock, b"x" * 2000) == b"x" * 2000
+        elapsed = time.monotonic() - started
+        # 2 x 0.1 s latency, plus 2000 bytes at 10 kB/s: the first 100-byte
+        # slice goes at once, the other 19 take 0.19 s going up; coming down
+        # the echoed slices are paced as they arrive, so that overlaps:
+        # about 0.39 s in all.
+        assert 0.35 <= elapsed < 0.9, elapsed
+        proxy.latency(0.05, rate=1_000_000)
+        started = time.monotonic()
+        assert _roundtrip(sock, b"y" * 2000) == b"y" * 2000
+        assert 0.1 <= time.monotonic() - started < 0.3
+
+
+def test_bandwidth_needs_a_rate(proxy: FaultProxy) -> None:
+    with pytest.raises(ValueError, match="rate > 0"):
+        proxy.set_mode("bandwidth")
+    with pytest.raises(ValueError, match=">= 0"):
+        proxy.latency(0.1, rate=-1)
+
+
+def test_deaf_connects_hang_then_proceed(proxy: FaultProxy, echo: EchoServer) -> None:
+    with _connect(proxy) as live:
+        assert _roundtrip(live, b"before") == b"before"
+        proxy.deaf()
+        assert proxy.mode is Mode.DEAF
+        # The kernel completes the handshake into the backlog: connect()
+        # returns, but nothing ever answers.
+        with _connect(proxy, timeout=0.3) as held:
+            held.sendall(b"waiting")
+            with pytest.raises(TimeoutError):
+                held.recv(10)
+            stats = proxy.stats
+            assert (stats.accepted, stats.live, echo.connections) == (1, 1, 1)
+            assert _roundtrip(live, b"live link") == b"live link"  # unaffected
+            proxy.pass_through()
+            held.settimeout(2.0)
+            # Accepted from the backlog, connected upstream, bytes delivered.
+            assert held.recv(10) == b"waiting"
+        assert proxy.stats.accepted == 2
+    proxy.wait_live(0)
+    assert echo.connections == 2
+
+
+def test_deaf_backlog_is_reset_on_stop(echo: EchoServer) -> None:
+    proxy = FaultProxy(("127.0.0.1", echo.port)).start()
+    try:
+        proxy.deaf()
+        sock = _connect(proxy, timeout=2.0)
+    finally:
+        proxy.stop()
+    # Closing a listener resets the connections still in its backlog.
+    with sock, contextlib.suppress(ConnectionResetError):
+        assert sock.recv(10) == b""
+    assert proxy.stats.accepted == 0
+    assert not proxy.errors
+    assert not _proxy_threads()
+
+
+def test_deaf_client_that_gave_up_is_dropped(proxy: FaultProxy) -> None:
+    proxy.deaf()
+    with _connect(proxy):
+        pass  # gives up before it was ever accepted
+    proxy.pass_through()
+    deadline = time.monotonic() + 2.0
+    while proxy.stats.accepted < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proxy.wait_live(0)
+    assert proxy.stats.accepted == 1

@@ -1,4 +1,4 @@
-"""Retirement and reconnect policy: lifetimes with jitter, backoff with full jitter."""
+"""Retirement and reconnect policy: lifetimes with jitter, backoff with bounded jitter."""
 
 from __future__ import annotations
 
@@ -37,19 +37,28 @@ def expiry(
     return created_at + max_lifetime * (1.0 - jitter * rand())
 
 
+#: Backoff delays are shortened by up to this fraction at random.
+BACKOFF_JITTER = 0.2
+
+
 def backoff_delay(
     failures: int, base: float, cap: float, rand: Callable[[], float]
 ) -> float:
     """Return the wait before connect attempt number ``failures + 1``.
 
-    Exponential growth from ``base`` capped at ``cap``, with "full jitter"
-    above the floor: uniform in ``[base, min(cap, base * 2**(failures-1))]``.
-    Spreading the retries keeps many clients from reconnecting in lockstep.
+    Exponential growth from ``base`` capped at ``cap``, shortened by up to
+    :data:`BACKOFF_JITTER` at random and never below ``base``: uniform in
+    ``[0.8 * c, c]`` with ``c = min(cap, base * 2**(failures-1))``. The jitter
+    keeps many clients from reconnecting in lockstep; keeping it to 20% (not
+    "full jitter", uniform in ``[base, c]``) bounds the retry rate during a
+    long outage: once capped, attempts are at least ``0.8 * cap`` apart,
+    never back at ``base`` (S5 in RELIABILITY_PLAN.md: full jitter made about
+    11 attempts in 5 s with a 1.5 s cap, up to 15, and gaps of 0.05 s).
     """
     if failures <= 0:
         return 0.0
     ceiling = min(cap, base * (2.0 ** min(failures - 1, 62)))
-    return base + (ceiling - base) * rand()
+    return max(base, ceiling * (1.0 - BACKOFF_JITTER + BACKOFF_JITTER * rand()))
 
 
 def is_fatal_connect_error(error: BaseException) -> bool:

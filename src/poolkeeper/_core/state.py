@@ -478,6 +478,9 @@ class PoolState:
         self.connecting -= 1
         self.connect_failures = 0
         self.next_connect_at = 0.0
+        # The outage is over: a later PoolTimeout (plain exhaustion) must not
+        # be chained to an error from it.
+        self.last_connect_error = None
         self.created += 1
         self.connect_time.add(took)
         cfg = self.config

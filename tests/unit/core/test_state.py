@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 
 import pytest
 from hypothesis import settings
@@ -204,6 +206,9 @@ def test_backoff_single_retrier_and_growth() -> None:
     assert state.connect_delay(0.0) > 0
     state.connected(Conn(1), 1.0, 0.01)
     assert state.connect_failures == 0
+    # Regression (S5): a stale connect error no longer explains later timeouts.
+    error: BaseException | None = state.last_connect_error
+    assert error is None
     assert state.plan_connects(1.0) == 1
 
 
@@ -212,8 +217,31 @@ def test_backoff_delay_bounds() -> None:
     assert backoff_delay(1, 0.05, 5.0, lambda: 1.0) == pytest.approx(0.05)
     assert backoff_delay(4, 0.05, 5.0, lambda: 1.0) == pytest.approx(0.4)
     assert backoff_delay(100, 0.05, 5.0, lambda: 1.0) == pytest.approx(5.0)
-    assert backoff_delay(100, 0.05, 5.0, lambda: 0.0) == pytest.approx(0.05)
+    assert backoff_delay(100, 0.05, 5.0, lambda: 0.0) == pytest.approx(4.0)
+    assert backoff_delay(1, 0.05, 5.0, lambda: 0.0) == pytest.approx(0.05)
+    assert backoff_delay(3, 0.05, 5.0, lambda: 0.0) == pytest.approx(0.16)
     assert expiry(0.0, None, 0.05, lambda: 1.0) == math.inf
+
+
+def test_backoff_retry_rate_is_bounded_once_capped() -> None:
+    """Regression (S5): full jitter retried after only ``reconnect_min`` at times,
+    even once capped, so an outage saw ~11 attempts in 5 s with a 1.5 s cap."""
+    rng = random.Random(5)
+    for _ in range(200):
+        at, attempts, failures = 0.0, 1, 1
+        delays = []
+        while True:
+            delay = backoff_delay(failures, 0.05, 1.5, rng.random)
+            delays.append(delay)
+            at += delay
+            if at >= 5.0:
+                break
+            attempts += 1
+            failures += 1
+        assert attempts <= 8, delays
+        assert all(d >= 0.8 * 1.5 for d in delays[6:])  # capped: never fast again
+        # Never shorter than the previous ceiling allowed: no falling back.
+        assert all(b >= 0.8 * a for a, b in itertools.pairwise(delays))
 
 
 def test_close_fails_waiters_and_retires_idle() -> None:
