@@ -54,6 +54,7 @@ RENAMES: dict[str, str] = {
     "aspawn": "spawn",
     "ajoin": "join",
     "acall": "call",
+    "acall_within": "call_within",
     "AConnectFn": "ConnectFn",
     "asleep": "sleep",
     "_async": "_sync",

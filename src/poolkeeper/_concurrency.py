@@ -8,8 +8,13 @@ same shape; ``tools/gen_sync.py`` renames one into the other, so the code in
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
+import itertools
+import logging
+import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -27,12 +32,15 @@ __all__ = [
     "ASignal",
     "ConnectFn",
     "Event",
+    "Overrun",
     "Signal",
     "acall",
+    "acall_within",
     "ajoin",
     "asleep",
     "aspawn",
     "call",
+    "call_within",
     "current_loop",
     "join",
     "sleep",
@@ -200,6 +208,151 @@ async def acall(fn: Callable[[Any], Any], arg: Any) -> Any:
 def call(fn: Callable[[Any], Any], arg: Any) -> Any:
     """Call a user hook (sync twin of :func:`acall`)."""
     return fn(arg)
+
+
+class Overrun(TimeoutError):
+    """A call bounded by :func:`acall_within` / :func:`call_within` overran its budget."""
+
+
+async def acall_within(
+    fn: Callable[[Any], Awaitable[Any]],
+    arg: Any,
+    timeout: float,
+    on_overrun: Callable[[Any], object],
+) -> Any:
+    """Await ``fn(arg)`` for at most ``timeout`` seconds.
+
+    Past that, the call is cancelled, ``on_overrun(arg)`` runs (it should make
+    ``arg`` unusable, e.g. shut a connection's socket down) and
+    :class:`Overrun` is raised.
+    """
+    try:
+        return await asyncio.wait_for(fn(arg), timeout)
+    except asyncio.TimeoutError as exc:
+        _run_overrun(on_overrun, arg)
+        raise Overrun(f"no answer within {timeout:.3g} s") from exc
+
+
+def call_within(
+    fn: Callable[[Any], Any],
+    arg: Any,
+    timeout: float,
+    on_overrun: Callable[[Any], object],
+) -> Any:
+    """Call ``fn(arg)``; bound it to ``timeout`` seconds (sync twin of :func:`acall_within`).
+
+    A blocking call cannot be cancelled from inside, so a shared watchdog
+    thread runs ``on_overrun(arg)`` once the budget is spent; it must make the
+    blocked call fail (shut its socket down). The call's outcome is then
+    replaced by :class:`Overrun`, even if it returned meanwhile: ``arg`` is
+    no longer usable.
+    """
+    ticket = _watchdog.arm(timeout, on_overrun, arg)
+    try:
+        result = fn(arg)
+    except BaseException as exc:
+        if _watchdog.disarm(ticket):
+            raise Overrun(f"no answer within {timeout:.3g} s") from exc
+        raise
+    if _watchdog.disarm(ticket):
+        raise Overrun(f"no answer within {timeout:.3g} s")
+    return result
+
+
+_logger = logging.getLogger("poolkeeper.pool")
+
+
+def _run_overrun(on_overrun: Callable[[Any], object], arg: Any) -> None:
+    try:
+        on_overrun(arg)
+    except Exception as exc:  # the call fails anyway; nothing else to do
+        _logger.debug("aborting an overrun call failed: %s", type(exc).__name__)
+
+
+class _Ticket:
+    __slots__ = ("arg", "done", "fired", "fn")
+
+    def __init__(self, fn: Callable[[Any], object], arg: Any) -> None:
+        self.fn = fn
+        self.arg = arg
+        self.done = False
+        self.fired = False
+
+
+class _Watchdog:
+    """One on-demand daemon thread running the overrun callbacks of :func:`call_within`.
+
+    Arming costs a heap push under a lock; the thread starts on first use and
+    exits after a second with nothing armed.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Ticket]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, timeout: float, fn: Callable[[Any], object], arg: Any) -> _Ticket:
+        ticket = _Ticket(fn, arg)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._seq), ticket))
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="poolkeeper-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is ticket:
+                self._cond.notify()
+        return ticket
+
+    def disarm(self, ticket: _Ticket) -> bool:
+        """Mark ``ticket`` finished; return whether its callback already ran (or runs)."""
+        with self._cond:
+            ticket.done = True
+            if self._heap and self._heap[0][2] is ticket:
+                # Let the thread drop it now rather than at its deadline, so
+                # it can exit once nothing is armed.
+                self._cond.notify()
+            return ticket.fired
+
+    def _run(self) -> None:
+        heap = self._heap
+        with self._cond:
+            while True:
+                while heap and heap[0][2].done:
+                    heapq.heappop(heap)
+                if not heap:
+                    if not self._cond.wait(1.0) and not heap:
+                        if self._thread is threading.current_thread():
+                            self._thread = None
+                        return
+                    continue
+                delay = heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                ticket = heapq.heappop(heap)[2]
+                ticket.fired = True
+                self._cond.release()
+                try:
+                    _run_overrun(ticket.fn, ticket.arg)
+                finally:
+                    self._cond.acquire()
+
+
+_watchdog = _Watchdog()
+
+
+def _new_watchdog() -> None:
+    # A forked child inherits the lock in whatever state and no thread.
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_watchdog)
 
 
 #: Return the running event loop, or None outside one (a C function: it runs

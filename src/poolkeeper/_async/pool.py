@@ -25,7 +25,9 @@ from poolkeeper._concurrency import (
     AEvent,
     ASignal,
     Lock,
+    Overrun,
     acall,
+    acall_within,
     ajoin,
     aspawn,
     current_loop,
@@ -80,6 +82,11 @@ ConnT = TypeVar("ConnT")
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
+
+#: Seconds a checkout's validation ping may take even when the caller's
+#: deadline is nearer: a healthy server answers well within it, so a nearly
+#: spent timeout does not turn a good connection into a discarded one.
+PING_MIN_BUDGET = 0.1
 
 
 class AsyncPool(Generic[ConnT]):
@@ -288,6 +295,10 @@ class AsyncPool(Generic[ConnT]):
         # _idle_probe(conn) == _idle_value; a C call for the main drivers.
         self._idle_probe, self._idle_value = idle_probe(self._driver)
         self._query_watch = self._new_query_watch()
+        # Shuts a connection's socket down (None: the driver cannot): bounds
+        # a checkout's validation ping by the caller's deadline.
+        watch = self._query_watch or query_watch(self._driver)
+        self._abort: Callable[[Any], None] | None = watch[2] if watch else None
         self._lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
@@ -577,13 +588,24 @@ class AsyncPool(Generic[ConnT]):
         failure.
         """
         state = self._state
-        deadline = _monotonic() + check_timeout_arg(timeout, self._timeout)
+        limit = check_timeout_arg(timeout, self._timeout)
+        deadline = _monotonic() + limit
         while True:
             try:
                 if state.needs_validation(entry, _monotonic()):
                     if self._driver.is_broken(entry.conn):
                         raise ConnectionError("the driver reports it closed")
-                    await self._driver.ping(entry.conn)
+                    if self._abort is None:
+                        await self._driver.ping(entry.conn)
+                    else:
+                        # A server that hangs while its TCP stack still ACKs
+                        # would hold the ping, and the caller, for as long as
+                        # it hangs: past the caller's deadline the socket is
+                        # shut down and the connection discarded.
+                        budget = max(deadline - _monotonic(), PING_MIN_BUDGET)
+                        await acall_within(
+                            self._driver.ping, entry.conn, budget, self._abort
+                        )
                 if self._check is not None:
                     await acall(self._check, entry.conn)
                 with self._lock:
@@ -594,7 +616,8 @@ class AsyncPool(Generic[ConnT]):
                     state.discard_checked_out(entry, "check", _monotonic())
                     n = state.plan_connects(_monotonic())
                 self._spawn_connects(n)
-                await self._close_retired()
+                # In the background: closing politely may wait on a hung server.
+                self._spawn_close_retired()
                 if not isinstance(exc, Exception):
                     raise
                 self._spawn_suspect_check()
@@ -603,12 +626,32 @@ class AsyncPool(Generic[ConnT]):
                     self.name,
                     self._describe(exc),
                 )
+                remaining = deadline - _monotonic()
+                if isinstance(exc, Overrun) and remaining <= 0:
+                    # The server does not answer and the caller's time is up:
+                    # do not start on the next idle connection.
+                    raise self._validation_timeout(limit) from exc
             remaining = deadline - _monotonic()
             with self._lock:
                 fresh = state.checkout(_monotonic())
             if fresh is None:
                 fresh = await self._wait(max(remaining, 0.0))
             entry = fresh
+
+    def _validation_timeout(self, limit: float) -> PoolTimeout:
+        """Count and describe a checkout whose validation ping overran its deadline."""
+        with self._lock:
+            self._state.timeouts += 1
+            waiting = len(self._state.waiters)
+        if self._events.timeout:
+            self._emit("timeout", None, duration=limit)
+        return PoolTimeout(
+            f"pool {self.name!r} timed out after {limit:.1f} s: the server did not "
+            "answer the validation ping of an idle connection (discarded)",
+            pool_name=self.name,
+            timeout=limit,
+            waiting=waiting,
+        )
 
     # -- checkin -----------------------------------------------------------------
 

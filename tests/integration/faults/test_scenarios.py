@@ -806,17 +806,19 @@ def test_random_cuts_under_concurrency_never_mix_results(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit: the checkout validation ping has no deadline, so an idle"
-    " connection into a hung server holds the acquire past its timeout"
-    " (docs/RELIABILITY.md, Known limits)",
-)
-def test_validation_ping_into_a_black_hole_exceeds_the_timeout(
-    pg_cluster: PgCluster, fault_proxy: FaultProxy
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_validation_ping_into_a_black_hole_keeps_the_timeout(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy, driver: str
 ) -> None:
+    # The only idle connection is due a validation ping (idle past
+    # validate_after) and leads into a hung server: the ping must not hold
+    # the caller past its timeout. The connection is discarded, the caller
+    # gets PoolTimeout at T, and once the server answers again the pool works.
     url = pg_cluster.url(application_name=app(), port=fault_proxy.port)
-    with poolkeeper.Pool(url, min_size=1, max_size=2, timeout=T) as pool:
+    url = url.replace("postgresql://", f"postgresql+{driver}://")
+    discards: list[str | None] = []
+    with poolkeeper.Pool(url, min_size=1, max_size=1, timeout=T) as pool:
+        pool.on("discard", lambda event: discards.append(event.reason))
         pool.open(wait=True)
         time.sleep(0.6)  # idle past validate_after: the next checkout pings
         fault_proxy.blackhole()
@@ -824,9 +826,48 @@ def test_validation_ping_into_a_black_hole_exceeds_the_timeout(
         lift.start()
         started = time.monotonic()
         try:
-            with contextlib.suppress(poolkeeper.PoolTimeout), pool.connection():
+            with pytest.raises(poolkeeper.PoolTimeout) as info, pool.connection():
                 pass
             waited = time.monotonic() - started
         finally:
             lift.join()
-        assert waited <= T + TOLERANCE, waited
+        print(f"\nvalidation ping into a black hole ({driver}): {waited:.3f} s")
+        assert T - 0.05 <= waited <= T + TOLERANCE, waited
+        assert "validation ping" in str(info.value)
+        assert discards == ["check"]
+        assert pool.stats().timeouts == 1
+        # The hole is gone: a fresh connection serves the next caller.
+        with pool.connection(timeout=5.0) as conn:
+            conn.cursor().execute("SELECT 1")
+        stats = pool.stats()
+        assert stats.in_use == 0 and stats.waiting == 0 and stats.size == 1
+
+
+def test_validation_ping_into_a_black_hole_keeps_the_timeout_asyncpg(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy
+) -> None:
+    url = asyncpg_url(pg_cluster, port=fault_proxy.port)
+
+    async def main() -> float:
+        async with poolkeeper.AsyncPool(url, min_size=1, max_size=1, timeout=T) as pool:
+            await pool.open(wait=True)
+            await asyncio.sleep(0.6)
+            fault_proxy.blackhole()
+            started = time.monotonic()
+            try:
+                with pytest.raises(poolkeeper.PoolTimeout, match="validation ping"):
+                    async with pool.connection():
+                        pass
+                waited = time.monotonic() - started
+            finally:
+                fault_proxy.pass_through()
+            async with pool.connection(timeout=5.0) as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+            stats = pool.stats()
+            assert stats.in_use == 0 and stats.waiting == 0 and stats.timeouts == 1
+            assert stats.closed_by_reason["check"] == 1
+        return waited
+
+    waited = asyncio.run(main())
+    print(f"\nvalidation ping into a black hole (asyncpg): {waited:.3f} s")
+    assert T - 0.05 <= waited <= T + TOLERANCE, waited

@@ -1,0 +1,98 @@
+"""The deadline helpers behind the bounded validation ping (``_concurrency``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from poolkeeper import _concurrency
+from poolkeeper._concurrency import Overrun, acall_within, call_within
+
+
+def test_call_within_returns_and_never_fires_in_time() -> None:
+    fired: list[object] = []
+    assert call_within(lambda x: x * 2, 21, 1.0, fired.append) == 42
+    time.sleep(0.05)
+    assert fired == []
+
+
+def test_call_within_aborts_a_blocked_call_at_its_deadline() -> None:
+    # The "socket": an event the abort sets; the blocked call waits on it.
+    unblocked = threading.Event()
+    aborted: list[threading.Event] = []
+
+    def abort(event: threading.Event) -> None:
+        aborted.append(event)
+        event.set()
+
+    def blocked(event: threading.Event) -> None:
+        if not event.wait(5.0):
+            raise AssertionError("never aborted")
+        raise ConnectionError("socket shut down")
+
+    started = time.monotonic()
+    with pytest.raises(Overrun) as info:
+        call_within(blocked, unblocked, 0.2, abort)
+    elapsed = time.monotonic() - started
+    assert 0.19 <= elapsed < 0.6, elapsed
+    assert aborted == [unblocked]
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_call_within_overrun_wins_over_a_late_return() -> None:
+    # The call returns, but only after the abort ran: the resource is gone,
+    # so the caller must not use the result.
+    def slow(arg: None) -> str:
+        time.sleep(0.3)
+        return "late"
+
+    with pytest.raises(Overrun):
+        call_within(slow, None, 0.05, lambda arg: None)
+
+
+def test_many_calls_share_one_watchdog_thread_that_exits_when_idle() -> None:
+    for _ in range(50):
+        call_within(lambda x: x, 1, 10.0, lambda arg: None)
+    names = [t.name for t in threading.enumerate()]
+    assert names.count("poolkeeper-watchdog") <= 1
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        if "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]:
+            break
+        time.sleep(0.05)
+    assert "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]
+    assert _concurrency._watchdog._heap == []
+
+
+def test_acall_within_cancels_and_aborts() -> None:
+    aborted: list[str] = []
+
+    async def hang(arg: str) -> None:
+        await asyncio.sleep(10)
+
+    async def quick(arg: str) -> str:
+        return arg
+
+    async def main() -> None:
+        assert await acall_within(quick, "ok", 1.0, aborted.append) == "ok"
+        started = time.monotonic()
+        with pytest.raises(Overrun):
+            await acall_within(hang, "conn", 0.1, aborted.append)
+        assert time.monotonic() - started < 0.5
+
+    asyncio.run(main())
+    assert aborted == ["conn"]
+
+
+def test_a_finished_call_with_a_far_deadline_does_not_keep_the_thread() -> None:
+    call_within(lambda x: x, 1, 60.0, lambda arg: None)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        if "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]:
+            break
+        time.sleep(0.05)
+    assert "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]
