@@ -12,6 +12,15 @@ from poolkeeper import _concurrency
 from poolkeeper._concurrency import Overrun, acall_within, call_within
 
 
+def _watchdog_exits_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while "poolkeeper-watchdog" in [t.name for t in threading.enumerate()]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_call_within_returns_and_never_fires_in_time() -> None:
     fired: list[object] = []
     assert call_within(lambda x: x * 2, 21, 1.0, fired.append) == 42
@@ -59,12 +68,7 @@ def test_many_calls_share_one_watchdog_thread_that_exits_when_idle() -> None:
         call_within(lambda x: x, 1, 10.0, lambda arg: None)
     names = [t.name for t in threading.enumerate()]
     assert names.count("poolkeeper-watchdog") <= 1
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        if "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]:
-            break
-        time.sleep(0.05)
-    assert "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]
+    assert _watchdog_exits_within(3.0)
     assert _concurrency._watchdog._heap == []
 
 
@@ -90,9 +94,4 @@ def test_acall_within_cancels_and_aborts() -> None:
 
 def test_a_finished_call_with_a_far_deadline_does_not_keep_the_thread() -> None:
     call_within(lambda x: x, 1, 60.0, lambda arg: None)
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        if "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]:
-            break
-        time.sleep(0.05)
-    assert "poolkeeper-watchdog" not in [t.name for t in threading.enumerate()]
+    assert _watchdog_exits_within(3.0)

@@ -131,7 +131,28 @@ def _delegate_abort(ops: Any, name: str, conn: Any) -> None:
     abort(conn)
 
 
-class CallableDriver:
+class _QueryWatchDelegation:
+    """``busy``/``quiet``/``abort`` passed on to the adapter chosen at first connect."""
+
+    _ops: Any
+    name: str
+
+    def busy(self, conn: Any) -> bool | None:
+        """Whether a command is in progress, if the connection's adapter can tell."""
+        busy: bool | None = _delegate_probe(self._ops, "busy", conn)
+        return busy
+
+    def quiet(self, conn: Any) -> float | None:
+        """Seconds the socket has been quiet, if the connection's adapter can tell."""
+        quiet: float | None = _delegate_probe(self._ops, "quiet", conn)
+        return quiet
+
+    def abort(self, conn: Any) -> None:
+        """Abort a blocked call, if the connection's adapter knows how."""
+        _delegate_abort(self._ops, self.name, conn)
+
+
+class CallableDriver(_QueryWatchDelegation):
     """Sync adapter for a user's connect callable; picks its ops from the first connection."""
 
     name = "callable"
@@ -164,20 +185,6 @@ class CallableDriver:
     def ping(self, conn: Any) -> None:
         self._ops.ping(conn)
 
-    def busy(self, conn: Any) -> bool | None:
-        """Whether a command is in progress, if the connection's adapter can tell."""
-        busy: bool | None = _delegate_probe(self._ops, "busy", conn)
-        return busy
-
-    def quiet(self, conn: Any) -> float | None:
-        """Seconds the socket has been quiet, if the connection's adapter can tell."""
-        quiet: float | None = _delegate_probe(self._ops, "quiet", conn)
-        return quiet
-
-    def abort(self, conn: Any) -> None:
-        """Abort a blocked call, if the connection's adapter knows how."""
-        _delegate_abort(self._ops, self.name, conn)
-
     def reset_session(self, conn: Any) -> None:
         """Fully reset the session, if the connection's adapter knows how."""
         reset = getattr(self._ops, "reset_session", None)
@@ -191,7 +198,7 @@ class CallableDriver:
         self._ops.close(conn)
 
 
-class AsyncCallableDriver:
+class AsyncCallableDriver(_QueryWatchDelegation):
     """Asyncio adapter for a user's coroutine connect function."""
 
     name = "callable"
@@ -223,20 +230,6 @@ class AsyncCallableDriver:
 
     async def ping(self, conn: Any) -> None:
         await self._ops.ping(conn)
-
-    def busy(self, conn: Any) -> bool | None:
-        """Whether a command is in progress, if the connection's adapter can tell."""
-        busy: bool | None = _delegate_probe(self._ops, "busy", conn)
-        return busy
-
-    def quiet(self, conn: Any) -> float | None:
-        """Seconds the socket has been quiet, if the connection's adapter can tell."""
-        quiet: float | None = _delegate_probe(self._ops, "quiet", conn)
-        return quiet
-
-    def abort(self, conn: Any) -> None:
-        """Abort a blocked call, if the connection's adapter knows how."""
-        _delegate_abort(self._ops, self.name, conn)
 
     async def reset_session(self, conn: Any) -> None:
         """Fully reset the session, if the connection's adapter knows how."""

@@ -9,22 +9,13 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from poolkeeper._core.events import Listener, PoolEvent
+from poolkeeper._core.state import REASONS
 from poolkeeper._core.stats import PoolStats
 from poolkeeper.errors import ConfigError
 
 #: Reasons a pool closes connections; exporters report each one from the start
 #: (as zero) so that rates over them work from the first close.
-CLOSE_REASONS = (
-    "lifetime",
-    "idle",
-    "uses",
-    "broken",
-    "check",
-    "resize",
-    "close",
-    "error",
-    "query_timeout",
-)
+CLOSE_REASONS = REASONS
 
 #: Default histogram bucket upper bounds, in seconds. Checkout waits are
 #: usually microseconds, so the wait buckets start lower than the others.

@@ -13,8 +13,6 @@ import asyncio
 import random
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 import poolkeeper
 from tests.support.faultproxy import FaultProxy
 from tests.support.pgcluster import PgCluster
+from tests.support.waiting import settle, unique_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
@@ -32,16 +31,7 @@ TOLERANCE = 0.2
 
 
 def app() -> str:
-    return f"pk-fault-{uuid.uuid4().hex[:8]}"
-
-
-def settle(check: Callable[[], bool], within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
+    return unique_app("pk-fault")
 
 
 @dataclass

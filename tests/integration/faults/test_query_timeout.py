@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -27,6 +25,7 @@ import pytest
 import poolkeeper
 from poolkeeper import PoolEvent
 from tests.support.pgcluster import PgCluster
+from tests.support.waiting import asettle, settle, unique_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
@@ -35,25 +34,7 @@ LATE = 0.5  # how late QueryTimeout may come (RELIABILITY_PLAN S4b: <= 1.5 s)
 
 
 def app() -> str:
-    return f"pk-qt-{uuid.uuid4().hex[:8]}"
-
-
-def settle(check: Callable[[], bool], within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
-
-
-async def asettle(check: Callable[[], bool], within: float = 1.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.01)
-    return check()
+    return unique_app("pk-qt")
 
 
 def run(conn: Any, sql: str) -> Any:

@@ -33,6 +33,8 @@ import poolkeeper
 from poolkeeper import PoolEvent
 from tests.support.faultproxy import FaultProxy
 from tests.support.pgcluster import PgCluster, pg_available
+from tests.support.waiting import settle as wait_until
+from tests.support.waiting import unique_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
@@ -42,16 +44,11 @@ TOO_MANY = "too many clients"
 
 
 def app() -> str:
-    return f"pk-fault-{uuid.uuid4().hex[:8]}"
+    return unique_app("pk-fault")
 
 
 def settle(check: Callable[[], bool], within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
+    return wait_until(check, within, step=0.01)
 
 
 def asyncpg_url(cluster: PgCluster, port: int | None = None, **params: Any) -> str:

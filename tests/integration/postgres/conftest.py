@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -41,13 +40,3 @@ def terminate(admin: psycopg.Connection[tuple[object, ...]], app: str) -> int:
         (app,),
     ).fetchall()
     return len(rows)
-
-
-def settle(check: Callable[[], bool], within: float = 3.0) -> bool:
-    """Poll ``check`` until it holds or ``within`` seconds pass."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()

@@ -21,7 +21,8 @@ import pytest
 
 from poolkeeper.compat import asyncpg as compat_asyncpg
 from poolkeeper.compat import psycopg2 as compat_psycopg2
-from tests.integration.postgres.conftest import backends, settle, terminate
+from tests.integration.postgres.conftest import backends, terminate
+from tests.support.waiting import settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

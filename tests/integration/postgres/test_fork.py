@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import poolkeeper
-from tests.integration.postgres.conftest import backends, settle
+from tests.integration.postgres.conftest import backends
+from tests.support.waiting import settle
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

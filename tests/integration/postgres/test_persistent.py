@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 import poolkeeper
-from tests.integration.postgres.conftest import backends, settle, terminate
+from tests.integration.postgres.conftest import backends, terminate
+from tests.support.waiting import settle
 
 
 def test_each_thread_keeps_its_own_connection(

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 import poolkeeper
-from tests.integration.postgres.conftest import backends, settle, terminate
+from tests.integration.postgres.conftest import backends, terminate
+from tests.support.waiting import settle
 
 
 def test_commit_and_rollback_semantics(postgres_url: str, app_name: str) -> None:
