@@ -429,32 +429,41 @@ def test_cut_result_never_leaks_into_the_next_request(
     rng = random.Random(15)
     delays: list[float] = []
     contaminated = 0
+
+    def cut_once(pool: Any, up: bool, limit: int, moments: list[float]) -> None:
+        with pool.connection() as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT 1")  # warm: the cut lands in the big message
+            cur.fetchall()
+            fault_proxy.truncate_after(limit, direction="up" if up else "down")
+            # The whole result is fetched by execute(): a cut one must never
+            # come back as a (short) result.
+            query, params = (UP_QUERY, UP_PARAMS) if up else (BIG, None)
+            try:
+                cur.execute(query, params)
+            finally:
+                moments.append(time.monotonic())
+
     with poolkeeper.Pool(url, min_size=2, max_size=2, timeout=T) as pool:
         pool.open(wait=True)
         for i in range(iterations):
             if i % 2 == 0:
-                with pool.connection() as conn:
-                    cur = conn.cursor()
-                    cur.execute("SELECT 1")  # warm: the cut lands in BIG
-                    cur.fetchall()
-                    before = fault_proxy.stats.truncated
-                    # Every other cut is in the query going up (a 1 MB
-                    # parameter), the rest in the result coming down.
-                    up = i % 4 == 2
-                    fault_proxy.truncate_after(
-                        rng.randint(1, BIG_BYTES), direction="up" if up else "down"
-                    )
-                    # The whole result is fetched by execute(): a cut one
-                    # must never come back as a (short) result.
-                    query, params = (UP_QUERY, UP_PARAMS) if up else (BIG, None)
-                    with pytest.raises(driver_error):
-                        cur.execute(query, params)
-                    failed_at = time.monotonic()
-                    fault_proxy.pass_through()
-                    link_stats = fault_proxy.stats
-                    assert link_stats.truncated == before + 1
-                    assert link_stats.last_truncated_at is not None
-                    delays.append(failed_at - link_stats.last_truncated_at)
+                # The driver's error leaves the block, as in an application:
+                # a cut can leave libpq mid-command (ACTIVE), where a commit
+                # on a normal exit would fail too.
+                before = fault_proxy.stats.truncated
+                # Every other cut is in the query going up (a 1 MB
+                # parameter), the rest in the result coming down.
+                up = i % 4 == 2
+                moments: list[float] = []
+                with pytest.raises(driver_error):
+                    cut_once(pool, up, rng.randint(1, BIG_BYTES), moments)
+                failed_at = moments[0]
+                fault_proxy.pass_through()
+                link_stats = fault_proxy.stats
+                assert link_stats.truncated == before + 1
+                assert link_stats.last_truncated_at is not None
+                delays.append(failed_at - link_stats.last_truncated_at)
             else:
                 token = f"tok-{i}-{uuid.uuid4().hex}"
                 with pool.connection() as conn:
