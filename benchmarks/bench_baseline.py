@@ -56,6 +56,15 @@ STATE_LINES = (
     ("_lend", "self.acquires += 1"),
     ("checkin", "self.usage_time.add(now - entry.checked_out_at)"),
     ("served", "self.wait_time.add(now - waiter.enqueued_at)"),
+    # The fast paths inline the same bookkeeping.
+    ("acquire", "self.acquires += 1"),
+    ("release", "usage = self.usage_time"),
+    ("release", "held = now - entry.checked_out_at"),
+    ("release", "usage.count += 1"),
+    ("release", "usage.total += held"),
+    ("release", "if held > usage.max:\n    usage.max = held"),
+    ("release", "usage._samples[usage._i & _MASK] = held"),
+    ("release", "usage._i += 1"),
 )
 
 CHILD = """
