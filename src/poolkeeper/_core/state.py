@@ -105,6 +105,10 @@ class PoolState:
         self.last_housekeep_at: float | None = None
         # Counters.
         self.acquires = 0
+        # Checkouts taken back by a failed validation (the caller got another
+        # connection, or none); reported acquires = acquires - these.
+        self.acquires_withdrawn = 0
+        self._acquires_reported = 0
         self.timeouts = 0
         self.rejections = 0
         self.leaks = 0
@@ -413,7 +417,7 @@ class PoolState:
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
         if self.in_use.pop(entry.key, None) is entry:
-            self.acquires -= 1
+            self.acquires_withdrawn += 1
             self.suspect_before = now
             self._retire(entry, "query_timeout" if entry.aborted else reason)
 
@@ -740,6 +744,21 @@ class PoolState:
         """Return a snapshot of gauges, counters and time summaries."""
         return self.stats_copy().build()
 
+    def _reported_acquires(self) -> int:
+        """Checkouts callers really got, never less than the last figure reported.
+
+        A checkout whose validation fails is withdrawn and retried, so the
+        exact figure can dip for a moment (lent, withdrawn, lent again). A
+        counter must never go down, since Prometheus reads a drop as a restart
+        and counts the whole value again: the figure stays at its last
+        reported value until the retry is counted.
+        """
+        value = self.acquires - self.acquires_withdrawn
+        if value < self._acquires_reported:
+            return self._acquires_reported
+        self._acquires_reported = value
+        return value
+
     def stats_copy(self) -> StatsCopy:
         """Copy what :meth:`stats` reports, leaving the sorting for later.
 
@@ -756,7 +775,7 @@ class PoolState:
                 "connecting": self.connecting,
                 "min_size": self.min_size,
                 "max_size": self.max_size,
-                "acquires": self.acquires,
+                "acquires": self._reported_acquires(),
                 "timeouts": self.timeouts,
                 "rejections": self.rejections,
                 "leaks": self.leaks,

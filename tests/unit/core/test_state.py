@@ -582,3 +582,21 @@ def test_fast_acquire_reads_the_idle_stack_under_the_lock() -> None:
     assert entry is not None and entry.conn is a
     assert list(state.idle) == []
     assert list(state.in_use.values()) == [entry]
+
+
+def test_reported_acquires_never_go_down_when_a_validation_fails() -> None:
+    state = make_state(min_size=2, max_size=2)
+    fill(state)
+    first = state.checkout(0.0)
+    assert first is not None
+    assert state.stats().acquires == 1
+    # Its validation fails: the checkout is withdrawn, the caller retries.
+    state.discard_checked_out(first, "check", 0.1)
+    assert state.stats().acquires == 1  # not 0: a counter never goes down
+    second = state.checkout(0.2)
+    assert second is not None
+    assert state.stats().acquires == 1  # the retried checkout counts once
+    state.checkin(second, 0.3)
+    third = state.checkout(0.4)
+    assert third is not None
+    assert state.stats().acquires == 2
