@@ -176,8 +176,6 @@ async def ajoin(tasks: Iterable[asyncio.Task[Any]], timeout: float) -> None:
 
 def join(threads: Iterable[threading.Thread], timeout: float) -> None:
     """Wait up to ``timeout`` in all for ``threads`` to finish (daemons are then left)."""
-    import time
-
     deadline = time.monotonic() + timeout
     for thread in list(threads):
         if thread is threading.current_thread():
@@ -192,8 +190,6 @@ async def asleep(seconds: float) -> None:
 
 def sleep(seconds: float) -> None:
     """Sleep for ``seconds``."""
-    import time
-
     time.sleep(seconds)
 
 
@@ -222,15 +218,40 @@ async def acall_within(
 ) -> Any:
     """Await ``fn(arg)`` for at most ``timeout`` seconds.
 
-    Past that, the call is cancelled, ``on_overrun(arg)`` runs (it should make
-    ``arg`` unusable, e.g. shut a connection's socket down) and
-    :class:`Overrun` is raised.
+    Past that, ``on_overrun(arg)`` runs first (it should make ``arg``
+    unusable, e.g. shut a connection's socket down, so the call fails at
+    once), then the call is cancelled and :class:`Overrun` is raised.
+    Aborting before cancelling matters: some drivers answer a cancellation
+    by talking to the server (a cancel request), which a hung server would
+    hold for seconds. The call gets :data:`OVERRUN_GRACE` seconds to wind
+    down; whatever it does after that is ignored.
     """
+    task = asyncio.ensure_future(fn(arg))
     try:
-        return await asyncio.wait_for(fn(arg), timeout)
-    except asyncio.TimeoutError as exc:
-        _run_overrun(on_overrun, arg)
-        raise Overrun(f"no answer within {timeout:.3g} s") from exc
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        # The caller is cancelled: so is the call.
+        task.cancel()
+        task.add_done_callback(_consume)
+        raise
+    if done:
+        return task.result()
+    _run_overrun(on_overrun, arg)
+    task.cancel()
+    task.add_done_callback(_consume)
+    await asyncio.wait({task}, timeout=OVERRUN_GRACE)
+    raise Overrun(f"no answer within {timeout:.3g} s")
+
+
+#: Seconds an overrun asyncio call may take to wind down after its abort.
+OVERRUN_GRACE = 0.2
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # Retrieve the outcome of an abandoned call, so asyncio does not log
+    # "exception was never retrieved" for it.
+    if not task.cancelled():
+        task.exception()
 
 
 def call_within(
@@ -247,6 +268,8 @@ def call_within(
     replaced by :class:`Overrun`, even if it returned meanwhile: ``arg`` is
     no longer usable.
     """
+    if not timeout < threading.TIMEOUT_MAX:
+        return fn(arg)  # no bound to keep
     ticket = _watchdog.arm(timeout, on_overrun, arg)
     try:
         result = fn(arg)
@@ -262,11 +285,17 @@ def call_within(
 _logger = logging.getLogger("poolkeeper.pool")
 
 
-def _run_overrun(on_overrun: Callable[[Any], object], arg: Any) -> None:
+def _run_overrun(on_overrun: Callable[[Any], object], arg: Any) -> bool:
+    """Run ``on_overrun(arg)``; return whether it worked."""
     try:
         on_overrun(arg)
-    except Exception as exc:  # the call fails anyway; nothing else to do
-        _logger.debug("aborting an overrun call failed: %s", type(exc).__name__)
+    except Exception as exc:
+        _logger.warning(
+            "could not abort a call that overran its deadline (%s): it runs on",
+            type(exc).__name__,
+        )
+        return False
+    return True
 
 
 class _Ticket:
@@ -331,15 +360,18 @@ class _Watchdog:
                     continue
                 delay = heap[0][0] - time.monotonic()
                 if delay > 0:
-                    self._cond.wait(delay)
+                    self._cond.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 ticket = heapq.heappop(heap)[2]
                 ticket.fired = True
                 self._cond.release()
                 try:
-                    _run_overrun(ticket.fn, ticket.arg)
+                    aborted = _run_overrun(ticket.fn, ticket.arg)
                 finally:
                     self._cond.acquire()
+                if not aborted:
+                    # Nothing was cut: the call's own outcome stands.
+                    ticket.fired = False
 
 
 _watchdog = _Watchdog()

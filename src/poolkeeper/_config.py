@@ -207,11 +207,13 @@ def _secrets_in_conninfo(text: str) -> set[str]:
             found.add(value)
     if "://" in text:
         try:
-            password = urlsplit(text.strip()).password
+            parts = urlsplit(text.strip())
+            password = parts.password
         except ValueError:
-            password = None
+            return found
         if password:
             found.update({password, unquote(password)})
+        found.update(v for k, v in parse_qsl(parts.query) if _is_secret_key(k) and v)
     return found
 
 

@@ -95,3 +95,59 @@ def test_acall_within_cancels_and_aborts() -> None:
 def test_a_finished_call_with_a_far_deadline_does_not_keep_the_thread() -> None:
     call_within(lambda x: x, 1, 60.0, lambda arg: None)
     assert _watchdog_exits_within(3.0)
+
+
+def test_acall_within_aborts_before_it_cancels() -> None:
+    # Some drivers answer a cancellation by talking to the server (psycopg
+    # sends a cancel request and waits), which a hung server would hold: the
+    # abort must come first, and the caller must not wait for the wind-down.
+    order: list[str] = []
+
+    async def stubborn(arg: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            order.append("cancelled")
+            await asyncio.sleep(2)
+            raise
+
+    async def main() -> float:
+        started = time.monotonic()
+        with pytest.raises(Overrun):
+            await acall_within(stubborn, "conn", 0.2, lambda arg: order.append("abort"))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(main())
+    assert order[:2] == ["abort", "cancelled"]
+    assert elapsed < 0.2 + _concurrency.OVERRUN_GRACE + 0.2, elapsed
+
+
+def test_acall_within_passes_the_call_s_own_timeout_error_through() -> None:
+    async def driver_timeout(arg: None) -> None:
+        raise TimeoutError("the driver's own command_timeout")
+
+    aborted: list[object] = []
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError) as info:
+            await acall_within(driver_timeout, None, 5.0, aborted.append)
+        assert not isinstance(info.value, Overrun)
+
+    asyncio.run(main())
+    assert aborted == []
+
+
+def test_call_within_keeps_the_outcome_when_the_abort_fails() -> None:
+    def cannot_abort(arg: object) -> None:
+        raise NotImplementedError("this driver cannot abort")
+
+    def slow(arg: None) -> str:
+        time.sleep(0.2)
+        return "answer"
+
+    assert call_within(slow, None, 0.05, cannot_abort) == "answer"
+
+
+def test_call_within_without_a_finite_bound_just_calls() -> None:
+    assert call_within(lambda x: x + 1, 1, float("inf"), lambda arg: None) == 2
+    assert call_within(lambda x: x + 1, 1, 1e12, lambda arg: None) == 2

@@ -258,6 +258,7 @@ def test_connection_modules_cover_new_drivers() -> None:
         ({"dsn": "host=h PASSWORD = pw3"}, {"pw3"}),
         ({"conninfo": r"password='a b\'c' host=h"}, {"a b'c"}),
         ({"dsn": "postgresql://u:p%40ss@127.0.0.1/test"}, {"p%40ss", "p@ss"}),
+        ({"dsn": "postgresql://u@h/db?password=pw4&sslmode=off"}, {"pw4"}),
         ({"dsn": "host=h dbname=test", "application_name": "x"}, set()),
     ],
 )

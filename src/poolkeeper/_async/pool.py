@@ -84,9 +84,27 @@ logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 
 #: Seconds a checkout's validation ping may take even when the caller's
-#: deadline is nearer: a healthy server answers well within it, so a nearly
-#: spent timeout does not turn a good connection into a discarded one.
+#: deadline is nearer (raised to the mean connect time, see _ping_floor): a
+#: healthy server answers well within it, so a nearly spent timeout does not
+#: turn a good connection into a discarded one.
 PING_MIN_BUDGET = 0.1
+
+#: Top-level packages whose exceptions count as the driver's (QueryTimeout).
+_DRIVER_PACKAGES = frozenset(
+    {
+        "psycopg",
+        "psycopg_binary",
+        "psycopg_c",
+        "psycopg2",
+        "asyncpg",
+        "aiopg",
+        "pymysql",
+        "MySQLdb",
+        "aiomysql",
+        "sqlite3",
+        "aiosqlite",
+    }
+)
 
 
 class AsyncPool(Generic[ConnT]):
@@ -508,8 +526,10 @@ class AsyncPool(Generic[ConnT]):
         if state.retired:
             # In the background: an interruption here must not strand `entry`.
             self._spawn_close_retired()
-        if self._check is not None or state.needs_validation(entry, now):
-            entry = await self._validate(entry, timeout)
+        # The current time, not `now`: a connection handed over after a wait
+        # was returned after `now` (validate="always" must still ping it).
+        if self._check is not None or state.needs_validation(entry, _monotonic()):
+            entry = await self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
         if self._events.checkout:
@@ -581,15 +601,17 @@ class AsyncPool(Generic[ConnT]):
             waiting=len(state.waiters),
         ) from state.last_connect_error
 
-    async def _validate(self, entry: PoolEntry, timeout: float | None) -> PoolEntry:
+    async def _validate(
+        self, entry: PoolEntry, timeout: float | None, started: float
+    ) -> PoolEntry:
         """Ping and/or run the ``check`` hook; on failure discard and try another.
 
-        Retries stay within the caller's timeout; the caller never sees the
-        failure.
+        Retries stay within the caller's timeout, counted from ``started``
+        (when the checkout began); the caller never sees the failure.
         """
         state = self._state
         limit = check_timeout_arg(timeout, self._timeout)
-        deadline = _monotonic() + limit
+        deadline = started + limit
         while True:
             try:
                 if state.needs_validation(entry, _monotonic()):
@@ -602,7 +624,7 @@ class AsyncPool(Generic[ConnT]):
                         # would hold the ping, and the caller, for as long as
                         # it hangs: past the caller's deadline the socket is
                         # shut down and the connection discarded.
-                        budget = max(deadline - _monotonic(), PING_MIN_BUDGET)
+                        budget = max(deadline - _monotonic(), self._ping_floor())
                         await acall_within(
                             self._driver.ping, entry.conn, budget, self._abort
                         )
@@ -630,7 +652,7 @@ class AsyncPool(Generic[ConnT]):
                 if isinstance(exc, Overrun) and remaining <= 0:
                     # The server does not answer and the caller's time is up:
                     # do not start on the next idle connection.
-                    raise self._validation_timeout(limit) from exc
+                    raise self._validation_timeout(limit, started) from exc
             remaining = deadline - _monotonic()
             with self._lock:
                 fresh = state.checkout(_monotonic())
@@ -638,16 +660,30 @@ class AsyncPool(Generic[ConnT]):
                 fresh = await self._wait(max(remaining, 0.0))
             entry = fresh
 
-    def _validation_timeout(self, limit: float) -> PoolTimeout:
+    def _ping_floor(self) -> float:
+        """The least time a validation ping gets, however near the caller's deadline.
+
+        A healthy server answers a ping within about one connect's worth of
+        round trips, so the floor is the mean connect time (at least
+        :data:`PING_MIN_BUDGET`): a slow but healthy link does not get its
+        good connections shut down because a caller's time is almost spent.
+        """
+        connects = self._state.connect_time
+        mean = connects.total / connects.count if connects.count else 0.0
+        return max(PING_MIN_BUDGET, mean)
+
+    def _validation_timeout(self, limit: float, started: float) -> PoolTimeout:
         """Count and describe a checkout whose validation ping overran its deadline."""
+        waited = _monotonic() - started
         with self._lock:
             self._state.timeouts += 1
             waiting = len(self._state.waiters)
         if self._events.timeout:
-            self._emit("timeout", None, duration=limit)
+            self._emit("timeout", None, duration=waited)
         return PoolTimeout(
-            f"pool {self.name!r} timed out after {limit:.1f} s: the server did not "
-            "answer the validation ping of an idle connection (discarded)",
+            f"pool {self.name!r} timed out after {waited:.1f} s (timeout {limit:.1f} s): "
+            "the server did not answer the validation ping of an idle connection "
+            "(discarded)",
             pool_name=self.name,
             timeout=limit,
             waiting=waiting,
@@ -724,9 +760,11 @@ class AsyncPool(Generic[ConnT]):
         if waiter is not None or state.retired:
             await self._after_checkin(waiter, discard)
         if entry.aborted:
-            # Aborted before or while the block ended (a commit, say).
+            # Aborted before or while the block ended (a commit, say). Only
+            # what the abort caused becomes QueryTimeout: the driver's errors
+            # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
-            if lost or isinstance(cause, Exception):
+            if lost or (cause is not None and _from_driver(cause, conn)):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
@@ -1272,6 +1310,23 @@ class AsyncConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
+
+
+def _from_driver(exc: BaseException, conn: Any) -> bool:
+    """Tell whether ``exc`` came from the driver (or the OS), not from the application.
+
+    The driver's exceptions live in its package: a known driver's, or the
+    package of the connection's own class (a generic DB-API driver).
+    """
+    if isinstance(exc, OSError):
+        return True
+    if not isinstance(exc, Exception):
+        return False
+    package = type(exc).__module__.partition(".")[0]
+    return package in _DRIVER_PACKAGES or (
+        package == type(conn).__module__.partition(".")[0]
+        and package not in ("builtins", "__main__")
+    )
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

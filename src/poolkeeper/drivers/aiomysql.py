@@ -110,10 +110,12 @@ class AiomysqlDriver:
         return bool(conn.closed)
 
     def quiet(self, conn: Any) -> float | None:
+        """Seconds since data last moved on the connection's socket (None: unknown)."""
         sock = _socket_of(conn)
         return quiet_seconds(sock.fileno()) if sock is not None else None
 
     def abort(self, conn: Any) -> None:
+        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
         writer = getattr(conn, "_writer", None)
         if writer is not None:
             writer.transport.abort()

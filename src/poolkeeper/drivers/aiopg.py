@@ -100,12 +100,15 @@ class AiopgDriver:
         return bool(conn.closed)
 
     def busy(self, conn: Any) -> bool:
+        """Whether a command is in progress on the connection."""
         return _psycopg2.busy(conn.raw)
 
     def quiet(self, conn: Any) -> float | None:
+        """Seconds since data last moved on the connection's socket (None: unknown)."""
         return _psycopg2.quiet(conn.raw)
 
     def abort(self, conn: Any) -> None:
+        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
         _psycopg2.abort(conn.raw)
 
     async def _run(self, conn: Any, sql: str) -> None:

@@ -146,11 +146,13 @@ class AsyncpgDriver:
         return not conn.is_closed() and not conn.is_in_transaction()
 
     def quiet(self, conn: Any) -> float | None:
+        """Seconds since data last moved on the connection's socket (None: unknown)."""
         transport = getattr(conn, "_transport", None)
         sock = transport.get_extra_info("socket") if transport is not None else None
         return quiet_seconds(sock.fileno()) if sock is not None else None
 
     def abort(self, conn: Any) -> None:
+        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
         if not conn.is_closed():
             conn.terminate()
 

@@ -140,9 +140,11 @@ class MysqldbDriver:
             return True
 
     def quiet(self, conn: Any) -> float | None:
+        """Seconds since data last moved on the connection's socket (None: unknown)."""
         return quiet_seconds(getattr(conn, "_poolkeeper_fd", -1))
 
     def abort(self, conn: Any) -> None:
+        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
         fd = getattr(conn, "_poolkeeper_fd", None)
         if fd is None:
             raise NotImplementedError(

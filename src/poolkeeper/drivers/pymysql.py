@@ -118,9 +118,11 @@ class PymysqlDriver:
         return not conn.open
 
     def quiet(self, conn: Any) -> float | None:
+        """Seconds since data last moved on the connection's socket (None: unknown)."""
         return quiet_seconds(_fd(conn))
 
     def abort(self, conn: Any) -> None:
+        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
         fd = _fd(conn)
         shutdown_fd(fd, lambda: _fd(conn) == fd)
 

@@ -877,3 +877,39 @@ def test_validation_ping_into_a_black_hole_keeps_the_timeout_asyncpg(
     waited = asyncio.run(main())
     print(f"\nvalidation ping into a black hole (asyncpg): {waited:.3f} s")
     assert T - 0.05 <= waited <= T + TOLERANCE, waited
+
+
+def test_validation_ping_budget_counts_the_time_already_waited(
+    pg_cluster: PgCluster, fault_proxy: FaultProxy
+) -> None:
+    # The caller queues for 0.6 s behind a holder; the connection it is then
+    # handed is pinged (validate="always") into a hung server. Its timeout
+    # counts from the start of the checkout, not from the ping.
+    url = pg_cluster.url(application_name=app(), port=fault_proxy.port)
+    url = url.replace("postgresql://", "postgresql+psycopg://")
+    with poolkeeper.Pool(
+        url, min_size=1, max_size=1, timeout=T, validate="always"
+    ) as pool:
+        pool.open(wait=True)
+        held = pool.acquire()
+
+        def hand_over() -> None:
+            time.sleep(0.6)
+            fault_proxy.blackhole()
+            pool.release(held)
+
+        holder = threading.Thread(target=hand_over)
+        holder.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(poolkeeper.PoolTimeout, match="validation ping"):
+                pool.acquire()
+            waited = time.monotonic() - started
+        finally:
+            holder.join()
+            fault_proxy.pass_through()
+        print(f"\nvalidation ping after a 0.6 s wait: PoolTimeout after {waited:.3f} s")
+        assert T - 0.05 <= waited <= T + TOLERANCE, waited
+        with pool.connection(timeout=5.0) as conn:
+            conn.execute("SELECT 1")
+        assert pool.stats().in_use == 0

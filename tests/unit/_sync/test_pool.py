@@ -751,3 +751,15 @@ def test_query_timeout_leaves_short_checkouts_alone() -> None:
                 sleep(0.05)
         stats = pool.stats()
         assert stats.query_timeouts == 0 and stats.connections_created == 1
+
+
+def test_query_timeout_leaves_the_application_s_own_errors_alone() -> None:
+    # Held past query_timeout, the connection is aborted; an error the
+    # application raises afterwards is its own, not a QueryTimeout.
+    with Pool(Factory(), min_size=1, query_timeout=0.05) as pool:
+        with pytest.raises(ValueError, match="the application's"):  # noqa: PT012
+            with pool.connection():
+                sleep(0.3)
+                raise ValueError("the application's")
+        stats = pool.stats()
+        assert stats.query_timeouts == 1 and stats.in_use == 0
