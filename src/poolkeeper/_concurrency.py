@@ -218,13 +218,13 @@ async def acall_within(
 ) -> Any:
     """Await ``fn(arg)`` for at most ``timeout`` seconds.
 
-    Past that, ``on_overrun(arg)`` runs first (it should make ``arg``
-    unusable, e.g. shut a connection's socket down, so the call fails at
-    once), then the call is cancelled and :class:`Overrun` is raised.
-    Aborting before cancelling matters: some drivers answer a cancellation
-    by talking to the server (a cancel request), which a hung server would
-    hold for seconds. The call gets :data:`OVERRUN_GRACE` seconds to wind
-    down; whatever it does after that is ignored.
+    Past that, ``on_overrun(arg)`` runs (it should make ``arg`` unusable,
+    e.g. shut a connection's socket down, so the call fails at once), the
+    call gets :data:`OVERRUN_GRACE` seconds to fail on its own, is cancelled
+    if it has not, and :class:`Overrun` is raised. Aborting rather than
+    cancelling first matters: some drivers answer a cancellation by talking
+    to the server (a cancel request), which a hung server would hold for
+    seconds. Whatever the call does afterwards is ignored.
     """
     task = asyncio.ensure_future(fn(arg))
     try:
@@ -236,10 +236,13 @@ async def acall_within(
         raise
     if done:
         return task.result()
-    _run_overrun(on_overrun, arg)
-    task.cancel()
+    if _run_overrun(on_overrun, arg):
+        # Cut off, the call should fail at once on its own: let it, rather
+        # than cancel it into a driver's cancel request.
+        await asyncio.wait({task}, timeout=OVERRUN_GRACE)
+    if not task.done():
+        task.cancel()
     task.add_done_callback(_consume)
-    await asyncio.wait({task}, timeout=OVERRUN_GRACE)
     raise Overrun(f"no answer within {timeout:.3g} s")
 
 
