@@ -229,20 +229,22 @@ async def acall_within(
     task = asyncio.ensure_future(fn(arg))
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done:
+            return task.result()
+        if _run_overrun(on_overrun, arg):
+            # Cut off, the call should fail at once on its own: let it,
+            # rather than cancel it into a driver's cancel request.
+            await asyncio.wait({task}, timeout=OVERRUN_GRACE)
     except BaseException:
-        # The caller is cancelled: so is the call.
-        task.cancel()
-        task.add_done_callback(_consume)
+        if not task.done():
+            # The caller itself is cancelled: cut the call off the same way
+            # before abandoning it (``arg`` is given up either way).
+            _run_overrun(on_overrun, arg)
         raise
-    if done:
-        return task.result()
-    if _run_overrun(on_overrun, arg):
-        # Cut off, the call should fail at once on its own: let it, rather
-        # than cancel it into a driver's cancel request.
-        await asyncio.wait({task}, timeout=OVERRUN_GRACE)
-    if not task.done():
-        task.cancel()
-    task.add_done_callback(_consume)
+    finally:
+        if not task.done():
+            task.cancel()
+        task.add_done_callback(_consume)
     raise Overrun(f"no answer within {timeout:.3g} s")
 
 

@@ -151,3 +151,32 @@ def test_call_within_keeps_the_outcome_when_the_abort_fails() -> None:
 def test_call_within_without_a_finite_bound_just_calls() -> None:
     assert call_within(lambda x: x + 1, 1, float("inf"), lambda arg: None) == 2
     assert call_within(lambda x: x + 1, 1, 1e12, lambda arg: None) == 2
+
+
+def test_a_cancelled_caller_aborts_the_call_before_abandoning_it() -> None:
+    order: list[str] = []
+    unhandled: list[object] = []
+
+    async def hang(arg: str) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            order.append("cancelled")
+            raise RuntimeError("wound down badly") from None
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda loop, context: unhandled.append(context)
+        )
+        call = asyncio.ensure_future(
+            acall_within(hang, "conn", 5.0, lambda arg: order.append("abort"))
+        )
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.sleep(0.05)  # let the abandoned call finish
+
+    asyncio.run(main())
+    assert order == ["abort", "cancelled"]
+    assert unhandled == []  # its outcome was retrieved

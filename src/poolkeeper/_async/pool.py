@@ -11,6 +11,7 @@ its timeout even when a connect hangs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -88,6 +89,9 @@ _monotonic = time.monotonic
 #: healthy server answers well within it, so a nearly spent timeout does not
 #: turn a good connection into a discarded one.
 PING_MIN_BUDGET = 0.1
+#: ...and the most that floor may grow to (connects slowed by an outage or a
+#: slow ``configure`` hook must not stretch every caller's timeout).
+PING_MAX_FLOOR = 1.0
 
 #: Top-level packages whose exceptions count as the driver's (QueryTimeout).
 _DRIVER_PACKAGES = frozenset(
@@ -357,7 +361,14 @@ class AsyncPool(Generic[ConnT]):
             # A callable's driver is known after its first connection.
             generic = GENERIC_DRIVERS | {"callable"}
             policy = "never" if self._driver.name in generic else "idle"
-        windows = {"always": 0.0, "idle": self._config.validate_after, "never": None}
+        # "always": -inf, not 0, so that no clock reading can make a
+        # connection look fresher than "used just now" (a connection returned
+        # by another thread after the caller read the clock).
+        windows = {
+            "always": -math.inf,
+            "idle": self._config.validate_after,
+            "never": None,
+        }
         return windows[policy]
 
     def __repr__(self) -> str:
@@ -670,7 +681,7 @@ class AsyncPool(Generic[ConnT]):
         """
         connects = self._state.connect_time
         mean = connects.total / connects.count if connects.count else 0.0
-        return max(PING_MIN_BUDGET, mean)
+        return min(max(PING_MIN_BUDGET, mean), PING_MAX_FLOOR)
 
     def _validation_timeout(self, limit: float, started: float) -> PoolTimeout:
         """Count and describe a checkout whose validation ping overran its deadline."""
@@ -1318,14 +1329,18 @@ def _from_driver(exc: BaseException, conn: Any) -> bool:
     The driver's exceptions live in its package: a known driver's, or the
     package of the connection's own class (a generic DB-API driver).
     """
-    if isinstance(exc, OSError):
-        return True
-    if not isinstance(exc, Exception):
-        return False
+    if not isinstance(exc, Exception) or isinstance(exc, PoolError):
+        return False  # poolkeeper's own errors (PoolTimeout...) are the app's
     package = type(exc).__module__.partition(".")[0]
-    return package in _DRIVER_PACKAGES or (
-        package == type(conn).__module__.partition(".")[0]
-        and package not in ("builtins", "__main__")
+    if package in _DRIVER_PACKAGES:
+        return True
+    if isinstance(exc, OSError):
+        # A cut socket raises ConnectionError, BrokenPipeError...; a bare
+        # TimeoutError is an application's own asyncio.timeout().
+        return not isinstance(exc, TimeoutError)
+    return package == type(conn).__module__.partition(".")[0] and package not in (
+        "builtins",
+        "__main__",
     )
 
 

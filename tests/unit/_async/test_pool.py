@@ -770,3 +770,20 @@ async def test_query_timeout_leaves_the_application_s_own_errors_alone() -> None
                 raise ValueError("the application's")
         stats = pool.stats()
         assert stats.query_timeouts == 1 and stats.in_use == 0
+
+
+async def test_query_timeout_leaves_the_application_s_own_timeouts_alone() -> None:
+    # QueryTimeout is a TimeoutError too: the application's own timeout (or a
+    # poolkeeper error from another pool) must come out as it went in.
+    async with AsyncPool(Factory(), min_size=1, query_timeout=0.05) as pool:
+        with pytest.raises(TimeoutError) as raised:  # noqa: PT012
+            async with pool.connection():
+                await asleep(0.3)
+                raise TimeoutError("the application's own deadline")
+        assert type(raised.value) is TimeoutError
+        with pytest.raises(PoolTimeout) as pool_error:  # noqa: PT012
+            async with pool.connection():
+                await asleep(0.3)
+                raise PoolTimeout("another pool's", pool_name="other", timeout=1.0)
+        assert pool_error.value.pool_name == "other"
+        assert pool.stats().query_timeouts == 2
