@@ -21,6 +21,7 @@ instrument                                     kind                   unit      
 ``db.client.connection.idle.min``              observable up-down     {connection} ``min_size``
 ``db.client.connection.pending_requests``      observable up-down     {request}    ``waiting``
 ``db.client.connection.timeouts``              observable counter     {timeout}    ``timeouts``
+``poolkeeper.query_timeouts``                  observable counter     {connection} ``query_timeouts`` (not semconv)
 ``db.client.connection.create_time``           histogram              s            ``connect`` events
 ``db.client.connection.wait_time``             histogram              s            ``checkout`` events (every checkout)
 ``db.client.connection.use_time``              histogram              s            ``checkin`` events
@@ -278,6 +279,14 @@ class _Instruments:
             unit="{timeout}",
             description="The number of connection timeouts that have occurred trying "
             "to obtain a connection from the pool.",
+        )
+        # Not in the semantic conventions, hence poolkeeper's own namespace.
+        meter.create_observable_counter(
+            "poolkeeper.query_timeouts",
+            [self._observer("query_timeouts")],
+            unit="{connection}",
+            description="Checked-out connections aborted because a command was "
+            "stuck longer than query_timeout.",
         )
         self.create_time = meter.create_histogram(
             "db.client.connection.create_time",

@@ -57,6 +57,7 @@ def test_semantic_convention_instruments(reader, provider):
     assert otel_point(points, "db.client.connection.idle.min", attrs).value == 1
     assert otel_point(points, "db.client.connection.pending_requests", attrs).value == 0
     assert otel_point(points, "db.client.connection.timeouts", attrs).value == 0
+    assert otel_point(points, "poolkeeper.query_timeouts", attrs).value == 0
     assert otel_point(points, "db.client.connection.wait_time", attrs).count == 4
     assert otel_point(points, "db.client.connection.use_time", attrs).count == 3
     assert otel_point(points, "db.client.connection.create_time", attrs).count == 1
@@ -86,6 +87,8 @@ def test_units_and_kinds(reader, provider):
         assert metrics[f"db.client.connection.{name}"].unit == "s"
     assert not metrics["db.client.connection.count"].data.is_monotonic
     assert metrics["db.client.connection.timeouts"].data.is_monotonic
+    assert metrics["poolkeeper.query_timeouts"].data.is_monotonic
+    assert metrics["poolkeeper.query_timeouts"].unit == "{connection}"
 
 
 def test_timeouts(reader, provider):
@@ -272,3 +275,24 @@ def test_uninstrument_records_what_is_still_buffered(reader, provider):
     points = otel_points(reader)
     wait = otel_find(points, "db.client.connection.wait_time", {NAME: "tail"})
     assert wait is not None and wait.count == 5
+
+
+def test_query_timeouts(reader, provider):
+    # A callable pool over sqlite3: the watchdog counts a connection held past
+    # query_timeout as stuck (the generic adapter cannot tell busy from idle).
+    import sqlite3
+
+    with (
+        poolkeeper.Pool(
+            lambda: sqlite3.connect(":memory:", check_same_thread=False),
+            min_size=1,
+            query_timeout=0.05,
+            name="qt",
+        ) as pool,
+        otel.instrument(pool, provider),
+    ):
+        held = pool.acquire()
+        time.sleep(0.3)
+        pool.release(held)
+        points = otel_points(reader)
+    assert otel_point(points, "poolkeeper.query_timeouts", {NAME: "qt"}).value == 1
