@@ -38,7 +38,21 @@ class PoolError(Exception):
         return (type(self), self.args, self.__dict__)
 
 
-class PoolTimeout(PoolError, TimeoutError):
+class _TimedOut(PoolError, TimeoutError):
+    """A pool error that is also a ``TimeoutError``, with the limit that ran out."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        pool_name: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__(message, pool_name=pool_name)
+        self.timeout = timeout
+
+
+class PoolTimeout(_TimedOut):
     """No connection became available within the timeout."""
 
     __module__ = "poolkeeper"
@@ -51,25 +65,14 @@ class PoolTimeout(PoolError, TimeoutError):
         timeout: float | None = None,
         waiting: int | None = None,
     ) -> None:
-        super().__init__(message, pool_name=pool_name)
-        self.timeout = timeout
+        super().__init__(message, pool_name=pool_name, timeout=timeout)
         self.waiting = waiting
 
 
-class QueryTimeout(PoolError, TimeoutError):
+class QueryTimeout(_TimedOut):
     """The pool aborted a connection whose command ran past ``query_timeout``."""
 
     __module__ = "poolkeeper"
-
-    def __init__(
-        self,
-        message: str = "",
-        *,
-        pool_name: str | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        super().__init__(message, pool_name=pool_name)
-        self.timeout = timeout
 
 
 class PoolClosed(PoolError):

@@ -31,6 +31,7 @@ import pytest
 import poolkeeper
 from tests.conftest import import_driver
 from tests.support.generic_dbapi import generic_connect
+from tests.support.waiting import asettle
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -270,15 +271,6 @@ async def _scalar(case: Case, conn: Any, sql: str) -> Any:
     return rows[0][0]
 
 
-async def _settle(check: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.02)
-    return check()
-
-
 def _server_matches_stats(target: Target, pool: Any) -> Callable[[], bool]:
     def check() -> bool:
         server = target.sessions()
@@ -290,7 +282,7 @@ def _server_matches_stats(target: Target, pool: Any) -> Callable[[], bool]:
 async def _kill_and_wait(target: Target) -> None:
     assert target.kill() >= 1
     # pg_terminate_backend only signals: wait until the sessions are gone.
-    assert await _settle(lambda: target.sessions() == 0)
+    assert await asettle(lambda: target.sessions() == 0, within=5.0)
 
 
 # -- the suite -----------------------------------------------------------------
@@ -332,7 +324,7 @@ async def test_commit_on_exit_rollback_on_exception(target: Target) -> None:
         assert rows == [(1,)]
         stats = pool.stats()
         assert stats.size == stats.idle + stats.in_use
-        assert await _settle(_server_matches_stats(target, pool))
+        assert await asettle(_server_matches_stats(target, pool), within=5.0)
     finally:
         await _close(pool)
 
@@ -365,7 +357,7 @@ async def test_broken_connection_discarded_after_server_kill(target: Target) -> 
             after = await _scalar(case, conn, target.session_sql)
         if case.server != "sqlite":
             assert after != before
-        assert await _settle(_server_matches_stats(target, pool))
+        assert await asettle(_server_matches_stats(target, pool), within=5.0)
     finally:
         await _close(pool)
 
@@ -387,7 +379,7 @@ async def test_idle_connections_killed_server_side_are_replaced(
         async with _connection(pool) as conn:
             assert await _scalar(case, conn, "SELECT 1") == 1
         assert pool.stats().closed_by_reason["check"] >= 1
-        assert await _settle(_server_matches_stats(target, pool))
+        assert await asettle(_server_matches_stats(target, pool), within=5.0)
     finally:
         await _close(pool)
 
@@ -454,12 +446,12 @@ async def test_twenty_users_share_three_connections(target: Target) -> None:
         assert stats.acquires == 20
         assert stats.timeouts == 0
         assert stats.size <= 3
-        assert await _settle(_server_matches_stats(target, pool))
+        assert await asettle(_server_matches_stats(target, pool), within=5.0)
         server = target.sessions()
         assert server is None or server == pool.stats().size
     finally:
         await _close(pool)
-    assert await _settle(lambda: target.sessions() in (0, None))
+    assert await asettle(lambda: target.sessions() in (0, None), within=5.0)
 
 
 async def test_full_reset_clears_session_state(target: Target) -> None:
@@ -494,7 +486,7 @@ async def test_full_reset_clears_session_state(target: Target) -> None:
             assert pool.stats().connections_closed >= 1
         else:
             assert second == first  # the same server session, cleaned
-        assert await _settle(_server_matches_stats(target, pool))
+        assert await asettle(_server_matches_stats(target, pool), within=5.0)
     finally:
         await _close(pool)
 
@@ -530,6 +522,6 @@ async def test_query_timeout_aborts_a_long_command(target: Target) -> None:
         assert stats.closed_by_reason["query_timeout"] == 1
         async with _connection(pool) as conn:
             assert await _scalar(case, conn, target.session_sql) != first
-        assert await _settle(_server_matches_stats(target, pool))
+        assert await asettle(_server_matches_stats(target, pool), within=5.0)
     finally:
         await _close(pool)

@@ -679,16 +679,14 @@ class AsyncPool(Generic[ConnT]):
         :data:`PING_MIN_BUDGET`): a slow but healthy link does not get its
         good connections shut down because a caller's time is almost spent.
         """
-        connects = self._state.connect_time
-        mean = connects.total / connects.count if connects.count else 0.0
+        mean = self._state.connect_time.mean
         return min(max(PING_MIN_BUDGET, mean), PING_MAX_FLOOR)
 
     def _validation_timeout(self, limit: float, started: float) -> PoolTimeout:
         """Count and describe a checkout whose validation ping overran its deadline."""
         waited = _monotonic() - started
         with self._lock:
-            self._state.timeouts += 1
-            waiting = len(self._state.waiters)
+            waiting = self._state.validation_timed_out()
         if self._events.timeout:
             self._emit("timeout", None, duration=waited)
         return PoolTimeout(

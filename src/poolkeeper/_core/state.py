@@ -414,6 +414,11 @@ class PoolState:
             return
         self.waiters.appendleft(waiter)
 
+    def validation_timed_out(self) -> int:
+        """Count a checkout that ran out of time validating; return the waiters."""
+        self.timeouts += 1
+        return len(self.waiters)
+
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
         if self.in_use.pop(entry.key, None) is entry:

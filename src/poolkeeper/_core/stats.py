@@ -36,6 +36,11 @@ class Summary:
         self._samples[self._i & _MASK] = value
         self._i += 1
 
+    @property
+    def mean(self) -> float:
+        """Mean over the pool's life (0.0 with no samples)."""
+        return self.total / self.count if self.count else 0.0
+
     def copy(self) -> SummaryCopy:
         """Copy the totals and recent samples: cheap enough to do under a lock."""
         return SummaryCopy(

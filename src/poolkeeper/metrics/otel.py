@@ -273,21 +273,26 @@ class _Instruments:
             updown(
                 name, [self._observer(attribute)], unit=unit, description=description
             )
-        meter.create_observable_counter(
-            "db.client.connection.timeouts",
-            [self._observer("timeouts")],
-            unit="{timeout}",
-            description="The number of connection timeouts that have occurred trying "
-            "to obtain a connection from the pool.",
-        )
-        # Not in the semantic conventions, hence poolkeeper's own namespace.
-        meter.create_observable_counter(
-            "poolkeeper.query_timeouts",
-            [self._observer("query_timeouts")],
-            unit="{connection}",
-            description="Checked-out connections aborted because a command was "
-            "stuck longer than query_timeout.",
-        )
+        for name, unit, attribute, description in (
+            (
+                "db.client.connection.timeouts",
+                "{timeout}",
+                "timeouts",
+                "The number of connection timeouts that have occurred trying "
+                "to obtain a connection from the pool.",
+            ),
+            (
+                # Not in the semantic conventions: poolkeeper's own namespace.
+                "poolkeeper.query_timeouts",
+                "{connection}",
+                "query_timeouts",
+                "Checked-out connections aborted because a command was stuck "
+                "longer than query_timeout.",
+            ),
+        ):
+            meter.create_observable_counter(
+                name, [self._observer(attribute)], unit=unit, description=description
+            )
         self.create_time = meter.create_histogram(
             "db.client.connection.create_time",
             unit="s",
