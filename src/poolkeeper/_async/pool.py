@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, NoReturn, TypeVar, overload
 
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.housekeeping import AsyncHousekeeper
@@ -59,6 +59,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._misuse import needs_async_with, reject_unknown_options
 from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
@@ -268,7 +269,11 @@ class AsyncPool(Generic[ConnT]):
         leak_timeout: float | None = None,
         query_timeout: float | None = None,
         fair: bool = True,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # Not in the overloads: mypy still rejects a misspelt option.
+            reject_unknown_options(type(self).__name__, unknown, _option_names())
         config = PoolConfig(
             min_size=min_size,
             max_size=max_size,
@@ -468,6 +473,16 @@ class AsyncPool(Generic[ConnT]):
     async def __aenter__(self) -> AsyncPool[ConnT]:
         await self.open()
         return self
+
+    if IS_ASYNC:
+        # `with` instead of `async with`: say so, rather than Python's
+        # "does not support the context manager protocol".
+
+        def __enter__(self) -> NoReturn:
+            needs_async_with(type(self).__name__, "pool")
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
 
     async def __aexit__(
         self,
@@ -1273,6 +1288,16 @@ class AsyncConnectionContext(Generic[ConnT]):
     # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
     # and AsyncPool.release() (keep them in step): a Python call less on each.
 
+    if IS_ASYNC:
+
+        def __enter__(self) -> NoReturn:
+            needs_async_with(
+                f"{type(self._pool).__name__}.connection()", "pool.connection() as conn"
+            )
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
     async def __aenter__(self) -> ConnT:
         pool = self._pool
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
@@ -1340,6 +1365,12 @@ def _from_driver(exc: BaseException, conn: Any) -> bool:
         "builtins",
         "__main__",
     )
+
+
+def _option_names() -> list[str]:
+    code = AsyncPool.__init__.__code__
+    names = code.co_varnames[2 : code.co_argcount + code.co_kwonlyargcount]
+    return list(names)
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

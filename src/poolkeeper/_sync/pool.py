@@ -58,6 +58,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._misuse import reject_unknown_options
 from poolkeeper._sync.housekeeping import Housekeeper
 from poolkeeper.drivers.base import (
     Driver,
@@ -265,7 +266,11 @@ class Pool(Generic[ConnT]):
         leak_timeout: float | None = None,
         query_timeout: float | None = None,
         fair: bool = True,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # Not in the overloads: mypy still rejects a misspelt option.
+            reject_unknown_options(type(self).__name__, unknown, _option_names())
         config = PoolConfig(
             min_size=min_size,
             max_size=max_size,
@@ -1231,9 +1236,6 @@ class ConnectionContext(Generic[ConnT]):
         self._pool = pool
         self._timeout = timeout
 
-    # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
-    # and AsyncPool.release() (keep them in step): a Python call less on each.
-
     def __enter__(self) -> ConnT:
         pool = self._pool
         now = _monotonic()
@@ -1297,6 +1299,12 @@ def _from_driver(exc: BaseException, conn: Any) -> bool:
         "builtins",
         "__main__",
     )
+
+
+def _option_names() -> list[str]:
+    code = Pool.__init__.__code__
+    names = code.co_varnames[2 : code.co_argcount + code.co_kwonlyargcount]
+    return list(names)
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:
