@@ -64,13 +64,15 @@ def test_several_unknown_options_are_all_named() -> None:
 
 def test_with_on_an_async_pool_says_async_with() -> None:
     pool = AsyncPool(aconnect)
-    with pytest.raises(TypeError, match=r"write 'async with pool', not 'with pool'"):
-        with pool:
-            pytest.fail("entered")
-    with pytest.raises(
-        TypeError, match=r"AsyncPool.connection\(\) is asynchronous: write 'async with"
+    with (
+        pytest.raises(TypeError, match=r"write 'async with pool', not 'with pool'"),
+        pool,
     ):
-        with pool.connection():
-            pytest.fail("entered")
+        pytest.fail("entered")
+    with (
+        pytest.raises(TypeError, match=r"connection\(\) is asynchronous: write 'async"),
+        pool.connection(),
+    ):
+        pytest.fail("entered")
     # Nothing was started: the pool can still be closed as usual.
     assert pool.stats().size == 0
