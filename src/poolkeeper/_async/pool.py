@@ -60,6 +60,7 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._misuse import needs_async_with, reject_unknown_options
+from poolkeeper._sites import Site, caller_site, format_site
 from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
@@ -93,6 +94,8 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
+#: Call sites a pool remembers having warned about (a bound on its memory).
+MAX_WARNED_SITES = 1000
 
 #: Top-level packages whose exceptions count as the driver's (QueryTimeout).
 _DRIVER_PACKAGES = frozenset(
@@ -334,6 +337,8 @@ class AsyncPool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: AsyncHousekeeper | None = None
         self._loop: Any = None
+        # Call sites whose rolled-back release was logged (see _warn_rollback).
+        self._rollback_sites: set[Site] = set()
 
     def _new_query_watch(self) -> QueryWatch | None:
         if self._config.query_timeout is None:
@@ -846,6 +851,8 @@ class AsyncPool(Generic[ConnT]):
                             error = exc
                             discard = True
                     else:
+                        if commit is None:
+                            self._warn_rollback(status)
                         await driver.rollback(conn)
                 if self._reset is not None and not discard:
                     await acall(self._reset, conn)
@@ -861,6 +868,23 @@ class AsyncPool(Generic[ConnT]):
                     self._describe(exc),
                 )
         return discard, error
+
+    def _warn_rollback(self, status: TxStatus) -> None:
+        """Say (once per call site) that release() rolls back an open transaction."""
+        site = caller_site()
+        sites = self._rollback_sites
+        if site in sites or len(sites) >= MAX_WARNED_SITES:
+            return
+        sites.add(site)
+        logger.warning(
+            "pool %r: a connection came back with a transaction %s at %s; it was "
+            "rolled back: release() and acquire()'s with block roll back, while "
+            "connection()'s with block commits on normal exit. Commit before "
+            "releasing, or use connection(). (Logged once per call site.)",
+            self.name,
+            "in error" if status is TxStatus.INERROR else "open",
+            format_site(site),
+        )
 
     # -- background work ---------------------------------------------------------
 
