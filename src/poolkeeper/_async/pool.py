@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._held import HeldConnections
 from poolkeeper._misuse import needs_async_with, reject_unknown_options
 from poolkeeper._sites import Site, caller_site, format_site
 from poolkeeper.drivers.base import (
@@ -85,6 +87,7 @@ ConnT = TypeVar("ConnT")
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
+_getframe = sys._getframe
 
 #: Seconds a checkout's validation ping may take even when the caller's
 #: deadline is nearer (raised to the mean connect time, see _ping_floor): a
@@ -337,6 +340,11 @@ class AsyncPool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: AsyncHousekeeper | None = None
         self._loop: Any = None
+        self._held = HeldConnections(self)
+        # Closed by its user (no I/O, unlike some drivers' is_broken).
+        self._is_closed: Callable[[Any], bool] = getattr(
+            self._driver, "is_closed", self._driver.is_broken
+        )
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites: set[Site] = set()
 
@@ -421,6 +429,7 @@ class AsyncPool(Generic[ConnT]):
         if IS_ASYNC:
             # Remembered to give a clear error when used from another loop.
             self._loop = current_loop()
+            self._held.loop = self._loop
         self._housekeeper = AsyncHousekeeper(self)
         self._housekeeper.start()
         fork_safety.register(self)
@@ -532,25 +541,31 @@ class AsyncPool(Generic[ConnT]):
         # PoolState.acquire) and no check hook or leak detection that needs
         # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        frame = _getframe(1)
         if IS_ASYNC:  # noqa: SIM102
             if current_loop() is not self._loop:
                 self._check_loop()
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
         if entry is None or self._watch_checkout:
-            return await self._acquire_slow(entry, now, timeout)
-        if self._events.checkout:
+            entry = await self._acquire_slow(entry, now, timeout)
+        elif self._events.checkout:
             self._emit("checkout", entry.conn, duration=_monotonic() - now)
-        return entry.conn  # type: ignore[no-any-return]
+        # Held weakly from here on, its acquiring site noted (see _held.py).
+        return self._held.lend(entry, frame)  # type: ignore[no-any-return]
 
     async def _acquire_slow(
         self, entry: PoolEntry | None, now: float, timeout: float | None
-    ) -> ConnT:
+    ) -> PoolEntry:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
         if entry is None:
             if not self._opened:
                 await self.open()
+            if self._held.pending or state.size + state.connecting >= state.max_size:
+                # Before waiting: the slot of a connection an acquire() caller
+                # closed or dropped may be free.
+                self._reclaim()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
             entry = await self._wait(check_timeout_arg(timeout, self._timeout))
@@ -565,7 +580,7 @@ class AsyncPool(Generic[ConnT]):
             entry.stack = capture_stack()
         if self._events.checkout:
             self._emit("checkout", entry.conn, duration=_monotonic() - now)
-        return entry.conn  # type: ignore[no-any-return]
+        return entry
 
     async def _wait(self, timeout: float) -> PoolEntry:
         state = self._state
@@ -734,6 +749,8 @@ class AsyncPool(Generic[ConnT]):
         # cycle); AsyncConnectionContext.__aexit__ has the same lines.
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is not None and entry.site is not None:
+            self._held.give_back(entry, conn)  # lent by acquire()
         if (
             entry is None
             or entry.conn is not conn
@@ -763,6 +780,8 @@ class AsyncPool(Generic[ConnT]):
         """
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is None and self._held.forget_closed(conn):
+            return  # closed by its user, and already taken back
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
@@ -869,8 +888,68 @@ class AsyncPool(Generic[ConnT]):
                 )
         return discard, error
 
+    def _warn_if_open(self, conn: ConnT) -> None:
+        """Warn as :meth:`_warn_rollback` if ``conn`` has a transaction to roll back."""
+        status = self._driver.transaction_status(conn)
+        if status is not TxStatus.IDLE:
+            self._warn_rollback(status)
+
+    def _reclaim(self) -> None:
+        """Take back the slots of connections that their ``acquire()`` callers
+        dropped (garbage collected) or closed without :meth:`release`."""
+        state = self._state
+        held = self._held
+        is_closed = self._is_closed
+        found: list[tuple[Site | None, Any]] = []
+        with self._lock:
+            now = _monotonic()
+            while held.pending:
+                entry = held.pending.popleft()
+                site = entry.site
+                if (
+                    entry.conn is None
+                    and site is not None
+                    and state.reclaim(entry, now)
+                ):
+                    found.append((site, None))
+            for entry in list(state.in_use.values()):
+                conn = entry.live_conn() if entry.site is not None else None
+                if conn is not None and is_closed(conn):
+                    found.append((entry.site, conn))
+                    held.give_back(entry, conn)
+                    state.reclaim(entry, now)
+                    held.remember_closed(conn)
+            n = state.plan_connects(now) if found else 0
+        if not found:
+            return
+        self._spawn_connects(n)
+        if state.retired:
+            self._spawn_close_retired()
+        for site, conn in found:
+            self._report_unreleased(site, conn)
+
+    def _report_unreleased(self, site: Site | None, conn: Any) -> None:
+        how = "dropped (garbage collected)" if conn is None else "closed"
+        message = (
+            f"pool {self.name!r}: a connection acquired at {format_site(site)} was "
+            f"{how} without release(); its slot was taken back. Give connections "
+            "back with release(), or use a with block: pool.connection() (commits) "
+            "or pool.acquire() (rolls back)"
+        )
+        try:
+            filename, lineno = site or ("<unknown>", 0)
+            warning = ConnectionLeakWarning(message)
+            warnings.warn_explicit(warning, ConnectionLeakWarning, filename, lineno)
+        except Warning:
+            # Turned into an error by a filter: not the current caller's to catch.
+            logger.warning("%s", message)
+        if self._events.leak:
+            self._emit("leak", conn, reason="closed" if conn is not None else "dropped")
+
     def _warn_rollback(self, status: TxStatus) -> None:
         """Say (once per call site) that release() rolls back an open transaction."""
+        if status is TxStatus.UNKNOWN:
+            return  # the driver cannot tell (mysqlclient): nothing to say
         site = caller_site()
         sites = self._rollback_sites
         if site in sites or len(sites) >= MAX_WARNED_SITES:
@@ -927,6 +1006,9 @@ class AsyncPool(Generic[ConnT]):
                         continue
                     return
                 if await self._configure_new(conn):
+                    if not IS_ASYNC:
+                        # `with pool.acquire() as conn:` gives it back on exit.
+                        self._held.adopt(conn)
                     break
                 with self._lock:
                     retry = state.connect_failed(
@@ -1043,6 +1125,7 @@ class AsyncPool(Generic[ConnT]):
     async def _housekeep(self) -> None:
         """One housekeeping round: retire, ping, report leaks, refill, and
         abort stuck commands (``query_timeout``)."""
+        self._reclaim()
         now = _monotonic()
         with self._lock:
             due, leaked = self._state.housekeep(now)
@@ -1078,9 +1161,10 @@ class AsyncPool(Generic[ConnT]):
             # Read the driver's state without I/O, with the lock released.
             now = _monotonic()
             try:
-                busy = busy_of(entry.conn)
+                conn = entry.live_conn()
+                busy = busy_of(conn)
                 quiet = (
-                    quiet_of(entry.conn)
+                    quiet_of(conn)
                     if busy is not False and now - lent_at >= limit
                     else None
                 )
@@ -1108,7 +1192,7 @@ class AsyncPool(Generic[ConnT]):
                 limit,
             )
             try:
-                abort(entry.conn)
+                abort(entry.live_conn())
             except Exception as exc:
                 logger.warning(
                     "pool %r: could not abort a stuck connection: %s",
@@ -1119,7 +1203,7 @@ class AsyncPool(Generic[ConnT]):
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
         message = (
-            f"pool {self.name!r}: connection {entry.conn!r} held for {held:.1f} s "
+            f"pool {self.name!r}: connection {entry.live_conn()!r} held for {held:.1f} s "
             f"(leak_timeout={self._config.leak_timeout}); acquired at:\n"
             f"{entry.stack or '(stack not captured)'}"
         )
@@ -1130,7 +1214,7 @@ class AsyncPool(Generic[ConnT]):
             # the housekeeper, where no caller can catch it: log it instead.
             logger.warning("%s", message)
         if self._events.leak:
-            self._emit("leak", entry.conn, duration=held, stack=entry.stack)
+            self._emit("leak", entry.live_conn(), duration=held, stack=entry.stack)
 
     async def _ping_entries(self, entries: list[PoolEntry]) -> None:
         """Ping connections the core lent out for a check, and give them back."""
@@ -1239,7 +1323,7 @@ class AsyncPool(Generic[ConnT]):
         """
         state = self._state
         held = (*state.idle, *state.in_use.values(), *state.retired)
-        fork_safety.quarantine([entry.conn for entry in held])
+        fork_safety.quarantine([entry.live_conn() for entry in held])
         self._lock = Lock()
         self._state = self._new_state()
         self._state.closed = state.closed
@@ -1331,7 +1415,8 @@ class AsyncConnectionContext(Generic[ConnT]):
         now = _monotonic()
         entry = pool._state.acquire(now, pool._lock)
         if entry is None or pool._watch_checkout:
-            conn: ConnT = await pool._acquire_slow(entry, now, self._timeout)
+            entry = await pool._acquire_slow(entry, now, self._timeout)
+            conn: ConnT = entry.conn
         else:
             conn = entry.conn
             if pool._events.checkout:

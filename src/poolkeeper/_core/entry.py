@@ -27,6 +27,8 @@ class PoolEntry:
         "last_used_at",
         "leak_reported",
         "lent_at",
+        "ref",
+        "site",
         "stack",
         "uses",
     )
@@ -53,6 +55,21 @@ class PoolEntry:
         """When the watchdog first saw the current command in progress."""
         self.lent_at = created_at
         """When the pool lent it to itself for a ping (``checked_out_at`` is inf then)."""
+        self.site: tuple[str, int] | None = None
+        """Where the caller holding it called ``acquire()`` (file, line); None
+        when it is idle or held by a ``connection()`` block."""
+        self.ref: Any = None
+        """A weak reference to ``conn`` (made on its first ``acquire()``); while
+        an ``acquire()`` caller holds the connection, ``conn`` is None and this
+        is the pool's only reference, so a connection the caller drops is
+        garbage collected and its slot taken back."""
+
+    def live_conn(self) -> Any:
+        """The connection, also while it is held weakly (None: it was dropped)."""
+        conn = self.conn
+        if conn is None and self.ref is not None:
+            conn = self.ref()
+        return conn
 
     def __repr__(self) -> str:
         return (

@@ -62,6 +62,7 @@ REASONS = (
     "close",
     "error",
     "query_timeout",
+    "leaked",
 )
 
 
@@ -358,7 +359,8 @@ class PoolState:
     def _take_back(self, entry: PoolEntry) -> None:
         if self.in_use.pop(entry.key, None) is not entry:
             raise PoolError(
-                f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
+                f"connection {entry.live_conn()!r} is not checked out from pool "
+                f"{self.name!r} "
                 "(released twice?)",
                 pool_name=self.name,
             )
@@ -418,6 +420,26 @@ class PoolState:
         """Count a checkout that ran out of time validating; return the waiters."""
         self.timeouts += 1
         return len(self.waiters)
+
+    def reclaim(self, entry: PoolEntry, now: float) -> bool:
+        """Take back the slot of a connection its ``acquire()`` caller closed,
+        or dropped, without :meth:`release`; return False if it is not lent.
+
+        A connection that still exists (``entry.conn`` set: closed by its
+        user) is retired for the shell to close; a dropped one is already
+        gone. Either way it counts as ``"leaked"`` and in ``leaks``.
+        """
+        if self.in_use.get(entry.key) is not entry:
+            return False
+        del self.in_use[entry.key]
+        self.usage_time.add(now - entry.checked_out_at)
+        self.leaks += 1
+        if entry.conn is not None:
+            self._retire(entry, "leaked")
+        else:
+            entry.close_reason = "leaked"
+            self.closed_by_reason["leaked"] += 1
+        return True
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""

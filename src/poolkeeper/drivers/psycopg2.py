@@ -83,6 +83,13 @@ def abort(conn: Any) -> None:
     shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
 
 
+class Connection(ext.connection):  # type: ignore[misc]
+    """psycopg2's connection as a Python class, the pool's default
+    ``connection_factory``: unlike its C base it can take the pool-aware
+    class that makes ``with pool.acquire() as conn:`` give it back (see
+    ``poolkeeper._held``)."""
+
+
 class Psycopg2Driver:
     """Sync psycopg2 adapter."""
 
@@ -102,6 +109,7 @@ class Psycopg2Driver:
                 the URL and over poolkeeper's defaults.
         """
         kwargs = url_to_kwargs(url, connect_args)
+        kwargs.setdefault("connection_factory", Connection)
         return cls(lambda: psycopg2.connect(**kwargs))
 
     def connect(self) -> Any:

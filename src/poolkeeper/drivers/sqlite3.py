@@ -32,6 +32,15 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class Connection(sqlite3.Connection):
+    """``sqlite3.Connection`` as a Python class, the pool's default ``factory``.
+
+    Unlike its C base it supports weak references (so the pool notices one
+    dropped without release) and can take the pool-aware class that makes
+    ``with pool.acquire() as conn:`` give it back (see ``poolkeeper._held``).
+    """
+
+
 class Sqlite3Driver:
     """Sync sqlite3 adapter."""
 
@@ -45,6 +54,7 @@ class Sqlite3Driver:
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> Sqlite3Driver:
         """Build the adapter for a parsed URL."""
         kwargs = url_to_kwargs(url, connect_args)
+        kwargs.setdefault("factory", Connection)
         return cls(lambda: sqlite3.connect(**kwargs))
 
     def connect(self) -> Any:

@@ -1,0 +1,206 @@
+"""Connections lent by ``acquire()``: noticed when closed or dropped without release.
+
+``acquire()`` hands out the driver's own connection (no proxy), so the pool
+cannot see what its caller does with it. Three things keep a forgotten one
+from holding its slot for good:
+
+* While an ``acquire()`` caller holds a connection, the pool keeps only a
+  weak reference to it (``PoolEntry.ref``; ``entry.conn`` is None). A caller
+  that drops it lets it be garbage collected; the weak reference's callback
+  queues the entry, and the pool takes the slot back (at once on asyncio, at
+  the next checkout that finds the pool full or the next housekeeping round
+  with threads). Every driver's connection supports weak references except
+  the bare ``sqlite3.Connection``, which the sqlite3 driver replaces by a
+  subclass; for a connection that does not, the pool keeps a strong reference
+  and only a closed one is noticed.
+* A checkout that finds the pool full, and each housekeeping round, look for
+  connections that their ``acquire()`` callers closed, and take those back.
+* On the thread pool, ``with pool.acquire() as conn:`` gives the connection
+  back on exit. The block's ``with`` runs the driver's own ``__exit__``,
+  which for most drivers closes the connection, so each connection the pool
+  opens gets, once, a class of its own deriving from its driver's class
+  (:func:`aware_class`) whose ``__exit__`` releases a connection held through
+  ``acquire()`` and otherwise defers to the driver's.
+
+Each one taken back is reported with a :class:`~poolkeeper.ConnectionLeakWarning`
+attributed to the line that acquired it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from poolkeeper._core.entry import PoolEntry
+from poolkeeper._sites import caller_site
+
+if TYPE_CHECKING:
+    from types import FrameType, TracebackType
+
+#: How many connections closed by their users (and taken back) a pool
+#: remembers, so that a late ``release()`` of one is accepted quietly.
+REMEMBERED_CLOSED = 64
+
+
+class HeldConnections:
+    """The bookkeeping of one pool for connections lent by ``acquire()``."""
+
+    __slots__ = ("__weakref__", "_aware", "_closed", "loop", "pending", "pool", "weak")
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = weakref.ref(pool)
+        #: Entries whose connection was garbage collected, not yet taken back.
+        #: Appended to by the weak reference callback, which runs inside the
+        #: garbage collector (any thread, any moment, perhaps while the pool's
+        #: lock is held): a deque append is all it does besides scheduling.
+        self.pending: deque[PoolEntry] = deque()
+        #: The event loop to schedule the reclaim on (AsyncPool), else None.
+        self.loop: Any = None
+        #: False once a connection turned out not to support weak references.
+        self.weak = True
+        self._closed: dict[int, Any] = {}
+        self._aware: dict[type, type | None] = {}
+
+    # -- checkout and return -----------------------------------------------
+
+    def lend(self, entry: PoolEntry, frame: FrameType) -> Any:
+        """Mark ``entry`` as held by an ``acquire()`` caller; return its connection.
+
+        ``frame`` is the pool's caller's: the acquiring site is the first
+        frame above it outside poolkeeper (one frame is read, not a stack).
+        """
+        conn = entry.conn
+        entry.site = caller_site(frame)
+        if self.weak:
+            ref = entry.ref
+            if ref is None:
+                try:
+                    ref = entry.ref = weakref.ref(
+                        conn, functools.partial(_dropped, weakref.ref(self), entry)
+                    )
+                except TypeError:
+                    self.weak = False
+                    return conn
+            entry.conn = None
+        return conn
+
+    @staticmethod
+    def give_back(entry: PoolEntry, conn: Any) -> bool:
+        """Undo :meth:`lend` for ``conn`` coming back; False: ``entry`` is not its."""
+        if entry.conn is None:
+            ref = entry.ref
+            if ref is None or ref() is not conn:
+                return False
+            entry.conn = conn
+        elif entry.conn is not conn:
+            return False
+        entry.site = None
+        return True
+
+    @staticmethod
+    def holds(entry: PoolEntry | None, conn: Any) -> bool:
+        """Whether ``entry`` is lent to an ``acquire()`` caller as ``conn``."""
+        return (
+            entry is not None and entry.site is not None and entry.live_conn() is conn
+        )
+
+    # -- connections taken back ----------------------------------------------
+
+    def remember_closed(self, conn: Any) -> None:
+        """Remember a connection taken back because its user closed it."""
+        closed = self._closed
+        if len(closed) >= REMEMBERED_CLOSED:
+            del closed[next(iter(closed))]
+        closed[id(conn)] = conn
+
+    def forget_closed(self, conn: Any) -> bool:
+        """Whether ``conn`` was taken back as closed (and forget it)."""
+        if self._closed.get(id(conn)) is conn:
+            del self._closed[id(conn)]
+            return True
+        return False
+
+    # -- with pool.acquire() on threads --------------------------------------
+
+    def adopt(self, conn: Any) -> None:
+        """Give a new connection its pool-aware class (see :func:`aware_class`)."""
+        base = type(conn)
+        try:
+            cls = self._aware[base]
+        except KeyError:
+            cls = self._aware[base] = aware_class(base, self)
+        if cls is not None:
+            try:
+                conn.__class__ = cls
+            except TypeError:  # a C type: the connection keeps its class
+                self._aware[base] = None
+
+
+def _dropped(held_ref: weakref.ref[HeldConnections], entry: PoolEntry, _: Any) -> None:
+    """Weak reference callback: a lent connection was garbage collected."""
+    held = held_ref()
+    if held is None:
+        return
+    held.pending.append(entry)
+    loop = held.loop
+    if loop is not None:
+        # RuntimeError: the loop is closed, and the pool is gone with it.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_reclaim_soon, held_ref)
+
+
+def _reclaim_soon(held_ref: weakref.ref[HeldConnections]) -> None:
+    held = held_ref()
+    pool = held.pool() if held is not None else None
+    if pool is not None:
+        pool._reclaim()
+
+
+class _Released(Exception):
+    """Passed to a driver's ``__exit__`` to make it roll back (psycopg2)."""
+
+
+def aware_class(base: type, held: HeldConnections) -> type | None:
+    """Derive from a driver's connection class a class whose ``with`` block
+    gives a connection held through ``acquire()`` back to its pool.
+
+    Returns None for a class without ``__exit__``. The new class keeps the
+    base's name, module and layout; only ``__exit__`` differs, and only for
+    a connection lent by ``acquire()``, which goes back with ``release()``'s
+    rule (an open transaction is rolled back, with a warning).
+    """
+    base_exit = getattr(base, "__exit__", None)
+    if base_exit is None:
+        return None
+    # psycopg2's __exit__ also clears the flag that forbids entering `with`
+    # twice: it must run (made to roll back) before the connection goes back.
+    run_base_exit = base.__module__.startswith("psycopg2")
+    pool_of = held.pool
+
+    def __exit__(
+        self: Any,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
+        pool = pool_of()
+        if pool is None or not held.holds(pool._state.in_use.get(id(self)), self):
+            return base_exit(self, exc_type, exc, tb)
+        if run_base_exit:
+            if exc_type is None:
+                pool._warn_if_open(self)
+            base_exit(self, _Released, _Released(), None)
+        pool.release(self)
+        return None
+
+    namespace = {
+        "__slots__": (),
+        "__exit__": __exit__,
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__doc__": base.__doc__,
+    }
+    return type(base.__name__, (base,), namespace)
