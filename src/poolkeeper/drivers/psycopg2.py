@@ -87,7 +87,11 @@ class Connection(ext.connection):  # type: ignore[misc]
     """psycopg2's connection as a Python class, the pool's default
     ``connection_factory``: unlike its C base it can take the pool-aware
     class that makes ``with pool.acquire() as conn:`` give it back (see
-    ``poolkeeper._held``)."""
+    ``poolkeeper._held``). It keeps its base's module and name, so that it
+    reads as psycopg2's own wherever the module decides (error origins)."""
+
+    __module__ = ext.connection.__module__
+    __qualname__ = ext.connection.__qualname__
 
 
 class Psycopg2Driver:

@@ -38,7 +38,10 @@ class Connection(sqlite3.Connection):
     Unlike its C base it supports weak references (so the pool notices one
     dropped without release) and can take the pool-aware class that makes
     ``with pool.acquire() as conn:`` give it back (see ``poolkeeper._held``).
+    It keeps its base's module and name.
     """
+
+    __module__ = sqlite3.Connection.__module__
 
 
 class Sqlite3Driver:
