@@ -1295,7 +1295,8 @@ class Pool(Generic[ConnT]):
         """
         state = self._state
         held = (*state.idle, *state.in_use.values(), *state.retired)
-        fork_safety.quarantine([entry.live_conn() for entry in held])
+        conns = [entry.live_conn() for entry in held]
+        fork_safety.quarantine([conn for conn in conns if conn is not None])
         self._lock = Lock()
         self._state = self._new_state()
         self._state.closed = state.closed
