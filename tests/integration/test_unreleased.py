@@ -25,13 +25,11 @@ from typing import Any
 import pytest
 
 import poolkeeper
-from tests.integration.test_pool_drivers import (
-    Target,
-    _close,
-    _make_pool,
-    _scalar,
-    target,  # noqa: F401 - the per-driver fixture
-)
+from tests.integration import test_pool_drivers
+from tests.integration.test_pool_drivers import Target, _close, _make_pool, _scalar
+
+#: The per-driver fixture (one connection URL per driver, cleaned up after).
+target = test_pool_drivers.target
 
 pytestmark = [
     pytest.mark.integration,
@@ -204,6 +202,7 @@ async def test_async_waiter_gets_a_dropped_connections_slot(target: Target) -> N
             assert not waiter.done()
             await _drop(held)
             conn, took = await asyncio.wait_for(waiter, AT_ONCE)
+        assert took < 0.05 + AT_ONCE
         assert await _scalar(case, conn, "SELECT 5") == 5
         await _release(pool, conn)
     finally:
