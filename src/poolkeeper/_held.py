@@ -35,10 +35,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from poolkeeper._core.entry import PoolEntry
-from poolkeeper._sites import caller_site
 
 if TYPE_CHECKING:
-    from types import FrameType, TracebackType
+    from types import TracebackType
 
 #: How many connections closed by their users (and taken back) a pool
 #: remembers, so that a late ``release()`` of one is accepted quietly.
@@ -66,39 +65,27 @@ class HeldConnections:
 
     # -- checkout and return -----------------------------------------------
 
-    def lend(self, entry: PoolEntry, frame: FrameType) -> Any:
-        """Mark ``entry`` as held by an ``acquire()`` caller; return its connection.
+    def watch(self, entry: PoolEntry) -> None:
+        """Hold the connection of ``entry`` weakly, on its first ``acquire()``.
 
-        ``frame`` is the pool's caller's: the acquiring site is the first
-        frame above it outside poolkeeper (one frame is read, not a stack).
+        Makes its weak reference (kept for the connection's life in the pool)
+        and drops the pool's strong reference; a connection that does not
+        support weak references stays held strongly, as all later ones will.
         """
-        conn = entry.conn
-        entry.site = caller_site(frame)
-        if self.weak:
-            ref = entry.ref
-            if ref is None:
-                try:
-                    ref = entry.ref = weakref.ref(
-                        conn, functools.partial(_dropped, weakref.ref(self), entry)
-                    )
-                except TypeError:
-                    self.weak = False
-                    return conn
-            entry.conn = None
-        return conn
+        try:
+            entry.ref = weakref.ref(
+                entry.conn, functools.partial(_dropped, weakref.ref(self), entry)
+            )
+        except TypeError:
+            self.weak = False
+            return
+        entry.conn = None
 
     @staticmethod
-    def give_back(entry: PoolEntry, conn: Any) -> bool:
-        """Undo :meth:`lend` for ``conn`` coming back; False: ``entry`` is not its."""
-        if entry.conn is None:
-            ref = entry.ref
-            if ref is None or ref() is not conn:
-                return False
+    def give_back(entry: PoolEntry, conn: Any) -> None:
+        """Hold ``conn``, lent by ``acquire()``, strongly again."""
+        if entry.conn is None and entry.ref is not None and entry.ref() is conn:
             entry.conn = conn
-        elif entry.conn is not conn:
-            return False
-        entry.site = None
-        return True
 
     @staticmethod
     def holds(entry: PoolEntry | None, conn: Any) -> bool:

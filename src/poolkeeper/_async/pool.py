@@ -62,7 +62,15 @@ from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._held import HeldConnections
 from poolkeeper._misuse import needs_async_with, reject_unknown_options
-from poolkeeper._sites import Site, caller_site, format_site
+from poolkeeper._sites import (
+    PACKAGE_DIR,
+    Mark,
+    Site,
+    caller_site,
+    format_site,
+    outside_frame,
+    site_of,
+)
 from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
@@ -551,8 +559,19 @@ class AsyncPool(Generic[ConnT]):
             entry = await self._acquire_slow(entry, now, timeout)
         elif self._events.checkout:
             self._emit("checkout", entry.conn, duration=_monotonic() - now)
-        # Held weakly from here on, its acquiring site noted (see _held.py).
-        return self._held.lend(entry, frame)  # type: ignore[no-any-return]
+        # Note the acquiring site (one frame) and hold the connection weakly
+        # from here on (see _held.py); inlined: this is the hot path.
+        code = frame.f_code
+        if code.co_filename.startswith(PACKAGE_DIR):
+            frame = outside_frame(frame)
+            code = frame.f_code
+        entry.site = (code, frame.f_lasti)
+        conn: ConnT = entry.conn
+        if entry.ref is not None:
+            entry.conn = None
+        elif self._held.weak:
+            self._held.watch(entry)
+        return conn
 
     async def _acquire_slow(
         self, entry: PoolEntry | None, now: float, timeout: float | None
@@ -749,8 +768,8 @@ class AsyncPool(Generic[ConnT]):
         # cycle); AsyncConnectionContext.__aexit__ has the same lines.
         state = self._state
         entry = state.in_use.get(id(conn))
-        if entry is not None and entry.site is not None:
-            self._held.give_back(entry, conn)  # lent by acquire()
+        if entry is not None and entry.conn is None and entry.ref() is conn:
+            entry.conn = conn  # held weakly since acquire(): strongly again
         if (
             entry is None
             or entry.conn is not conn
@@ -900,7 +919,7 @@ class AsyncPool(Generic[ConnT]):
         state = self._state
         held = self._held
         is_closed = self._is_closed
-        found: list[tuple[Site | None, Any]] = []
+        found: list[tuple[Mark | None, Any]] = []
         with self._lock:
             now = _monotonic()
             while held.pending:
@@ -928,7 +947,8 @@ class AsyncPool(Generic[ConnT]):
         for site, conn in found:
             self._report_unreleased(site, conn)
 
-    def _report_unreleased(self, site: Site | None, conn: Any) -> None:
+    def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
+        site = site_of(mark)
         how = "dropped (garbage collected)" if conn is None else "closed"
         message = (
             f"pool {self.name!r}: a connection acquired at {format_site(site)} was "

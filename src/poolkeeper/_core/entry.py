@@ -55,9 +55,10 @@ class PoolEntry:
         """When the watchdog first saw the current command in progress."""
         self.lent_at = created_at
         """When the pool lent it to itself for a ping (``checked_out_at`` is inf then)."""
-        self.site: tuple[str, int] | None = None
-        """Where the caller holding it called ``acquire()`` (file, line); None
-        when it is idle or held by a ``connection()`` block."""
+        self.site: tuple[Any, int] | None = None
+        """Where the caller holding it called ``acquire()`` (code object,
+        instruction offset: see ``poolkeeper._sites``); None when it is idle
+        or held by a ``connection()`` block."""
         self.ref: Any = None
         """A weak reference to ``conn`` (made on its first ``acquire()``); while
         an ``acquire()`` caller holds the connection, ``conn`` is None and this

@@ -235,6 +235,7 @@ class PoolState:
             ):
                 return self.checkin(entry, now)
             del in_use[key]
+            entry.site = None
             # Summary.add() inlined (see the comment above).
             usage = self.usage_time
             held = now - entry.checked_out_at
@@ -360,10 +361,10 @@ class PoolState:
         if self.in_use.pop(entry.key, None) is not entry:
             raise PoolError(
                 f"connection {entry.live_conn()!r} is not checked out from pool "
-                f"{self.name!r} "
-                "(released twice?)",
+                f"{self.name!r} (released twice?)",
                 pool_name=self.name,
             )
+        entry.site = None
 
     def _keep(self, entry: PoolEntry, now: float) -> Waiter | None:
         """Place a healthy returned connection, unless a limit retires it."""
