@@ -600,3 +600,25 @@ def test_reported_acquires_never_go_down_when_a_validation_fails() -> None:
     third = state.checkout(0.4)
     assert third is not None
     assert state.stats().acquires == 2
+
+
+def test_reclaim_frees_the_slot_of_a_closed_or_dropped_connection() -> None:
+    state = make_state(min_size=0, max_size=2)
+    state.plan_connects(0.0)
+    state.waiters.append(Waiter(None, 0.0))
+    state.waiters.append(Waiter(None, 0.0))
+    assert state.plan_connects(0.0) == 2
+    state.connected(Conn(1), 0.0, 0.001)
+    state.connected(Conn(2), 0.0, 0.001)
+    closed, dropped = list(state.in_use.values())
+    dropped.conn = None  # collected while its caller held it
+    assert state.reclaim(closed, 1.0) and state.reclaim(dropped, 1.0)
+    assert not state.reclaim(closed, 1.0)  # only once
+    assert state.in_use == {} and state.size == 0
+    # The closed one still exists and is closed by the shell; the dropped one
+    # is gone already. Both count as leaked.
+    assert state.take_retired() == [closed]
+    assert state.closed_by_reason["leaked"] == 2 and state.leaks == 2
+    assert state.plan_connects(1.0) == 0  # nobody waits: min_size is 0
+    state.waiters.append(Waiter(None, 1.0))
+    assert state.plan_connects(1.0) == 1
