@@ -16,10 +16,12 @@ On every driver, sync and async pools, against the real servers:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import time
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -137,18 +139,27 @@ async def test_with_acquire_gives_the_connection_back(target: Target) -> None:
         await _close(pool)
 
 
-async def test_dropped_connection_is_taken_back_with_a_warning(
-    target: Target,
-) -> None:
-    case = target.case
+@contextlib.asynccontextmanager
+async def _one_slot(target: Target) -> AsyncIterator[tuple[Any, list[Any]]]:
+    """A pool of one connection, and the warnings recorded while it is open."""
     pool = _make_pool(target, min_size=0, max_size=1, timeout=10)
     try:
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
-            held = [await _acquire(pool)]
-            assert await _scalar(case, held[0], "SELECT 1") == 1
-            await _drop(held)
-            conn, took = await _timed_acquire(pool)
+            yield pool, record
+    finally:
+        await _close(pool)
+
+
+async def test_dropped_connection_is_taken_back_with_a_warning(
+    target: Target,
+) -> None:
+    case = target.case
+    async with _one_slot(target) as (pool, record):
+        held = [await _acquire(pool)]
+        assert await _scalar(case, held[0], "SELECT 1") == 1
+        await _drop(held)
+        conn, took = await _timed_acquire(pool)
         assert took < AT_ONCE
         assert await _scalar(case, conn, "SELECT 3") == 3
         _check_warning(record, "dropped (garbage collected)")
@@ -156,21 +167,16 @@ async def test_dropped_connection_is_taken_back_with_a_warning(
         assert (stats.size, stats.in_use, stats.leaks) == (1, 1, 1)
         assert stats.closed_by_reason["leaked"] == 1
         await _release(pool, conn)
-    finally:
-        await _close(pool)
 
 
 async def test_closed_connection_is_taken_back_with_a_warning(
     target: Target,
 ) -> None:
     case = target.case
-    pool = _make_pool(target, min_size=0, max_size=1, timeout=10)
-    try:
-        with warnings.catch_warnings(record=True) as record:
-            warnings.simplefilter("always")
-            closed = await _acquire(pool)
-            await _close_conn(closed)
-            conn, took = await _timed_acquire(pool)
+    async with _one_slot(target) as (pool, record):
+        closed = await _acquire(pool)
+        await _close_conn(closed)
+        conn, took = await _timed_acquire(pool)
         assert took < AT_ONCE
         assert conn is not closed
         assert await _scalar(case, conn, "SELECT 4") == 4
@@ -182,8 +188,6 @@ async def test_closed_connection_is_taken_back_with_a_warning(
         assert (stats.size, stats.in_use, stats.leaks) == (1, 0, 1)
         with pytest.raises(poolkeeper.PoolError, match="not checked out"):
             await _release(pool, conn)
-    finally:
-        await _close(pool)
 
 
 async def test_async_waiter_gets_a_dropped_connections_slot(target: Target) -> None:
@@ -192,18 +196,13 @@ async def test_async_waiter_gets_a_dropped_connections_slot(target: Target) -> N
     case = target.case
     if not case.is_async:
         pytest.skip("threads: a waiter is served at the next housekeeping round")
-    pool = _make_pool(target, min_size=0, max_size=1, timeout=10)
-    try:
-        with warnings.catch_warnings(record=True):
-            warnings.simplefilter("always")
-            held = [await _acquire(pool)]
-            waiter = asyncio.ensure_future(_timed_acquire(pool))
-            await asyncio.sleep(0.05)
-            assert not waiter.done()
-            await _drop(held)
-            conn, took = await asyncio.wait_for(waiter, AT_ONCE)
+    async with _one_slot(target) as (pool, _):
+        held = [await _acquire(pool)]
+        waiter = asyncio.ensure_future(_timed_acquire(pool))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await _drop(held)
+        conn, took = await asyncio.wait_for(waiter, AT_ONCE)
         assert took < 0.05 + AT_ONCE
         assert await _scalar(case, conn, "SELECT 5") == 5
         await _release(pool, conn)
-    finally:
-        await _close(pool)
