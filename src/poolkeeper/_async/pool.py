@@ -540,6 +540,11 @@ class AsyncPool(Generic[ConnT]):
     async def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
 
+        ``with pool.acquire() as conn:`` releases it at the end of the block.
+        A connection closed or dropped without :meth:`release` is noticed and
+        its slot taken back, with a :class:`~poolkeeper.ConnectionLeakWarning`
+        attributed to the line that acquired it.
+
         Raises:
             PoolTimeout: No connection within the timeout.
             TooManyWaiters: ``max_waiting`` callers are already waiting.
@@ -757,8 +762,9 @@ class AsyncPool(Generic[ConnT]):
     async def release(self, conn: ConnT) -> None:
         """Give back a connection taken with :meth:`acquire`.
 
-        An open transaction is rolled back. A broken connection is closed
-        rather than kept.
+        An open transaction is rolled back, and logged at WARNING once per
+        call site (:meth:`connection` commits instead). A broken connection
+        is closed rather than kept.
 
         Raises:
             PoolError: ``conn`` is not checked out from this pool (for example,
@@ -1386,7 +1392,11 @@ class AsyncPool(Generic[ConnT]):
 
             The result can be awaited (``conn = await pool.acquire()``) or used
             as an async context manager that releases on exit
-            (``async with pool.acquire() as conn``), as with asyncpg.
+            (``async with pool.acquire() as conn``), as with asyncpg. A
+            connection closed or dropped without :meth:`release` is noticed
+            and its slot taken back, with a
+            :class:`~poolkeeper.ConnectionLeakWarning` attributed to the line
+            that acquired it.
 
             Raises:
                 PoolTimeout: No connection within the timeout.

@@ -523,6 +523,11 @@ class Pool(Generic[ConnT]):
     def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
 
+        ``with pool.acquire() as conn:`` releases it at the end of the block.
+        A connection closed or dropped without :meth:`release` is noticed and
+        its slot taken back, with a :class:`~poolkeeper.ConnectionLeakWarning`
+        attributed to the line that acquired it.
+
         Raises:
             PoolTimeout: No connection within the timeout.
             TooManyWaiters: ``max_waiting`` callers are already waiting.
@@ -735,8 +740,9 @@ class Pool(Generic[ConnT]):
     def release(self, conn: ConnT) -> None:
         """Give back a connection taken with :meth:`acquire`.
 
-        An open transaction is rolled back. A broken connection is closed
-        rather than kept.
+        An open transaction is rolled back, and logged at WARNING once per
+        call site (:meth:`connection` commits instead). A broken connection
+        is closed rather than kept.
 
         Raises:
             PoolError: ``conn`` is not checked out from this pool (for example,
