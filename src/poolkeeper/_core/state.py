@@ -62,6 +62,13 @@ REASONS = (
     "close",
     "error",
     "query_timeout",
+    "cancelled",
+)
+
+#: Reasons that say nothing about the server: closing for one of them does not
+#: make the other idle connections suspect (see needs_validation).
+_HARMLESS_REASONS = frozenset(
+    {"lifetime", "idle", "uses", "resize", "close", "cancelled"}
 )
 
 
@@ -106,9 +113,13 @@ class PoolState:
         # Counters.
         self.acquires = 0
         # Checkouts taken back by a failed validation (the caller got another
-        # connection, or none); reported acquires = acquires - these.
+        # connection, or none), and checkouts lent but still being validated;
+        # reported acquires = acquires - both (see _reported_acquires).
         self.acquires_withdrawn = 0
+        self.unconfirmed = 0
         self._acquires_reported = 0
+        # The shell runs a check hook on every checkout (see _lend).
+        self.check_on_checkout = False
         self.timeouts = 0
         self.rejections = 0
         self.leaks = 0
@@ -208,6 +219,10 @@ class PoolState:
             entry.uses += 1
             self.in_use[entry.key] = entry
             self.acquires += 1
+            if self.check_on_checkout:
+                # The shell runs the check hook first (see _hold_if_due).
+                entry.unconfirmed = True
+                self.unconfirmed += 1
             return entry
         finally:
             lock.release()
@@ -253,6 +268,16 @@ class PoolState:
         self._reserve(entry, now)
         entry.uses += 1
         self.acquires += 1
+        self._hold_if_due(entry, now)
+
+    def _hold_if_due(self, entry: PoolEntry, now: float) -> None:
+        # A checkout that the shell validates first is counted, but not
+        # reported, until validated() confirms it (discard_checked_out()
+        # withdraws it): counted and held in the same step, so the reported
+        # figure never goes up and back down.
+        if self.check_on_checkout or self.needs_validation(entry, now):
+            entry.unconfirmed = True
+            self.unconfirmed += 1
 
     def _reserve(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
@@ -286,6 +311,7 @@ class PoolState:
         if entry is not None:
             entry.uses += 1
             self.acquires += 1
+            self._hold_if_due(entry, now)
         self.wait_time.add(now - waiter.enqueued_at)
 
     def abandon(self, waiter: Waiter, *, timed_out: bool) -> PoolEntry | None:
@@ -308,7 +334,12 @@ class PoolState:
     # -- checkin ---------------------------------------------------------------
 
     def checkin(
-        self, entry: PoolEntry, now: float, *, discard: bool = False
+        self,
+        entry: PoolEntry,
+        now: float,
+        *,
+        discard: bool = False,
+        reason: str = "broken",
     ) -> Waiter | None:
         """Take back a connection from a caller.
 
@@ -329,11 +360,11 @@ class PoolState:
             self._retire(entry, "query_timeout")
             return None
         if discard or self.closed:
-            if discard:
+            if discard and reason not in _HARMLESS_REASONS:
                 # The server may have gone away: check older idle connections
                 # before handing them out (see needs_validation).
                 self.suspect_before = now
-            self._retire(entry, "close" if self.closed and not discard else "broken")
+            self._retire(entry, "close" if self.closed and not discard else reason)
             return None
         return self._keep(entry, now)
 
@@ -422,9 +453,19 @@ class PoolState:
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
         if self.in_use.pop(entry.key, None) is entry:
-            self.acquires_withdrawn += 1
-            self.suspect_before = now
+            self.withdraw(entry)
+            if reason not in _HARMLESS_REASONS:
+                self.suspect_before = now
             self._retire(entry, "query_timeout" if entry.aborted else reason)
+
+    def withdraw(self, entry: PoolEntry) -> None:
+        """Take back the checkout of a connection the caller will not get
+        (its validation failed or was interrupted); it stays lent, to the
+        pool, until :meth:`discard_checked_out` or :meth:`give_back`."""
+        self.acquires_withdrawn += 1
+        if entry.unconfirmed:
+            entry.unconfirmed = False
+            self.unconfirmed -= 1
 
     def _retire(self, entry: PoolEntry, reason: str) -> None:
         entry.close_reason = reason
@@ -442,9 +483,12 @@ class PoolState:
         )
 
     def validated(self, entry: PoolEntry, now: float) -> None:
-        """Record a successful validation."""
+        """Record a successful validation (the checkout is now reported)."""
         entry.checked_at = now
         self.validations += 1
+        if entry.unconfirmed:
+            entry.unconfirmed = False
+            self.unconfirmed -= 1
 
     def take_retired(self) -> list[PoolEntry]:
         """Hand the connections to close over to the shell."""
@@ -728,17 +772,37 @@ class PoolState:
             entry.lent_at = now
         return entries
 
-    def give_back(self, entry: PoolEntry, now: float, *, ok: bool) -> Waiter | None:
-        """Return an entry taken with :meth:`take_idle` or for a keepalive, once pinged."""
+    def reclaim(self, entry: PoolEntry, now: float) -> None:
+        """Take a connection over from a caller that was interrupted holding it.
+
+        The pool then holds it (under a key no driver connection has, so the
+        caller can no longer release it) until :meth:`give_back`, once the
+        shell knows whether it can be reused.
+        """
+        if self.in_use.get(entry.key) is entry:
+            del self.in_use[entry.key]
+            self.usage_time.add(now - entry.checked_out_at)
+        entry.key = ~id(entry)  # negative: never the id() of a connection
+        entry.checked_out_at = math.inf
+        entry.lent_at = now
+        self.in_use[entry.key] = entry
+
+    def give_back(
+        self, entry: PoolEntry, now: float, *, ok: bool, reason: str = "check"
+    ) -> Waiter | None:
+        """Return an entry taken with :meth:`take_idle` or for a keepalive, once
+        pinged, or one :meth:`reclaim`-ed from a caller once recovered;
+        ``reason``: why it is closed if not ``ok``."""
         self.in_use.pop(entry.key, None)
+        entry.key = id(entry.conn)
         if entry.aborted:
             self.suspect_before = now
             self._retire(entry, "query_timeout")
             return None
         if not ok or self.closed:
-            if not ok:
+            if not ok and reason not in _HARMLESS_REASONS:
                 self.suspect_before = now
-            self._retire(entry, "check" if not ok else "close")
+            self._retire(entry, reason if not ok else "close")
             return None
         entry.checked_at = now
         return self._place(entry, now)
@@ -758,7 +822,7 @@ class PoolState:
         and counts the whole value again: the figure stays at its last
         reported value until the retry is counted.
         """
-        value = self.acquires - self.acquires_withdrawn
+        value = self.acquires - self.acquires_withdrawn - self.unconfirmed
         if value < self._acquires_reported:
             return self._acquires_reported
         self._acquires_reported = value

@@ -59,6 +59,7 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.housekeeping import Housekeeper
+from poolkeeper._sync.recovery import recover
 from poolkeeper.drivers.base import (
     Driver,
     QueryWatch,
@@ -350,6 +351,7 @@ class Pool(Generic[ConnT]):
     def _new_state(self) -> PoolState:
         state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
+        state.check_on_checkout = self._check is not None
         return state
 
     def _validate_window(self) -> float | None:
@@ -526,7 +528,11 @@ class Pool(Generic[ConnT]):
             self._spawn_close_retired()
         # The current time, not `now`: a connection handed over after a wait
         # was returned after `now` (validate="always" must still ping it).
-        if self._check is not None or state.needs_validation(entry, _monotonic()):
+        if (
+            self._check is not None
+            or entry.unconfirmed
+            or state.needs_validation(entry, _monotonic())
+        ):
             entry = self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
@@ -611,6 +617,9 @@ class Pool(Generic[ConnT]):
         limit = check_timeout_arg(timeout, self._timeout)
         deadline = started + limit
         while True:
+            # The ping of a caller cancelled meanwhile, handed over to finish
+            # in the background (see recovery.py).
+            handover: list[Any] = []
             try:
                 if state.needs_validation(entry, _monotonic()):
                     if self._driver.is_broken(entry.conn):
@@ -623,21 +632,32 @@ class Pool(Generic[ConnT]):
                         # it hangs: past the caller's deadline the socket is
                         # shut down and the connection discarded.
                         budget = max(deadline - _monotonic(), self._ping_floor())
-                        call_within(self._driver.ping, entry.conn, budget, self._abort)
+                        call_within(
+                            self._driver.ping,
+                            entry.conn,
+                            budget,
+                            self._abort,
+                            handover.append,
+                        )
                 if self._check is not None:
                     call(self._check, entry.conn)
                 with self._lock:
                     state.validated(entry, _monotonic())
                 return entry
             except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Interrupted (a cancelled task): no sign of trouble with
+                    # the connection; it is recovered in the background.
+                    budget = max(deadline - _monotonic(), self._ping_floor())
+                    pending = handover[0] if handover else None
+                    self._reclaim(entry, pending, budget, withdraw=True)
+                    raise
                 with self._lock:
                     state.discard_checked_out(entry, "check", _monotonic())
                     n = state.plan_connects(_monotonic())
                 self._spawn_connects(n)
                 # In the background: closing politely may wait on a hung server.
                 self._spawn_close_retired()
-                if not isinstance(exc, Exception):
-                    raise
                 self._spawn_suspect_check()
                 logger.info(
                     "pool %r: validation failed, connection discarded: %s",
@@ -655,6 +675,17 @@ class Pool(Generic[ConnT]):
             if fresh is None:
                 fresh = self._wait(max(remaining, 0.0))
             entry = fresh
+
+    def _reclaim(
+        self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool
+    ) -> None:
+        """Take back a connection whose holder was interrupted; recover it in
+        the background (``pending``: its unfinished validation ping)."""
+        with self._lock:
+            if withdraw:
+                self._state.withdraw(entry)
+            self._state.reclaim(entry, _monotonic())
+        self._background(recover, "recover", self, entry, pending, budget)
 
     def _ping_floor(self) -> float:
         """The least time a validation ping gets, however near the caller's deadline.
@@ -743,12 +774,22 @@ class Pool(Generic[ConnT]):
             lost = commit is True and exc is None and self._in_transaction(conn)
         elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
             discard, error = self._clean(conn, commit)
+            if error is not None and not isinstance(error, Exception):
+                # Interrupted while ending the transaction (a cancelled task).
+                self._reclaim(entry, None, 0.0, withdraw=False)
+                raise error
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
         if discard:
+            # A driver that closes a connection when a task is cancelled in
+            # the middle of a command (aiopg, aiomysql) says nothing about
+            # the server: no suspicion on the other connections.
+            cancelled = exc is not None and not isinstance(exc, Exception)
+            discard = not cancelled  # whether to check the other connections
+            reason = "cancelled" if cancelled else "broken"
             with self._lock:
-                waiter = state.checkin(entry, now, discard=True)
+                waiter = state.checkin(entry, now, discard=True, reason=reason)
         else:
             waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:

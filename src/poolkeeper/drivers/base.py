@@ -188,3 +188,17 @@ def query_watch(driver: Driver | AsyncDriver) -> QueryWatch | None:
     busy: Callable[[Any], bool | None] = getattr(driver, "busy", _unknown)
     quiet: Callable[[Any], float | None] = getattr(driver, "quiet", _unknown)
     return busy, quiet, abort
+
+
+def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:
+    """Return the driver's ``settled`` function, or None if it has none.
+
+    ``settled(conn)`` tells, without I/O, that ``conn`` is open and no command
+    is in progress on it, even after the call that used it was interrupted (a
+    cancelled task): the protocol is between messages, so a rollback makes
+    the connection as good as new. Only a driver that cancels an interrupted
+    command itself and reads its reply (psycopg 3) can say so; for the others
+    an interrupted connection is in an unknown state and is discarded.
+    """
+    settled: Callable[[Any], bool] | None = getattr(driver, "settled", None)
+    return settled
