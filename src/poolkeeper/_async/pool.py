@@ -60,6 +60,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._origin import from_driver
 from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
@@ -93,24 +94,6 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
-
-#: Top-level packages whose exceptions count as the driver's (QueryTimeout).
-_DRIVER_PACKAGES = frozenset(
-    {
-        "psycopg",
-        "psycopg_binary",
-        "psycopg_c",
-        "psycopg2",
-        "asyncpg",
-        "aiopg",
-        "pymysql",
-        "MySQLdb",
-        "aiomysql",
-        "sqlite3",
-        "aiosqlite",
-    }
-)
-
 
 class AsyncPool(Generic[ConnT]):
     """A pool of database connections.
@@ -323,6 +306,10 @@ class AsyncPool(Generic[ConnT]):
         watch = self._query_watch or query_watch(self._driver)
         self._abort: Callable[[Any], None] | None = watch[2] if watch else None
         self._lock = Lock()
+        # Held while the query watchdog reads a connection's driver state and
+        # taken before a retired connection is closed: a probe never reads a
+        # connection being closed (psycopg2 frees libpq's memory on close).
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
         self._opened = False
@@ -522,7 +509,7 @@ class AsyncPool(Generic[ConnT]):
         if entry is None or self._watch_checkout:
             return await self._acquire_slow(entry, now, timeout)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
 
     async def _acquire_slow(
@@ -549,9 +536,26 @@ class AsyncPool(Generic[ConnT]):
             entry = await self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
+        with self._lock:
+            state.obtained(_monotonic() - now)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
+
+    def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
+        """Tell the checkout listeners; take the connection back if one raises
+        past the event bus (KeyboardInterrupt, a cancellation: the bus only
+        swallows Exception), since the caller then never gets it."""
+        try:
+            self._emit("checkout", entry.conn, duration=_monotonic() - started)
+        except BaseException:
+            with self._lock:
+                waiter = self._state.unlend(entry, _monotonic())
+            if waiter is not None:
+                waiter.signal.set()
+            if self._state.retired:
+                self._spawn_close_retired()
+            raise
 
     async def _wait(self, timeout: float) -> PoolEntry:
         state = self._state
@@ -812,7 +816,7 @@ class AsyncPool(Generic[ConnT]):
             # what the abort caused becomes QueryTimeout: the driver's errors
             # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
-            if lost or (cause is not None and _from_driver(cause, conn)):
+            if lost or (cause is not None and from_driver(cause, conn)):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
@@ -1012,6 +1016,8 @@ class AsyncPool(Generic[ConnT]):
             logger.debug("pool %r: closing a connection (%s)", self.name, reason)
             if self._events.discard:
                 self._emit("discard", entry.conn, reason=reason)
+            with self._probe_lock:
+                pass  # a watchdog probe of this connection finishes first
             try:
                 await self._driver.close(entry.conn)
             except Exception as exc:
@@ -1074,24 +1080,27 @@ class AsyncPool(Generic[ConnT]):
         if not suspects:
             return
         probes = []
-        for entry, lent_at in suspects:
-            # Read the driver's state without I/O, with the lock released.
-            now = _monotonic()
-            try:
-                busy = busy_of(entry.conn)
-                quiet = (
-                    quiet_of(entry.conn)
-                    if busy is not False and now - lent_at >= limit
-                    else None
-                )
-            except Exception as exc:
-                logger.debug(
-                    "pool %r: query watchdog probe failed: %s",
-                    self.name,
-                    self._describe(exc),
-                )
-                continue
-            probes.append((entry, lent_at, busy, quiet, now))
+        with self._probe_lock:
+            for entry, lent_at in suspects:
+                if entry.close_reason is not None:
+                    continue  # returned and retired meanwhile: maybe closing
+                # Read the driver's state without I/O, with the lock released.
+                now = _monotonic()
+                try:
+                    busy = busy_of(entry.conn)
+                    quiet = (
+                        quiet_of(entry.conn)
+                        if busy is not False and now - lent_at >= limit
+                        else None
+                    )
+                except Exception as exc:
+                    logger.debug(
+                        "pool %r: query watchdog probe failed: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+                    continue
+                probes.append((entry, lent_at, busy, quiet, now))
         with self._lock:
             verdicts = [
                 (entry, state.judge_query(entry, lent_at, busy, quiet, now))
@@ -1107,14 +1116,17 @@ class AsyncPool(Generic[ConnT]):
                 stalled,
                 limit,
             )
-            try:
-                abort(entry.conn)
-            except Exception as exc:
-                logger.warning(
-                    "pool %r: could not abort a stuck connection: %s",
-                    self.name,
-                    self._describe(exc),
-                )
+            with self._probe_lock:
+                if entry.close_reason is not None:
+                    continue
+                try:
+                    abort(entry.conn)
+                except Exception as exc:
+                    logger.warning(
+                        "pool %r: could not abort a stuck connection: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
@@ -1241,6 +1253,7 @@ class AsyncPool(Generic[ConnT]):
         held = (*state.idle, *state.in_use.values(), *state.retired)
         fork_safety.quarantine([entry.conn for entry in held])
         self._lock = Lock()
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = AEvent()
@@ -1325,7 +1338,7 @@ class AsyncConnectionContext(Generic[ConnT]):
         else:
             conn = entry.conn
             if pool._events.checkout:
-                pool._emit("checkout", conn, duration=_monotonic() - now)
+                pool._emit_checkout(entry, now)
         self._conn = conn
         return conn
 
@@ -1358,27 +1371,6 @@ class AsyncConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
-
-
-def _from_driver(exc: BaseException, conn: Any) -> bool:
-    """Tell whether ``exc`` came from the driver (or the OS), not from the application.
-
-    The driver's exceptions live in its package: a known driver's, or the
-    package of the connection's own class (a generic DB-API driver).
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, PoolError):
-        return False  # poolkeeper's own errors (PoolTimeout...) are the app's
-    package = type(exc).__module__.partition(".")[0]
-    if package in _DRIVER_PACKAGES:
-        return True
-    if isinstance(exc, OSError):
-        # A cut socket raises ConnectionError, BrokenPipeError...; a bare
-        # TimeoutError is an application's own asyncio.timeout().
-        return not isinstance(exc, TimeoutError)
-    return package == type(conn).__module__.partition(".")[0] and package not in (
-        "builtins",
-        "__main__",
-    )
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

@@ -36,9 +36,12 @@ EVENT_KINDS = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PoolEvent:
     """One pool event. Listeners must treat it as read-only: several share it.
+
+    Each event is one occurrence: events compare equal only to themselves and
+    are hashable (by identity), so listeners can keep them in sets or as keys.
 
     Attributes:
         kind: One of :data:`EVENT_KINDS`.

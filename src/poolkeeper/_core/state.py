@@ -219,6 +219,11 @@ class PoolState:
             entry.uses += 1
             self.in_use[entry.key] = entry
             self.acquires += 1
+            # A checkout served at once waited 0 s (Summary.add() inlined).
+            wait = self.wait_time
+            wait.count += 1
+            wait._samples[wait._i & _MASK] = 0.0
+            wait._i += 1
             if self.check_on_checkout:
                 # The shell runs the check hook first (see _hold_if_due).
                 entry.unconfirmed = True
@@ -306,13 +311,28 @@ class PoolState:
 
     def served(self, waiter: Waiter, now: float) -> None:
         """Count the checkout of a waiter that took the connection reserved
-        for it, and record its wait."""
+        for it (its wait is recorded by :meth:`obtained`)."""
         entry = waiter.entry
         if entry is not None:
             entry.uses += 1
             self.acquires += 1
             self._hold_if_due(entry, now)
-        self.wait_time.add(now - waiter.enqueued_at)
+
+    def obtained(self, waited: float) -> None:
+        """Record how long a checkout off the fast path took to obtain its
+        connection (queueing, connecting, validating): ``wait_time`` counts
+        every checkout, those served at once with 0 s (see :meth:`acquire`)."""
+        self.wait_time.add(waited)
+
+    def unlend(self, entry: PoolEntry, now: float) -> Waiter | None:
+        """Take back a checkout whose caller never got the connection (a
+        checkout listener raised past the event bus); return the waiter it
+        goes to, if any."""
+        if self.in_use.get(entry.key) is not entry:
+            return None
+        self.withdraw(entry)
+        entry.uses -= 1
+        return self.recall(entry, now)
 
     def abandon(self, waiter: Waiter, *, timed_out: bool) -> PoolEntry | None:
         """Take back a waiter that stops waiting (timeout or cancellation).

@@ -132,7 +132,8 @@ class PoolStats:
     closed_by_reason: dict[str, int] = field(default_factory=dict)
     """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error, query_timeout."""
     wait_time: TimeSummary = field(default_factory=TimeSummary)
-    """Time callers spent waiting for a connection (only those that had to wait)."""
+    """Time each checkout took to obtain its connection, 0 s for those served at
+    once included (OpenTelemetry's ``db.client.connection.wait_time``)."""
     usage_time: TimeSummary = field(default_factory=TimeSummary)
     """Time connections were held by callers."""
     connect_time: TimeSummary = field(default_factory=TimeSummary)

@@ -148,8 +148,9 @@ def test_a_hand_off_counts_when_taken_and_not_when_recalled() -> None:
     assert entry.last_used_at == 4.0 and state.usage_time.count == 1
     assert state.abandon(taker, timed_out=True) is entry  # lost the race
     state.served(taker, 6.0)
-    assert entry.uses == 2 and state.acquires == 2
-    assert state.wait_time.count == 1 and state.timeouts == 0
+    assert entry.uses == 2 and state.acquires == 2 and state.timeouts == 0
+    state.obtained(6.0 - taker.enqueued_at)  # the shell records the wait
+    assert state.wait_time.count == 1 and state.wait_time.max == 3.0
     # That was its second use, so it retires when it comes back.
     state.checkin(entry, 7.0)
     assert state.closed_by_reason["uses"] == 1 and state.size == 0
