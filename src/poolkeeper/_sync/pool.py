@@ -52,7 +52,7 @@ from poolkeeper._config import (
     scrub,
     secrets_of,
 )
-from poolkeeper._connect import GENERIC_DRIVERS, driver_for
+from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls, driver_for
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
@@ -65,6 +65,8 @@ from poolkeeper.drivers.base import (
     Driver,
     QueryWatch,
     TxStatus,
+    can_abort,
+    cannot_abort,
     idle_probe,
     query_watch,
 )
@@ -75,6 +77,7 @@ from poolkeeper.errors import (
     PoolClosed,
     PoolError,
     PoolTimeout,
+    PoolWarning,
     QueryTimeout,
 )
 
@@ -292,6 +295,10 @@ class Pool(Generic[ConnT]):
         self._timeout = float(timeout)
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
+        self._reset_full = reset == "full"
+        # A callable's adapter is known at its first connection (see
+        # _check_adapter).
+        self._adapter_checked = False
         self._check = check
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
@@ -927,6 +934,8 @@ class Pool(Generic[ConnT]):
                     )
                 if not retry:
                     return
+            if not self._adapter_checked:
+                self._check_adapter()
             now = _monotonic()
             with self._lock:
                 if state.validate_window is None:
@@ -947,6 +956,34 @@ class Pool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             self._close_retired()
+
+    def _check_adapter(self) -> None:
+        """Switch off, with one warning, what the adapter of a callable's first
+        connection turns out not to support (query_timeout, reset="full")."""
+        with self._lock:
+            if self._adapter_checked:
+                return
+            self._adapter_checked = True
+        for message in adapter_shortfalls(
+            self._driver, self._query_watch is not None, self._reset_full
+        ):
+            try:
+                warnings.warn(
+                    PoolWarning(f"pool {self.name!r}: {message}"), stacklevel=1
+                )
+            except Warning:
+                # Turned into an error by a filter, in a background connect
+                # where no caller could catch it: log it instead.
+                logger.warning("pool %r: %s", self.name, message)
+        if not can_abort(self._driver):
+            # Validation pings are not bounded; the watchdog still marks a
+            # stuck checkout (discarded on return, QueryTimeout) but leaves
+            # the call alone.
+            self._abort = None
+            if self._query_watch is not None:
+                self._query_watch = (*self._query_watch[:2], cannot_abort)
+        if self._reset_full and not supports_reset_session(self._driver):
+            self._reset = None
 
     def _configure_new(self, conn: Any) -> bool:
         if self._configure is None:

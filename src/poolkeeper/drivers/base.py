@@ -202,3 +202,17 @@ def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:
     """
     settled: Callable[[Any], bool] | None = getattr(driver, "settled", None)
     return settled
+
+
+def can_abort(driver: Driver | AsyncDriver) -> bool:
+    """Tell whether the driver's ``abort`` works on its connections.
+
+    An adapter for a connect callable knows only after its first connection
+    which library it wraps (see :mod:`poolkeeper.drivers.dbapi`); until then
+    it answers True.
+    """
+    return query_watch(driver) is not None and bool(getattr(driver, "can_abort", True))
+
+
+def cannot_abort(conn: Any) -> None:
+    """The watchdog's ``abort`` for connections their adapter cannot abort: nothing."""
