@@ -601,3 +601,23 @@ def test_reported_acquires_never_go_down_when_a_validation_fails() -> None:
     third = state.checkout(0.4)
     assert third is not None
     assert state.stats().acquires == 2
+
+
+def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
+    state = make_state(min_size=1, max_size=1, validate="always")
+    state.validate_window = -math.inf
+    fill(state)
+    entry = state.checkout(1.0)  # due a validation: not reported yet
+    assert entry is not None
+    assert state.stats().acquires == 0  # a scrape while the ping runs
+    # The ping overruns the caller's deadline: discarded, the caller times out.
+    state.discard_checked_out(entry, "check", 2.0)
+    state.validation_timed_out()
+    stats = state.stats()
+    assert stats.acquires == 0 and stats.timeouts == 1
+    # A checkout that passes its validation counts once.
+    fill(state, 3.0)
+    entry = state.checkout(4.0)
+    assert entry is not None
+    state.validated(entry, 4.1)
+    assert state.stats().acquires == 1
