@@ -525,6 +525,8 @@ class AsyncPool(Generic[ConnT]):
     ) -> ConnT:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
+        # A checkout served at once has its (0 s) wait recorded already.
+        record_wait = entry is None
         if entry is None:
             if not self._opened:
                 await self.open()
@@ -544,8 +546,9 @@ class AsyncPool(Generic[ConnT]):
             entry = await self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
-        with self._lock:
-            state.obtained(_monotonic() - now)
+        if record_wait:
+            with self._lock:
+                state.obtained(_monotonic() - now)
         if self._events.checkout:
             self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
