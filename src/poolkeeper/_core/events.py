@@ -49,7 +49,7 @@ class PoolEvent:
         conn: The driver connection concerned, if any.
         duration: Seconds: connect time, wait time or hold time, per kind.
         reason: Why a connection was discarded (lifetime, idle, uses, broken,
-            check, resize, close, error, query_timeout).
+            check, resize, close, error, query_timeout, cancelled).
         error: The exception of a failed connect.
         stack: Where a leaked connection was acquired (formatted), if known.
     """
