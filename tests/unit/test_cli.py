@@ -454,3 +454,59 @@ def test_check_debug_shows_the_whole_driver_error(mysql_url: str) -> None:
     assert "run with --debug" not in debug.stdout
     assert "OperationalError / " in debug.stdout
     assert "hunter2" not in plain.stdout + plain.stderr + debug.stdout + debug.stderr
+
+
+# -- tune's explanation agrees with its table (issue 16, item 9) --------------------
+
+
+def test_tune_reasons_use_the_tables_shares_for_min_size():
+    # Size 8 is just under half the peak: the table shows 49.9 %, and the text
+    # must say why 16 (not 8) is the smallest size serving half the peak.
+    results = [fake_result(s, r) for s, r in [(4, 300), (8, 499), (16, 1000)]]
+    advice = tune.recommend(results, budget=None, processes=1, concurrency=32)
+    assert advice.min_size == 16
+    text = " ".join(advice.reasons)
+    assert tune.percent(499 / 1000) == "49.9%"
+    assert "size 8 reached 49.9%" in text
+    assert "size 16 is the smallest reaching 50% of the peak (100.0%)" in text
+
+
+def test_tune_static_pool_does_not_claim_to_grow_and_one_process_is_singular():
+    results = [fake_result(s, r) for s, r in [(1, 100), (2, 400)]]
+    advice = tune.recommend(results, budget=90, processes=1, concurrency=2)
+    assert advice.min_size == advice.max_size == 2
+    text = " ".join(advice.reasons)
+    assert "grows to max_size" not in text
+    assert "static pool that neither grows nor shrinks" in text
+    assert "1 processes" not in text
+    assert "for this one process" in text
+    dynamic = tune.recommend(
+        [fake_result(s, r) for s, r in [(1, 300), (2, 390), (4, 400)]],
+        budget=None,
+        processes=1,
+        concurrency=4,
+    )
+    assert (dynamic.min_size, dynamic.max_size) == (1, 2)
+    assert "grows to max_size 2 and shrinks back" in " ".join(dynamic.reasons)
+
+
+def test_plot_titles_name_concurrency_and_pool_size():
+    import argparse
+
+    from poolkeeper.cli import bench
+
+    target = Target("sqlite://", "sqlite://", None, "sqlite3", False)  # type: ignore[arg-type]
+    args = argparse.Namespace(concurrency=12, query="SELECT 1")
+    title = bench.plot_title(target, args, 5)
+    assert "12 threads" in title and "pool of 5" in title
+    results = [fake_result(s, r) for s, r in [(1, 100), (4, 400)]]
+    advice = tune.recommend(results, budget=None, processes=1, concurrency=12)
+    title = tune.plot_title(target, args, advice)
+    assert "12 threads" in title and "max_size=4" in title
+
+
+def test_bench_on_sqlite_says_a_connect_is_a_file_open():
+    proc = run_cli("bench", *SHORT, "-c", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "SQLite connect is only a file open" in proc.stdout
+    assert "--url" in proc.stdout and "--plot" in proc.stdout

@@ -41,9 +41,9 @@ class CliError(Exception):
     def __init__(
         self, message: str, code: int = EXIT_FAILED, *, fix: str | None = None
     ) -> None:
-        super().__init__(message if fix is None else f"{message}\n  fix: {fix}")
+        super().__init__(message if fix is None else f"{message}; fix: {fix}")
         self.code = code
-        #: What the user should do, when known (also on the message's second line).
+        #: What the user should do, when known (also at the end of the message).
         self.fix = fix
         #: The message without the fix line.
         self.problem = message
