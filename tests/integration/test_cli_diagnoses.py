@@ -175,10 +175,12 @@ def test_a_pool_timeout_is_reported_as_its_driver_error(postgres_url: str) -> No
 
     url = with_netloc(postgres_url, urlsplit(postgres_url).netloc, "pk_no_such_db")
     target = resolve_target(url, use_async=False)
-    with poolkeeper.Pool(url, min_size=0, max_size=1, timeout=0.5) as pool:
-        with pytest.raises(Exception) as info:  # noqa: PT011 - either kind is fine
-            with pool.connection():
-                pass
+    with (
+        poolkeeper.Pool(url, min_size=0, max_size=1, timeout=0.5) as pool,
+        pytest.raises(Exception) as info,  # noqa: PT011 - either kind is fine
+        pool.connection(),
+    ):
+        pass
     error = connect_failed(target, info.value)
     assert 'database "pk_no_such_db" does not exist' in str(error)
     assert "fix: create the database" in str(error)
