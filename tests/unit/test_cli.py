@@ -19,8 +19,8 @@ import pytest
 
 from poolkeeper.cli import tune
 from poolkeeper.cli._common import Target, quantile
+from poolkeeper.cli._fixes import connect_fix, root_cause
 from poolkeeper.cli._workload import WorkloadResult, WorkloadSpec
-from poolkeeper.cli.check import connect_fix
 
 SHORT = ["--duration", "0.3", "--no-progress"]
 
@@ -397,6 +397,26 @@ def test_quantile_nearest_rank():
         ('FATAL:  database "nope" does not exist', "create the database"),
         ("FATAL:  sorry, too many clients already", "max_connections"),
         ("something new", "--debug"),
+        ('FATAL:  role "ghost" does not exist', "CREATE ROLE"),
+        (
+            "(1045, \"Access denied for user 'u'@'10.0.0.1' (using password: YES)\")",
+            "'user'@'host'",
+        ),
+        ("(1049, \"Unknown database 'nope'\")", "CREATE DATABASE"),
+        ("(1044, \"Access denied for user 'u'@'%' to database 'd'\")", "GRANT"),
+        (
+            "(1130, \"Host '10.1.1.1' is not allowed to connect to this MariaDB server\")",
+            "CREATE USER",
+        ),
+        ("(1040, 'Too many connections')", "max_connections"),
+        (
+            "(2003, \"Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)\")",
+            "start the server",
+        ),
+        ("unable to open database file", "directory must exist"),
+        ("file is not a database", "not an SQLite database"),
+        ("attempt to write a readonly database", "writable"),
+        ("database is locked", "busy timeout"),
     ],
 )
 def test_connect_fix_hints(message, hint):
@@ -510,3 +530,31 @@ def test_bench_on_sqlite_says_a_connect_is_a_file_open():
     assert proc.returncode == 0, proc.stderr
     assert "SQLite connect is only a file open" in proc.stdout
     assert "--url" in proc.stdout and "--plot" in proc.stdout
+
+
+def test_root_cause_walks_pool_errors_only():
+    import poolkeeper
+
+    driver_error = OSError("connection refused")
+    timeout = poolkeeper.PoolTimeout("timed out")
+    timeout.__cause__ = driver_error
+    assert root_cause(timeout) is driver_error
+    plain = ValueError("x")
+    plain.__cause__ = driver_error
+    assert root_cause(plain) is plain  # a driver's own chain is left alone
+
+
+def test_version_option_prints_the_package_version():
+    import poolkeeper
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"poolkeeper {poolkeeper.__version__}"
+    module = subprocess.run(
+        [sys.executable, "-m", "poolkeeper", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert module.stdout == proc.stdout

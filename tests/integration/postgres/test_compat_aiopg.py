@@ -38,7 +38,7 @@ async def test_article_aiopg_example_runs_unchanged(
         # Database connection details
         database_url = dsn  # was: "postgresql://user:password@host:port/database"
         # Create a connection pool
-        async with aiopg.create_pool(database_url) as pool:
+        async with aiopg.create_pool(database_url) as pool:  # noqa: SIM117 - as written
             async with pool.acquire() as conn:
                 async with conn.cursor() as cur:
                     await cur.execute("SELECT 1")
@@ -89,9 +89,7 @@ async def test_pool_cursor_both_forms(dsn: str) -> None:
 
 
 async def test_acquire_waits_then_times_out(dsn: str) -> None:
-    async with compat_aiopg.create_pool(
-        dsn, minsize=1, maxsize=1, timeout=0.3
-    ) as pool:
+    async with compat_aiopg.create_pool(dsn, minsize=1, maxsize=1, timeout=0.3) as pool:
         held = await pool.acquire()
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -119,7 +117,7 @@ async def test_close_waits_for_acquired_connections(
         dsn, minsize=1, maxsize=2, application_name=app_name
     )
     conn = await pool.acquire()
-    with pytest.raises(RuntimeError, match="after .close"):
+    with pytest.raises(RuntimeError, match=r"after \.close"):
         await pool.wait_closed()
     pool.close()
     with pytest.raises(RuntimeError, match="after closing pool"):
