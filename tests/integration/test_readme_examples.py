@@ -184,7 +184,8 @@ def test_fastapi_app_serves_one_request(postgres_url: str, tmp_path: Path) -> No
                 time.sleep(0.1)
         assert body == {"n": 21, "double": 42}
     finally:
-        os.kill(proc.pid, signal.SIGINT)  # uvicorn shuts down on Ctrl-C
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)  # uvicorn shuts down on Ctrl-C
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

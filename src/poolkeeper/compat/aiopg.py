@@ -50,6 +50,7 @@ from typing import Any
 import aiopg
 
 from poolkeeper._async.pool import AsyncPool
+from poolkeeper.compat._checkouts import Checkouts
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 __all__ = [
@@ -188,10 +189,7 @@ class Pool:
     ) -> None:
         self._timeout = timeout
         self._echo = echo
-        self._held: dict[int, Any] = {}
-        self._terminated: set[int] = set()
-        self._released = asyncio.Event()
-        self._released.set()
+        self._out = Checkouts()
         self._closing = False
         self._closed = False
         self._dropping: list[asyncio.Future[None]] = []
@@ -279,8 +277,7 @@ class Pool:
             conn = await self.pool.acquire()
         except PoolClosed as exc:
             raise RuntimeError("Cannot acquire connection after closing pool") from exc
-        self._held[id(conn)] = conn
-        self._released.clear()
+        self._out.add(conn)
         return conn
 
     def release(self, conn: Any) -> asyncio.Future[None]:
@@ -292,18 +289,14 @@ class Pool:
         Raises:
             ValueError: ``conn`` was not acquired from this pool.
         """
-        held = self._held.pop(id(conn), None)
-        if held is not conn:
-            if held is not None:
-                self._held[id(held)] = held
-            if id(conn) in self._terminated:
-                self._terminated.discard(id(conn))
-                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                done.set_result(None)
-                return done
-            raise ValueError(f"{conn!r} was not acquired from this pool")
-        if not self._held:
-            self._released.set()
+        try:
+            back = self._out.take_back(conn)
+        except LookupError:
+            raise ValueError(f"{conn!r} was not acquired from this pool") from None
+        if not back:  # dropped by terminate()
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
         return asyncio.ensure_future(self.pool.release(conn))
 
     def cursor(
@@ -352,13 +345,10 @@ class Pool:
         :meth:`wait_closed` to finish.
         """
         self.close()
-        for key, conn in list(self._held.items()):
+        for conn in self._out.drop_all():
             conn.close()
-            self._terminated.add(key)
             # The pool sees a closed connection and discards it.
             self._dropping.append(asyncio.ensure_future(self.pool.release(conn)))
-        self._held.clear()
-        self._released.set()
 
     async def wait_closed(self) -> None:
         """Wait until every acquired connection is released, then close them all.
@@ -370,7 +360,7 @@ class Pool:
             return
         if not self._closing:
             raise RuntimeError(".wait_closed() should be called after .close()")
-        await self._released.wait()
+        await self._out.all_back.wait()
         dropping, self._dropping = self._dropping, []
         await asyncio.gather(*dropping, return_exceptions=True)
         await self.pool.close()
