@@ -22,13 +22,6 @@ from tests.support.waiting import asettle
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.anyio]
 
 
-@pytest.fixture
-def dsn(postgres_url: str) -> str:
-    """The server URL as libpq takes it (no ``+driver`` part)."""
-    parts = urlsplit(postgres_url)
-    return urlunsplit(parts._replace(scheme=parts.scheme.split("+")[0]))
-
-
 async def test_article_aiopg_example_runs_unchanged(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
