@@ -14,7 +14,7 @@ so a call blocked on a frozen server fails with ``OperationalError`` at once.
 ``settled``: an interrupted connection (a cancelled task, Ctrl-C) is kept
 when libpq says no command is in progress: psycopg cancels the command on the
 server and reads the reply before it re-raises, so a rollback makes the
-connection clean (see docs/RELIABILITY.md, "Cancellation").
+connection clean (see docs/RELIABILITY.md, "Cancellation without churn").
 
 ``reset_session`` runs ``DISCARD ALL``. psycopg notices that command and
 forgets its own prepared statements, so its automatic preparation keeps
