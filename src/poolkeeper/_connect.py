@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from poolkeeper.drivers.base import AsyncDriver, Driver, can_abort
-from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import ConfigError
 
 #: Adapter names whose ping is a guess (generic DB-API): "auto" validation
@@ -43,14 +42,12 @@ def driver_for(connect: Any, connect_args: dict[str, Any], *, is_async: bool) ->
     return CallableDriver(connect)
 
 
-def adapter_shortfalls(
-    driver: Driver | AsyncDriver, query_timeout: bool, full_reset: bool
-) -> list[str]:
-    """Say which asked-for options the driver cannot honour on its connections.
+def adapter_shortfalls(driver: Driver | AsyncDriver, query_timeout: bool) -> list[str]:
+    """Say which asked-for options the driver cannot fully honour on its connections.
 
     For a URL these are refused at construction; a callable's adapter is only
-    known after its first connection, when the pool calls this once and
-    switches the options named here off (with one warning each).
+    known after its first connection, when the pool calls this once and warns
+    about each (see ``AsyncPool._check_adapter``).
     """
     shortfalls = []
     if query_timeout and not can_abort(driver):
@@ -58,10 +55,5 @@ def adapter_shortfalls(
             f"query_timeout cannot cut a stuck command short: the {driver.name} "
             "adapter cannot abort one on these connections; a connection held "
             "past query_timeout is only discarded when it comes back"
-        )
-    if full_reset and not supports_reset_session(driver):
-        shortfalls.append(
-            f"reset='full' is off: the {driver.name} adapter has no full session "
-            "reset for these connections; returned connections are only rolled back"
         )
     return shortfalls

@@ -1,13 +1,13 @@
-"""Options a callable's adapter cannot honour are said once, at the first connect.
+"""Options a callable's adapter cannot honour are dealt with at the first connect.
 
 A pool built from a connect callable learns which library it wraps from its
 first connection. ``query_timeout`` on connections the adapter cannot abort
-(sqlite3, mysqlclient opened by the application) and ``reset="full"`` where
+(sqlite3, mysqlclient opened by the application) gives one
+:class:`~poolkeeper.PoolWarning` (the watchdog cannot cut a call short),
+instead of a failed abort logged per stuck checkout. ``reset="full"`` where
 the adapter has no full session reset (mysqlclient without the credentials, a
-generic DB-API driver) then give one :class:`~poolkeeper.PoolWarning` and are
-scaled back (the watchdog cannot cut a call short; returned connections are
-only rolled back), instead of failing on every checkout or closing every
-returned connection.
+generic DB-API driver) is refused: the connect fails with ConfigError, which
+callers get at once, instead of every returned connection being closed.
 """
 
 from __future__ import annotations
@@ -96,24 +96,25 @@ def test_query_timeout_on_a_callable_that_cannot_abort_is_said_once(
     assert not any("could not abort" in r.getMessage() for r in caplog.records)
 
 
-def _run_with_full_reset(connect: Any) -> poolkeeper.PoolStats:
-    with poolkeeper.Pool(connect, min_size=1, max_size=1, reset="full") as pool:
-        pool.open(wait=True)
-        _use(pool, 5)
-        return pool.stats()
-
-
 @pytest.mark.mysql
 @pytest.mark.parametrize("kind", ["mysqldb", "generic"])
-def test_full_reset_on_a_callable_without_one_keeps_connections(request, kind) -> None:
+def test_full_reset_on_a_callable_without_one_is_refused_at_first_connect(
+    request, kind
+) -> None:
     if kind == "mysqldb":
         connect = _mysqldb_connect(request)
     else:
         import_driver(request.config, "pymysql")
         connect = generic_connect("pymysql", request.getfixturevalue("mysql_url"))
-    with pytest.warns(poolkeeper.PoolWarning, match="reset='full' is off") as said:
-        stats = _run_with_full_reset(connect)
-    assert len(said) == 1
-    # Every return used to close the connection (and open a new one).
-    assert stats.connections_created == 1, stats.closed_by_reason
-    assert stats.closed_by_reason["broken"] == 0
+    pool = poolkeeper.Pool(connect, min_size=0, max_size=1, reset="full", timeout=10)
+    with pool:
+        started = time.monotonic()
+        with pytest.raises(poolkeeper.PoolTimeout) as raised:
+            _use(pool, 1)
+        # At once (retrying cannot help), not after the 10 s timeout, and
+        # the refused connection was closed.
+        assert time.monotonic() - started < 2.0
+        assert isinstance(raised.value.__cause__, poolkeeper.ConfigError)
+        assert "reset='full' is not supported" in str(raised.value.__cause__)
+        stats = pool.stats()
+        assert stats.size == 0 and stats.connections_created == 0

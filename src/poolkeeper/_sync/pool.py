@@ -913,6 +913,8 @@ class Pool(Generic[ConnT]):
                 started = _monotonic()
                 try:
                     conn = self._driver.connect()
+                    if not self._adapter_checked:
+                        self._check_adapter(conn)
                 except Exception as exc:
                     with self._lock:
                         now = _monotonic()
@@ -937,8 +939,6 @@ class Pool(Generic[ConnT]):
                     )
                 if not retry:
                     return
-            if not self._adapter_checked:
-                self._check_adapter()
             now = _monotonic()
             with self._lock:
                 if state.validate_window is None:
@@ -960,16 +960,26 @@ class Pool(Generic[ConnT]):
         if state.retired:
             self._close_retired()
 
-    def _check_adapter(self) -> None:
-        """Switch off, with one warning, what the adapter of a callable's first
-        connection turns out not to support (query_timeout, reset="full")."""
+    def _check_adapter(self, conn: Any) -> None:
+        """Check what the adapter of a callable's first connection supports.
+
+        ``reset="full"`` without a full reset for these connections is refused
+        (the connection is closed; the ConfigError is a connect error that
+        retrying cannot fix, so waiting callers get it at once). That
+        ``query_timeout`` cannot cut a stuck call short is said once.
+        """
+        if self._reset_full and not supports_reset_session(self._driver):
+            self._driver.close(conn)
+            raise ConfigError(
+                f"reset='full' is not supported by the {self._driver.name} adapter "
+                "for connections from a callable; pass a reset callable, or build "
+                "the pool from a URL"
+            )
         with self._lock:
             if self._adapter_checked:
                 return
             self._adapter_checked = True
-        for message in adapter_shortfalls(
-            self._driver, self._query_watch is not None, self._reset_full
-        ):
+        for message in adapter_shortfalls(self._driver, self._query_watch is not None):
             try:
                 warnings.warn(
                     PoolWarning(f"pool {self.name!r}: {message}"), stacklevel=1
@@ -985,8 +995,6 @@ class Pool(Generic[ConnT]):
             self._abort = None
             if self._query_watch is not None:
                 self._query_watch = (*self._query_watch[:2], cannot_abort)
-        if self._reset_full and not supports_reset_session(self._driver):
-            self._reset = None
 
     def _configure_new(self, conn: Any) -> bool:
         if self._configure is None:
