@@ -122,6 +122,8 @@ async def test_cancelled_during_reset_discards_the_connection() -> None:
 
     factory = Factory()
     async with AsyncPool(factory, min_size=0, max_size=1, reset=slow_reset) as pool:
+        checkins: list[object] = []
+        pool.on("checkin", checkins.append)
         conn = await pool.acquire()
         task = asyncio.create_task(pool.release(conn))
         await gate.wait()
@@ -137,6 +139,10 @@ async def test_cancelled_during_reset_discards_the_connection() -> None:
         assert conn.closed and pool.stats().size == 0
         assert pool.stats().closed_by_reason["cancelled"] == 1
         assert pool.stats().closed_by_reason["broken"] == 0
+        assert len(checkins) == 1
+        # Given back by the pool: the caller cannot release it a second time.
+        with pytest.raises(PoolError, match="not checked out"):
+            await pool.release(conn)
 
 
 def test_using_a_pool_from_another_loop_is_a_clear_error() -> None:

@@ -804,6 +804,9 @@ class AsyncPool(Generic[ConnT]):
             discard, error = await self._clean(conn, commit)
             if error is not None and not isinstance(error, Exception):
                 # Interrupted while ending the transaction (a cancelled task).
+                if self._events.checkin:
+                    held = _monotonic() - entry.checked_out_at
+                    self._emit("checkin", conn, duration=held)
                 self._reclaim(entry, None, 0.0, withdraw=False)
                 raise error
         now = _monotonic()
