@@ -23,7 +23,10 @@ where a connection comes from and where it goes when Django closes it (see
 :mod:`poolkeeper.integrations.django._pooled` for how that fits Django's
 connection handling; the MySQL backend shares it).
 
-``CONN_HEALTH_CHECKS`` becomes the pool's ``check`` hook. New connections get
+``CONN_HEALTH_CHECKS`` becomes the pool's ``check`` hook. Wrappers of an
+alias share connections, so one whose ``OPTIONS`` name no
+``isolation_level`` resets psycopg's to None (the server default) at
+checkout: another wrapper's level does not carry over. New connections get
 Django's time zone and ``assume_role`` settings once, through the pool's
 ``configure`` hook. Prepared statements are off by default (Django's
 ``prepare_threshold=None``), so the backend also works behind PgBouncer in
@@ -87,4 +90,10 @@ class DatabaseWrapper(PooledDatabaseWrapper, pg_base.DatabaseWrapper):  # type: 
     def _poolkeeper_checkout(self, pool: DjangoPool | None, params: Any) -> Any:
         # Django's own psycopg code borrows through ``self.pool.getconn()``
         # and applies OPTIONS["isolation_level"] to the borrowed connection.
-        return pg_base.DatabaseWrapper.get_new_connection(self, params)
+        connection = pg_base.DatabaseWrapper.get_new_connection(self, params)
+        if pool is not None and "isolation_level" not in self.settings_dict["OPTIONS"]:
+            # Django sets psycopg's isolation_level only when OPTIONS names
+            # one; a level another wrapper of the alias set on this pooled
+            # connection must not carry over (None: the server's default).
+            connection.isolation_level = None
+        return connection
