@@ -98,7 +98,11 @@ def _reachable(url: str) -> str | None:
 
 #: Server kind -> (command line option, environment variable, default URL).
 _URL_SOURCES = {
-    "postgres": ("--postgres-url", "POOLKEEPER_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+    "postgres": (
+        "--postgres-url",
+        "POOLKEEPER_TEST_POSTGRES_URL",
+        DEFAULT_POSTGRES_URL,
+    ),
     "mysql": ("--mysql-url", "POOLKEEPER_TEST_MYSQL_URL", DEFAULT_MYSQL_URL),
 }
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from django.core.exceptions import (  # type: ignore[import-untyped,unused-ignore]
@@ -38,10 +39,25 @@ from django.db.backends.base.base import (  # type: ignore[import-untyped,unused
     NO_DB_ALIAS,
     BaseDatabaseWrapper,
 )
+from django.db.backends.base.features import (  # type: ignore[import-untyped,unused-ignore]
+    BaseDatabaseFeatures,
+)
 
 import poolkeeper
 
-__all__ = ["DjangoPool", "PoolHooks", "PooledDatabaseWrapper"]
+__all__ = ["DjangoPool", "PoolHooks", "PooledDatabaseFeatures", "PooledDatabaseWrapper"]
+
+#: Django's own tests that do not apply to a pooled backend, with Django's
+#: reason (its PostgreSQL features skip the same two when its pool is on):
+#: they expect ``CONN_HEALTH_CHECKS`` to ping a persistent connection at the
+#: start of each request, where the pool checks each connection at checkout.
+POOL_TEST_SKIPS = {
+    "Pool does implicit health checks": {
+        "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_enabled",
+        "backends.base.test_base.ConnectionHealthChecksTests."
+        "test_set_autocommit_health_checks_enabled",
+    },
+}
 
 
 class DjangoPool(poolkeeper.Pool[Any]):
@@ -66,6 +82,19 @@ class PoolHooks:
     connect: Callable[[], Any]
     configure: Callable[[Any], Any] | None
     check: Callable[[Any], Any]
+
+
+class PooledDatabaseFeatures(BaseDatabaseFeatures):  # type: ignore[misc,unused-ignore]
+    """Mixin for a backend's ``DatabaseFeatures``: Django's test skips for pools."""
+
+    @cached_property  # a cached attribute, as in Django: tests assign to it
+    def django_test_skips(self) -> dict[str, set[str]]:
+        """Django's skips for the backend, plus :data:`POOL_TEST_SKIPS` when pooled."""
+        skips: dict[str, set[str]] = dict(super().django_test_skips)
+        if self.connection.pool is not None:
+            for reason, tests in POOL_TEST_SKIPS.items():
+                skips[reason] = skips.get(reason, set()) | tests
+        return skips
 
 
 class PooledDatabaseWrapper(BaseDatabaseWrapper):  # type: ignore[misc,unused-ignore]
@@ -159,6 +188,12 @@ class PooledDatabaseWrapper(BaseDatabaseWrapper):  # type: ignore[misc,unused-ig
         connection = self._poolkeeper_checkout(pool, conn_params)
         self._poolkeeper_owner = pool
         return connection
+
+    def is_usable(self) -> bool:
+        """Whether the connection works; False once it went back to the pool."""
+        if getattr(self, "connection", None) is None:
+            return False
+        return bool(super().is_usable())
 
     def close_if_health_check_failed(self) -> None:
         """Django's per-request health check; the pool's ``check`` does it at checkout."""

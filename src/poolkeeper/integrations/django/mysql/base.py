@@ -45,9 +45,13 @@ from typing import Any
 from django.db.backends.mysql import (  # type: ignore[import-untyped,unused-ignore]
     base as mysql_base,
 )
+from django.db.backends.mysql import (  # type: ignore[import-untyped,unused-ignore]
+    features as mysql_features,
+)
 
 from poolkeeper.integrations.django._pooled import (
     DjangoPool,
+    PooledDatabaseFeatures,
     PooledDatabaseWrapper,
     PoolHooks,
 )
@@ -60,8 +64,14 @@ def _ping(conn: Any) -> None:
     conn.ping()
 
 
+class DatabaseFeatures(PooledDatabaseFeatures, mysql_features.DatabaseFeatures):  # type: ignore[misc,unused-ignore]
+    """Django's MySQL features, with Django's test skips for pooled backends."""
+
+
 class DatabaseWrapper(PooledDatabaseWrapper, mysql_base.DatabaseWrapper):  # type: ignore[misc,unused-ignore]
     """Django's MySQL ``DatabaseWrapper`` drawing connections from poolkeeper."""
+
+    features_class = DatabaseFeatures
 
     def get_connection_params(self) -> dict[str, Any]:
         """Django's ``MySQLdb.connect`` arguments, without ``OPTIONS["pool"]``."""

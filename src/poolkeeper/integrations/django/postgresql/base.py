@@ -43,12 +43,16 @@ from django.core.exceptions import (  # type: ignore[import-untyped,unused-ignor
 from django.db.backends.postgresql import (  # type: ignore[import-untyped,unused-ignore]
     base as pg_base,
 )
+from django.db.backends.postgresql import (  # type: ignore[import-untyped,unused-ignore]
+    features as pg_features,
+)
 from django.db.backends.postgresql.psycopg_any import (  # type: ignore[import-untyped,unused-ignore]
     is_psycopg3,
 )
 
 from poolkeeper.integrations.django._pooled import (
     DjangoPool,
+    PooledDatabaseFeatures,
     PooledDatabaseWrapper,
     PoolHooks,
 )
@@ -69,8 +73,14 @@ def _ping(conn: Any) -> None:
         conn.autocommit = False
 
 
+class DatabaseFeatures(PooledDatabaseFeatures, pg_features.DatabaseFeatures):  # type: ignore[misc,unused-ignore]
+    """Django's PostgreSQL features, with Django's test skips for pooled backends."""
+
+
 class DatabaseWrapper(PooledDatabaseWrapper, pg_base.DatabaseWrapper):  # type: ignore[misc,unused-ignore]
     """Django's PostgreSQL ``DatabaseWrapper`` drawing connections from poolkeeper."""
+
+    features_class = DatabaseFeatures
 
     def _poolkeeper_hooks(self, connect_kwargs: dict[str, Any]) -> PoolHooks:
         if not is_psycopg3:
