@@ -42,6 +42,7 @@ from django.test.utils import setup_test_environment, teardown_test_environment 
 
 import poolkeeper
 from tests.conftest import database_url, import_driver
+from tests.integration.frameworks.conftest import terminate
 from tests.integration.frameworks.django_db import database
 
 pytestmark = [pytest.mark.integration]
@@ -125,22 +126,23 @@ class Project:
     def pool(self) -> Any:
         return self.connection.pool
 
+    def wrapper(self, alias: str, **pool: Any) -> Any:
+        """A new wrapper of the test database under ``alias``, with ``pool`` settings."""
+        base = self.connection.settings_dict
+        options = {**base["OPTIONS"], "pool": pool}
+        return self.backend.wrapper({**base, "OPTIONS": options}, alias=alias)
+
     def path(self, view: str) -> str:
         return f"/{self.alias}/{view}/"
 
     def kill_sessions(self) -> int:
-        """Kill every server session in the test database but our own; how many."""
-        name = self.connection.settings_dict["NAME"]
+        """Kill every server session of the test project; return how many."""
         if self.backend.vendor == "postgresql":
             import psycopg
 
+            # The project's PostgreSQL sessions carry application_name=APP.
             with psycopg.connect(self.url, autocommit=True) as admin:
-                rows = admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                ).fetchall()
-            return len(rows)
+                return terminate(admin, APP)
         import MySQLdb  # type: ignore[import-untyped]
 
         parts = urlsplit(self.url)
@@ -155,7 +157,7 @@ class Project:
             cursor.execute(
                 "SELECT ID FROM information_schema.PROCESSLIST "
                 "WHERE DB = %s AND ID <> CONNECTION_ID()",
-                (name,),
+                (self.connection.settings_dict["NAME"],),
             )
             ids = [row[0] for row in cursor.fetchall()]
             for session in ids:
@@ -317,9 +319,7 @@ def test_exhausted_pool_times_out_and_reuses_a_returned_connection(
     # Django's own PostgreSQL test_connect_pool, with poolkeeper's
     # PoolTimeout (Django's version expects psycopg_pool's class; see
     # django_suite_settings.py).
-    base = project.connection.settings_dict
-    options = {**base["OPTIONS"], "pool": {"min_size": 0, "max_size": 2, "timeout": 1}}
-    wrapper = project.backend.wrapper({**base, "OPTIONS": options}, alias="pk-exhaust")
+    wrapper = project.wrapper("pk-exhaust", min_size=0, max_size=2, timeout=1)
     opened: list[Any] = []
 
     def get_connection() -> Any:
@@ -375,15 +375,17 @@ def test_each_wrapper_keeps_its_isolation_level_on_shared_connections(
 ) -> None:
     # Wrappers of one alias share the pool, so one wrapper's OPTIONS
     # isolation_level must not leak into the next borrower's session.
-    base = project.connection.settings_dict
-    options = {**base["OPTIONS"], "pool": {"min_size": 0, "max_size": 1, "timeout": 5}}
-    plain = project.backend.wrapper({**base, "OPTIONS": options}, alias="pk-isolation")
+    plain = project.wrapper("pk-isolation", min_size=0, max_size=1, timeout=5)
     strict = plain.copy()
-    strict.settings_dict["OPTIONS"] = {**options, "isolation_level": "serializable"}
+    level: Any = "serializable"
     if project.backend.vendor == "postgresql":
         from psycopg import IsolationLevel
 
-        strict.settings_dict["OPTIONS"]["isolation_level"] = IsolationLevel.SERIALIZABLE
+        level = IsolationLevel.SERIALIZABLE
+    strict.settings_dict["OPTIONS"] = {
+        **plain.settings_dict["OPTIONS"],
+        "isolation_level": level,
+    }
     try:
         strict.connect()
         assert _isolation_level(strict) == "serializable"
