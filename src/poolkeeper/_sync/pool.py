@@ -65,6 +65,7 @@ from poolkeeper.drivers.base import (
     TxStatus,
     idle_probe,
     query_watch,
+    state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
@@ -313,6 +314,9 @@ class Pool(Generic[ConnT]):
         # A returned connection is idle (nothing to end) when
         # _idle_probe(conn) == _idle_value; a C call for the main drivers.
         self._idle_probe, self._idle_value = idle_probe(self._driver)
+        # What a borrower may leave on the connection object (callbacks,
+        # listeners): remembered after configure, restored on a slow return.
+        self._baseline, self._clear_state = state_hooks(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -817,6 +821,8 @@ class Pool(Generic[ConnT]):
                             discard = True
                     else:
                         driver.rollback(conn)
+                if self._clear_state is not None and not discard:
+                    self._clear_state(conn)
                 if self._reset is not None and not discard:
                     call(self._reset, conn)
         except BaseException as exc:
@@ -903,18 +909,19 @@ class Pool(Generic[ConnT]):
             self._close_retired()
 
     def _configure_new(self, conn: Any) -> bool:
-        if self._configure is None:
-            return True
-        try:
-            call(self._configure, conn)
-        except Exception as exc:
-            logger.warning(
-                "pool %r: configure hook failed, closing the connection: %s",
-                self.name,
-                self._describe(exc),
-            )
-            self._driver.close(conn)
-            return False
+        if self._configure is not None:
+            try:
+                call(self._configure, conn)
+            except Exception as exc:
+                logger.warning(
+                    "pool %r: configure hook failed, closing the connection: %s",
+                    self.name,
+                    self._describe(exc),
+                )
+                self._driver.close(conn)
+                return False
+        if self._baseline is not None:
+            self._baseline(conn)
         return True
 
     def _log_connect_failure(

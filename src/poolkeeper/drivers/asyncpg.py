@@ -34,6 +34,7 @@ import asyncpg
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._kept import changed, keep, restore
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_PARAMS,
@@ -57,6 +58,14 @@ _CONNECT_PARAMS: dict[str, Callable[[str], Any]] = {
     "max_cacheable_statement_size": int,
     "direct_tls": to_bool,
 }
+
+#: Callback registries restored to what ``configure`` left (see ``_kept``);
+#: query loggers exist since asyncpg 0.29.
+_KEPT = tuple(
+    attr
+    for attr in ("_termination_listeners", "_query_loggers")
+    if hasattr(asyncpg.Connection, attr)
+)
 
 #: What ``DISCARD ALL`` does, minus ``DEALLOCATE ALL``: asyncpg caches
 #: prepared statements by name and would fail on the next cached query.
@@ -143,7 +152,41 @@ class AsyncpgDriver:
 
     @staticmethod
     def is_idle(conn: Any) -> bool:
-        return not conn.is_closed() and not conn.is_in_transaction()
+        # Open, outside a transaction (the server's view and asyncpg's own),
+        # and nothing a borrower left to clear (see clear_state).
+        return not (
+            conn.is_closed()
+            or conn.is_in_transaction()
+            or conn._top_xact is not None
+            or conn._listeners
+            or conn._log_listeners
+            or changed(conn._termination_listeners)
+            or changed(getattr(conn, "_query_loggers", ()))
+        )
+
+    @staticmethod
+    def baseline(conn: Any) -> None:
+        """Remember the termination listeners and query loggers ``configure`` added."""
+        for attr in _KEPT:
+            keep(conn, attr)
+
+    async def clear_state(self, conn: Any) -> None:
+        """Drop what a borrower left on the connection object, as asyncpg's pool does.
+
+        asyncpg's record of an open ``Connection.transaction()`` is dropped (the
+        transaction itself was ended by :meth:`commit` or :meth:`rollback`);
+        notification and log listeners are removed, and the server is told
+        ``UNLISTEN *`` if there were notification listeners (the only round
+        trip, paid only by a borrower who left some); termination listeners
+        and query loggers go back to those ``configure`` added.
+        """
+        conn._top_xact = None
+        conn._log_listeners.clear()
+        for attr in _KEPT:
+            restore(conn, attr)
+        if conn._listeners:
+            conn._listeners.clear()
+            await conn.execute("UNLISTEN *")
 
     def quiet(self, conn: Any) -> float | None:
         """Seconds since data last moved on the connection's socket (None: unknown)."""
@@ -157,9 +200,14 @@ class AsyncpgDriver:
             conn.terminate()
 
     async def commit(self, conn: Any) -> None:
+        # Through asyncpg's bookkeeping, as Connection.reset() does: with a
+        # transaction started by Connection.transaction() still recorded, the
+        # next transaction() would send SAVEPOINT instead of BEGIN.
+        conn._top_xact = None
         await conn.execute("COMMIT")
 
     async def rollback(self, conn: Any) -> None:
+        conn._top_xact = None
         await conn.execute("ROLLBACK")
 
     async def ping(self, conn: Any) -> None:
