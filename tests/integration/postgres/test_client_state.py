@@ -15,7 +15,7 @@ import asyncio
 import gc
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -80,24 +80,57 @@ class Boom(Exception):
 # -- asyncpg ----------------------------------------------------------------------
 
 
+async def _aleave_open(
+    pool: Any, form: str, start: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Run ``start`` on a borrowed connection and give it back the ``form`` way."""
+    if form == "release":
+        conn = await pool.acquire()
+        await start(conn)
+        await pool.release(conn)
+        return
+
+    async def fail() -> None:
+        async with pool.connection() as conn:
+            await start(conn)
+            if form == "exception":
+                raise Boom
+
+    if form == "exception":
+        with pytest.raises(Boom):
+            await fail()
+    else:
+        await fail()
+
+
+def _leave_open(pool: Any, form: str, start: Callable[[Any], None]) -> None:
+    """:func:`_aleave_open` for a sync pool."""
+    if form == "release":
+        conn = pool.acquire()
+        start(conn)
+        pool.release(conn)
+        return
+
+    def fail() -> None:
+        with pool.connection() as conn:
+            start(conn)
+            if form == "exception":
+                raise Boom
+
+    if form == "exception":
+        with pytest.raises(Boom):
+            fail()
+    else:
+        fail()
+
+
 async def _asyncpg_leave_open(pool: Any, form: str, table: str) -> None:
     async def start(conn: Any) -> None:
         tr = conn.transaction()
         await tr.start()
         await conn.execute(f"INSERT INTO {table} VALUES (1)")
 
-    if form == "release":
-        conn = await pool.acquire()
-        await start(conn)
-        await pool.release(conn)
-    elif form == "exception":
-        with pytest.raises(Boom):
-            async with pool.connection() as conn:
-                await start(conn)
-                raise Boom
-    else:
-        async with pool.connection() as conn:
-            await start(conn)
+    await _aleave_open(pool, form, start)
 
 
 @pytest.mark.anyio
@@ -126,7 +159,9 @@ async def test_asyncpg_transaction_object_ended_through_asyncpg(
                     await conn.execute(f"INSERT INTO {table} VALUES (2)")
                 assert not conn.is_in_transaction()
                 rows = await conn.fetch(f"SELECT x FROM {table} ORDER BY x")
-            assert [r["x"] for r in rows] == _expected("commit" if form == "full" else form)
+            assert [r["x"] for r in rows] == _expected(
+                "commit" if form == "full" else form
+            )
             assert pool.stats().connections_created == 1
     finally:
         loop.set_exception_handler(previous)
@@ -185,18 +220,7 @@ def _psycopg_leave_open(pool: Any, form: str, table: str) -> None:
         psycopg.Transaction(conn).__enter__()
         conn.execute(f"INSERT INTO {table} VALUES (1)")
 
-    if form == "release":
-        conn = pool.acquire()
-        start(conn)
-        pool.release(conn)
-    elif form == "exception":
-        with pytest.raises(Boom):
-            with pool.connection() as conn:
-                start(conn)
-                raise Boom
-    else:
-        with pool.connection() as conn:
-            start(conn)
+    _leave_open(pool, form, start)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -224,18 +248,7 @@ async def _apsycopg_leave_open(pool: Any, form: str, table: str) -> None:
         await psycopg.AsyncTransaction(conn).__aenter__()
         await conn.execute(f"INSERT INTO {table} VALUES (1)")
 
-    if form == "release":
-        conn = await pool.acquire()
-        await start(conn)
-        await pool.release(conn)
-    elif form == "exception":
-        with pytest.raises(Boom):
-            async with pool.connection() as conn:
-                await start(conn)
-                raise Boom
-    else:
-        async with pool.connection() as conn:
-            await start(conn)
+    await _aleave_open(pool, form, start)
 
 
 @pytest.mark.anyio
@@ -387,18 +400,7 @@ async def test_aiopg_transaction_object_then_a_fresh_one(
     ) as pool:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
-            if form == "release":
-                conn = await pool.acquire()
-                await start(conn)
-                await pool.release(conn)
-            elif form == "exception":
-                with pytest.raises(Boom):
-                    async with pool.connection() as conn:
-                        await start(conn)
-                        raise Boom
-            else:
-                async with pool.connection() as conn:
-                    await start(conn)
+            await _aleave_open(pool, form, start)
             cursors.clear()
             gc.collect()
         async with pool.connection() as conn:

@@ -61,6 +61,4 @@ def test_psycopg_probe(postgres_url: str) -> None:
 
 def test_psycopg2_probe(postgres_url: str) -> None:
     driver = Psycopg2Driver(lambda: psycopg2.connect(postgres_url))
-    _check(
-        driver, driver.connect(), lambda c: c.cursor().execute("SELECT 1"), _notice
-    )
+    _check(driver, driver.connect(), lambda c: c.cursor().execute("SELECT 1"), _notice)
