@@ -76,6 +76,20 @@ _RESET_SQL = (
 )
 
 
+def _forget_transaction(conn: Any) -> None:
+    """End asyncpg's record of a ``Connection.transaction()`` left open.
+
+    As ``Connection.reset()`` does: while a top-level transaction object is
+    recorded, the next ``transaction()`` would send ``SAVEPOINT`` instead of
+    ``BEGIN``. The release counter is bumped as asyncpg's pool bumps it on
+    release, so the borrower's stale transaction object (and its other
+    statements and cursors) refuse to act on the next borrower's session.
+    """
+    if conn._top_xact is not None:
+        conn._top_xact = None
+        conn._pool_release_ctr += 1
+
+
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     """Turn a parsed URL into ``asyncpg.connect`` arguments (``connect_args`` win).
 
@@ -180,7 +194,7 @@ class AsyncpgDriver:
         trip, paid only by a borrower who left some); termination listeners
         and query loggers go back to those ``configure`` added.
         """
-        conn._top_xact = None
+        _forget_transaction(conn)
         conn._log_listeners.clear()
         for attr in _KEPT:
             restore(conn, attr)
@@ -200,14 +214,11 @@ class AsyncpgDriver:
             conn.terminate()
 
     async def commit(self, conn: Any) -> None:
-        # Through asyncpg's bookkeeping, as Connection.reset() does: with a
-        # transaction started by Connection.transaction() still recorded, the
-        # next transaction() would send SAVEPOINT instead of BEGIN.
-        conn._top_xact = None
+        _forget_transaction(conn)
         await conn.execute("COMMIT")
 
     async def rollback(self, conn: Any) -> None:
-        conn._top_xact = None
+        _forget_transaction(conn)
         await conn.execute("ROLLBACK")
 
     async def ping(self, conn: Any) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -124,13 +125,18 @@ def _leave_open(pool: Any, form: str, start: Callable[[Any], None]) -> None:
         fail()
 
 
-async def _asyncpg_leave_open(pool: Any, form: str, table: str) -> None:
+async def _asyncpg_leave_open(pool: Any, form: str, table: str) -> Any:
+    """Leave an asyncpg transaction open; return its (now stale) object."""
+    left: list[Any] = []
+
     async def start(conn: Any) -> None:
         tr = conn.transaction()
         await tr.start()
+        left.append(tr)
         await conn.execute(f"INSERT INTO {table} VALUES (1)")
 
     await _aleave_open(pool, form, start)
+    return left[0]
 
 
 @pytest.mark.anyio
@@ -151,12 +157,15 @@ async def test_asyncpg_transaction_object_ended_through_asyncpg(
         async with poolkeeper.AsyncPool(
             _url(postgres_url, "postgresql+asyncpg"), min_size=1, max_size=1, **kwargs
         ) as pool:
-            await _asyncpg_leave_open(pool, form, table)
+            stale = await _asyncpg_leave_open(pool, form, table)
             async with pool.connection() as conn:
                 assert not conn.is_in_transaction()
                 # A fresh connection's transaction(): BEGIN, not SAVEPOINT.
                 async with conn.transaction():
                     await conn.execute(f"INSERT INTO {table} VALUES (2)")
+                    # The previous borrower's object cannot end this one.
+                    with pytest.raises(asyncpg.InterfaceError, match="released"):
+                        await stale.rollback()
                 assert not conn.is_in_transaction()
                 rows = await conn.fetch(f"SELECT x FROM {table} ORDER BY x")
             assert [r["x"] for r in rows] == _expected(
