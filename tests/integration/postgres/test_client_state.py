@@ -287,12 +287,17 @@ def _psycopg_configure(kept: list[str]) -> Callable[[Any], None]:
     return configure
 
 
-def test_psycopg_handlers_do_not_reach_the_next_borrower(postgres_url: str) -> None:
+@pytest.mark.parametrize("built_from", ["url", "callable"])
+def test_psycopg_handlers_do_not_reach_the_next_borrower(
+    postgres_url: str, built_from: str
+) -> None:
     channel = _name()
     seen: list[str] = []
     kept: list[str] = []
+    url = _url(postgres_url, "postgresql+psycopg")
+    libpq_url = _url(postgres_url, "postgresql")
     with poolkeeper.Pool(
-        _url(postgres_url, "postgresql+psycopg"),
+        url if built_from == "url" else lambda: psycopg.connect(libpq_url),
         min_size=1,
         max_size=1,
         configure=_psycopg_configure(kept),
