@@ -10,9 +10,10 @@ comparing contents.
 :func:`keep` swaps such a registry for a :class:`KeptList` or :class:`KeptSet`
 holding the same callbacks: it records them as the baseline and raises its
 ``changed`` flag on every later ``append``/``add``/``remove``/``discard``
-(the methods the drivers call, in Python). :func:`changed` reads the flag
-(a plain registry, one the pool never took, counts as changed when not
-empty), and :func:`restore` puts the baseline back.
+(the methods the drivers call, in Python). An adapter's idle check reads
+``registry.changed`` directly (the pool calls the adapter's ``baseline``
+before a connection is first handed out), and :func:`restore` puts the
+baseline back.
 """
 
 from __future__ import annotations
@@ -83,11 +84,6 @@ def keep(obj: Any, attr: str) -> None:
     current = getattr(obj, attr)
     kept = KeptSet(current) if isinstance(current, set) else KeptList(current)
     setattr(obj, attr, kept)
-
-
-def changed(registry: Any) -> bool:
-    """Tell whether a registry differs from its baseline (no baseline: not empty)."""
-    return bool(getattr(registry, "changed", registry))
 
 
 def restore(obj: Any, attr: str) -> None:

@@ -34,7 +34,7 @@ import asyncpg
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds
-from poolkeeper.drivers._kept import changed, keep, restore
+from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_PARAMS,
@@ -59,13 +59,11 @@ _CONNECT_PARAMS: dict[str, Callable[[str], Any]] = {
     "direct_tls": to_bool,
 }
 
-#: Callback registries restored to what ``configure`` left (see ``_kept``);
-#: query loggers exist since asyncpg 0.29.
-_KEPT = tuple(
-    attr
-    for attr in ("_termination_listeners", "_query_loggers")
-    if hasattr(asyncpg.Connection, attr)
-)
+#: Query loggers exist since asyncpg 0.29.
+_QUERY_LOGGERS = hasattr(asyncpg.Connection, "_query_loggers")
+
+#: Callback registries restored to what ``configure`` left (see ``_kept``).
+_KEPT = ("_termination_listeners",) + (("_query_loggers",) if _QUERY_LOGGERS else ())
 
 #: What ``DISCARD ALL`` does, minus ``DEALLOCATE ALL``: asyncpg caches
 #: prepared statements by name and would fail on the next cached query.
@@ -174,8 +172,9 @@ class AsyncpgDriver:
             or conn._top_xact is not None
             or conn._listeners
             or conn._log_listeners
-            or changed(conn._termination_listeners)
-            or changed(getattr(conn, "_query_loggers", ()))
+            # Attribute reads only (no calls): this runs on every return.
+            or conn._termination_listeners.changed
+            or (_QUERY_LOGGERS and conn._query_loggers.changed)
         )
 
     @staticmethod

@@ -47,8 +47,9 @@ borrower can leave behind (callbacks, listeners, the driver's own record of an
 open transaction) offers two more methods; see :func:`state_hooks`:
 
 - ``baseline(conn) -> None``: called once on each new connection, after the
-  pool's ``configure`` hook; remembers what is there now (what ``configure``
-  installed stays for the connection's life). No I/O.
+  pool's ``configure`` hook and before the connection is first handed out;
+  remembers what is there now (what ``configure`` installed stays for the
+  connection's life). No I/O. The idle check may rely on what it installed.
 - ``clear_state(conn) -> None`` (a coroutine on an asyncio adapter): called on
   each return that takes the slow path, after the transaction was ended;
   puts the connection's client-side state back to its baseline. It should do

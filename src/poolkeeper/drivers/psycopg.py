@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
-from poolkeeper.drivers._kept import changed, keep, restore
+from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
 
@@ -75,15 +75,18 @@ def _idle(conn: Any) -> bool:
     return conn.pgconn.transaction_status == _PQ_IDLE and not (
         conn._num_transactions
         or conn._tpc
-        or changed(conn._notice_handlers)
-        or changed(conn._notify_handlers)
-        or getattr(conn, _BACKLOG, None)
+        # Attribute reads only (no calls): this runs on every return.
+        or conn._notice_handlers.changed
+        or conn._notify_handlers.changed
+        or conn._notifies_backlog
     )
 
 
 def _baseline(conn: Any) -> None:
     for attr in _KEPT:
         keep(conn, attr)
+    if not hasattr(conn, _BACKLOG):
+        conn._notifies_backlog = None  # psycopg < 3.2: no backlog to check
 
 
 def _end_blocks(conn: Any) -> None:
@@ -101,7 +104,7 @@ def _clear_state(conn: Any) -> None:
     conn._tpc = None
     for attr in _KEPT:
         restore(conn, attr)
-    backlog = getattr(conn, _BACKLOG, None)
+    backlog = conn._notifies_backlog
     if backlog:
         # Notifications nobody read: the next borrower's notifies() must not
         # start with them.
