@@ -312,7 +312,8 @@ class Pool(Generic[ConnT]):
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
         # A returned connection is idle (nothing to end) when
-        # _idle_probe(conn) == _idle_value; a C call for the main drivers.
+        # _idle_probe(conn) == _idle_value: no I/O, and False also when a
+        # borrower left client-side state to clear (drivers.base).
         self._idle_probe, self._idle_value = idle_probe(self._driver)
         # What a borrower may leave on the connection object (callbacks,
         # listeners): remembered after configure, restored on a slow return.
