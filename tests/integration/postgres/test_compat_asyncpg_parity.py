@@ -14,7 +14,6 @@ import uuid
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -25,12 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.anyio]
 
 #: A scenario appends this to the call log to make the next setup() fail.
 FAIL_NEXT_SETUP = "fail next setup"
-
-
-@pytest.fixture
-def dsn(postgres_url: str) -> str:
-    parts = urlsplit(postgres_url)
-    return urlunsplit(parts._replace(scheme="postgresql"))
 
 
 async def _both(
