@@ -895,6 +895,9 @@ class AsyncPool(Generic[ConnT]):
                         continue
                     return
                 if await self._configure_new(conn):
+                    if self._baseline is not None:
+                        # What configure installed stays; see drivers.base.
+                        self._baseline(conn)
                     break
                 with self._lock:
                     retry = state.connect_failed(
@@ -925,19 +928,18 @@ class AsyncPool(Generic[ConnT]):
             await self._close_retired()
 
     async def _configure_new(self, conn: Any) -> bool:
-        if self._configure is not None:
-            try:
-                await acall(self._configure, conn)
-            except Exception as exc:
-                logger.warning(
-                    "pool %r: configure hook failed, closing the connection: %s",
-                    self.name,
-                    self._describe(exc),
-                )
-                await self._driver.close(conn)
-                return False
-        if self._baseline is not None:
-            self._baseline(conn)
+        if self._configure is None:
+            return True
+        try:
+            await acall(self._configure, conn)
+        except Exception as exc:
+            logger.warning(
+                "pool %r: configure hook failed, closing the connection: %s",
+                self.name,
+                self._describe(exc),
+            )
+            await self._driver.close(conn)
+            return False
         return True
 
     def _log_connect_failure(

@@ -880,6 +880,9 @@ class Pool(Generic[ConnT]):
                         continue
                     return
                 if self._configure_new(conn):
+                    if self._baseline is not None:
+                        # What configure installed stays; see drivers.base.
+                        self._baseline(conn)
                     break
                 with self._lock:
                     retry = state.connect_failed(
@@ -910,19 +913,18 @@ class Pool(Generic[ConnT]):
             self._close_retired()
 
     def _configure_new(self, conn: Any) -> bool:
-        if self._configure is not None:
-            try:
-                call(self._configure, conn)
-            except Exception as exc:
-                logger.warning(
-                    "pool %r: configure hook failed, closing the connection: %s",
-                    self.name,
-                    self._describe(exc),
-                )
-                self._driver.close(conn)
-                return False
-        if self._baseline is not None:
-            self._baseline(conn)
+        if self._configure is None:
+            return True
+        try:
+            call(self._configure, conn)
+        except Exception as exc:
+            logger.warning(
+                "pool %r: configure hook failed, closing the connection: %s",
+                self.name,
+                self._describe(exc),
+            )
+            self._driver.close(conn)
+            return False
         return True
 
     def _log_connect_failure(
