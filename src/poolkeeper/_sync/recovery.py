@@ -14,7 +14,8 @@ background (the caller's cancellation is never delayed), makes it clean:
 * otherwise, if the driver can tell that no command is in progress any more
   (:func:`~poolkeeper.drivers.base.settled_check`; psycopg 3 cancels an
   interrupted command on the server and reads the reply itself), the
-  transaction is rolled back and the ``reset`` hook run, bounded in time;
+  transaction is rolled back, the client-side state a borrower left is
+  cleared and the ``reset`` hook run, as on any return;
 * otherwise its state is unknown (a reply half read, a driver that closed it
   on cancellation): it is closed, counted under the reason ``"cancelled"``,
   which, unlike ``"broken"``, does not make its siblings suspect.
@@ -95,6 +96,8 @@ def _settle(pool: Pool[Any], conn: Any) -> bool:
             call_within(driver.rollback, conn, RECOVER_TIMEOUT, pool._abort)
         else:
             driver.rollback(conn)
+    if pool._clear_state is not None:
+        pool._clear_state(conn)
     if pool._reset is not None:
         call(pool._reset, conn)
     return settled(conn) and pool._idle_probe(conn) == pool._idle_value
