@@ -143,7 +143,7 @@ def _reclaim_soon(held_ref: weakref.ref[HeldConnections]) -> None:
     held = held_ref()
     pool = held.pool() if held is not None else None
     if pool is not None:
-        pool._reclaim()
+        pool._take_unreleased()
 
 
 class _Released(Exception):

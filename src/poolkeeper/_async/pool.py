@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, NoReturn, TypeVar, overload
 
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.housekeeping import AsyncHousekeeper
+from poolkeeper._async.recovery import arecover
 from poolkeeper._concurrency import (
     IS_ASYNC,
     AConnectFn,
@@ -54,7 +55,7 @@ from poolkeeper._config import (
     scrub,
     secrets_of,
 )
-from poolkeeper._connect import GENERIC_DRIVERS, driver_for
+from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls, driver_for
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
@@ -62,6 +63,7 @@ from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._held import HeldConnections
 from poolkeeper._misuse import needs_async_with, reject_unknown_options
+from poolkeeper._origin import from_driver
 from poolkeeper._sites import (
     PACKAGE_DIR,
     Mark,
@@ -75,8 +77,11 @@ from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
     TxStatus,
+    can_abort,
+    cannot_abort,
     idle_probe,
     query_watch,
+    state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
@@ -85,6 +90,7 @@ from poolkeeper.errors import (
     PoolClosed,
     PoolError,
     PoolTimeout,
+    PoolWarning,
     QueryTimeout,
 )
 
@@ -107,23 +113,6 @@ PING_MIN_BUDGET = 0.1
 PING_MAX_FLOOR = 1.0
 #: Call sites a pool remembers having warned about (a bound on its memory).
 MAX_WARNED_SITES = 1000
-
-#: Top-level packages whose exceptions count as the driver's (QueryTimeout).
-_DRIVER_PACKAGES = frozenset(
-    {
-        "psycopg",
-        "psycopg_binary",
-        "psycopg_c",
-        "psycopg2",
-        "asyncpg",
-        "aiopg",
-        "pymysql",
-        "MySQLdb",
-        "aiomysql",
-        "sqlite3",
-        "aiosqlite",
-    }
-)
 
 
 class AsyncPool(Generic[ConnT]):
@@ -329,18 +318,30 @@ class AsyncPool(Generic[ConnT]):
         self._timeout = float(timeout)
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
+        self._reset_full = reset == "full"
+        # A callable's adapter is known at its first connection (see
+        # _check_adapter).
+        self._adapter_checked = False
         self._check = check
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
         # A returned connection is idle (nothing to end) when
-        # _idle_probe(conn) == _idle_value; a C call for the main drivers.
+        # _idle_probe(conn) == _idle_value: no I/O, and False also when a
+        # borrower left client-side state to clear (drivers.base).
         self._idle_probe, self._idle_value = idle_probe(self._driver)
+        # What a borrower may leave on the connection object (callbacks,
+        # listeners): remembered after configure, restored on a slow return.
+        self._baseline, self._clear_state = state_hooks(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
         watch = self._query_watch or query_watch(self._driver)
         self._abort: Callable[[Any], None] | None = watch[2] if watch else None
         self._lock = Lock()
+        # Held while the query watchdog reads a connection's driver state and
+        # taken before a retired connection is closed: a probe never reads a
+        # connection being closed (psycopg2 frees libpq's memory on close).
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
         self._opened = False
@@ -379,6 +380,7 @@ class AsyncPool(Generic[ConnT]):
     def _new_state(self) -> PoolState:
         state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
+        state.check_on_checkout = self._check is not None
         return state
 
     def _validate_window(self) -> float | None:
@@ -563,7 +565,7 @@ class AsyncPool(Generic[ConnT]):
         if entry is None or self._watch_checkout:
             entry = await self._acquire_slow(entry, now, timeout)
         elif self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         # Note the acquiring site (one frame) and hold the connection weakly
         # from here on (see _held.py); inlined: this is the hot path.
         code = frame.f_code
@@ -583,13 +585,15 @@ class AsyncPool(Generic[ConnT]):
     ) -> PoolEntry:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
+        # A checkout served at once has its (0 s) wait recorded already.
+        record_wait = entry is None
         if entry is None:
             if not self._opened:
                 await self.open()
             if self._held.pending or state.size + state.connecting >= state.max_size:
                 # Before waiting: the slot of a connection an acquire() caller
                 # closed or dropped may be free.
-                self._reclaim()
+                self._take_unreleased()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
             entry = await self._wait(check_timeout_arg(timeout, self._timeout))
@@ -598,13 +602,35 @@ class AsyncPool(Generic[ConnT]):
             self._spawn_close_retired()
         # The current time, not `now`: a connection handed over after a wait
         # was returned after `now` (validate="always" must still ping it).
-        if self._check is not None or state.needs_validation(entry, _monotonic()):
+        if (
+            self._check is not None
+            or entry.unconfirmed
+            or state.needs_validation(entry, _monotonic())
+        ):
             entry = await self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
+        if record_wait:
+            with self._lock:
+                state.obtained(_monotonic() - now)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry
+
+    def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
+        """Tell the checkout listeners; take the connection back if one raises
+        past the event bus (KeyboardInterrupt, a cancellation: the bus only
+        swallows Exception), since the caller then never gets it."""
+        try:
+            self._emit("checkout", entry.conn, duration=_monotonic() - started)
+        except BaseException:
+            with self._lock:
+                waiter = self._state.unlend(entry, _monotonic())
+            if waiter is not None:
+                waiter.signal.set()
+            if self._state.retired:
+                self._spawn_close_retired()
+            raise
 
     async def _wait(self, timeout: float) -> PoolEntry:
         state = self._state
@@ -683,6 +709,9 @@ class AsyncPool(Generic[ConnT]):
         limit = check_timeout_arg(timeout, self._timeout)
         deadline = started + limit
         while True:
+            # The ping of a caller cancelled meanwhile, handed over to finish
+            # in the background (see recovery.py).
+            handover: list[Any] = []
             try:
                 if state.needs_validation(entry, _monotonic()):
                     if self._driver.is_broken(entry.conn):
@@ -696,7 +725,11 @@ class AsyncPool(Generic[ConnT]):
                         # shut down and the connection discarded.
                         budget = max(deadline - _monotonic(), self._ping_floor())
                         await acall_within(
-                            self._driver.ping, entry.conn, budget, self._abort
+                            self._driver.ping,
+                            entry.conn,
+                            budget,
+                            self._abort,
+                            handover.append,
                         )
                 if self._check is not None:
                     await acall(self._check, entry.conn)
@@ -704,14 +737,19 @@ class AsyncPool(Generic[ConnT]):
                     state.validated(entry, _monotonic())
                 return entry
             except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Interrupted (a cancelled task): no sign of trouble with
+                    # the connection; it is recovered in the background.
+                    budget = max(deadline - _monotonic(), self._ping_floor())
+                    pending = handover[0] if handover else None
+                    self._reclaim(entry, pending, budget, withdraw=True)
+                    raise
                 with self._lock:
                     state.discard_checked_out(entry, "check", _monotonic())
                     n = state.plan_connects(_monotonic())
                 self._spawn_connects(n)
                 # In the background: closing politely may wait on a hung server.
                 self._spawn_close_retired()
-                if not isinstance(exc, Exception):
-                    raise
                 self._spawn_suspect_check()
                 logger.info(
                     "pool %r: validation failed, connection discarded: %s",
@@ -729,6 +767,17 @@ class AsyncPool(Generic[ConnT]):
             if fresh is None:
                 fresh = await self._wait(max(remaining, 0.0))
             entry = fresh
+
+    def _reclaim(
+        self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool
+    ) -> None:
+        """Take back a connection whose holder was interrupted; recover it in
+        the background (``pending``: its unfinished validation ping)."""
+        with self._lock:
+            if withdraw:
+                self._state.withdraw(entry)
+            self._state.reclaim(entry, _monotonic())
+        self._background(arecover, "recover", self, entry, pending, budget)
 
     def _ping_floor(self) -> float:
         """The least time a validation ping gets, however near the caller's deadline.
@@ -822,12 +871,25 @@ class AsyncPool(Generic[ConnT]):
             lost = commit is True and exc is None and self._in_transaction(conn)
         elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
             discard, error = await self._clean(conn, commit)
+            if error is not None and not isinstance(error, Exception):
+                # Interrupted while ending the transaction (a cancelled task).
+                if self._events.checkin:
+                    held = _monotonic() - entry.checked_out_at
+                    self._emit("checkin", conn, duration=held)
+                self._reclaim(entry, None, 0.0, withdraw=False)
+                raise error
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
         if discard:
+            # A driver that closes a connection when a task is cancelled in
+            # the middle of a command (aiopg, aiomysql) says nothing about
+            # the server: no suspicion on the other connections.
+            cancelled = exc is not None and not isinstance(exc, Exception)
+            discard = not cancelled  # whether to check the other connections
+            reason = "cancelled" if cancelled else "broken"
             with self._lock:
-                waiter = state.checkin(entry, now, discard=True)
+                waiter = state.checkin(entry, now, discard=True, reason=reason)
         else:
             waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
@@ -837,7 +899,7 @@ class AsyncPool(Generic[ConnT]):
             # what the abort caused becomes QueryTimeout: the driver's errors
             # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
-            if lost or (cause is not None and _from_driver(cause, conn)):
+            if lost or (cause is not None and from_driver(cause, conn)):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
@@ -898,6 +960,8 @@ class AsyncPool(Generic[ConnT]):
                         if commit is None:
                             self._warn_rollback(status)
                         await driver.rollback(conn)
+                if self._clear_state is not None and not discard:
+                    await self._clear_state(conn)
                 if self._reset is not None and not discard:
                     await acall(self._reset, conn)
         except BaseException as exc:
@@ -919,7 +983,7 @@ class AsyncPool(Generic[ConnT]):
         if status is not TxStatus.IDLE:
             self._warn_rollback(status)
 
-    def _reclaim(self) -> None:
+    def _take_unreleased(self) -> None:
         """Take back the slots of connections that their ``acquire()`` callers
         dropped (garbage collected) or closed without :meth:`release`."""
         state = self._state
@@ -934,7 +998,7 @@ class AsyncPool(Generic[ConnT]):
                 if (
                     entry.conn is None
                     and site is not None
-                    and state.reclaim(entry, now)
+                    and state.take_unreleased(entry, now)
                 ):
                     found.append((site, None))
             for entry in list(state.in_use.values()):
@@ -942,7 +1006,7 @@ class AsyncPool(Generic[ConnT]):
                 if conn is not None and is_closed(conn):
                     found.append((entry.site, conn))
                     held.give_back(entry, conn)
-                    state.reclaim(entry, now)
+                    state.take_unreleased(entry, now)
                     held.remember_closed(conn)
             n = state.plan_connects(now) if found else 0
         if not found:
@@ -1016,6 +1080,8 @@ class AsyncPool(Generic[ConnT]):
                 started = _monotonic()
                 try:
                     conn = await self._driver.connect()
+                    if not self._adapter_checked:
+                        await self._check_adapter(conn)
                 except Exception as exc:
                     with self._lock:
                         now = _monotonic()
@@ -1032,6 +1098,9 @@ class AsyncPool(Generic[ConnT]):
                         continue
                     return
                 if await self._configure_new(conn):
+                    if self._baseline is not None:
+                        # What configure installed stays; see drivers.base.
+                        self._baseline(conn)
                     if not IS_ASYNC:
                         # `with pool.acquire() as conn:` gives it back on exit.
                         self._held.adopt(conn)
@@ -1063,6 +1132,42 @@ class AsyncPool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             await self._close_retired()
+
+    async def _check_adapter(self, conn: Any) -> None:
+        """Check what the adapter of a callable's first connection supports.
+
+        ``reset="full"`` without a full reset for these connections is refused
+        (the connection is closed; the ConfigError is a connect error that
+        retrying cannot fix, so waiting callers get it at once). That
+        ``query_timeout`` cannot cut a stuck call short is said once.
+        """
+        if self._reset_full and not supports_reset_session(self._driver):
+            await self._driver.close(conn)
+            raise ConfigError(
+                f"reset='full' is not supported by the {self._driver.name} adapter "
+                "for connections from a callable; pass a reset callable, or build "
+                "the pool from a URL"
+            )
+        with self._lock:
+            if self._adapter_checked:
+                return
+            self._adapter_checked = True
+        for message in adapter_shortfalls(self._driver, self._query_watch is not None):
+            try:
+                warnings.warn(
+                    PoolWarning(f"pool {self.name!r}: {message}"), stacklevel=1
+                )
+            except Warning:
+                # Turned into an error by a filter, in a background connect
+                # where no caller could catch it: log it instead.
+                logger.warning("pool %r: %s", self.name, message)
+        if not can_abort(self._driver):
+            # Validation pings are not bounded; the watchdog still marks a
+            # stuck checkout (discarded on return, QueryTimeout) but leaves
+            # the call alone.
+            self._abort = None
+            if self._query_watch is not None:
+                self._query_watch = (*self._query_watch[:2], cannot_abort)
 
     async def _configure_new(self, conn: Any) -> bool:
         if self._configure is None:
@@ -1120,6 +1225,8 @@ class AsyncPool(Generic[ConnT]):
             logger.debug("pool %r: closing a connection (%s)", self.name, reason)
             if self._events.discard:
                 self._emit("discard", entry.conn, reason=reason)
+            with self._probe_lock:
+                pass  # a watchdog probe of this connection finishes first
             try:
                 await self._driver.close(entry.conn)
             except Exception as exc:
@@ -1151,7 +1258,7 @@ class AsyncPool(Generic[ConnT]):
     async def _housekeep(self) -> None:
         """One housekeeping round: retire, ping, report leaks, refill, and
         abort stuck commands (``query_timeout``)."""
-        self._reclaim()
+        self._take_unreleased()
         now = _monotonic()
         with self._lock:
             due, leaked = self._state.housekeep(now)
@@ -1183,25 +1290,28 @@ class AsyncPool(Generic[ConnT]):
         if not suspects:
             return
         probes = []
-        for entry, lent_at in suspects:
-            # Read the driver's state without I/O, with the lock released.
-            now = _monotonic()
-            try:
-                conn = entry.live_conn()
-                busy = busy_of(conn)
-                quiet = (
-                    quiet_of(conn)
-                    if busy is not False and now - lent_at >= limit
-                    else None
-                )
-            except Exception as exc:
-                logger.debug(
-                    "pool %r: query watchdog probe failed: %s",
-                    self.name,
-                    self._describe(exc),
-                )
-                continue
-            probes.append((entry, lent_at, busy, quiet, now))
+        with self._probe_lock:
+            for entry, lent_at in suspects:
+                if entry.close_reason is not None:
+                    continue  # returned and retired meanwhile: maybe closing
+                # Read the driver's state without I/O, with the lock released.
+                now = _monotonic()
+                try:
+                    conn = entry.live_conn()
+                    busy = busy_of(conn)
+                    quiet = (
+                        quiet_of(conn)
+                        if busy is not False and now - lent_at >= limit
+                        else None
+                    )
+                except Exception as exc:
+                    logger.debug(
+                        "pool %r: query watchdog probe failed: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+                    continue
+                probes.append((entry, lent_at, busy, quiet, now))
         with self._lock:
             verdicts = [
                 (entry, state.judge_query(entry, lent_at, busy, quiet, now))
@@ -1217,14 +1327,17 @@ class AsyncPool(Generic[ConnT]):
                 stalled,
                 limit,
             )
-            try:
-                abort(entry.live_conn())
-            except Exception as exc:
-                logger.warning(
-                    "pool %r: could not abort a stuck connection: %s",
-                    self.name,
-                    self._describe(exc),
-                )
+            with self._probe_lock:
+                if entry.close_reason is not None:
+                    continue
+                try:
+                    abort(entry.live_conn())
+                except Exception as exc:
+                    logger.warning(
+                        "pool %r: could not abort a stuck connection: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
@@ -1352,6 +1465,7 @@ class AsyncPool(Generic[ConnT]):
         conns = [entry.live_conn() for entry in held]
         fork_safety.quarantine([conn for conn in conns if conn is not None])
         self._lock = Lock()
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = AEvent()
@@ -1451,7 +1565,7 @@ class AsyncConnectionContext(Generic[ConnT]):
         else:
             conn = entry.conn
             if pool._events.checkout:
-                pool._emit("checkout", conn, duration=_monotonic() - now)
+                pool._emit_checkout(entry, now)
         self._conn = conn
         return conn
 
@@ -1484,27 +1598,6 @@ class AsyncConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
-
-
-def _from_driver(exc: BaseException, conn: Any) -> bool:
-    """Tell whether ``exc`` came from the driver (or the OS), not from the application.
-
-    The driver's exceptions live in its package: a known driver's, or the
-    package of the connection's own class (a generic DB-API driver).
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, PoolError):
-        return False  # poolkeeper's own errors (PoolTimeout...) are the app's
-    package = type(exc).__module__.partition(".")[0]
-    if package in _DRIVER_PACKAGES:
-        return True
-    if isinstance(exc, OSError):
-        # A cut socket raises ConnectionError, BrokenPipeError...; a bare
-        # TimeoutError is an application's own asyncio.timeout().
-        return not isinstance(exc, TimeoutError)
-    return package == type(conn).__module__.partition(".")[0] and package not in (
-        "builtins",
-        "__main__",
-    )
 
 
 def _option_names() -> list[str]:

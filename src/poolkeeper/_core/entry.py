@@ -30,6 +30,7 @@ class PoolEntry:
         "ref",
         "site",
         "stack",
+        "unconfirmed",
         "uses",
     )
 
@@ -55,6 +56,9 @@ class PoolEntry:
         """When the watchdog first saw the current command in progress."""
         self.lent_at = created_at
         """When the pool lent it to itself for a ping (``checked_out_at`` is inf then)."""
+        self.unconfirmed = False
+        """Lent to a caller but due a validation first: its checkout is not
+        reported in ``acquires`` until the validation passes."""
         self.site: tuple[Any, int] | None = None
         """Where the caller holding it called ``acquire()`` (code object,
         instruction offset: see ``poolkeeper._sites``); None when it is idle

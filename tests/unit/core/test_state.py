@@ -148,8 +148,9 @@ def test_a_hand_off_counts_when_taken_and_not_when_recalled() -> None:
     assert entry.last_used_at == 4.0 and state.usage_time.count == 1
     assert state.abandon(taker, timed_out=True) is entry  # lost the race
     state.served(taker, 6.0)
-    assert entry.uses == 2 and state.acquires == 2
-    assert state.wait_time.count == 1 and state.timeouts == 0
+    assert entry.uses == 2 and state.acquires == 2 and state.timeouts == 0
+    state.obtained(6.0 - taker.enqueued_at)  # the shell records the wait
+    assert state.wait_time.count == 1 and state.wait_time.max == 3.0
     # That was its second use, so it retires when it comes back.
     state.checkin(entry, 7.0)
     assert state.closed_by_reason["uses"] == 1 and state.size == 0
@@ -612,8 +613,9 @@ def test_reclaim_frees_the_slot_of_a_closed_or_dropped_connection() -> None:
     state.connected(Conn(2), 0.0, 0.001)
     closed, dropped = list(state.in_use.values())
     dropped.conn = None  # collected while its caller held it
-    assert state.reclaim(closed, 1.0) and state.reclaim(dropped, 1.0)
-    assert not state.reclaim(closed, 1.0)  # only once
+    assert state.take_unreleased(closed, 1.0)
+    assert state.take_unreleased(dropped, 1.0)
+    assert not state.take_unreleased(closed, 1.0)  # only once
     assert state.in_use == {} and state.size == 0
     # The closed one still exists and is closed by the shell; the dropped one
     # is gone already. Both count as leaked.
@@ -622,3 +624,23 @@ def test_reclaim_frees_the_slot_of_a_closed_or_dropped_connection() -> None:
     assert state.plan_connects(1.0) == 0  # nobody waits: min_size is 0
     state.waiters.append(Waiter(None, 1.0))
     assert state.plan_connects(1.0) == 1
+
+
+def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
+    state = make_state(min_size=1, max_size=1, validate="always")
+    state.validate_window = -math.inf
+    fill(state)
+    entry = state.checkout(1.0)  # due a validation: not reported yet
+    assert entry is not None
+    assert state.stats().acquires == 0  # a scrape while the ping runs
+    # The ping overruns the caller's deadline: discarded, the caller times out.
+    state.discard_checked_out(entry, "check", 2.0)
+    state.validation_timed_out()
+    stats = state.stats()
+    assert stats.acquires == 0 and stats.timeouts == 1
+    # A checkout that passes its validation counts once.
+    fill(state, 3.0)
+    entry = state.checkout(4.0)
+    assert entry is not None
+    state.validated(entry, 4.1)
+    assert state.stats().acquires == 1
