@@ -53,6 +53,7 @@ from poolkeeper._config import (
     secrets_of,
 )
 from poolkeeper._connect import GENERIC_DRIVERS, driver_for
+from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
@@ -63,6 +64,7 @@ from poolkeeper.drivers.base import (
     Driver,
     QueryWatch,
     TxStatus,
+    connect_classifier,
     idle_probe,
     query_watch,
 )
@@ -313,6 +315,7 @@ class Pool(Generic[ConnT]):
         # A returned connection is idle (nothing to end) when
         # _idle_probe(conn) == _idle_value; a C call for the main drivers.
         self._idle_probe, self._idle_value = idle_probe(self._driver)
+        self._classify = connect_classifier(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -534,7 +537,10 @@ class Pool(Generic[ConnT]):
             self._emit("checkout", entry.conn, duration=_monotonic() - now)
         return entry.conn  # type: ignore[no-any-return]
 
-    def _wait(self, timeout: float) -> PoolEntry:
+    def _wait(self, timeout: float, may_connect: bool = True) -> PoolEntry:
+        """Wait for a connection; ``timeout=0`` waits only for a connect
+        started for this caller (``may_connect``: the caller's own timeout
+        is 0, not one that ran out)."""
         state = self._state
         now = _monotonic()
         deadline = now + timeout
@@ -547,6 +553,8 @@ class Pool(Generic[ConnT]):
             if entry is None:
                 state.enqueue(waiter)
                 n = state.plan_connects(now)
+                if not timeout and may_connect:
+                    deadline += state.wait_for_connect(waiter, now)
         if entry is not None:
             return entry
         self._spawn_connects(n)
@@ -590,14 +598,7 @@ class Pool(Generic[ConnT]):
             raise waiter.error
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
-        raise PoolTimeout(
-            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
-            f"connection (size {state.size}/{state.max_size}, "
-            f"{len(state.waiters)} waiting)",
-            pool_name=self.name,
-            timeout=timeout,
-            waiting=len(state.waiters),
-        ) from state.last_connect_error
+        raise state.timeout_error(timeout)
 
     def _validate(
         self, entry: PoolEntry, timeout: float | None, started: float
@@ -653,7 +654,7 @@ class Pool(Generic[ConnT]):
             with self._lock:
                 fresh = state.checkout(_monotonic())
             if fresh is None:
-                fresh = self._wait(max(remaining, 0.0))
+                fresh = self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
 
     def _ping_floor(self) -> float:
@@ -858,28 +859,18 @@ class Pool(Generic[ConnT]):
                 try:
                     conn = self._driver.connect()
                 except Exception as exc:
-                    with self._lock:
-                        now = _monotonic()
-                        retry = state.connect_failed(exc, now)
-                        delay = state.connect_delay(now)
-                        failures = state.connect_failures
-                        failed, state.failed_waiters = state.failed_waiters, []
-                    for failed_waiter in failed:
-                        failed_waiter.signal.set()
-                    if self._events.connect_error:
-                        self._emit("connect_error", None, error=exc)
-                    self._log_connect_failure(exc, failures, delay if retry else None)
-                    if retry:
-                        continue
-                    return
-                if self._configure_new(conn):
-                    break
-                with self._lock:
-                    retry = state.connect_failed(
-                        PoolError("configure hook failed", pool_name=self.name),
-                        _monotonic(),
-                    )
-                if not retry:
+                    error, fault = exc, self._classify(exc)
+                else:
+                    hook_error = self._configure_new(conn)
+                    if hook_error is None:
+                        break
+                    error, fault = hook_error, self._classify(hook_error)
+                    if fault is ConnectFault.TRANSIENT and not _from_driver(
+                        hook_error, conn
+                    ):
+                        # The application's own code failed: retrying will not fix it.
+                        fault = ConnectFault.CONFIG
+                if not self._connect_failed(error, fault):
                     return
             now = _monotonic()
             with self._lock:
@@ -902,9 +893,27 @@ class Pool(Generic[ConnT]):
         if state.retired:
             self._close_retired()
 
-    def _configure_new(self, conn: Any) -> bool:
+    def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
+        """Record a failed connect (or configure hook), wake the waiters it
+        fails, tell listeners and the log; return whether to retry."""
+        state = self._state
+        with self._lock:
+            now = _monotonic()
+            retry = state.connect_failed(error, now, fault)
+            delay = state.connect_delay(now)
+            failures = state.connect_failures
+            failed, state.failed_waiters = state.failed_waiters, []
+        for failed_waiter in failed:
+            failed_waiter.signal.set()
+        if self._events.connect_error:
+            self._emit("connect_error", None, error=error)
+        self._log_connect_failure(error, failures, delay if retry else None)
+        return retry
+
+    def _configure_new(self, conn: Any) -> Exception | None:
+        """Run the ``configure`` hook; on failure close ``conn``, return the error."""
         if self._configure is None:
-            return True
+            return None
         try:
             call(self._configure, conn)
         except Exception as exc:
@@ -914,8 +923,8 @@ class Pool(Generic[ConnT]):
                 self._describe(exc),
             )
             self._driver.close(conn)
-            return False
-        return True
+            return exc
+        return None
 
     def _log_connect_failure(
         self, exc: BaseException, failures: int, retry_in: float | None

@@ -9,6 +9,7 @@ from typing import Any
 import aiosqlite
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._connect_errors import classify_sqlite
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.drivers.sqlite3 import url_to_kwargs
 
@@ -18,6 +19,7 @@ class AiosqliteDriver:
 
     name = "aiosqlite"
     is_async = True
+    classify_connect_error = staticmethod(classify_sqlite)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

@@ -40,6 +40,14 @@ the one using the connection, while a command may be blocked on it:
   :mod:`poolkeeper.drivers._abort`).
 
 See :func:`query_watch`.
+
+Finally, ``classify_connect_error(exc) -> ConnectFault`` sorts an error raised
+by ``connect`` into a :class:`~poolkeeper._core.connect_errors.ConnectFault`
+(bad password, unknown database, refused, TLS, ...), which decides whether
+waiting callers get that error at once or keep waiting. The functions live in
+:mod:`poolkeeper.drivers._connect_errors`, one per driver family; an adapter
+without one gets :func:`~poolkeeper.drivers._connect_errors.classify_any`.
+See :func:`connect_classifier`.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+
+from poolkeeper._core.connect_errors import ConnectFault
 
 ConnT = TypeVar("ConnT")
 
@@ -188,3 +198,17 @@ def query_watch(driver: Driver | AsyncDriver) -> QueryWatch | None:
     busy: Callable[[Any], bool | None] = getattr(driver, "busy", _unknown)
     quiet: Callable[[Any], float | None] = getattr(driver, "quiet", _unknown)
     return busy, quiet, abort
+
+
+def connect_classifier(
+    driver: Driver | AsyncDriver,
+) -> Callable[[BaseException], ConnectFault]:
+    """Return the driver's ``classify_connect_error``, or the catch-all one."""
+    classify: Callable[[BaseException], ConnectFault] | None = getattr(
+        driver, "classify_connect_error", None
+    )
+    if classify is not None:
+        return classify
+    from poolkeeper.drivers._connect_errors import classify_any
+
+    return classify_any
