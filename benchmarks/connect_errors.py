@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 
+from tests.support.passwords import mysql_admin, require_password
 from tests.support.pgcluster import PgCluster
 
 import poolkeeper
@@ -65,21 +66,8 @@ async def one(url: str, is_async: bool, timeout: float) -> tuple[str, float]:
 
 
 def scram_cluster() -> PgCluster:
-    import psycopg
-
     cluster = PgCluster(max_connections=20).start()
-    with (cluster.datadir / "pg_hba.conf").open("w") as f:
-        f.write("local all all trust\nhost all pk_scram 127.0.0.1/32 scram-sha-256\n")
-    with psycopg.connect(
-        host=str(cluster.socket_dir),
-        port=cluster.port,
-        user="postgres",
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
-        admin.execute("CREATE ROLE pk_scram LOGIN PASSWORD 'right'")
-        admin.execute("SELECT pg_reload_conf()")
-    time.sleep(0.5)
+    require_password(cluster, "pk_scram", "right")
     return cluster
 
 
@@ -87,9 +75,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args()
-    import pymysql
-
-    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    admin = mysql_admin("mysql://root@127.0.0.1:3306/test")
     user = f"pk_pw_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
         cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'right'")

@@ -31,6 +31,7 @@ import pytest
 import poolkeeper
 from tests.conftest import import_driver
 from tests.integration.test_pool_drivers import _MARKS, CASES, Case, _close, _make_pool
+from tests.support.passwords import mysql_admin, require_password
 from tests.support.pgcluster import PgCluster, pg_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -231,62 +232,19 @@ def scram_cluster() -> Iterator[PgCluster]:
     reason = pg_available()
     if reason is not None:
         pytest.skip(f"cannot create a PostgreSQL cluster: {reason}")
-    import psycopg
-
     cluster = PgCluster(max_connections=20)
     try:
         cluster.start()
-        hba = cluster.datadir / "pg_hba.conf"
-        # Rewritten in place, so the file keeps its owner (postgres).
-        with hba.open("w") as f:
-            f.write(
-                "local all all trust\n"
-                "host all pk_scram 127.0.0.1/32 scram-sha-256\n"
-                "host all all 127.0.0.1/32 trust\n"
-            )
-        with psycopg.connect(
-            host=str(cluster.socket_dir),
-            port=cluster.port,
-            user="postgres",
-            dbname="postgres",
-            autocommit=True,
-        ) as admin:
-            admin.execute("CREATE ROLE pk_scram LOGIN PASSWORD 'pk-right-pw'")
-            admin.execute("SELECT pg_reload_conf()")
-        _wait_for_password_check(cluster)
+        require_password(cluster, "pk_scram", "pk-right-pw")
         yield cluster
     finally:
         cluster.destroy()
 
 
-def _wait_for_password_check(cluster: PgCluster) -> None:
-    import psycopg
-
-    deadline = time.monotonic() + 10.0
-    while True:
-        try:
-            psycopg.connect(cluster.url(user="pk_scram", dbname="postgres")).close()
-        except psycopg.OperationalError as exc:
-            if "password" in str(exc):
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError("pg_hba.conf reload did not take effect")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def mysql_password_user(mysql_url: str) -> Iterator[str]:
     """A MariaDB user with a password; yields its name."""
-    import pymysql
-
-    parts = urlsplit(mysql_url)
-    admin = pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        autocommit=True,
-    )
+    admin = mysql_admin(mysql_url)
     user = f"pk_pw_{uuid.uuid4().hex[:8]}"
     with admin.cursor() as cur:
         cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pk-right-pw'")

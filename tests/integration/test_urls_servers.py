@@ -23,6 +23,7 @@ import pytest
 import poolkeeper
 from tests.conftest import import_driver
 from tests.integration.test_driver_contract import run
+from tests.support.passwords import mysql_admin as admin_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -270,16 +271,7 @@ def my(request: pytest.FixtureRequest, mysql_url: str) -> tuple[str, bool, Any]:
 
 @pytest.fixture
 def mysql_admin(mysql_url: str) -> Iterator[Any]:
-    import pymysql
-
-    parts = urlsplit(mysql_url)
-    conn = pymysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        autocommit=True,
-    )
+    conn = admin_session(mysql_url)
     yield conn
     conn.close()
 
