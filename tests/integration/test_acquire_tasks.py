@@ -104,7 +104,8 @@ async def test_cancelled_acquire_tasks_leak_nothing(target: Target) -> None:
     ) as pool:
         # 1. Cancelled while a connect for it is in flight (empty pool).
         task = asyncio.create_task(pool.acquire(timeout=5))
-        await _until(lambda: pool.stats().connecting == 1)
+        await asyncio.sleep(0)  # it queues and starts a connect, then waits
+        assert pool.stats().connecting == 1 and pool.stats().waiting == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
