@@ -612,8 +612,11 @@ class AsyncPool(Generic[ConnT]):
             break
         if entry is not None:
             return entry
-        if waiter.error is not None:
-            raise waiter.error
+        error = waiter.error
+        if error is not None:
+            if isinstance(error, PoolTimeout) and self._events.timeout:
+                self._emit("timeout", None, duration=_monotonic() - now)
+            raise error
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
         raise state.timeout_error(timeout)

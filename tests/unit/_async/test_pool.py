@@ -757,8 +757,11 @@ async def test_timeout_zero_connects_on_an_empty_pool() -> None:
 async def test_timeout_zero_gets_a_pool_timeout_naming_a_transient_error() -> None:
     factory = Factory(fail=1, delay=0.02)
     async with AsyncPool(factory, min_size=0, reconnect_min=0.5) as pool:
+        events: list[object] = []
+        pool.on("timeout", events.append)
         with pytest.raises(PoolTimeout, match="ConnectionResetError") as info:
             await pool.acquire(timeout=0)
+        assert len(events) == 1
         assert isinstance(info.value.__cause__, ConnectionResetError)
         # Backing off: no wait for the retry either.
         with pytest.raises(PoolTimeout):
