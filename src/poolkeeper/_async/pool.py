@@ -1264,7 +1264,9 @@ class AsyncPool(Generic[ConnT]):
 
             The result can be awaited (``conn = await pool.acquire()``) or used
             as an async context manager that releases on exit
-            (``async with pool.acquire() as conn``), as with asyncpg.
+            (``async with pool.acquire() as conn``), as with asyncpg. It is
+            also a coroutine: ``asyncio.create_task``, ``wait_for``,
+            ``gather``, ``shield`` and anyio task groups take it.
 
             Raises:
                 PoolTimeout: No connection within the timeout.
