@@ -234,6 +234,34 @@ def connect_classifier(
     return classify_any
 
 
+def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:
+    """Return the driver's ``settled`` function, or None if it has none.
+
+    ``settled(conn)`` tells, without I/O, that ``conn`` is open and no command
+    is in progress on it, even after the call that used it was interrupted (a
+    cancelled task): the protocol is between messages, so a rollback makes
+    the connection as good as new. Only a driver that cancels an interrupted
+    command itself and reads its reply (psycopg 3) can say so; for the others
+    an interrupted connection is in an unknown state and is discarded.
+    """
+    settled: Callable[[Any], bool] | None = getattr(driver, "settled", None)
+    return settled
+
+
+def can_abort(driver: Driver | AsyncDriver) -> bool:
+    """Tell whether the driver's ``abort`` works on its connections.
+
+    An adapter for a connect callable knows only after its first connection
+    which library it wraps (see :mod:`poolkeeper.drivers.dbapi`); until then
+    it answers True.
+    """
+    return query_watch(driver) is not None and bool(getattr(driver, "can_abort", True))
+
+
+def cannot_abort(conn: Any) -> None:
+    """The watchdog's ``abort`` for connections their adapter cannot abort: nothing."""
+
+
 def state_hooks(
     driver: Driver | AsyncDriver,
 ) -> tuple[Callable[[Any], None] | None, Callable[[Any], Any] | None]:

@@ -11,6 +11,11 @@ trip the protocol has. Connections get libpq TCP keepalives and a 10 s
 status is ``ACTIVE``; ``abort`` shuts down the socket (``conn.pgconn.socket``),
 so a call blocked on a frozen server fails with ``OperationalError`` at once.
 
+``settled``: an interrupted connection (a cancelled task, Ctrl-C) is kept
+when libpq says no command is in progress: psycopg cancels the command on the
+server and reads the reply before it re-raises, so a rollback makes the
+connection clean (see docs/RELIABILITY.md, "Cancellation without churn").
+
 ``reset_session`` runs ``DISCARD ALL``. psycopg notices that command and
 forgets its own prepared statements, so its automatic preparation keeps
 working afterwards.
@@ -118,6 +123,26 @@ def _busy(conn: Any) -> bool:
     return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
 
 
+_PQ_SETTLED = frozenset(
+    int(x)
+    for x in (
+        pq.TransactionStatus.IDLE,
+        pq.TransactionStatus.INTRANS,
+        pq.TransactionStatus.INERROR,
+    )
+)
+
+
+def _settled(conn: Any) -> bool:
+    # psycopg answers an interrupted command (a cancelled task, Ctrl-C) with
+    # a cancel request and reads the reply before it re-raises, so a status
+    # other than ACTIVE (a command still running) or UNKNOWN (closed,
+    # broken) means the connection is between messages: a rollback cleans
+    # it. psycopg closes the connection itself if the server ignores the
+    # cancel for 5 s.
+    return not conn.closed and conn.pgconn.transaction_status in _PQ_SETTLED
+
+
 def _fd(conn: Any) -> int:
     try:
         return int(conn.pgconn.socket)
@@ -160,6 +185,7 @@ class PsycopgDriver:
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)
     abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
 
     def commit(self, conn: Any) -> None:
         _end_blocks(conn)
@@ -231,6 +257,7 @@ class AsyncPsycopgDriver:
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)
     abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
 
     async def commit(self, conn: Any) -> None:
         _end_blocks(conn)
