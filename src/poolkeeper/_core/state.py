@@ -935,12 +935,16 @@ class PoolState:
         The shells call this under their lock and :meth:`StatsCopy.build`
         after releasing it.
         """
+        # A connection the pool itself holds for a moment (a keepalive or
+        # suspect ping, a recovery after a cancelled caller) is not lent to
+        # anyone: it counts as idle, so ``in_use`` is what callers hold.
+        held = sum(1 for e in self.in_use.values() if e.checked_out_at == math.inf)
         return StatsCopy(
             {
                 "name": self.name,
                 "size": len(self.idle) + len(self.in_use),
-                "idle": len(self.idle),
-                "in_use": len(self.in_use),
+                "idle": len(self.idle) + held,
+                "in_use": len(self.in_use) - held,
                 "waiting": len(self.waiters),
                 "connecting": self.connecting,
                 "min_size": self.min_size,

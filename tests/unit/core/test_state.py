@@ -684,3 +684,22 @@ def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
     assert entry is not None
     state.validated(entry, 4.1)
     assert state.stats().acquires == 1
+
+
+def test_a_connection_the_pool_is_pinging_counts_as_idle_not_in_use() -> None:
+    # The pool's own pings (suspect checks, keepalives) lend nothing to a
+    # caller: stats() must not report them as in use (a background suspect
+    # check made `in_use` read 1 right after a caller's broken connection).
+    state = make_state(min_size=2, max_size=2, max_lifetime=None, keepalive=1.0)
+    fill(state)
+    busy = state.checkout(1.0)
+    assert busy is not None
+    state.checkin(busy, 2.0, discard=True)
+    (idle,) = state.take_idle(suspects_only=True)
+    stats = state.stats()
+    assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
+    state.give_back(idle, 2.5, ok=True)
+    (due,) = state.housekeep(10.0)[0]
+    assert due is idle
+    stats = state.stats()
+    assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
