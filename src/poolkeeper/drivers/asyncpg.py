@@ -34,6 +34,7 @@ import asyncpg
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._connect_errors import classify_asyncpg
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -126,6 +127,7 @@ class AsyncpgDriver:
 
     name = "asyncpg"
     is_async = True
+    classify_connect_error = staticmethod(classify_asyncpg)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

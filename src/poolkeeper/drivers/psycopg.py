@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
@@ -163,6 +164,7 @@ class PsycopgDriver:
 
     name = "psycopg"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -234,6 +236,7 @@ class AsyncPsycopgDriver:
 
     name = "psycopg"
     is_async = True
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
