@@ -21,35 +21,46 @@ import poolkeeper
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
+class Scene:
+    """A fresh table, its row count, and the rollback warnings logged."""
+
+    def __init__(
+        self,
+        admin: psycopg.Connection[tuple[object, ...]],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        self.admin = admin
+        self.caplog = caplog
+        self.table = f"pk_rb_{uuid.uuid4().hex[:10]}"
+
+    def count(self) -> int:
+        row = self.admin.execute(f"SELECT count(*) FROM {self.table}").fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
+    def rollback_warnings(self) -> list[str]:
+        return [
+            r.getMessage()
+            for r in self.caplog.records
+            if r.levelno == logging.WARNING and "was rolled back" in r.getMessage()
+        ]
+
+
 @pytest.fixture
-def table(admin: psycopg.Connection[tuple[object, ...]]) -> Iterator[str]:
-    name = f"pk_rb_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE TABLE {name} (n int)")
-    yield name
-    admin.execute(f"DROP TABLE {name}")
-
-
-def _count(admin: psycopg.Connection[tuple[object, ...]], table: str) -> int:
-    row = admin.execute(f"SELECT count(*) FROM {table}").fetchone()
-    assert row is not None
-    return int(str(row[0]))
-
-
-def _rollback_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and "was rolled back" in r.getMessage()
-    ]
+def scene(
+    admin: psycopg.Connection[tuple[object, ...]], caplog: pytest.LogCaptureFixture
+) -> Iterator[Scene]:
+    caplog.set_level(logging.WARNING, logger="poolkeeper")
+    scene = Scene(admin, caplog)
+    admin.execute(f"CREATE TABLE {scene.table} (n int)")
+    yield scene
+    admin.execute(f"DROP TABLE {scene.table}")
 
 
 async def test_async_psycopg_release_rolls_back_and_warns_once_per_site(
-    postgres_url: str,
-    admin: psycopg.Connection[tuple[object, ...]],
-    table: str,
-    caplog: pytest.LogCaptureFixture,
+    postgres_url: str, scene: Scene
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="poolkeeper")
+    table = scene.table
     async with poolkeeper.AsyncPool(postgres_url, min_size=0, max_size=2) as pool:
         for n in range(2):
             async with pool.acquire() as conn:
@@ -62,8 +73,8 @@ async def test_async_psycopg_release_rolls_back_and_warns_once_per_site(
             release_line = _line_of("await pool.release(conn)")
         async with pool.connection() as conn:
             await conn.execute(f"INSERT INTO {table} VALUES (9)")
-    assert _count(admin, table) == 1  # only connection()'s insert was committed
-    messages = _rollback_warnings(caplog)
+    assert scene.count() == 1  # only connection()'s insert was committed
+    messages = scene.rollback_warnings()
     assert len(messages) == 2, messages  # two sites, each logged once
     assert f"{__file__}:{exit_line}" in messages[0]
     assert f"{__file__}:{release_line}" in messages[1]
@@ -71,12 +82,9 @@ async def test_async_psycopg_release_rolls_back_and_warns_once_per_site(
 
 
 def test_sync_psycopg_release_rolls_back_and_warns_once_per_site(
-    postgres_url: str,
-    admin: psycopg.Connection[tuple[object, ...]],
-    table: str,
-    caplog: pytest.LogCaptureFixture,
+    postgres_url: str, scene: Scene
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="poolkeeper")
+    table = scene.table
     with poolkeeper.Pool(postgres_url, min_size=0, max_size=2) as pool:
         for n in range(2):
             conn = pool.acquire()
@@ -85,8 +93,8 @@ def test_sync_psycopg_release_rolls_back_and_warns_once_per_site(
             release_line = _line_of("pool.release(conn)")
         with pool.connection() as conn:
             conn.execute(f"INSERT INTO {table} VALUES (9)")
-    assert _count(admin, table) == 1
-    messages = _rollback_warnings(caplog)
+    assert scene.count() == 1
+    messages = scene.rollback_warnings()
     assert len(messages) == 1, messages
     assert f"{__file__}:{release_line}" in messages[0]
 
