@@ -7,9 +7,8 @@ from holding its slot for good:
 * While an ``acquire()`` caller holds a connection, the pool keeps only a
   weak reference to it (``PoolEntry.ref``; ``entry.conn`` is None). A caller
   that drops it lets it be garbage collected; the weak reference's callback
-  queues the entry, and the pool takes the slot back (at once on asyncio, at
-  the next checkout that finds the pool full or the next housekeeping round
-  with threads). Every driver's connection supports weak references except
+  queues the entry, and the pool takes the slot back at once (in the event
+  loop, or in a short-lived thread of its own for the thread pool). Every driver's connection supports weak references except
   the bare ``sqlite3.Connection``, which the sqlite3 driver replaces by a
   subclass; for a connection that does not, the pool keeps a strong reference
   and only a closed one is noticed.
@@ -28,6 +27,7 @@ attributed to the line that acquired it.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
 import weakref
@@ -133,10 +133,17 @@ def _dropped(held_ref: weakref.ref[HeldConnections], entry: PoolEntry, _: Any) -
         return
     held.pending.append(entry)
     loop = held.loop
-    if loop is not None:
-        # RuntimeError: the loop is closed, and the pool is gone with it.
-        with contextlib.suppress(RuntimeError):
+    # RuntimeError: the loop is closed (the pool is gone with it), or the
+    # interpreter is shutting down.
+    with contextlib.suppress(RuntimeError):
+        if loop is not None:
             loop.call_soon_threadsafe(_reclaim_soon, held_ref)
+        else:
+            # Threads: the slot is taken back in a thread of its own, at once
+            # (a caller may be waiting). A bare _thread, not threading.Thread:
+            # starting one takes threading's own locks, which the thread this
+            # callback interrupted might hold.
+            _thread.start_new_thread(_reclaim_soon, (held_ref,))
 
 
 def _reclaim_soon(held_ref: weakref.ref[HeldConnections]) -> None:
