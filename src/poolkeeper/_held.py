@@ -8,10 +8,11 @@ from holding its slot for good:
   weak reference to it (``PoolEntry.ref``; ``entry.conn`` is None). A caller
   that drops it lets it be garbage collected; the weak reference's callback
   queues the entry, and the pool takes the slot back at once (in the event
-  loop, or in a short-lived thread of its own for the thread pool). Every driver's connection supports weak references except
-  the bare ``sqlite3.Connection``, which the sqlite3 driver replaces by a
-  subclass; for a connection that does not, the pool keeps a strong reference
-  and only a closed one is noticed.
+  loop, or in a short-lived thread of its own for the thread pool). Every
+  driver's connection supports weak references except the bare
+  ``sqlite3.Connection``, which the sqlite3 driver replaces by a subclass;
+  for a connection that does not, the pool keeps a strong reference and
+  only a closed one is noticed.
 * A checkout that finds the pool full, and each housekeeping round, look for
   connections that their ``acquire()`` callers closed, and take those back.
 * On the thread pool, ``with pool.acquire() as conn:`` gives the connection
