@@ -127,6 +127,19 @@ class HeldConnections:
                 self._aware[base] = None
 
 
+def is_closed(driver: Any, conn: Any) -> bool:
+    """Whether ``conn`` was closed, told without I/O.
+
+    The adapter's ``is_closed`` where it has one (mysqlclient's ``is_broken``
+    also polls the socket, which finds a result still being read by the
+    connection's holder), else its ``is_broken``. A connect callable's
+    adapter is found after the first connect (``_ops``).
+    """
+    adapter = getattr(driver, "_ops", None) or driver
+    check = getattr(adapter, "is_closed", None) or adapter.is_broken
+    return bool(check(conn))
+
+
 def _dropped(held_ref: weakref.ref[HeldConnections], entry: PoolEntry, _: Any) -> None:
     """Weak reference callback: a lent connection was garbage collected."""
     held = held_ref()

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -209,3 +210,37 @@ async def test_waiter_gets_a_dropped_connections_slot(target: Target) -> None:
         assert took < 0.2 + AT_ONCE
         assert await _scalar(case, conn, "SELECT 5") == 5
         await _release(pool, conn)
+
+
+async def test_a_connection_reading_a_result_is_not_taken_back(target: Target) -> None:
+    """Only a closed connection is taken back: mysqlclient's is_broken() also
+    polls the socket, and an answer its holder has yet to read must not make
+    the pool take the connection when the pool is full (through a connect
+    callable too, whose adapter is found after the first connect)."""
+    if target.case.id != "mysqldb":
+        pytest.skip("mysqlclient's send_query() leaves the answer on the socket")
+    import MySQLdb  # type: ignore[import-untyped]
+
+    parts = urlsplit(target.url)
+
+    def connect() -> Any:
+        return MySQLdb.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=parts.username,
+            password=parts.password or "",
+            database=parts.path.lstrip("/"),
+        )
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with poolkeeper.Pool(connect, min_size=0, max_size=1) as pool:
+            conn = pool.acquire()
+            conn.send_query("SELECT 7")  # the answer waits on the socket, unread
+            await asyncio.sleep(0.1)
+            with pytest.raises(poolkeeper.PoolTimeout):
+                pool.acquire(timeout=0.2)
+            conn.read_query_result()
+            assert conn.store_result().fetch_row() == ((7,),)
+            pool.release(conn)
+    assert not record, [str(w.message) for w in record]

@@ -60,7 +60,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
-from poolkeeper._held import HeldConnections
+from poolkeeper._held import HeldConnections, is_closed
 from poolkeeper._misuse import reject_unknown_options
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import (
@@ -350,10 +350,6 @@ class Pool(Generic[ConnT]):
         self._housekeeper: Housekeeper | None = None
         self._loop: Any = None
         self._held = HeldConnections(self)
-        # Closed by its user (no I/O, unlike some drivers' is_broken).
-        self._is_closed: Callable[[Any], bool] = getattr(
-            self._driver, "is_closed", self._driver.is_broken
-        )
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites: set[Site] = set()
 
@@ -972,7 +968,7 @@ class Pool(Generic[ConnT]):
         dropped (garbage collected) or closed without :meth:`release`."""
         state = self._state
         held = self._held
-        is_closed = self._is_closed
+        driver = self._driver
         found: list[tuple[Mark | None, Any]] = []
         with self._lock:
             now = _monotonic()
@@ -987,7 +983,7 @@ class Pool(Generic[ConnT]):
                     found.append((site, None))
             for entry in list(state.in_use.values()):
                 conn = entry.live_conn() if entry.site is not None else None
-                if conn is not None and is_closed(conn):
+                if conn is not None and is_closed(driver, conn):
                     found.append((entry.site, conn))
                     held.give_back(entry, conn)
                     state.take_unreleased(entry, now)
