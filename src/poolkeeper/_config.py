@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -179,15 +179,23 @@ def secrets_of(
                 found.add(parsed.password)
             found.update(v for k, v in parsed.query.items() if _is_secret_key(k) and v)
     for key, value in (connect_args or {}).items():
-        if not isinstance(value, str) or not value:
-            continue
-        if _is_secret_key(str(key)):
-            found.add(value)
-        else:
-            # A whole connection string passed through, e.g. psycopg's
-            # connect_args={"dsn": "host=... password=..."} or a URL.
-            found.update(_secrets_in_conninfo(value))
+        found.update(secrets_in_arg(str(key), value))
     return tuple(sorted(found, key=len, reverse=True))
+
+
+def secrets_in_arg(key: str, value: object) -> set[str]:
+    """Return the secret strings one ``connect_args`` item carries.
+
+    Its value when the key names a secret; the passwords inside it when it is
+    a whole connection string passed through (psycopg's
+    ``connect_args={"dsn": "host=... password=..."}``, a URL). Used for fixed
+    values and for what a credential provider returns.
+    """
+    if not isinstance(value, str) or not value:
+        return set()
+    if _is_secret_key(key):
+        return {value}
+    return _secrets_in_conninfo(value)
 
 
 # `password=secret` or `password='a quoted \' secret'` in a libpq-style string.
@@ -217,7 +225,7 @@ def _secrets_in_conninfo(text: str) -> set[str]:
     return found
 
 
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
+def scrub(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret in ``text`` (as is, or percent-encoded) with ``***``."""
     for secret in secrets:
         text = text.replace(secret, "***")

@@ -31,7 +31,7 @@ import contextlib
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from poolkeeper._config import PoolConfig, scrub
@@ -73,12 +73,13 @@ class PoolState:
         config: PoolConfig,
         name: str,
         rand: Callable[[], float] = random.random,
-        secrets: tuple[str, ...] = (),
+        secrets: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.name = name
         self.rand = rand
-        # Passwords to mask in the driver error text this state quotes.
+        # Passwords to mask in the driver error text this state quotes (a
+        # live collection: credential providers add to it).
         self.secrets = secrets
         self.min_size = config.min_size
         self.max_size = config.max_size

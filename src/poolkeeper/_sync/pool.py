@@ -58,6 +58,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._credentials import Secrets
 from poolkeeper._sync.housekeeping import Housekeeper
 from poolkeeper.drivers.base import (
     Driver,
@@ -293,15 +294,17 @@ class Pool(Generic[ConnT]):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.name: str = name or next_pool_name()
+        # Strings never to show in a log line or in the pool's own errors;
+        # credential providers in connect_args add their values as they go.
+        args = check_connect_args(connect_args)
+        self._secrets = Secrets(
+            secrets_of(connect if isinstance(connect, str) else None, args)
+        )
         self._driver: Driver = driver_for(
-            connect, check_connect_args(connect_args), is_async=False
+            connect, args, is_async=False, secrets=self._secrets
         )
         self._target = (
             redact(connect) if isinstance(connect, str) else _callable_name(connect)
-        )
-        # Strings never to show in a log line or in the pool's own errors.
-        self._secrets = secrets_of(
-            connect if isinstance(connect, str) else None, connect_args
         )
         self._config = config
         self._timeout = float(timeout)

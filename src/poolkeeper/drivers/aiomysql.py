@@ -30,6 +30,7 @@ from typing import Any
 import aiomysql
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
@@ -91,8 +92,10 @@ class AiomysqlDriver:
             url, connect_args, params=PARAMS, database_key="db"
         )
 
+        args = ConnectArgs(kwargs)
+
         async def connect() -> Any:
-            conn = await aiomysql.connect(**kwargs)
+            conn = await args.aopen(aiomysql.connect)
             keepalive.apply(_socket_of(conn))
             return conn
 

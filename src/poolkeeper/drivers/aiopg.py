@@ -29,6 +29,7 @@ import aiopg
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers import psycopg2 as _psycopg2
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers._options import to_number
@@ -83,12 +84,8 @@ class AiopgDriver:
             connect_args: Extra ``aiopg.connect`` arguments; they win over the
                 URL and over poolkeeper's defaults.
         """
-        kwargs = url_to_kwargs(url, connect_args)
-
-        async def connect() -> Any:
-            return await aiopg.connect(**kwargs)
-
-        return cls(connect)
+        args = ConnectArgs(url_to_kwargs(url, connect_args))
+        return cls(lambda: args.aopen(aiopg.connect))
 
     async def connect(self) -> Any:
         return await self._connect()

@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -120,9 +121,10 @@ class AsyncpgDriver:
         """
         kwargs = url_to_kwargs(url, connect_args)
         keepalive = Keepalive.pop_from(kwargs)
+        args = ConnectArgs(kwargs)
 
         async def connect() -> Any:
-            conn = await asyncpg.connect(**kwargs)
+            conn = await args.aopen(asyncpg.connect)
             # asyncpg has no keepalive option; its transport attribute is
             # private but long-standing, and a missing one only means no tuning.
             transport = getattr(conn, "_transport", None)

@@ -39,6 +39,7 @@ from typing import Any
 import MySQLdb  # type: ignore[import-untyped]  # mysqlclient ships no stubs
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
 from poolkeeper.drivers._options import (
@@ -91,14 +92,15 @@ class MysqldbDriver:
     is_async = False
 
     def __init__(
-        self, connect: Callable[[], Any], *, session: dict[str, Any] | None = None
+        self, connect: Callable[[], Any], *, session: ConnectArgs | None = None
     ) -> None:
         """Wrap a connect callable.
 
         Args:
             connect: Zero-argument callable returning a new connection.
             session: The connect arguments, when known: ``reset_session`` needs
-                the credentials and replays ``sql_mode``, ``init_command`` and
+                the credentials (asking a password provider for the current
+                one) and replays ``sql_mode``, ``init_command`` and
                 ``autocommit`` from them.
         """
         self._connect = connect
@@ -114,16 +116,17 @@ class MysqldbDriver:
                 ``keepalives*``); they win over the URL and the defaults.
         """
         kwargs, keepalive = _kwargs(url, connect_args)
+        args = ConnectArgs(kwargs)
 
         def connect() -> Any:
-            conn = MySQLdb.connect(**kwargs)
+            conn = args.open(MySQLdb.connect)
             fd = conn.fileno()
             keepalive.apply_fd(fd)
             # For abort() and quiet(), which run in another thread.
             conn._poolkeeper_fd = fd
             return conn
 
-        return cls(connect, session=dict(kwargs))
+        return cls(connect, session=args)
 
     def connect(self) -> Any:
         return self._connect()
@@ -176,15 +179,16 @@ class MysqldbDriver:
                 "mysqlclient cannot reset a session without the credentials; "
                 "build the pool from a mysql+mysqldb:// URL or close the connection"
             )
-        password = session.get("password", session.get("passwd", ""))
-        database = session.get("database", session.get("db"))
-        conn.change_user(session.get("user", ""), password, database)
+        get = session.value
+        password = get("password", get("passwd", ""))
+        database = get("database", get("db"))
+        conn.change_user(get("user", ""), password, database)
         with contextlib.closing(conn.cursor()) as cursor:
-            if session.get("sql_mode") is not None:
-                cursor.execute("SET sql_mode=%s", (session["sql_mode"],))
-            if session.get("init_command") is not None:
-                cursor.execute(session["init_command"])
-        autocommit = session.get("autocommit", False)
+            if get("sql_mode") is not None:
+                cursor.execute("SET sql_mode=%s", (get("sql_mode"),))
+            if get("init_command") is not None:
+                cursor.execute(get("init_command"))
+        autocommit = get("autocommit", False)
         if autocommit is not None:
             conn.autocommit(autocommit)
 

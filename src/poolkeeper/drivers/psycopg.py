@@ -28,6 +28,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
@@ -104,8 +105,8 @@ class PsycopgDriver:
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> PsycopgDriver:
         """Build the adapter for a parsed URL."""
-        kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg.Connection.connect(**kwargs))
+        args = ConnectArgs(url_to_kwargs(url, connect_args))
+        return cls(lambda: args.open(psycopg.Connection.connect))
 
     def connect(self) -> Any:
         return self._connect()
@@ -170,8 +171,8 @@ class AsyncPsycopgDriver:
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AsyncPsycopgDriver:
         """Build the adapter for a parsed URL."""
-        kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg.AsyncConnection.connect(**kwargs))
+        args = ConnectArgs(url_to_kwargs(url, connect_args))
+        return cls(lambda: args.aopen(psycopg.AsyncConnection.connect))
 
     async def connect(self) -> Any:
         return await self._connect()

@@ -26,6 +26,7 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
@@ -101,8 +102,8 @@ class Psycopg2Driver:
             connect_args: Extra ``psycopg2.connect`` arguments; they win over
                 the URL and over poolkeeper's defaults.
         """
-        kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg2.connect(**kwargs))
+        args = ConnectArgs(url_to_kwargs(url, connect_args))
+        return cls(lambda: args.open(psycopg2.connect))
 
     def connect(self) -> Any:
         return self._connect()

@@ -28,6 +28,7 @@ from typing import Any
 import pymysql
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
@@ -96,9 +97,10 @@ class PymysqlDriver:
                 ``keepalives*``); they win over the URL and the defaults.
         """
         kwargs, keepalive = mysql_kwargs(url, connect_args, params=PARAMS)
+        args = ConnectArgs(kwargs)
 
         def connect() -> Any:
-            conn = pymysql.connect(**kwargs)
+            conn = args.open(pymysql.connect)
             # PyMySQL exposes no keepalive timings; its socket attribute is
             # private but has been stable since the first release.
             keepalive.apply(getattr(conn, "_sock", None))
