@@ -42,6 +42,7 @@ from poolkeeper._config import URL
 from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
+from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
 from poolkeeper.drivers._options import (
     Converter,
     Keepalive,
@@ -78,11 +79,23 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return _kwargs(url, connect_args)[0]
 
 
-def _kwargs(url: URL, connect_args: dict[str, Any]) -> tuple[dict[str, Any], Keepalive]:
-    kwargs, keepalive = mysql_kwargs(url, connect_args, params=PARAMS)
+def _kwargs(
+    url: URL, connect_args: dict[str, Any]
+) -> tuple[dict[str, Any], Keepalive, MysqlTls | None]:
+    kwargs, keepalive, tls = mysql_kwargs(
+        url, connect_args, params=PARAMS, tls_args=MysqlTls.mysqlclient_args
+    )
     # The C library takes whole seconds (and 0 would mean "no limit").
     kwargs["connect_timeout"] = max(1, round(float(kwargs["connect_timeout"])))
-    return kwargs, keepalive
+    return kwargs, keepalive, tls
+
+
+def _uses_tls(conn: Any) -> bool:
+    # One round trip at connect: the C library's own answer is not exposed.
+    with contextlib.closing(conn.cursor()) as cursor:
+        cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        row = cursor.fetchone()
+    return bool(row and row[1])
 
 
 class MysqldbDriver:
@@ -115,11 +128,15 @@ class MysqldbDriver:
             connect_args: Extra ``MySQLdb.connect`` arguments (plus
                 ``keepalives*``); they win over the URL and the defaults.
         """
-        kwargs, keepalive = _kwargs(url, connect_args)
+        kwargs, keepalive, tls = _kwargs(url, connect_args)
         args = ConnectArgs(kwargs)
 
         def connect() -> Any:
             conn = args.open(MySQLdb.connect)
+            if tls is not None and tls.enforced and not _uses_tls(conn):
+                # MariaDB Connector/C connects in plain text under REQUIRED.
+                conn.close()
+                raise MySQLdb.OperationalError(CR_SSL_CONNECTION_ERROR, tls.refusal())
             fd = conn.fileno()
             keepalive.apply_fd(fd)
             # For abort() and quiet(), which run in another thread.
