@@ -216,6 +216,8 @@ def test_ssl_mode_reaches_the_driver_arguments(scheme: str) -> None:
         parse_url(f"{scheme}://u@127.0.0.1/db?ssl-mode=DISABLED"), {}
     )
     expected = (
-        {"ssl_disabled": True} if scheme.endswith("pymysql") else {"ssl_mode": "DISABLED"}
+        {"ssl_disabled": True}
+        if scheme.endswith("pymysql")
+        else {"ssl_mode": "DISABLED"}
     )
     assert expected.items() <= kwargs.items()

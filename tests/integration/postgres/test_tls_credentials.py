@@ -18,22 +18,18 @@ the password rotated by ``ALTER ROLE`` between connects (connections already
 open keep working), and is asked once more when its first answer is stale.
 No password appears in an error, ``repr``, log record or stats.
 
-Set ``POOLKEEPER_TLS_REPORT=/path`` to append one JSON line per outcome
-(driver, case, what the caller saw, seconds): the table in docs/SECURITY.md
-comes from it.
+Set ``POOLKEEPER_TLS_REPORT=/path`` to record each outcome (see
+:mod:`tests.support.matrix`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -41,17 +37,20 @@ import pytest
 
 import poolkeeper
 from tests.conftest import import_driver
+from tests.support.matrix import (
+    Outcome,
+    assert_connected,
+    assert_refused,
+    chain_text,
+    checkout,
+    record,
+)
 from tests.support.pgcluster import PgCluster, pg_available
 from tests.support.tls import Certs, make_certs, openssl_available
 
 ROLE = "pk_user"
 PASSWORD = "first-S3cret-pw"
-#: Pool timeout for the refusal cases: bounds each test while the refusal
-#: still comes as a PoolTimeout after retries.
-TIMEOUT = 2.0
-# TODO(#19 item 2): set to True once "TLS errors reach the caller at once"
-# (branch h-connerr) has landed; refusals must then arrive in under 1 s.
-REFUSAL_AT_ONCE = False
+SECRETS = (PASSWORD,)
 
 WRONG_NAME = r"does not match host name|(Hostname|IP address) mismatch"
 UNTRUSTED = r"certificate verify failed"
@@ -158,108 +157,41 @@ async def afetch(driver: Driver, conn: Any, query: str) -> tuple[Any, ...]:
         cursor.close()
 
 
-@dataclass
-class Outcome:
-    """What a caller saw from one checkout, and when."""
-
-    row: tuple[Any, ...] | None
-    error: BaseException | None
-    elapsed: float
-    pool_repr: str
-    stats: str
-
-
-def checkout(driver: Driver, url: str, **pool_args: Any) -> Outcome:
-    """Open a pool, take one connection, run :data:`SSL_AND_USER`, close."""
-    pool_args = {"min_size": 0, "max_size": 2, "timeout": TIMEOUT, **pool_args}
-    if driver.is_async:
-        return asyncio.run(_acheckout(driver, url, pool_args))
-    with poolkeeper.Pool(url, **pool_args) as pool:
-        started = time.monotonic()
-        try:
-            with pool.connection() as conn:
-                row = fetch(driver, conn, SSL_AND_USER)
-        except Exception as exc:
-            return Outcome(None, exc, time.monotonic() - started, repr(pool), "")
-        return Outcome(row, None, time.monotonic() - started, repr(pool), "")
-
-
-async def _acheckout(driver: Driver, url: str, pool_args: Any) -> Outcome:
-    async with poolkeeper.AsyncPool(url, **pool_args) as pool:
-        started = time.monotonic()
-        try:
-            async with pool.connection() as conn:
-                row = await afetch(driver, conn, SSL_AND_USER)
-        except Exception as exc:
-            return Outcome(None, exc, time.monotonic() - started, repr(pool), "")
-        return Outcome(row, None, time.monotonic() - started, repr(pool), "")
-
-
-def chain_text(exc: BaseException) -> str:
-    """Type and message of ``exc`` and every exception it was raised from."""
-    parts = []
-    seen: BaseException | None = exc
-    while seen is not None and len(parts) < 10:
-        parts.append(f"{type(seen).__name__}: {seen}")
-        seen = seen.__cause__ or seen.__context__
-    return "\n".join(parts)
-
-
-def record(driver: Driver, case: str, outcome: Outcome) -> None:
-    path = os.environ.get("POOLKEEPER_TLS_REPORT")
-    if not path:
-        return
-    if outcome.error is None:
-        saw = f"connected, ssl={outcome.row[0] if outcome.row else None}"
-    else:
-        first = str(outcome.error).strip().splitlines() or [""]
-        saw = f"{type(outcome.error).__name__}: {first[0][:160]}"
-    line = {"driver": driver.name, "case": case, "saw": saw, "s": outcome.elapsed}
-    with Path(path).open("a") as report:
-        report.write(json.dumps(line) + "\n")
-
-
-def assert_refused(
-    driver: Driver, case: str, outcome: Outcome, pattern: str, *secrets: str
-) -> None:
-    record(driver, case, outcome)
-    assert outcome.error is not None, f"{case}: connected ({outcome.row})"
-    text = chain_text(outcome.error)
-    assert re.search(pattern, text), text
-    for secret in (PASSWORD, *secrets):
-        assert secret not in text
-        assert secret not in outcome.pool_repr
-    if REFUSAL_AT_ONCE:
-        assert outcome.elapsed < 1.0, outcome.elapsed
-    else:
-        assert outcome.elapsed < TIMEOUT + 1.0, outcome.elapsed
+def run(driver: Driver, url: str, **pool_args: Any) -> Outcome:
+    return checkout(
+        url,
+        is_async=driver.is_async,
+        fetch=lambda conn: fetch(driver, conn, SSL_AND_USER),
+        afetch=lambda conn: afetch(driver, conn, SSL_AND_USER),
+        **pool_args,
+    )
 
 
 # --- the matrix --------------------------------------------------------------
 
 
 def test_verify_full_good(driver: Driver, tls_cluster: PgCluster, certs: Certs) -> None:
-    outcome = checkout(driver, tls_url(driver, tls_cluster, sslrootcert=str(certs.ca)))
-    record(driver, "verify-full good", outcome)
-    assert outcome.error is None, chain_text(outcome.error)
-    assert outcome.row == (True, ROLE)
+    outcome = run(driver, tls_url(driver, tls_cluster, sslrootcert=str(certs.ca)))
+    assert assert_connected(driver.name, "verify-full good", outcome) == (True, ROLE)
 
 
 def test_wrong_host_name(driver: Driver, tls_cluster: PgCluster, certs: Certs) -> None:
     url = tls_url(driver, tls_cluster, host="127.0.0.1", sslrootcert=str(certs.ca))
-    assert_refused(driver, "wrong name", checkout(driver, url), WRONG_NAME)
+    assert_refused(driver.name, "wrong name", run(driver, url), WRONG_NAME, SECRETS)
 
 
 def test_untrusted_ca(driver: Driver, tls_cluster: PgCluster, certs: Certs) -> None:
     url = tls_url(driver, tls_cluster, sslrootcert=str(certs.other_ca))
-    assert_refused(driver, "untrusted CA", checkout(driver, url), UNTRUSTED)
+    assert_refused(driver.name, "untrusted CA", run(driver, url), UNTRUSTED, SECRETS)
 
 
 def test_plain_text_server_under_require(driver: Driver, postgres_url: str) -> None:
     # The machine's own server on 5432 has no TLS (trust authentication).
     plain = postgres_url.replace("postgresql://", f"postgresql+{driver.name}://", 1)
     url = f"{plain}{'&' if '?' in plain else '?'}sslmode=require"
-    assert_refused(driver, "plain-text server", checkout(driver, url), PLAIN_TEXT)
+    assert_refused(
+        driver.name, "plain-text server", run(driver, url), PLAIN_TEXT, SECRETS
+    )
 
 
 def _auth_failures(cluster: PgCluster) -> int:
@@ -287,8 +219,8 @@ def test_wrong_password(
     before = _auth_failures(tls_cluster)
     url = tls_url(driver, tls_cluster, password=wrong, sslrootcert=str(certs.ca))
     with caplog.at_level(logging.DEBUG, logger="poolkeeper"):
-        outcome = checkout(driver, url)
-    record(driver, "wrong password", outcome)
+        outcome = run(driver, url)
+    record(driver.name, "wrong password", outcome)
     assert outcome.error is not None
     assert re.search(BAD_PASSWORD, chain_text(outcome.error))
     assert outcome.elapsed < 1.0, outcome.elapsed
@@ -344,9 +276,7 @@ def test_rotated_provider_password(
     finally:
         tls_cluster.set_password(ROLE, PASSWORD)
     record(
-        driver,
-        "rotated provider password",
-        Outcome((True,), None, elapsed, texts[0], texts[1]),
+        driver.name, "rotated provider password", Outcome((True,), None, elapsed, "")
     )
     # first connect; second after the rotation; third: a stale answer, then
     # the fresh one asked for after the authentication failure.

@@ -1,0 +1,125 @@
+"""Helpers for the TLS and credential matrices (PostgreSQL and MySQL drivers).
+
+One checkout through a fresh pool, sync or asyncio, returning what the caller
+saw and after how long (:func:`checkout`); the text of an error chain; and
+:func:`record`, which appends one JSON line per outcome to the file named by
+``POOLKEEPER_TLS_REPORT`` (the table in docs/SECURITY.md comes from it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import poolkeeper
+
+#: Pool timeout for the refusal cases: bounds each test while a refusal
+#: still comes as a PoolTimeout after retries.
+TIMEOUT = 2.0
+# TODO(#19 item 2): set to True once "TLS errors reach the caller at once"
+# (branch h-connerr) has landed; refusals must then arrive in under 1 s.
+REFUSAL_AT_ONCE = False
+
+
+@dataclass
+class Outcome:
+    """What a caller saw from one checkout, and when."""
+
+    row: tuple[Any, ...] | None
+    error: BaseException | None
+    elapsed: float
+    pool_repr: str
+
+
+def checkout(
+    url: str,
+    *,
+    is_async: bool,
+    fetch: Callable[[Any], tuple[Any, ...]] | None = None,
+    afetch: Callable[[Any], Awaitable[tuple[Any, ...]]] | None = None,
+    **pool_args: Any,
+) -> Outcome:
+    """Open a pool, take one connection, run ``fetch``/``afetch`` on it, close."""
+    pool_args = {"min_size": 0, "max_size": 2, "timeout": TIMEOUT, **pool_args}
+    if is_async:
+        assert afetch is not None
+        return asyncio.run(_acheckout(url, afetch, pool_args))
+    assert fetch is not None
+    with poolkeeper.Pool(url, **pool_args) as pool:
+        started = time.monotonic()
+        try:
+            with pool.connection() as conn:
+                row = fetch(conn)
+        except Exception as exc:
+            return Outcome(None, exc, time.monotonic() - started, repr(pool))
+        return Outcome(row, None, time.monotonic() - started, repr(pool))
+
+
+async def _acheckout(
+    url: str, afetch: Callable[[Any], Awaitable[tuple[Any, ...]]], pool_args: Any
+) -> Outcome:
+    async with poolkeeper.AsyncPool(url, **pool_args) as pool:
+        started = time.monotonic()
+        try:
+            async with pool.connection() as conn:
+                row = await afetch(conn)
+        except Exception as exc:
+            return Outcome(None, exc, time.monotonic() - started, repr(pool))
+        return Outcome(row, None, time.monotonic() - started, repr(pool))
+
+
+def chain_text(exc: BaseException | None) -> str:
+    """Type and message of ``exc`` and every exception it was raised from."""
+    parts: list[str] = []
+    seen = exc
+    while seen is not None and len(parts) < 10:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+def record(driver: str, case: str, outcome: Outcome) -> None:
+    """Append the outcome to ``$POOLKEEPER_TLS_REPORT`` (JSON lines), if set."""
+    path = os.environ.get("POOLKEEPER_TLS_REPORT")
+    if not path:
+        return
+    if outcome.error is None:
+        saw = f"connected, tls={outcome.row[0] if outcome.row else None}"
+    else:
+        first = str(outcome.error).strip().splitlines() or [""]
+        saw = f"{type(outcome.error).__name__}: {first[0][:160]}"
+    line = {"driver": driver, "case": case, "saw": saw, "s": round(outcome.elapsed, 3)}
+    with Path(path).open("a") as report:
+        report.write(json.dumps(line) + "\n")
+
+
+def assert_refused(
+    driver: str, case: str, outcome: Outcome, pattern: str, secrets: tuple[str, ...]
+) -> None:
+    """The checkout failed with an error matching ``pattern``, leaking nothing."""
+    record(driver, case, outcome)
+    assert outcome.error is not None, f"{case}: connected ({outcome.row})"
+    text = chain_text(outcome.error)
+    assert re.search(pattern, text), text
+    for secret in secrets:
+        assert secret not in text
+        assert secret not in outcome.pool_repr
+    if REFUSAL_AT_ONCE:
+        assert outcome.elapsed < 1.0, outcome.elapsed
+    else:
+        assert outcome.elapsed < TIMEOUT + 1.0, outcome.elapsed
+
+
+def assert_connected(driver: str, case: str, outcome: Outcome) -> tuple[Any, ...]:
+    """The checkout worked; return the row it read."""
+    record(driver, case, outcome)
+    assert outcome.error is None, chain_text(outcome.error)
+    assert outcome.row is not None
+    return outcome.row
