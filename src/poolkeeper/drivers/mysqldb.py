@@ -50,6 +50,7 @@ from poolkeeper.drivers._options import (
     to_bool,
 )
 from poolkeeper.drivers.base import TxStatus
+from poolkeeper.errors import ConfigError
 
 #: Client error codes meaning the session is gone: CR_SERVER_GONE_ERROR,
 #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, and the server's
@@ -79,11 +80,28 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return _kwargs(url, connect_args)[0]
 
 
+def _on_connector_c() -> bool:
+    # MariaDB Connector/C reports its own version (3.x); libmysqlclient the
+    # MySQL server version it ships with (5.x, 8.x).
+    version = str(MySQLdb._mysql.get_client_info())
+    return int(version.split(".", 1)[0]) < 5
+
+
+def _tls_args(tls: MysqlTls) -> dict[str, Any]:
+    if tls.mode == "VERIFY_CA" and _on_connector_c():
+        raise ConfigError(
+            "mysql+mysqldb:// URL parameter ssl-mode=VERIFY_CA is not supported by "
+            "this mysqlclient (built on MariaDB Connector/C, which always checks the "
+            "host name too): use ssl-mode=VERIFY_IDENTITY, or the pymysql driver"
+        )
+    return tls.mysqlclient_args()
+
+
 def _kwargs(
     url: URL, connect_args: dict[str, Any]
 ) -> tuple[dict[str, Any], Keepalive, MysqlTls | None]:
     kwargs, keepalive, tls = mysql_kwargs(
-        url, connect_args, params=PARAMS, tls_args=MysqlTls.mysqlclient_args
+        url, connect_args, params=PARAMS, tls_args=_tls_args
     )
     # The C library takes whole seconds (and 0 would mean "no limit").
     kwargs["connect_timeout"] = max(1, round(float(kwargs["connect_timeout"])))

@@ -344,3 +344,39 @@ async def _arotate(
         for conn in (first, second, third):
             await pool.release(conn)
         return f"{pool!r} {pool.stats()!r}"
+
+
+def test_verify_ca_does_not_check_the_name(
+    driver: Driver,
+    tls_mariadb: MariaDbServer,
+    mysql_certs: Certs,
+    tcp_option_file: Path,
+) -> None:
+    """VERIFY_CA means the same on every driver: the CA is checked, the name is not.
+
+    mysqlclient on MariaDB Connector/C cannot check one without the other, so
+    there VERIFY_CA is a ConfigError rather than a different meaning.
+    """
+
+    def url(ca: Path) -> str:
+        return tls_url(
+            driver,
+            tls_mariadb,
+            tcp_option_file,
+            host="127.0.0.1",
+            **{"ssl-mode": "VERIFY_CA", "ssl-ca": str(ca)},
+        )
+
+    if driver.name == "mysqldb":
+        from poolkeeper.drivers.mysqldb import _on_connector_c
+
+        if _on_connector_c():
+            with pytest.raises(poolkeeper.ConfigError, match="VERIFY_IDENTITY"):
+                poolkeeper.Pool(url(mysql_certs.ca))
+            return
+    row = assert_connected(
+        driver.name, "verify-ca by IP", run(driver, url(mysql_certs.ca))
+    )
+    assert row == (1, f"{USER}@%")
+    outcome = run(driver, url(mysql_certs.other_ca))
+    assert_refused(driver.name, "verify-ca untrusted", outcome, UNTRUSTED, SECRETS)
