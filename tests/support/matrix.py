@@ -93,8 +93,12 @@ def record(driver: str, case: str, outcome: Outcome) -> None:
     if outcome.error is None:
         saw = f"connected, tls={outcome.row[0] if outcome.row else None}"
     else:
-        first = str(outcome.error).strip().splitlines() or [""]
-        saw = f"{type(outcome.error).__name__}: {first[0][:160]}"
+        root = outcome.error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        saw = f"{type(outcome.error).__name__} <- {type(root).__name__}: " + " ".join(
+            str(root).split()
+        )
     line = {"driver": driver, "case": case, "saw": saw, "s": round(outcome.elapsed, 3)}
     with Path(path).open("a") as report:
         report.write(json.dumps(line) + "\n")

@@ -131,7 +131,9 @@ class Pool(Generic[ConnT]):
             (default 600); None: forever.
         max_uses: Checkouts after which a connection is retired; None: no limit.
         connect_args: Extra keyword arguments for the driver's connect function
-            (URL form only).
+            (URL form only). A function value (for :class:`AsyncPool` also a
+            coroutine function) is a credential provider, called for each new
+            connection; see docs/SECURITY.md.
         configure: Called with each new connection before first use.
         reset: Called with each connection when it returns to the pool (after
             the rollback). ``"full"`` instead clears all session state with
