@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import poolkeeper
+from tests.support.tls import Certs, make_certs, openssl_available
 
 #: Pool timeout for the refusal cases: bounds each test while a refusal
 #: still comes as a PoolTimeout after retries.
@@ -127,3 +128,115 @@ def assert_connected(driver: str, case: str, outcome: Outcome) -> tuple[Any, ...
     assert outcome.error is None, chain_text(outcome.error)
     assert outcome.row is not None
     return outcome.row
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One driver under test: its URL name, import name and pool kind."""
+
+    name: str
+    package: str
+    is_async: bool
+
+
+def certs_or_skip(tmp_path_factory: Any, name: str) -> Certs:
+    """Make test certificates in a fresh directory, or skip without openssl."""
+    import pytest
+
+    reason = openssl_available()
+    if reason is not None:
+        pytest.skip(reason)
+    return make_certs(tmp_path_factory.mktemp(name))
+
+
+class RotatingSecret:
+    """A password provider whose answers a test controls, and the server's password.
+
+    ``rotate(new)`` changes the password on the server and makes the provider
+    answer ``new``; with ``stale=True`` the provider first answers the old
+    value once more (a cache that has not noticed), then ``new``.
+    """
+
+    def __init__(self, first: str, set_on_server: Callable[[str], None]) -> None:
+        self.answers = [first]
+        self.calls: list[str] = []
+        self._set_on_server = set_on_server
+
+    def __call__(self) -> str:
+        value = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        self.calls.append(value)
+        return value
+
+    def rotate(self, new: str, *, stale: bool = False) -> None:
+        self._set_on_server(new)
+        self.answers = [self.answers[-1], new] if stale else [new]
+
+    def provider(self, *, is_async: bool) -> Callable[[], Any]:
+        """The provider to put in ``connect_args``: a coroutine function for AsyncPool."""
+        if not is_async:
+            return self
+
+        async def provide() -> str:
+            await asyncio.sleep(0)
+            return self()
+
+        return provide
+
+
+def rotation(
+    url: str,
+    secret: RotatingSecret,
+    new: tuple[str, str],
+    *,
+    is_async: bool,
+    fetch: Callable[[Any], tuple[Any, ...]],
+    afetch: Callable[[Any], Awaitable[tuple[Any, ...]]],
+    expected: tuple[Any, ...],
+) -> str:
+    """Connect, rotate, connect, rotate with a stale provider answer, connect.
+
+    After each rotation the first connection must still work. Returns the
+    pool's ``repr`` and stats text, for leak checks.
+    """
+    args: dict[str, Any] = {
+        "connect_args": {"password": secret.provider(is_async=is_async)},
+        "min_size": 0,
+        "max_size": 3,
+        "timeout": 5.0,
+    }
+    if is_async:
+        return asyncio.run(_arotation(url, args, secret, new, afetch, expected))
+    with poolkeeper.Pool(url, **args) as pool:
+        first = pool.acquire()
+        assert fetch(first) == expected
+        held = [first]
+        for value, stale in ((new[0], False), (new[1], True)):
+            secret.rotate(value, stale=stale)
+            held.append(pool.acquire())
+            assert fetch(held[-1]) == expected
+            assert fetch(first) == expected
+        for conn in held:
+            pool.release(conn)
+        return f"{pool!r} {pool.stats()!r}"
+
+
+async def _arotation(
+    url: str,
+    args: dict[str, Any],
+    secret: RotatingSecret,
+    new: tuple[str, str],
+    afetch: Callable[[Any], Awaitable[tuple[Any, ...]]],
+    expected: tuple[Any, ...],
+) -> str:
+    async with poolkeeper.AsyncPool(url, **args) as pool:
+        first = await pool.acquire()
+        assert await afetch(first) == expected
+        held = [first]
+        for value, stale in ((new[0], False), (new[1], True)):
+            secret.rotate(value, stale=stale)
+            held.append(await pool.acquire())
+            assert await afetch(held[-1]) == expected
+            assert await afetch(first) == expected
+        for conn in held:
+            await pool.release(conn)
+        return f"{pool!r} {pool.stats()!r}"

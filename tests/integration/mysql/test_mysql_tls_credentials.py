@@ -15,11 +15,9 @@ open keep working.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,14 +28,18 @@ import poolkeeper
 from tests.conftest import import_driver
 from tests.support.mariadb import MariaDbServer, mariadb_available
 from tests.support.matrix import (
+    Driver,
     Outcome,
+    RotatingSecret,
     assert_connected,
     assert_refused,
+    certs_or_skip,
     chain_text,
     checkout,
     record,
+    rotation,
 )
-from tests.support.tls import Certs, make_certs, openssl_available
+from tests.support.tls import Certs
 
 USER = "pk_user"
 PASSWORD = "first-S3cret-pw"
@@ -54,13 +56,6 @@ TLS_AND_USER = (
 )
 
 
-@dataclass(frozen=True)
-class Driver:
-    name: str
-    package: str
-    is_async: bool
-
-
 DRIVERS = [
     Driver("pymysql", "pymysql", False),
     Driver("mysqldb", "MySQLdb", False),
@@ -70,10 +65,7 @@ DRIVERS = [
 
 @pytest.fixture(scope="session")
 def mysql_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    reason = openssl_available()
-    if reason is not None:
-        pytest.skip(reason)
-    return make_certs(tmp_path_factory.mktemp("mysql-certs"))
+    return certs_or_skip(tmp_path_factory, "mysql-certs")
 
 
 @pytest.fixture(scope="session")
@@ -126,6 +118,20 @@ def tls_url(
     return f"mysql+{driver.name}://{auth}@{host}:{server.port}/{query}"
 
 
+def verify_url(
+    driver: Driver,
+    server: MariaDbServer,
+    options: Path,
+    ca: Path,
+    *,
+    mode: str = "VERIFY_IDENTITY",
+    **kwargs: Any,
+) -> str:
+    """A URL with ``ssl-mode=mode`` and ``ssl-ca=ca``."""
+    tls = {"ssl-mode": mode, "ssl-ca": str(ca)}
+    return tls_url(driver, server, options, **kwargs, **tls)
+
+
 def fetch(conn: Any) -> tuple[Any, ...]:
     cursor = conn.cursor()
     try:
@@ -156,12 +162,7 @@ def test_verify_identity_good(
     mysql_certs: Certs,
     tcp_option_file: Path,
 ) -> None:
-    url = tls_url(
-        driver,
-        tls_mariadb,
-        tcp_option_file,
-        **{"ssl-mode": "VERIFY_IDENTITY", "ssl-ca": str(mysql_certs.ca)},
-    )
+    url = verify_url(driver, tls_mariadb, tcp_option_file, mysql_certs.ca)
     row = assert_connected(driver.name, "verify-identity good", run(driver, url))
     assert row == (1, f"{USER}@%")
 
@@ -172,12 +173,8 @@ def test_wrong_host_name(
     mysql_certs: Certs,
     tcp_option_file: Path,
 ) -> None:
-    url = tls_url(
-        driver,
-        tls_mariadb,
-        tcp_option_file,
-        host="127.0.0.1",
-        **{"ssl-mode": "VERIFY_IDENTITY", "ssl-ca": str(mysql_certs.ca)},
+    url = verify_url(
+        driver, tls_mariadb, tcp_option_file, mysql_certs.ca, host="127.0.0.1"
     )
     assert_refused(driver.name, "wrong name", run(driver, url), WRONG_NAME, SECRETS)
 
@@ -188,12 +185,7 @@ def test_untrusted_ca(
     mysql_certs: Certs,
     tcp_option_file: Path,
 ) -> None:
-    url = tls_url(
-        driver,
-        tls_mariadb,
-        tcp_option_file,
-        **{"ssl-mode": "VERIFY_IDENTITY", "ssl-ca": str(mysql_certs.other_ca)},
-    )
+    url = verify_url(driver, tls_mariadb, tcp_option_file, mysql_certs.other_ca)
     assert_refused(driver.name, "untrusted CA", run(driver, url), UNTRUSTED, SECRETS)
 
 
@@ -220,12 +212,8 @@ def test_wrong_password(
 ) -> None:
     wrong = "Wrong-pw-0451"
     before = _denied(tls_mariadb)
-    url = tls_url(
-        driver,
-        tls_mariadb,
-        tcp_option_file,
-        password=wrong,
-        **{"ssl-mode": "VERIFY_IDENTITY", "ssl-ca": str(mysql_certs.ca)},
+    url = verify_url(
+        driver, tls_mariadb, tcp_option_file, mysql_certs.ca, password=wrong
     )
     with caplog.at_level(logging.DEBUG, logger="poolkeeper"):
         outcome = run(driver, url)
@@ -240,17 +228,6 @@ def test_wrong_password(
     assert _denied(tls_mariadb) == before + 1
 
 
-def _provider(driver: Driver, current: Callable[[], str]) -> Callable[[], Any]:
-    if not driver.is_async:
-        return current
-
-    async def provide() -> str:
-        await asyncio.sleep(0)
-        return current()
-
-    return provide
-
-
 def test_rotated_provider_password(
     driver: Driver,
     tls_mariadb: MariaDbServer,
@@ -259,91 +236,38 @@ def test_rotated_provider_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """ALTER USER between connects: old connections keep working, new ones use the new password."""
-    passwords = ["second-S3cret-pw", "third-S3cret-pw"]
-    answers = [PASSWORD]
-    calls: list[str] = []
+    new = ("second-S3cret-pw", "third-S3cret-pw")
 
-    def current() -> str:
-        value = answers.pop(0) if len(answers) > 1 else answers[0]
-        calls.append(value)
-        return value
+    def set_on_server(password: str) -> None:
+        tls_mariadb.execute(f"ALTER USER '{USER}'@'%%' IDENTIFIED BY %s", (password,))
 
-    def rotate(new: str, *, stale: bool = False) -> None:
-        tls_mariadb.execute(f"ALTER USER '{USER}'@'%%' IDENTIFIED BY %s", (new,))
-        answers[:] = [answers[-1], new] if stale else [new]
-
-    url = tls_url(
-        driver,
-        tls_mariadb,
-        tcp_option_file,
-        password=None,
-        **{"ssl-mode": "VERIFY_IDENTITY", "ssl-ca": str(mysql_certs.ca)},
+    secret = RotatingSecret(PASSWORD, set_on_server)
+    url = verify_url(
+        driver, tls_mariadb, tcp_option_file, mysql_certs.ca, password=None
     )
-    args = {
-        "connect_args": {"password": _provider(driver, current)},
-        "min_size": 0,
-        "max_size": 3,
-        "timeout": 5.0,
-    }
-    rotate(PASSWORD)
+    secret.rotate(PASSWORD)
     started = time.monotonic()
     try:
         with caplog.at_level(logging.DEBUG, logger="poolkeeper"):
-            shown = (
-                asyncio.run(_arotate(url, args, rotate, passwords))
-                if driver.is_async
-                else _rotate(url, args, rotate, passwords)
+            shown = rotation(
+                url,
+                secret,
+                new,
+                is_async=driver.is_async,
+                fetch=fetch,
+                afetch=afetch,
+                expected=(1, f"{USER}@%"),
             )
     finally:
-        rotate(PASSWORD)
+        set_on_server(PASSWORD)
     outcome = Outcome((1,), None, time.monotonic() - started, shown)
     record(driver.name, "rotated provider password", outcome)
     # first connect; second after the rotation; third: a stale answer, then
     # the fresh one asked for after the authentication failure.
-    assert calls == [PASSWORD, passwords[0], passwords[0], passwords[1]]
-    for secret in (PASSWORD, *passwords):
-        assert secret not in caplog.text
-        assert secret not in shown
-
-
-def _rotate(
-    url: str, args: Any, rotate: Callable[..., None], passwords: list[str]
-) -> str:
-    expected = (1, f"{USER}@%")
-    with poolkeeper.Pool(url, **args) as pool:
-        first = pool.acquire()
-        assert fetch(first) == expected
-        rotate(passwords[0])
-        second = pool.acquire()
-        assert fetch(second) == expected
-        assert fetch(first) == expected
-        rotate(passwords[1], stale=True)
-        third = pool.acquire()
-        assert fetch(third) == expected
-        assert fetch(first) == expected
-        for conn in (first, second, third):
-            pool.release(conn)
-        return f"{pool!r} {pool.stats()!r}"
-
-
-async def _arotate(
-    url: str, args: Any, rotate: Callable[..., None], passwords: list[str]
-) -> str:
-    expected = (1, f"{USER}@%")
-    async with poolkeeper.AsyncPool(url, **args) as pool:
-        first = await pool.acquire()
-        assert await afetch(first) == expected
-        rotate(passwords[0])
-        second = await pool.acquire()
-        assert await afetch(second) == expected
-        assert await afetch(first) == expected
-        rotate(passwords[1], stale=True)
-        third = await pool.acquire()
-        assert await afetch(third) == expected
-        assert await afetch(first) == expected
-        for conn in (first, second, third):
-            await pool.release(conn)
-        return f"{pool!r} {pool.stats()!r}"
+    assert secret.calls == [PASSWORD, new[0], new[0], new[1]]
+    for value in (PASSWORD, *new):
+        assert value not in caplog.text
+        assert value not in shown
 
 
 def test_verify_ca_does_not_check_the_name(
@@ -359,12 +283,8 @@ def test_verify_ca_does_not_check_the_name(
     """
 
     def url(ca: Path) -> str:
-        return tls_url(
-            driver,
-            tls_mariadb,
-            tcp_option_file,
-            host="127.0.0.1",
-            **{"ssl-mode": "VERIFY_CA", "ssl-ca": str(ca)},
+        return verify_url(
+            driver, tls_mariadb, tcp_option_file, ca, mode="VERIFY_CA", host="127.0.0.1"
         )
 
     if driver.name == "mysqldb":

@@ -24,29 +24,30 @@ Set ``POOLKEEPER_TLS_REPORT=/path`` to record each outcome (see
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-import poolkeeper
 from tests.conftest import import_driver
 from tests.support.matrix import (
+    Driver,
     Outcome,
+    RotatingSecret,
     assert_connected,
     assert_refused,
+    certs_or_skip,
     chain_text,
     checkout,
     record,
+    rotation,
 )
 from tests.support.pgcluster import PgCluster, pg_available
-from tests.support.tls import Certs, make_certs, openssl_available
+from tests.support.tls import Certs
 
 ROLE = "pk_user"
 PASSWORD = "first-S3cret-pw"
@@ -56,13 +57,6 @@ WRONG_NAME = r"does not match host name|(Hostname|IP address) mismatch"
 UNTRUSTED = r"certificate verify failed"
 PLAIN_TEXT = r"does not support SSL|rejected SSL upgrade"
 BAD_PASSWORD = r"password authentication failed"
-
-
-@dataclass(frozen=True)
-class Driver:
-    name: str
-    package: str
-    is_async: bool
 
 
 DRIVERS = [
@@ -76,10 +70,7 @@ _IDS = [d.name for d in DRIVERS]
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    reason = openssl_available()
-    if reason is not None:
-        pytest.skip(reason)
-    return make_certs(tmp_path_factory.mktemp("certs"))
+    return certs_or_skip(tmp_path_factory, "certs")
 
 
 @pytest.fixture(scope="session")
@@ -232,18 +223,6 @@ def test_wrong_password(
     assert _wait_for_log(tls_cluster, before + 1) == before + 1
 
 
-def _provider(driver: Driver, current: Callable[[], str]) -> Callable[[], Any]:
-    """A plain function for Pool, a coroutine function for AsyncPool."""
-    if not driver.is_async:
-        return current
-
-    async def provide() -> str:
-        await asyncio.sleep(0)
-        return current()
-
-    return provide
-
-
 def test_rotated_provider_password(
     driver: Driver,
     tls_cluster: PgCluster,
@@ -251,78 +230,29 @@ def test_rotated_provider_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """ALTER ROLE between connects: old connections keep working, new ones use the new password."""
-    second, third = "second-S3cret-pw", "third-S3cret-pw"
-    answers = [PASSWORD]
-    calls: list[str] = []
-
-    def current() -> str:
-        value = answers.pop(0) if len(answers) > 1 else answers[0]
-        calls.append(value)
-        return value
-
+    new = ("second-S3cret-pw", "third-S3cret-pw")
+    secret = RotatingSecret(PASSWORD, lambda pw: tls_cluster.set_password(ROLE, pw))
     url = tls_url(driver, tls_cluster, password=None, sslrootcert=str(certs.ca))
-    pool_args = {"min_size": 0, "max_size": 3, "timeout": 5.0}
-    args = {"connect_args": {"password": _provider(driver, current)}, **pool_args}
-    tls_cluster.set_password(ROLE, PASSWORD)
+    secret.rotate(PASSWORD)
+    started = time.monotonic()
     try:
         with caplog.at_level(logging.DEBUG, logger="poolkeeper"):
-            started = time.monotonic()
-            texts = (
-                asyncio.run(_arotate(driver, tls_cluster, url, args, answers))
-                if driver.is_async
-                else _rotate(driver, tls_cluster, url, args, answers)
+            shown = rotation(
+                url,
+                secret,
+                new,
+                is_async=driver.is_async,
+                fetch=lambda conn: fetch(driver, conn, SSL_AND_USER),
+                afetch=lambda conn: afetch(driver, conn, SSL_AND_USER),
+                expected=(True, ROLE),
             )
-            elapsed = time.monotonic() - started
     finally:
         tls_cluster.set_password(ROLE, PASSWORD)
-    record(
-        driver.name, "rotated provider password", Outcome((True,), None, elapsed, "")
-    )
+    outcome = Outcome((True,), None, time.monotonic() - started, shown)
+    record(driver.name, "rotated provider password", outcome)
     # first connect; second after the rotation; third: a stale answer, then
     # the fresh one asked for after the authentication failure.
-    assert calls == [PASSWORD, second, second, third]
-    for secret in (PASSWORD, second, third):
-        assert secret not in caplog.text
-        assert all(secret not in text for text in texts)
-
-
-def _rotate(
-    driver: Driver, cluster: PgCluster, url: str, args: Any, answers: list[str]
-) -> tuple[str, str]:
-    with poolkeeper.Pool(url, **args) as pool:
-        first = pool.acquire()
-        assert fetch(driver, first, SSL_AND_USER) == (True, ROLE)
-        cluster.set_password(ROLE, "second-S3cret-pw")
-        answers[:] = ["second-S3cret-pw"]
-        second = pool.acquire()
-        assert fetch(driver, second, SSL_AND_USER) == (True, ROLE)
-        assert fetch(driver, first, SSL_AND_USER) == (True, ROLE)
-        cluster.set_password(ROLE, "third-S3cret-pw")
-        answers[:] = ["second-S3cret-pw", "third-S3cret-pw"]  # stale, then fresh
-        third = pool.acquire()
-        assert fetch(driver, third, SSL_AND_USER) == (True, ROLE)
-        assert fetch(driver, first, SSL_AND_USER) == (True, ROLE)
-        for conn in (first, second, third):
-            pool.release(conn)
-        return repr(pool), repr(pool.stats())
-
-
-async def _arotate(
-    driver: Driver, cluster: PgCluster, url: str, args: Any, answers: list[str]
-) -> tuple[str, str]:
-    async with poolkeeper.AsyncPool(url, **args) as pool:
-        first = await pool.acquire()
-        assert await afetch(driver, first, SSL_AND_USER) == (True, ROLE)
-        cluster.set_password(ROLE, "second-S3cret-pw")
-        answers[:] = ["second-S3cret-pw"]
-        second = await pool.acquire()
-        assert await afetch(driver, second, SSL_AND_USER) == (True, ROLE)
-        assert await afetch(driver, first, SSL_AND_USER) == (True, ROLE)
-        cluster.set_password(ROLE, "third-S3cret-pw")
-        answers[:] = ["second-S3cret-pw", "third-S3cret-pw"]
-        third = await pool.acquire()
-        assert await afetch(driver, third, SSL_AND_USER) == (True, ROLE)
-        assert await afetch(driver, first, SSL_AND_USER) == (True, ROLE)
-        for conn in (first, second, third):
-            await pool.release(conn)
-        return repr(pool), repr(pool.stats())
+    assert secret.calls == [PASSWORD, new[0], new[0], new[1]]
+    for value in (PASSWORD, *new):
+        assert value not in caplog.text
+        assert value not in shown
