@@ -139,6 +139,15 @@ class Driver:
     is_async: bool
 
 
+def driver_param(request: Any) -> Driver:
+    """The :class:`Driver` of a parametrized fixture, its package imported (or skipped)."""
+    from tests.conftest import import_driver
+
+    case: Driver = request.param
+    import_driver(request.config, case.package)
+    return case
+
+
 def certs_or_skip(tmp_path_factory: Any, name: str) -> Certs:
     """Make test certificates in a fresh directory, or skip without openssl."""
     import pytest

@@ -25,7 +25,6 @@ from urllib.parse import urlencode
 import pytest
 
 import poolkeeper
-from tests.conftest import import_driver
 from tests.support.mariadb import MariaDbServer, mariadb_available
 from tests.support.matrix import (
     Driver,
@@ -36,6 +35,7 @@ from tests.support.matrix import (
     certs_or_skip,
     chain_text,
     checkout,
+    driver_param,
     record,
     rotation,
 )
@@ -97,9 +97,7 @@ def tcp_option_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(params=DRIVERS, ids=[d.name for d in DRIVERS])
 def driver(request: pytest.FixtureRequest) -> Driver:
-    case: Driver = request.param
-    import_driver(request.config, case.package)
-    return case
+    return driver_param(request)
 
 
 def tls_url(

@@ -33,7 +33,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import import_driver
 from tests.support.matrix import (
     Driver,
     Outcome,
@@ -43,6 +42,7 @@ from tests.support.matrix import (
     certs_or_skip,
     chain_text,
     checkout,
+    driver_param,
     record,
     rotation,
 )
@@ -102,9 +102,7 @@ def tls_cluster(certs: Certs) -> Iterator[PgCluster]:
 
 @pytest.fixture(params=DRIVERS, ids=_IDS)
 def driver(request: pytest.FixtureRequest) -> Driver:
-    case: Driver = request.param
-    import_driver(request.config, case.package)
-    return case
+    return driver_param(request)
 
 
 def tls_url(
