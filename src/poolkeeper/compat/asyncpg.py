@@ -43,6 +43,7 @@ from typing import Any
 import asyncpg
 
 from poolkeeper._async.pool import AsyncPool
+from poolkeeper.compat._checkouts import Checkouts
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 __all__ = ["Pool", "PoolAcquireContext", "create_pool"]
@@ -158,10 +159,7 @@ class Pool:
         self._init = init
         # Every connection ever opened, so that terminate() can reach idle ones.
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._held: dict[int, Any] = {}
-        self._terminated: set[int] = set()
-        self._released = asyncio.Event()
-        self._released.set()
+        self._out = Checkouts()
         self._initialized = False
         self._closing = False
         self._shutdown: asyncio.Task[None] | None = None
@@ -237,7 +235,7 @@ class Pool:
             return
         self._closing = True
         try:
-            await self._released.wait()
+            await self._out.all_back.wait()
             await self.pool.close()
         except BaseException:
             self.terminate()
@@ -255,10 +253,7 @@ class Pool:
         self._closing = True
         for conn in list(self._conns):
             conn.terminate()
-        held = list(self._held.values())
-        self._terminated.update(self._held)
-        self._held.clear()
-        self._released.set()
+        held = self._out.drop_all()
         self._shutdown = asyncio.get_running_loop().create_task(
             self._finish_terminate(held)
         )
@@ -303,8 +298,7 @@ class Pool:
                 raise
             # Python 3.10: asyncio.TimeoutError is not the builtin TimeoutError.
             raise asyncio.TimeoutError(str(exc)) from exc
-        self._held[id(conn)] = conn
-        self._released.clear()
+        self._out.add(conn)
         if self._setup is not None:
             try:
                 await self._setup(conn)
@@ -328,18 +322,15 @@ class Pool:
             asyncpg.InterfaceError: ``connection`` was not acquired from this
                 pool, or was already released.
         """
-        conn = self._held.pop(id(connection), None)
-        if conn is not connection:
-            if conn is not None:
-                self._held[id(conn)] = conn
-            if id(connection) in self._terminated:
+        try:
+            if not self._out.take_back(connection):
                 return
+        except LookupError:
             raise asyncpg.InterfaceError(
                 f"Pool.release() received invalid connection: {connection!r} "
                 "is not a member of this pool"
-            )
-        if not self._held:
-            self._released.set()
+            ) from None
+        conn = connection
         if timeout is None:
             await self.pool.release(conn)
         else:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import psycopg2
@@ -25,13 +25,6 @@ from tests.integration.postgres.conftest import backends, terminate
 from tests.support.waiting import settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
-
-
-@pytest.fixture
-def dsn(postgres_url: str) -> str:
-    """The server URL as libpq and asyncpg take it (no ``+driver`` part)."""
-    parts = urlsplit(postgres_url)
-    return urlunsplit(parts._replace(scheme=parts.scheme.split("+")[0]))
 
 
 @pytest.fixture
