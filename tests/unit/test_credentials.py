@@ -221,3 +221,24 @@ def test_ssl_mode_reaches_the_driver_arguments(scheme: str) -> None:
         else {"ssl_mode": "DISABLED"}
     )
     assert expected.items() <= kwargs.items()
+
+
+@pytest.mark.parametrize(
+    ("module", "scheme"),
+    [
+        ("psycopg", "postgresql+psycopg"),
+        ("psycopg2", "postgresql+psycopg2"),
+        ("asyncpg", "postgresql+asyncpg"),
+        ("aiopg", "postgresql+aiopg"),
+        ("pymysql", "mysql+pymysql"),
+        ("aiomysql", "mysql+aiomysql"),
+        ("mysqldb", "mysql+mysqldb"),
+    ],
+)
+def test_a_provider_replaces_the_url_password(module: str, scheme: str) -> None:
+    mod = pytest.importorskip(f"poolkeeper.drivers.{module}")
+    secrets = Secrets()
+    args = wrap_providers({"password": lambda: "fresh"}, secrets, is_async=True)
+    kwargs = mod.url_to_kwargs(parse_url(f"{scheme}://u:in-url@127.0.0.1/db"), args)
+    assert isinstance(kwargs["password"], Provider)
+    assert ConnectArgs(kwargs).resolve()["password"] == "fresh"
