@@ -66,6 +66,7 @@ from poolkeeper.drivers.base import (
     TxStatus,
     idle_probe,
     query_watch,
+    state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
@@ -316,8 +317,12 @@ class Pool(Generic[ConnT]):
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
         # A returned connection is idle (nothing to end) when
-        # _idle_probe(conn) == _idle_value; a C call for the main drivers.
+        # _idle_probe(conn) == _idle_value: no I/O, and False also when a
+        # borrower left client-side state to clear (drivers.base).
         self._idle_probe, self._idle_value = idle_probe(self._driver)
+        # What a borrower may leave on the connection object (callbacks,
+        # listeners): remembered after configure, restored on a slow return.
+        self._baseline, self._clear_state = state_hooks(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -822,6 +827,8 @@ class Pool(Generic[ConnT]):
                             discard = True
                     else:
                         driver.rollback(conn)
+                if self._clear_state is not None and not discard:
+                    self._clear_state(conn)
                 if self._reset is not None and not discard:
                     call(self._reset, conn)
         except BaseException as exc:
@@ -878,6 +885,9 @@ class Pool(Generic[ConnT]):
                         continue
                     return
                 if self._configure_new(conn):
+                    if self._baseline is not None:
+                        # What configure installed stays; see drivers.base.
+                        self._baseline(conn)
                     break
                 with self._lock:
                     retry = state.connect_failed(

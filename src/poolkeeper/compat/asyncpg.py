@@ -13,19 +13,28 @@ Arguments map onto poolkeeper's: ``min_size``/``max_size`` as they are,
 ``max_queries`` -> ``max_uses``, ``max_inactive_connection_lifetime`` ->
 ``max_idle``, ``init`` -> ``configure``, ``reset`` -> ``reset`` (default:
 ``Connection.reset()``, as asyncpg does); ``setup`` runs on every acquire,
-and if it raises the connection is released and the error propagates, as in
-asyncpg. The remaining keyword arguments go to ``asyncpg.connect``.
+and if it raises the connection is closed and the error propagates, as in
+asyncpg. On release, as asyncpg's pool: a warning for listeners left on the
+connection, the borrower's transaction, cursor and prepared-statement
+objects stop working, an open transaction is rolled back through asyncpg's
+own bookkeeping, and notification and log listeners are removed. The
+remaining keyword arguments go to ``asyncpg.connect``.
 
 Differences from asyncpg (see docs/DRIVERS.md, "Drop-in compatibility"):
 
 - ``acquire()`` hands out asyncpg's own ``Connection``, not a proxy: using it
-  after ``release()`` is not caught.
+  after ``release()`` is not caught (its transaction, cursor and
+  prepared-statement objects do refuse use, as with asyncpg).
 - ``max_queries`` counts checkouts, not queries, so connections are retired
   no earlier than asyncpg would retire them.
 - ``max_inactive_connection_lifetime`` closes idle connections above
   ``min_size`` only; ``min_size`` connections stay open (pinged when stale).
 - Connections are also retired after poolkeeper's ``max_lifetime`` (default
   3600 s); pass ``pool_options={"max_lifetime": None}`` to turn that off.
+- Stricter on release than asyncpg: termination listeners and query loggers
+  a borrower added are removed too (those ``init`` added stay), and with a
+  custom ``reset`` a borrower's notification listeners are also unregistered
+  on the server (``UNLISTEN *``), which asyncpg leaves to ``reset``.
 - ``terminate()`` drops every connection at once; the rest of the shutdown
   (stopping background tasks) finishes in a task that a later ``close()``
   waits for.
@@ -303,6 +312,9 @@ class Pool:
             try:
                 await self._setup(conn)
             except BaseException:
+                # As asyncpg: a connection whose setup failed may be in any
+                # state, so it is closed (the pool discards it), not reused.
+                conn.terminate()
                 await self.release(conn)
                 raise
         return conn
@@ -331,6 +343,10 @@ class Pool:
                 "is not a member of this pool"
             ) from None
         conn = connection
+        # asyncpg's own release step: warn about listeners left behind, and
+        # make the borrower's transaction, cursor and prepared-statement
+        # objects refuse further use ("released back to the pool").
+        conn._on_release()
         if timeout is None:
             await self.pool.release(conn)
         else:
