@@ -1,0 +1,89 @@
+"""pytest plugin for SQLAlchemy's own test suite: every engine on poolkeeper's pool.
+
+``tools/sqlalchemy_suite.py`` loads it with ``-p`` into a pytest run inside the
+unpacked SQLAlchemy sdist. With ``POOLKEEPER_SQLA_POOL=poolkeeper`` (the
+default) every engine whose pool class SQLAlchemy would pick by itself
+(``QueuePool``, ``AsyncAdaptedQueuePool``) gets :class:`poolkeeper.sqlalchemy.Pool` or
+:class:`poolkeeper.sqlalchemy.AsyncPool` instead. With ``stock`` nothing is
+changed, for the comparison run. Engines given a pool class explicitly
+(``poolclass=QueuePool``, ``NullPool``, ...) keep it: those tests are about
+that class.
+
+The class is printed in the report header, and the end of the run reports how
+many engines were built on each class, so that a silent fallback to
+SQLAlchemy's own pool is visible.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any
+
+import pytest
+
+MODE = os.environ.get("POOLKEEPER_SQLA_POOL", "poolkeeper")
+_counts: collections.Counter[str] = collections.Counter()
+
+
+def _swap(poolclass: Any) -> Any:
+    """Return poolkeeper's class in place of SQLAlchemy's queue pools."""
+    from sqlalchemy import pool
+
+    from poolkeeper.integrations import sqlalchemy as pk_sa
+
+    if poolclass is not None and isinstance(poolclass, type):
+        if issubclass(poolclass, pk_sa.AsyncPool | pk_sa.Pool):
+            return poolclass
+        if issubclass(poolclass, pool.AsyncAdaptedQueuePool):
+            return pk_sa.AsyncPool
+        if issubclass(poolclass, pool.QueuePool):
+            return pk_sa.Pool
+    return poolclass
+
+
+def _install() -> None:
+    from sqlalchemy.engine import default
+
+    original = default.DefaultDialect.get_dialect_pool_class
+
+    def get_dialect_pool_class(self: Any, url: Any) -> Any:
+        return _swap(original(self, url))
+
+    default.DefaultDialect.get_dialect_pool_class = get_dialect_pool_class  # type: ignore[method-assign]
+
+
+def _count_engines() -> None:
+    from sqlalchemy.engine import base
+
+    init = base.Engine.__init__
+
+    def __init__(self: Any, pool: Any, *args: Any, **kw: Any) -> None:
+        _counts[type(pool).__qualname__] += 1
+        init(self, pool, *args, **kw)
+
+    base.Engine.__init__ = __init__  # type: ignore[method-assign]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which pool class the engines get."""
+    if MODE == "stock":
+        return "poolkeeper: stock SQLAlchemy pools (comparison run)"
+    return (
+        "poolkeeper: engines on poolkeeper.integrations.sqlalchemy.Pool "
+        "(AsyncPool for asyncio dialects)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Patch SQLAlchemy before its own plugin builds the test engines."""
+    _count_engines()
+    if MODE != "stock":
+        _install()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report the pool classes the run's engines were built on."""
+    built = ", ".join(f"{n} on {name}" for name, n in sorted(_counts.items()))
+    terminalreporter.write_line(f"poolkeeper: engines: {built or 'none'}")

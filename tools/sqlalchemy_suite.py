@@ -1,0 +1,258 @@
+"""Run a slice of SQLAlchemy's own test suite with every engine on poolkeeper's pool.
+
+SQLAlchemy's wheel does not ship its tests; its source distribution does.
+This tool downloads the sdist of the *installed* SQLAlchemy version once (with
+pip, into ``.cache/``), then runs SQLAlchemy's pytest suite there on the
+local PostgreSQL: the synchronous files with psycopg, the asyncio file with
+asyncpg. The pytest plugin
+``tests/integration/frameworks/sqlalchemy_suite_plugin.py`` puts every engine
+on :class:`poolkeeper.sqlalchemy.Pool` (``AsyncPool`` for asyncio) and prints
+the classes the engines got; ``--pool stock`` runs the same slice on
+SQLAlchemy's own pools for comparison.
+
+Usage::
+
+    python tools/sqlalchemy_suite.py --fetch-only       # download only
+    python tools/sqlalchemy_suite.py                    # poolkeeper's pool
+    python tools/sqlalchemy_suite.py --pool stock       # SQLAlchemy's pool
+
+It prints passed/failed/skipped counts and compares the failures with the
+checked-in list ``tests/integration/frameworks/sqlalchemy_suite_expected.txt``
+(tests that fail only with poolkeeper, each with the reason). The exit code is
+0 when every failure is listed there, 1 otherwise, 2 when the suite is
+missing. ``tests/integration/frameworks/test_sqlalchemy_own_suite.py`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+EXPECTED = ROOT / "tests" / "integration" / "frameworks" / "sqlalchemy_suite_expected.txt"
+PLUGIN = "tests.integration.frameworks.sqlalchemy_suite_plugin"
+
+#: The files of SQLAlchemy's suite that exercise how a pool opens, checks,
+#: hands out, invalidates and disposes of connections, per driver.
+SYNC_FILES = [
+    "test/engine/test_pool.py",
+    "test/engine/test_reconnect.py",
+    "test/engine/test_transaction.py",
+    "test/engine/test_execute.py",
+    "test/orm/test_transaction.py",
+    "test/orm/test_session.py",
+    "test/dialect/postgresql/test_dialect.py",
+]
+ASYNC_FILES = ["test/ext/asyncio/test_engine.py"]
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def source_dir(sa_version: str | None = None) -> Path:
+    """Where the unpacked SQLAlchemy sdist for ``sa_version`` lives."""
+    return CACHE / f"sqlalchemy-{sa_version or version('sqlalchemy')}"
+
+
+def fetch(sa_version: str | None = None) -> Path:
+    """Download and unpack SQLAlchemy's sdist unless already there."""
+    sa_version = sa_version or version("sqlalchemy")
+    src = source_dir(sa_version)
+    if (src / "test" / "conftest.py").exists():
+        return src
+    CACHE.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--dest",
+                tmp,
+                f"sqlalchemy=={sa_version}",
+            ],
+            check=True,
+        )
+        (archive,) = Path(tmp).glob("*.tar.gz")
+        prefix = archive.name.removesuffix(".tar.gz") + "/"
+        wanted = ("test/", "lib/", "setup.cfg", "pyproject.toml")
+        with tarfile.open(archive) as tar:
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.name.startswith(prefix)
+                and m.name[len(prefix) :].startswith(wanted)
+            ]
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                tar.extractall(tmp, members=members, filter="data")
+            else:
+                tar.extractall(tmp, members=members)  # a pinned PyPI sdist
+        # Renamed into place only when complete, so a half-unpacked tree is
+        # never taken for the suite.
+        (Path(tmp) / prefix.rstrip("/")).rename(src)
+    return src
+
+
+def with_driver(url: str, driver: str) -> str:
+    """Rewrite ``postgresql://...`` to ``postgresql+<driver>://...``."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}+{driver}{sep}{rest}"
+
+
+@dataclass
+class Result:
+    """Outcome counts and failing test ids of one pytest run."""
+
+    passed: int = 0
+    failed: list[str] = field(default_factory=list)
+    skipped: int = 0
+    seconds: float = 0.0
+    output: str = ""
+
+    def add(self, other: Result) -> None:
+        """Merge another run's outcome into this one."""
+        self.passed += other.passed
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.seconds = max(self.seconds, other.seconds)
+        self.output += other.output
+
+
+def _parse_junit(path: Path) -> Result:
+    result = Result()
+    if not path.exists():
+        return result
+    for case in ET.parse(path).iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        tags = {child.tag for child in case}
+        if tags & {"failure", "error"}:
+            result.failed.append(name)
+        elif "skipped" in tags:
+            result.skipped += 1
+        else:
+            result.passed += 1
+    return result
+
+
+def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
+    """Run SQLAlchemy's pytest on ``files`` against ``dburi``; return the outcome."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["POOLKEEPER_SQLA_POOL"] = pool
+    env.pop("CI", None)  # no CI-specific behaviour inside SQLAlchemy's suite
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            PLUGIN,
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--tb=short",
+            "--timeout=300",
+            f"--junitxml={junit}",
+            f"--dburi={dburi}",
+            *files,
+        ]
+        started = time.monotonic()
+        proc = subprocess.run(
+            command, cwd=src, env=env, capture_output=True, text=True, check=False
+        )
+        result = _parse_junit(junit)
+    result.seconds = time.monotonic() - started
+    result.output = proc.stdout + proc.stderr
+    if proc.returncode not in (0, 1):  # 1: some tests failed
+        result.failed.append(f"pytest exited with {proc.returncode} for {files}")
+    return result
+
+
+def run(pool: str, postgres_url: str) -> Result:
+    """Run the sync and asyncio slices side by side; return the merged outcome."""
+    src = source_dir()
+    jobs = [
+        (SYNC_FILES, with_driver(postgres_url, "psycopg")),
+        (ASYNC_FILES, with_driver(postgres_url, "asyncpg")),
+    ]
+    total = Result()
+    with ThreadPoolExecutor(len(jobs)) as executor:
+        futures = [
+            executor.submit(run_files, files, url, pool, src) for files, url in jobs
+        ]
+        for future in futures:
+            total.add(future.result())
+    return total
+
+
+def expected_failures(path: Path = EXPECTED) -> set[str]:
+    """The test ids listed in the expected-failures file (``id  # reason`` lines)."""
+    ids = set()
+    for line in path.read_text().splitlines():
+        test_id = line.partition("#")[0].strip()
+        if test_id:
+            ids.add(test_id)
+    return ids
+
+
+def main() -> int:
+    """Parse arguments, fetch the suite if needed, run it and report."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--fetch-only", action="store_true")
+    parser.add_argument("--pool", choices=["poolkeeper", "stock"], default="poolkeeper")
+    parser.add_argument("--postgres-url", default=DEFAULT_URL)
+    parser.add_argument(
+        "--show-output", action="store_true", help="print pytest's output"
+    )
+    args = parser.parse_args()
+    if args.fetch_only:
+        print(f"SQLAlchemy test suite ready in {fetch()}")
+        return 0
+    if not (source_dir() / "test" / "conftest.py").exists():
+        print(f"{source_dir()} is missing: run tools/sqlalchemy_suite.py --fetch-only")
+        return 2
+    result = run(args.pool, args.postgres_url)
+    if args.show_output or not result.passed:
+        print(result.output)
+    else:
+        # The plugin's line naming the pool classes the engines got.
+        for line in result.output.splitlines():
+            if line.startswith("poolkeeper:"):
+                print(line)
+    print(
+        f"{args.pool}: {result.passed} passed, {len(result.failed)} failed, "
+        f"{result.skipped} skipped in {result.seconds:.0f} s"
+    )
+    expected = expected_failures() if args.pool == "poolkeeper" else set()
+    unexpected = sorted(set(result.failed) - expected)
+    fixed = sorted(expected - set(result.failed))
+    for test_id in unexpected:
+        print(f"UNEXPECTED FAILURE {test_id}")
+    for test_id in fixed:
+        print(f"now passing (remove from {EXPECTED.name}): {test_id}")
+    if not result.passed:
+        return 1
+    return 1 if unexpected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
