@@ -187,9 +187,26 @@ def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
     return result
 
 
+def prepare(postgres_url: str) -> None:
+    """Create the extensions SQLAlchemy's test setup creates, once, up front.
+
+    Each pytest run issues ``CREATE EXTENSION IF NOT EXISTS`` for them; two
+    runs started side by side race on it and one fails with a duplicate key.
+    """
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for extension in ("citext", "hstore"):
+            try:
+                conn.execute(f"CREATE EXTENSION IF NOT EXISTS {extension}")
+            except psycopg.errors.UniqueViolation:
+                pass  # created by a concurrent session meanwhile
+
+
 def run(pool: str, postgres_url: str) -> Result:
     """Run the sync and asyncio slices side by side; return the merged outcome."""
     src = source_dir()
+    prepare(postgres_url)
     jobs = [
         (SYNC_FILES, with_driver(postgres_url, "psycopg")),
         (ASYNC_FILES, with_driver(postgres_url, "asyncpg")),

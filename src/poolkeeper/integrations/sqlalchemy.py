@@ -56,8 +56,12 @@ it, because the pool has no way yet to forget a checked-out connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sqlalchemy import exc as sa_exc
@@ -110,7 +114,9 @@ def _pool_options(
             )
         max_size = pool_size + max_overflow
     if min_size is None:
-        min_size = min(pool_size, max_size)
+        # QueuePool opens connections one checkout at a time and keeps up to
+        # pool_size of them: nothing is opened ahead of demand.
+        min_size = 0
     options: dict[str, Any] = {
         "min_size": min_size,
         "max_size": max_size,
@@ -141,10 +147,12 @@ class _Adapter:
         self.is_async = is_async
         self.lock = threading.Lock()
         self.records: dict[int, _ConnectionRecord] = {}
-        self.held: dict[int, Any] = {}
+        # id(record) -> (driver connection, the poolkeeper pool it came from:
+        # dispose() replaces the pool while connections are out).
+        self.held: dict[int, tuple[Any, Any]] = {}
         # Driver connections SQLAlchemy detached from their record while still
-        # open: they go back to poolkeeper (and are discarded) once closed.
-        self.orphans: list[Any] = []
+        # open, with their pool: given back (and discarded) once closed.
+        self.orphans: list[tuple[Any, Any]] = []
         self._ops: Any = None
 
     def is_closed(self, conn: Any) -> bool:
@@ -175,21 +183,22 @@ class _Adapter:
         with self.lock:
             return self.records.get(id(conn))
 
-    def hold(self, record: ConnectionPoolEntry, conn: Any) -> None:
+    def hold(self, record: ConnectionPoolEntry, conn: Any, pk: Any) -> None:
         with self.lock:
-            self.held[id(record)] = conn
+            self.held[id(record)] = (conn, pk)
 
-    def unhold(self, record: ConnectionPoolEntry) -> Any:
-        """Forget a returned record; return the driver connection to give back, or None."""
+    def unhold(self, record: ConnectionPoolEntry) -> tuple[Any, Any] | None:
+        """Forget a returned record; return (driver connection, pool) to give it back to, or None."""
         with self.lock:
-            conn = self.held.pop(id(record), None)
-        if conn is None:
+            held = self.held.pop(id(record), None)
+        if held is None:
             return None
+        conn, _ = held
         if record.dbapi_connection is None and not self.is_closed(conn):
             # detach(): the caller owns the still-open connection now.
             with self.lock:
                 self.records.pop(id(conn), None)
-                self.orphans.append(conn)
+                self.orphans.append(held)
             logger.info(
                 "a connection was detached from the SQLAlchemy pool; its poolkeeper "
                 "slot stays taken until it is closed"
@@ -203,12 +212,12 @@ class _Adapter:
             # invalidation at checkout); poolkeeper cannot adopt that
             # connection, so it is closed and poolkeeper opens its own.
             record.close()
-        return conn
+        return held
 
-    def closed_orphans(self) -> list[Any]:
+    def closed_orphans(self) -> list[tuple[Any, Any]]:
         with self.lock:
-            done = [c for c in self.orphans if self.is_closed(c)]
-            self.orphans = [c for c in self.orphans if not self.is_closed(c)]
+            done = [h for h in self.orphans if self.is_closed(h[0])]
+            self.orphans = [h for h in self.orphans if not self.is_closed(h[0])]
         return done
 
 
@@ -265,7 +274,10 @@ class _PoolkeeperPool(_SAPool):
         Raises:
             poolkeeper.ConfigError: A size or time is out of range.
         """
-        super().__init__(creator, recycle=-1, pre_ping=False, **kw)
+        # pool_pre_ping is SQLAlchemy's own (in _ConnectionFairy._checkout):
+        # its handle_error(is_pre_ping=True), disconnect detection and
+        # error propagation are what engines expect.
+        super().__init__(creator, recycle=-1, pre_ping=pre_ping, **kw)
         self._pk_args: dict[str, Any] = {
             "pool_size": pool_size,
             "max_overflow": max_overflow,
@@ -285,7 +297,12 @@ class _PoolkeeperPool(_SAPool):
         )
         self._pk_pre_ping = pre_ping
         self._pk_max_size: int = options["max_size"]
+        self._pk_keep_idle = pool_size
         self._adapter = _Adapter(self._pk_is_async)
+        # Until one connection (and the dialect's first-connect
+        # initialisation) has succeeded, connects run one at a time.
+        self._pk_initialised = False
+        self._pk_options = options
         self._pk = self._make_pool(options)
 
     def _make_pool(self, options: dict[str, Any]) -> Any:
@@ -298,24 +315,71 @@ class _PoolkeeperPool(_SAPool):
 
     def _new_record_connection(self) -> Any:
         """Create a SQLAlchemy record (firing connect events); return its driver connection."""
-        record = _ConnectionRecord(self)
+        if self._pk_initialised:
+            record = _ConnectionRecord(self)
+        else:
+            # The dialect's first-connect initialisation (server version,
+            # psycopg's HSTORE adapter, ...) shapes the connections opened
+            # after it: none is opened, let alone handed out, before it ends.
+            with self._first_connect_guard():
+                record = _ConnectionRecord(self)
+                self._pk_initialised = True
         return self._adapter.register(record, self._pk_max_size)
 
-    def _dialect_ping(self, conn: Any) -> None:
-        """Ping with the dialect's ``do_ping`` (``pool_pre_ping``); raise if it fails."""
-        record = self._adapter.record_for(conn)
-        dbapi = record.dbapi_connection if record is not None else None
-        do_ping = getattr(self._dialect, "do_ping", None)
-        if dbapi is None or do_ping is None:
-            raise poolkeeper.PoolError(
-                f"pool {self._pk.name!r}: cannot ping a connection without its "
-                "SQLAlchemy record and dialect",
-                pool_name=self._pk.name,
-            )
-        if not do_ping(dbapi):
-            raise poolkeeper.PoolError(
-                f"pool {self._pk.name!r}: ping failed", pool_name=self._pk.name
-            )
+    def _first_connect_guard(self) -> Any:
+        raise NotImplementedError
+
+    def _driver_connect(self, pk: Any) -> Any:
+        raise NotImplementedError
+
+    def _grow_here(self) -> bool:
+        """Open a connection in the caller's thread if none is idle and there is room.
+
+        This is QueuePool's growth: the connection is made on the checkout's
+        own path, so a connect error (the driver's ``OperationalError``, the
+        dialect's ``ArgumentError``, an error in first-connect
+        initialisation) reaches the caller at once, as SQLAlchemy raised it,
+        and the engine wraps it and fires ``handle_error``. The new connection
+        joins the poolkeeper pool as one of its own (it counts towards
+        ``max_size``, lifetime and stats) and goes to the oldest waiter, if
+        any, else to the idle stack the caller takes it from.
+
+        Returns:
+            Whether a connection was added.
+        """
+        pk = self._pk
+        state = pk._state
+        with pk._lock:
+            if state.closed or state.idle or state._total() >= state.max_size:
+                return False
+            state.connecting += 1  # the slot is reserved, as for a connect task
+        started = time.monotonic()
+        try:
+            # Through the pool's driver, which learns the connection type
+            # from the first connection whoever opens it.
+            conn = self._driver_connect(pk)
+        except BaseException:
+            with pk._lock:
+                state.connect_cancelled()
+            raise
+        now = time.monotonic()
+        with pk._lock:
+            if state.validate_window is None:
+                state.validate_window = pk._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        if waiter is not None:
+            waiter.signal.set()
+        pk._spawn_connects(n)
+        if pk._events.connect:
+            pk._emit("connect", conn, duration=now - started)
+        if state.retired:
+            pk._spawn_close_retired()
+        return True
+
+    def _keep_on_return(self) -> bool:
+        """Tell whether a returned connection stays idle: up to ``pool_size`` do."""
+        return len(self._pk._state.idle) < self._pk_keep_idle
 
     def _is_stale(self, record: _ConnectionRecord) -> bool:
         # The same test SQLAlchemy's record applies at checkout; doing it here
@@ -335,7 +399,7 @@ class _PoolkeeperPool(_SAPool):
         if self._is_stale(record):
             record.close()
             return None
-        self._adapter.hold(record, conn)
+        self._adapter.hold(record, conn, self._pk)
         return record
 
     def _recreate_args(self) -> dict[str, Any]:
@@ -354,13 +418,34 @@ class _PoolkeeperPool(_SAPool):
         self.logger.info("Pool recreating")
         return type(self)(self._creator, **self._recreate_args())
 
+    def size(self) -> int:
+        """``pool_size``: the connections kept idle at most (as ``QueuePool.size()``)."""
+        return self._pk_keep_idle
+
+    def checkedin(self) -> int:
+        """Idle connections in the pool (as ``QueuePool.checkedin()``)."""
+        return self._pk.stats().idle  # type: ignore[no-any-return]
+
+    def checkedout(self) -> int:
+        """Connections checked out now (as ``QueuePool.checkedout()``)."""
+        return self._pk.stats().in_use  # type: ignore[no-any-return]
+
+    def overflow(self) -> int:
+        """Open connections beyond ``pool_size``, negative below it (as ``QueuePool.overflow()``)."""
+        return self._pk.stats().size - self._pk_keep_idle  # type: ignore[no-any-return]
+
+    def timeout(self) -> float:
+        """``pool_timeout`` in seconds."""
+        return float(self._pk_args["timeout"])
+
     def status(self) -> str:
-        """Describe the pool's size, idle and checked-out connections and waiters."""
+        """Describe the pool as ``QueuePool.status()`` does, plus poolkeeper's view."""
         s = self._pk.stats()
         return (
-            f"poolkeeper pool {self._pk.name!r}: size {s.size}/{s.max_size} "
-            f"(min {s.min_size}), idle {s.idle}, in use {s.in_use}, "
-            f"waiting {s.waiting}"
+            f"Pool size: {self.size()}  Connections in pool: {s.idle} "
+            f"Current Overflow: {s.size - self._pk_keep_idle} Current Checked out "
+            f"connections: {s.in_use} (poolkeeper pool {self._pk.name!r}: "
+            f"size {s.size}/{s.max_size}, min {s.min_size}, waiting {s.waiting})"
         )
 
     def _timeout_error(self, exc: poolkeeper.PoolTimeout) -> sa_exc.TimeoutError:
@@ -370,9 +455,10 @@ class _PoolkeeperPool(_SAPool):
 class Pool(_PoolkeeperPool):
     """A SQLAlchemy pool for ``create_engine(..., poolclass=Pool)``, run by :class:`poolkeeper.Pool`.
 
-    Connections are opened by poolkeeper's background threads through the
-    engine's ``creator``; see the module documentation for the mapping of
-    ``pool_size``, ``max_overflow``, ``pool_timeout``, ``pool_recycle`` and
+    A checkout that finds no idle connection and room in the pool opens one
+    in the caller's thread through the engine's ``creator``, as QueuePool
+    does; see the module documentation for the mapping of ``pool_size``,
+    ``max_overflow``, ``pool_timeout``, ``pool_recycle`` and
     ``pool_pre_ping``.
     """
 
@@ -380,39 +466,61 @@ class Pool(_PoolkeeperPool):
     _pk_is_async = False
 
     def _make_pool(self, options: dict[str, Any]) -> poolkeeper.Pool[Any]:
-        check = self._dialect_ping if self._pk_pre_ping else None
-        return poolkeeper.Pool(self._new_record_connection, check=check, **options)
+        self._pk_first_lock = threading.Lock()
+        return poolkeeper.Pool(self._new_record_connection, **options)
+
+    @contextmanager
+    def _first_connect_guard(self) -> Iterator[None]:
+        with self._pk_first_lock:
+            yield
+
+    def _driver_connect(self, pk: Any) -> Any:
+        return pk._driver.connect()
 
     def _do_get(self) -> ConnectionPoolEntry:
         self._release_orphans()
+        pk = self._pk
         # A stale record is closed and another connection taken; the bound
         # only guards against a pool that keeps producing stale connections.
         for _ in range(self._pk_max_size + 1):
+            if not pk._opened:
+                pk.open()
+            self._grow_here()
             try:
-                conn = self._pk.acquire()
+                conn = pk.acquire()
             except poolkeeper.PoolTimeout as exc:
                 raise self._timeout_error(exc) from exc
             record = self._claim(conn)
             if record is not None:
                 return record
-            self._pk.release(conn)
+            pk.release(conn)
         raise poolkeeper.PoolError(
-            f"pool {self._pk.name!r}: every connection was invalidated",
-            pool_name=self._pk.name,
+            f"pool {pk.name!r}: every connection was invalidated",
+            pool_name=pk.name,
         )
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        conn = self._adapter.unhold(record)
-        if conn is not None:
-            self._pk.release(conn)
+        held = self._adapter.unhold(record)
+        if held is None:
+            return
+        conn, pk = held
+        if pk is self._pk and not self._keep_on_return():
+            # Above pool_size idle: closed now, as QueuePool closes overflow.
+            record.close()
+        pk.release(conn)
 
     def _release_orphans(self) -> None:
-        for conn in self._adapter.closed_orphans():
-            self._pk.release(conn)
+        for conn, pk in self._adapter.closed_orphans():
+            pk.release(conn)
 
     def dispose(self) -> None:
-        """Close the poolkeeper pool: idle connections now, busy ones on return."""
-        self._pk.close()
+        """Close every idle connection now and checked-out ones on return.
+
+        As with QueuePool, the pool stays usable: the poolkeeper pool behind
+        it is closed and a new, empty one takes its place.
+        """
+        old, self._pk = self._pk, self._make_pool(self._pk_options)
+        old.close()
         self.logger.info("Pool disposed. %s", self.status())
 
 
@@ -421,9 +529,12 @@ class AsyncPool(_PoolkeeperPool):
 
     Backed by :class:`poolkeeper.AsyncPool`. SQLAlchemy runs its pool code in
     a greenlet on the event loop; checkouts and returns await the poolkeeper
-    pool from there, and new connections are created by poolkeeper's
-    background tasks inside a fresh greenlet, so the asyncio dialect's
-    connect function (which awaits the driver) works as usual.
+    pool from there. A checkout that finds no idle connection and room in
+    the pool opens one itself, in that greenlet, as AsyncAdaptedQueuePool
+    does; connections poolkeeper opens on its own (``min_size``, replacements)
+    are created by its background tasks inside a fresh greenlet, so the
+    asyncio dialect's connect function (which awaits the driver) works as
+    usual.
     """
 
     _is_asyncio = True
@@ -431,52 +542,77 @@ class AsyncPool(_PoolkeeperPool):
     _dialect = _AsyncConnDialect()  # until the engine sets its own dialect
 
     def _make_pool(self, options: dict[str, Any]) -> poolkeeper.AsyncPool[Any]:
-        check = self._ping if self._pk_pre_ping else None
-        return poolkeeper.AsyncPool(self._connect, check=check, **options)
+        self._pk_first_lock: asyncio.Lock | None = None
+        return poolkeeper.AsyncPool(self._connect, **options)
+
+    @contextmanager
+    def _first_connect_guard(self) -> Iterator[None]:
+        # Connects run in greenlets on the event loop's thread: a thread lock
+        # would block the loop, so an asyncio lock is awaited through the
+        # greenlet bridge.
+        if self._pk_first_lock is None:
+            self._pk_first_lock = asyncio.Lock()
+        lock = self._pk_first_lock
+        _await(lock.acquire())
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def _connect(self) -> Any:
         return await greenlet_spawn(self._new_record_connection)
 
-    async def _ping(self, conn: Any) -> None:
-        # The asyncio dialects' do_ping awaits through SQLAlchemy's greenlet
-        # bridge, so it needs a greenlet of its own here.
-        await greenlet_spawn(self._dialect_ping, conn)
+    def _driver_connect(self, pk: Any) -> Any:
+        return _await(pk._driver.connect())
 
     def _do_get(self) -> ConnectionPoolEntry:
         self._release_orphans()
+        pk = self._pk
         for _ in range(self._pk_max_size + 1):
+            if not pk._opened:
+                _await(pk.open())
+            self._grow_here()
             try:
-                conn = _await(self._pk.acquire())
+                conn = _await(pk.acquire())
             except poolkeeper.PoolTimeout as exc:
                 raise self._timeout_error(exc) from exc
             record = self._claim(conn)
             if record is not None:
                 return record
-            _await(self._pk.release(conn))
+            _await(pk.release(conn))
         raise poolkeeper.PoolError(
-            f"pool {self._pk.name!r}: every connection was invalidated",
-            pool_name=self._pk.name,
+            f"pool {pk.name!r}: every connection was invalidated",
+            pool_name=pk.name,
         )
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        conn = self._adapter.unhold(record)
-        if conn is None:
+        held = self._adapter.unhold(record)
+        if held is None:
             return
+        conn, pk = held
         if in_greenlet():
-            _await(self._pk.release(conn))
+            if pk is self._pk and not self._keep_on_return():
+                record.close()
+            _await(pk.release(conn))
         else:
             # Garbage collection of an unreturned connection runs outside the
             # greenlet, where nothing can be awaited; SQLAlchemy terminates
             # the connection right after, and the next checkout gives the
             # (then closed) connection back to poolkeeper.
             with self._adapter.lock:
-                self._adapter.orphans.append(conn)
+                self._adapter.orphans.append(held)
 
     def _release_orphans(self) -> None:
-        for conn in self._adapter.closed_orphans():
-            _await(self._pk.release(conn))
+        for conn, pk in self._adapter.closed_orphans():
+            _await(pk.release(conn))
 
     def dispose(self) -> None:
-        """Close the poolkeeper pool (called by ``await AsyncEngine.dispose()``)."""
-        _await(self._pk.close())
+        """Close idle connections now, checked-out ones on return; stay usable.
+
+        Called by ``await AsyncEngine.dispose()``; as with QueuePool the pool
+        can be used again: a new, empty poolkeeper pool takes the old one's
+        place.
+        """
+        old, self._pk = self._pk, self._make_pool(self._pk_options)
+        _await(old.close())
         self.logger.info("Pool disposed. %s", self.status())
