@@ -337,6 +337,22 @@ class PoolState:
             return None
         return self._keep(entry, now)
 
+    def shed(self, entry: PoolEntry, now: float, keep_idle: int) -> bool:
+        """Take back a connection and close it if ``keep_idle`` are idle already.
+
+        For an integration that keeps fewer idle connections than it may open
+        (SQLAlchemy's ``pool_size`` under ``max_overflow``): when no caller
+        waits and the idle stack holds ``keep_idle`` connections, the
+        connection retires (reason ``"idle"``) and True is returned; otherwise
+        nothing changes and the caller gives it back as usual.
+        """
+        if self.waiters or len(self.idle) < keep_idle:
+            return False
+        self._take_back(entry)
+        self.usage_time.add(now - entry.checked_out_at)
+        self._retire(entry, "idle")
+        return True
+
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
         """Take back a connection handed to a waiter that stopped waiting
         (cancelled) before it took it.

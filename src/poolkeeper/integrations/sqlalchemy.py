@@ -377,9 +377,27 @@ class _PoolkeeperPool(_SAPool):
             pk._spawn_close_retired()
         return True
 
-    def _keep_on_return(self) -> bool:
-        """Tell whether a returned connection stays idle: up to ``pool_size`` do."""
-        return len(self._pk._state.idle) < self._pk_keep_idle
+    def _shed(self, record: ConnectionPoolEntry, conn: Any, pk: Any) -> bool:
+        """Close a returned connection if ``pool_size`` are idle already.
+
+        QueuePool keeps ``pool_size`` connections and closes the overflow as it
+        comes back; so does this pool. Returns whether ``conn`` was closed
+        (then it is no longer the pool's); False: give it back as usual.
+        """
+        if pk is not self._pk:
+            return False  # from a disposed pool: closed when given back
+        state = pk._state
+        with pk._lock:
+            entry = state.in_use.get(id(conn))
+            if entry is None or entry.conn is not conn:
+                return False
+            shed = state.shed(entry, time.monotonic(), self._pk_keep_idle)
+        if shed:
+            # SQLAlchemy's close (and its close event) first; poolkeeper's own
+            # close of the retired connection is then a no-op.
+            record.close()
+            pk._spawn_close_retired()
+        return shed
 
     def _is_stale(self, record: _ConnectionRecord) -> bool:
         # The same test SQLAlchemy's record applies at checkout; doing it here
@@ -504,10 +522,8 @@ class Pool(_PoolkeeperPool):
         if held is None:
             return
         conn, pk = held
-        if pk is self._pk and not self._keep_on_return():
-            # Above pool_size idle: closed now, as QueuePool closes overflow.
-            record.close()
-        pk.release(conn)
+        if not self._shed(record, conn, pk):
+            pk.release(conn)
 
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
@@ -591,9 +607,8 @@ class AsyncPool(_PoolkeeperPool):
             return
         conn, pk = held
         if in_greenlet():
-            if pk is self._pk and not self._keep_on_return():
-                record.close()
-            _await(pk.release(conn))
+            if not self._shed(record, conn, pk):
+                _await(pk.release(conn))
         else:
             # Garbage collection of an unreturned connection runs outside the
             # greenlet, where nothing can be awaited; SQLAlchemy terminates
