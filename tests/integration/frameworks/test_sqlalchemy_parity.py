@@ -50,9 +50,7 @@ def errors() -> list[Any]:
 
 
 def _listen(engine: Any, errors: list[Any]) -> None:
-    event.listen(
-        getattr(engine, "sync_engine", engine), "handle_error", errors.append
-    )
+    event.listen(getattr(engine, "sync_engine", engine), "handle_error", errors.append)
 
 
 # -- 1. connect errors ----------------------------------------------------------
@@ -235,7 +233,11 @@ def test_hstore_registered_on_concurrent_first_checkouts(postgres_url: str) -> N
         barrier = threading.Barrier(5, timeout=10)
         results: list[Any] = []
 
-        def work(engine: Engine = engine, barrier: threading.Barrier = barrier) -> None:
+        def work(
+            engine: Engine = engine,
+            barrier: threading.Barrier = barrier,
+            results: list[Any] = results,
+        ) -> None:
             barrier.wait()
             try:
                 with engine.connect() as conn:
