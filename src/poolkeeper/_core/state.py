@@ -337,20 +337,22 @@ class PoolState:
             return None
         return self._keep(entry, now)
 
-    def shed(self, entry: PoolEntry, now: float, keep_idle: int) -> bool:
-        """Take back a connection and close it if ``keep_idle`` are idle already.
+    def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
+        """Take back a connection its user wants closed rather than kept.
 
         For an integration that keeps fewer idle connections than it may open
         (SQLAlchemy's ``pool_size`` under ``max_overflow``): when no caller
         waits and the idle stack holds ``keep_idle`` connections, the
         connection retires (reason ``"idle"``) and True is returned; otherwise
-        nothing changes and the caller gives it back as usual.
+        nothing changes and the caller gives it back as usual. ``keep_idle``
+        None: the integration closed the connection itself; it always retires
+        (reason ``"broken"``, without making its siblings suspect).
         """
-        if self.waiters or len(self.idle) < keep_idle:
+        if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
             return False
         self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
-        self._retire(entry, "idle")
+        self._retire(entry, "idle" if keep_idle is not None else "broken")
         return True
 
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:

@@ -153,10 +153,16 @@ class _Adapter:
         # Driver connections SQLAlchemy detached from their record while still
         # open, with their pool: given back (and discarded) once closed.
         self.orphans: list[tuple[Any, Any]] = []
+        # ids of driver connections SQLAlchemy closed (Pool._close_connection):
+        # tells a closed connection from a detached one when the driver has
+        # no ``closed``/``open`` attribute to ask.
+        self.closed: set[int] = set()
         self._ops: Any = None
 
     def is_closed(self, conn: Any) -> bool:
         """Tell, without I/O, whether a driver connection is closed or broken."""
+        if id(conn) in self.closed:
+            return True
         if self._ops is None:
             cls = ops_for_connection(conn, is_async=self.is_async)
             if cls is None:
@@ -177,6 +183,7 @@ class _Adapter:
                     if raw is None or self.is_closed(raw):
                         del self.records[key]
             self.records[id(conn)] = record
+            self.closed.discard(id(conn))  # an id of a connection gone before
         return conn
 
     def record_for(self, conn: Any) -> _ConnectionRecord | None:
@@ -377,27 +384,58 @@ class _PoolkeeperPool(_SAPool):
             pk._spawn_close_retired()
         return True
 
-    def _shed(self, record: ConnectionPoolEntry, conn: Any, pk: Any) -> bool:
-        """Close a returned connection if ``pool_size`` are idle already.
+    def _retire(self, conn: Any, pk: Any, keep_idle: int | None) -> bool:
+        """Take ``conn`` back into ``pk`` closed rather than kept (see ``PoolState.shed``).
 
-        QueuePool keeps ``pool_size`` connections and closes the overflow as it
-        comes back; so does this pool. Returns whether ``conn`` was closed
-        (then it is no longer the pool's); False: give it back as usual.
+        Returns whether it was retired; the caller then closes what it must
+        and has poolkeeper close the retired entry. A replacement is opened
+        if callers wait.
         """
-        if pk is not self._pk:
-            return False  # from a disposed pool: closed when given back
         state = pk._state
+        now = time.monotonic()
         with pk._lock:
             entry = state.in_use.get(id(conn))
             if entry is None or entry.conn is not conn:
                 return False
-            shed = state.shed(entry, time.monotonic(), self._pk_keep_idle)
-        if shed:
-            # SQLAlchemy's close (and its close event) first; poolkeeper's own
-            # close of the retired connection is then a no-op.
+            if not state.shed(entry, now, keep_idle):
+                return False
+            n = state.plan_connects(now)
+        pk._spawn_connects(n)
+        return True
+
+    def _shed(self, record: ConnectionPoolEntry, held: tuple[Any, Any]) -> bool:
+        """Close a returned connection rather than keep it, when it should be.
+
+        A connection SQLAlchemy closed (invalidated, failed reset) leaves the
+        pool; so does one returning while ``pool_size`` are idle already, as
+        QueuePool closes its overflow. Returns True when ``held`` was dealt
+        with; False: give it back to its poolkeeper pool as usual.
+        """
+        conn, pk = held
+        if pk is not self._pk:
+            return False  # from a disposed pool: closed when given back
+        if self._adapter.is_closed(conn):
+            shed = self._retire(conn, pk, None)
+        elif self._retire(conn, pk, self._pk_keep_idle):
+            # SQLAlchemy's close (and its close event) first; poolkeeper's
+            # own close of the retired connection is then a no-op.
             record.close()
+            shed = True
+        else:
+            shed = False
+        if shed:
             pk._spawn_close_retired()
         return shed
+
+    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+        # Remembered so that a closed connection is never taken for a
+        # detached one, nor handed out again, whatever the driver tells.
+        super()._close_connection(connection, terminate=terminate)
+        with self._adapter.lock:
+            self._adapter.closed.add(id(connection))
+            driver = getattr(connection, "driver_connection", None)
+            if driver is not None:
+                self._adapter.closed.add(id(driver))
 
     def _is_stale(self, record: _ConnectionRecord) -> bool:
         # The same test SQLAlchemy's record applies at checkout; doing it here
@@ -406,19 +444,27 @@ class _PoolkeeperPool(_SAPool):
         return self._invalidate_time > started or record._soft_invalidate_time > started
 
     def _claim(self, conn: Any) -> _ConnectionRecord | None:
-        """Return the fresh record owning ``conn``, or None after closing a stale one."""
+        """Return the fresh record owning ``conn``; or None after retiring ``conn``.
+
+        A connection whose record was invalidated (pool-wide or soft) or
+        that lost its record (closed by SQLAlchemy behind a driver that
+        cannot say so) is closed and retired; the caller takes another.
+        """
         record = self._adapter.record_for(conn)
-        if record is None or record.driver_connection is not conn:
-            raise poolkeeper.PoolError(
-                f"SQLAlchemy pool {self._pk.name!r}: connection {conn!r} has no "
-                "SQLAlchemy record (was the poolkeeper pool used directly?)",
-                pool_name=self._pk.name,
-            )
-        if self._is_stale(record):
+        if record is not None and record.driver_connection is conn:
+            if not self._is_stale(record):
+                self._adapter.hold(record, conn, self._pk)
+                return record
             record.close()
-            return None
-        self._adapter.hold(record, conn, self._pk)
-        return record
+        pk = self._pk
+        if not self._retire(conn, pk, None):
+            raise poolkeeper.PoolError(
+                f"SQLAlchemy pool {pk.name!r}: connection {conn!r} is not checked "
+                "out from its poolkeeper pool",
+                pool_name=pk.name,
+            )
+        pk._spawn_close_retired()
+        return None
 
     def _recreate_args(self) -> dict[str, Any]:
         return {
@@ -511,7 +557,6 @@ class Pool(_PoolkeeperPool):
             record = self._claim(conn)
             if record is not None:
                 return record
-            pk.release(conn)
         raise poolkeeper.PoolError(
             f"pool {pk.name!r}: every connection was invalidated",
             pool_name=pk.name,
@@ -522,7 +567,7 @@ class Pool(_PoolkeeperPool):
         if held is None:
             return
         conn, pk = held
-        if not self._shed(record, conn, pk):
+        if not self._shed(record, held):
             pk.release(conn)
 
     def _release_orphans(self) -> None:
@@ -595,7 +640,6 @@ class AsyncPool(_PoolkeeperPool):
             record = self._claim(conn)
             if record is not None:
                 return record
-            _await(pk.release(conn))
         raise poolkeeper.PoolError(
             f"pool {pk.name!r}: every connection was invalidated",
             pool_name=pk.name,
@@ -607,7 +651,7 @@ class AsyncPool(_PoolkeeperPool):
             return
         conn, pk = held
         if in_greenlet():
-            if not self._shed(record, conn, pk):
+            if not self._shed(record, held):
                 _await(pk.release(conn))
         else:
             # Garbage collection of an unreturned connection runs outside the

@@ -124,7 +124,7 @@ def test_error_in_first_connect_initialisation_propagates(
         if len(calls) == 1:
             raise exc.DBAPIError("initialize exploded", None, Exception("boom"))
 
-    engine.dialect.initialize = explode  # type: ignore[method-assign]
+    engine.dialect.initialize = explode  # type: ignore[method-assign,assignment]
     try:
         with pytest.raises(exc.DBAPIError, match="initialize exploded"):
             engine.connect()
@@ -349,7 +349,9 @@ class _BareConnection:
         self._conn.close()
 
 
-def test_driver_connection_without_closed_attribute(postgres_url: str) -> None:
+def test_driver_connection_without_closed_attribute(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     import psycopg2
 
     dsn = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
@@ -360,13 +362,25 @@ def test_driver_connection_without_closed_attribute(postgres_url: str) -> None:
         pool_timeout=5,
         _initialize=False,
     )
+    pool: Any = engine.pool
     try:
+        with engine.connect() as conn:
+            # Closed and replaced at its next checkout, which poolkeeper must
+            # not hand out again although the driver cannot say it is closed.
+            conn.connection.invalidate(soft=True)
         for _ in range(3):
             with engine.connect() as conn:
                 cursor = conn.connection.cursor()
                 cursor.execute("SELECT 1")
                 assert cursor.fetchone() == (1,)
-                with engine.connect() as other:
-                    other.connection.cursor().execute("SELECT 2")
+                conn.connection.invalidate()  # hard: closed on the spot
+        with engine.connect() as conn:
+            cursor = conn.connection.cursor()
+            cursor.execute("SELECT 2")
+            assert cursor.fetchone() == (2,)
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)
+        # Connections SQLAlchemy closed leave the pool as such: none is
+        # taken for open (reset on return, handed out again).
+        assert not [r for r in caplog.records if r.name.startswith("poolkeeper")]
     finally:
         engine.dispose()
