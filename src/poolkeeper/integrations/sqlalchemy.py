@@ -9,49 +9,65 @@ with :func:`sqlalchemy.ext.asyncio.create_async_engine`::
     engine = create_engine(
         "postgresql+psycopg://user@host/db",
         poolclass=Pool,
-        pool_size=10,  # poolkeeper min_size
+        pool_size=10,  # connections kept idle, as QueuePool's
         max_overflow=20,  # max_size = pool_size + max_overflow
         pool_recycle=3600,  # poolkeeper max_lifetime
-        pool_pre_ping=True,  # poolkeeper check hook running the dialect's ping
+        pool_pre_ping=True,  # SQLAlchemy's own pre-ping
     )
 
 How it fits together. SQLAlchemy keeps one ``_ConnectionRecord`` per DB-API
 connection and fires its pool events (``connect``, ``checkout``, ``checkin``,
 ``reset``, ``invalidate``, ``close``) from that record and from the per-checkout
-proxy it builds. poolkeeper keeps the *driver* connections: its connect
-callable asks SQLAlchemy to create a record (so the dialect's connect events
-and first-connect initialisation run as usual) and hands the record's driver
-connection to poolkeeper; a checkout borrows a driver connection from
-poolkeeper and returns the record that owns it. Sizing, waiting, timeouts,
-lifetimes, background replacement of broken connections and ``stats()`` are
-poolkeeper's; engine semantics (reset on return, invalidation, disconnect
-handling) stay SQLAlchemy's.
+proxy it builds. poolkeeper keeps the *driver* connections. A checkout that
+finds no idle connection while the pool has room creates a record in the
+caller's own thread (or greenlet), as QueuePool does, and adds its driver
+connection to the poolkeeper pool; otherwise it borrows one from poolkeeper
+(waiting up to ``pool_timeout``) and returns the record that owns it. Sizing,
+waiting, timeouts, lifetimes and ``stats()`` are poolkeeper's; engine
+semantics (reset on return, pre-ping, invalidation, disconnect handling) stay
+SQLAlchemy's.
 
 SQLAlchemy expectations and how they are met:
 
-- *Invalidation*: a hard-invalidated record has closed its connection, so
-  poolkeeper sees a broken connection on return and discards it. A soft
-  invalidation, or the pool-wide invalidation SQLAlchemy performs after a
-  disconnect error, marks records older than a timestamp; such a record is
-  closed and replaced at its next checkout.
-- ``pool_pre_ping``: runs as poolkeeper's ``check`` hook with the dialect's
-  ``do_ping``; a failed ping discards the connection and the caller gets
-  another, invisibly.
+- *Connect errors* happen in the caller, so the engine gets the dialect's own
+  exception at once (``OperationalError``, ``ArgumentError`` for a bad
+  ``isolation_level``), wraps it as usual and fires ``handle_error``.
+- *Growth*: nothing is opened ahead of demand (poolkeeper ``min_size`` 0
+  unless ``min_size=`` is given); up to ``pool_size`` returned connections
+  are kept idle and the overflow is closed as it comes back, as QueuePool
+  does. ``size()``, ``checkedin()``, ``checkedout()``, ``overflow()`` and
+  ``status()`` answer as QueuePool's.
+- *First connect*: until one connection has been made (and the dialect's
+  first-connect initialisation has run on it), connects run one at a time,
+  so every connection sees what ``initialize()`` registered (psycopg's
+  HSTORE adapter, say).
+- *Invalidation*: a connection SQLAlchemy closes (hard invalidation, failed
+  reset) leaves the poolkeeper pool when it comes back, even for a driver
+  that cannot say it is closed. A soft invalidation, or the pool-wide
+  invalidation SQLAlchemy performs after a disconnect error, marks records
+  older than a timestamp; such a record is closed and replaced at its next
+  checkout.
+- ``pool_pre_ping`` is SQLAlchemy's own: a disconnect is replaced, another
+  error propagates, ``handle_error`` fires with ``is_pre_ping=True``.
 - ``pool_recycle`` maps to poolkeeper's ``max_lifetime`` (with jitter, retired
   in the background rather than at checkout).
 - ``pool_timeout``: a checkout that times out raises
   :class:`sqlalchemy.exc.TimeoutError` chained to
-  :class:`poolkeeper.PoolTimeout`.
-- ``Engine.dispose()`` closes the poolkeeper pool and SQLAlchemy puts a fresh
-  one (:meth:`Pool.recreate`) in its place; connections still checked out are
-  closed when they come back.
+  :class:`poolkeeper.PoolTimeout`; ``pool_timeout=0`` still connects when
+  the pool has room.
+- ``Pool.dispose()`` closes the poolkeeper pool (connections still checked
+  out are closed when they come back) and puts a new, empty one in its
+  place, so the pool stays usable, as QueuePool does; ``Engine.dispose()``
+  also replaces the whole pool (:meth:`Pool.recreate`).
 
 Limitations: connections poolkeeper retires by itself (lifetime, idle time,
 failed background check) are closed without SQLAlchemy's ``close`` event, and
 ``pool_use_lifo`` is not supported (poolkeeper serves waiters first-in,
 first-out and reuses the most recently returned connection). A connection
 taken out with ``detach()`` keeps its poolkeeper slot until the caller closes
-it, because the pool has no way yet to forget a checked-out connection.
+it, because the pool has no way yet to forget a checked-out connection. The
+caller-side connect uses poolkeeper's private pool state (``_state``,
+``_lock``, ``_driver``): this module ships with poolkeeper and changes with it.
 """
 
 from __future__ import annotations
@@ -255,17 +271,19 @@ class _PoolkeeperPool(_SAPool):
 
         Args:
             creator: The DB-API connect function the engine builds.
-            pool_size: Connections kept open (poolkeeper ``min_size``), unless
-                ``min_size`` is given. Default 5.
+            pool_size: Returned connections kept idle at most (more are closed
+                as they come back, as QueuePool does). Default 5.
             max_overflow: Extra connections allowed above ``pool_size``; the
                 pool's ``max_size`` is ``pool_size + max_overflow`` unless
                 ``max_size`` is given. Default 10. -1 (unlimited) is refused.
             timeout: Seconds a checkout waits (``pool_timeout``). Default 30.
             recycle: ``pool_recycle`` seconds; when positive it sets
                 ``max_lifetime``. Default -1 (poolkeeper's ``max_lifetime``).
-            pre_ping: ``pool_pre_ping``: ping each connection on checkout with
-                the dialect's ``do_ping`` and replace it if that fails.
-            min_size: poolkeeper ``min_size`` (overrides ``pool_size``).
+            pre_ping: ``pool_pre_ping``: SQLAlchemy pings each connection on
+                checkout with the dialect's ``do_ping`` and replaces it after
+                a disconnect.
+            min_size: poolkeeper ``min_size``: connections opened ahead of
+                demand and kept open. Default 0 (lazy, as QueuePool).
             max_size: poolkeeper ``max_size`` (overrides the sum above).
             max_lifetime: Seconds before a connection is retired; None: never.
             max_idle: Seconds an idle connection above ``min_size`` is kept.
