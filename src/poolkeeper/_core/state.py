@@ -338,21 +338,25 @@ class PoolState:
         return self._keep(entry, now)
 
     def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
-        """Take back a connection its user wants closed rather than kept.
+        """Take back a connection that its user closes itself instead of returning.
 
         For an integration that keeps fewer idle connections than it may open
         (SQLAlchemy's ``pool_size`` under ``max_overflow``): when no caller
         waits and the idle stack holds ``keep_idle`` connections, the
-        connection retires (reason ``"idle"``) and True is returned; otherwise
-        nothing changes and the caller gives it back as usual. ``keep_idle``
-        None: the integration closed the connection itself; it always retires
-        (reason ``"broken"``, without making its siblings suspect).
+        connection leaves the pool (counted as closed, reason ``"idle"``) and
+        True is returned; the caller must close it. Otherwise nothing changes
+        and the caller gives it back as usual. ``keep_idle`` None: the caller
+        has closed the connection already; it always leaves (reason
+        ``"broken"``, without making its siblings suspect). The shell does
+        not close a shed connection (its user does, exactly once).
         """
         if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
             return False
         self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
-        self._retire(entry, "idle" if keep_idle is not None else "broken")
+        reason = "idle" if keep_idle is not None else "broken"
+        entry.close_reason = reason
+        self.closed_by_reason[reason] += 1
         return True
 
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:

@@ -73,6 +73,7 @@ caller-side connect uses poolkeeper's private pool state (``_state``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -357,6 +358,9 @@ class _PoolkeeperPool(_SAPool):
     def _driver_connect(self, pk: Any) -> Any:
         raise NotImplementedError
 
+    def _driver_close(self, pk: Any, conn: Any) -> None:
+        raise NotImplementedError
+
     def _grow_here(self) -> bool:
         """Open a connection in the caller's thread if none is idle and there is room.
 
@@ -403,11 +407,11 @@ class _PoolkeeperPool(_SAPool):
         return True
 
     def _retire(self, conn: Any, pk: Any, keep_idle: int | None) -> bool:
-        """Take ``conn`` back into ``pk`` closed rather than kept (see ``PoolState.shed``).
+        """Take ``conn`` out of ``pk`` rather than back in (see ``PoolState.shed``).
 
-        Returns whether it was retired; the caller then closes what it must
-        and has poolkeeper close the retired entry. A replacement is opened
-        if callers wait.
+        Returns whether it left the pool; then poolkeeper will not close it:
+        SQLAlchemy has closed it already (``keep_idle`` None) or the caller
+        closes it now. A replacement is opened if callers wait.
         """
         state = pk._state
         now = time.monotonic()
@@ -418,6 +422,8 @@ class _PoolkeeperPool(_SAPool):
             if not state.shed(entry, now, keep_idle):
                 return False
             n = state.plan_connects(now)
+        if pk._events.discard:
+            pk._emit("discard", conn, reason=entry.close_reason)
         pk._spawn_connects(n)
         return True
 
@@ -433,17 +439,11 @@ class _PoolkeeperPool(_SAPool):
         if pk is not self._pk:
             return False  # from a disposed pool: closed when given back
         if self._adapter.is_closed(conn):
-            shed = self._retire(conn, pk, None)
-        elif self._retire(conn, pk, self._pk_keep_idle):
-            # SQLAlchemy's close (and its close event) first; poolkeeper's
-            # own close of the retired connection is then a no-op.
-            record.close()
-            shed = True
-        else:
-            shed = False
-        if shed:
-            pk._spawn_close_retired()
-        return shed
+            return self._retire(conn, pk, None)
+        if self._retire(conn, pk, self._pk_keep_idle):
+            record.close()  # SQLAlchemy's close, with its close event
+            return True
+        return False
 
     def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
         # Remembered so that a closed connection is never taken for a
@@ -475,13 +475,19 @@ class _PoolkeeperPool(_SAPool):
                 return record
             record.close()
         pk = self._pk
+        if record is None or record.driver_connection is not None:
+            # No record, or one that moved on to another connection: nobody
+            # closed this one yet.
+            with contextlib.suppress(Exception):
+                self._driver_close(pk, conn)
+            with self._adapter.lock:
+                self._adapter.closed.add(id(conn))
         if not self._retire(conn, pk, None):
             raise poolkeeper.PoolError(
                 f"SQLAlchemy pool {pk.name!r}: connection {conn!r} is not checked "
                 "out from its poolkeeper pool",
                 pool_name=pk.name,
             )
-        pk._spawn_close_retired()
         return None
 
     def _recreate_args(self) -> dict[str, Any]:
@@ -559,6 +565,9 @@ class Pool(_PoolkeeperPool):
     def _driver_connect(self, pk: Any) -> Any:
         return pk._driver.connect()
 
+    def _driver_close(self, pk: Any, conn: Any) -> None:
+        pk._driver.close(conn)
+
     def _do_get(self) -> ConnectionPoolEntry:
         self._release_orphans()
         pk = self._pk
@@ -590,7 +599,9 @@ class Pool(_PoolkeeperPool):
 
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
-            pk.release(conn)
+            # Closed by its owner: out of the pool without a second close.
+            if not self._retire(conn, pk, None):
+                pk.release(conn)
 
     def dispose(self) -> None:
         """Close every idle connection now and checked-out ones on return.
@@ -644,6 +655,9 @@ class AsyncPool(_PoolkeeperPool):
     def _driver_connect(self, pk: Any) -> Any:
         return _await(pk._driver.connect())
 
+    def _driver_close(self, pk: Any, conn: Any) -> None:
+        _await(pk._driver.close(conn))
+
     def _do_get(self) -> ConnectionPoolEntry:
         self._release_orphans()
         pk = self._pk
@@ -681,7 +695,8 @@ class AsyncPool(_PoolkeeperPool):
 
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
-            _await(pk.release(conn))
+            if not self._retire(conn, pk, None):
+                _await(pk.release(conn))
 
     def dispose(self) -> None:
         """Close idle connections now, checked-out ones on return; stay usable.

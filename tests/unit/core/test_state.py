@@ -192,7 +192,8 @@ def test_shed_retires_beyond_keep_idle_unless_callers_wait() -> None:
     state.checkin(first, 1.0)
     # One idle already: the next one back retires, without suspicion.
     assert state.shed(second, 2.0, keep_idle=1) is True
-    assert [e.close_reason for e in state.retired] == ["idle"]
+    assert second.close_reason == "idle" and state.closed_by_reason["idle"] == 1
+    assert not state.retired  # its user closes it
     assert state.suspect_before == -math.inf
     assert state.size == 1 and not state.in_use
     # A waiting caller gets it instead.
