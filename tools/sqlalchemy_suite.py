@@ -35,13 +35,14 @@ import contextlib
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+
+from _sdist import extract_sdist
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
@@ -76,41 +77,18 @@ def fetch(sa_version: str | None = None) -> Path:
     src = source_dir(sa_version)
     if (src / "test" / "conftest.py").exists():
         return src
+    top = f"sqlalchemy-{sa_version}/"
+    wanted = ("test/", "lib/", "setup.cfg", "pyproject.toml")
     CACHE.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--dest",
-                tmp,
-                f"sqlalchemy=={sa_version}",
-            ],
-            check=True,
+        extract_sdist(
+            f"sqlalchemy=={sa_version}",
+            Path(tmp),
+            lambda name: name.startswith(top) and name[len(top) :].startswith(wanted),
         )
-        (archive,) = Path(tmp).glob("*.tar.gz")
-        prefix = archive.name.removesuffix(".tar.gz") + "/"
-        wanted = ("test/", "lib/", "setup.cfg", "pyproject.toml")
-        with tarfile.open(archive) as tar:
-            members = [
-                m
-                for m in tar.getmembers()
-                if m.name.startswith(prefix)
-                and m.name[len(prefix) :].startswith(wanted)
-            ]
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-                tar.extractall(tmp, members=members, filter="data")
-            else:
-                tar.extractall(tmp, members=members)  # a pinned PyPI sdist
-        # Renamed into place only when complete, so a half-unpacked tree is
+        # Moved into place only when complete, so a half-unpacked tree is
         # never taken for the suite.
-        (Path(tmp) / prefix.rstrip("/")).rename(src)
+        (Path(tmp) / top.rstrip("/")).rename(src)
     return src
 
 
@@ -126,7 +104,7 @@ class Result:
 
     passed: int = 0
     failed: list[str] = field(default_factory=list)
-    skipped: int = 0
+    skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     output: str = ""
 
@@ -149,7 +127,7 @@ def _parse_junit(path: Path) -> Result:
         if tags & {"failure", "error"}:
             result.failed.append(name)
         elif "skipped" in tags:
-            result.skipped += 1
+            result.skipped.append(name)
         else:
             result.passed += 1
     return result
@@ -250,7 +228,7 @@ def _report(pool: str, result: Result, show_output: bool) -> None:
                 print(line)
     print(
         f"{pool}: {result.passed} passed, {len(result.failed)} failed, "
-        f"{result.skipped} skipped in {result.seconds:.0f} s"
+        f"{len(result.skipped)} skipped in {result.seconds:.0f} s"
     )
 
 
@@ -276,6 +254,7 @@ def main() -> int:
         print(f"{source_dir()} is missing: run tools/sqlalchemy_suite.py --fetch-only")
         return 2
     stock_failed: set[str] = set()
+    stock_skipped: set[str] = set()
     if args.pool in ("compare", "stock"):
         stock = run("stock", args.postgres_url)
         _report("stock", stock, args.show_output)
@@ -284,8 +263,12 @@ def main() -> int:
         if args.pool == "stock":
             return 0 if stock.passed else 1
         stock_failed = set(stock.failed)
+        stock_skipped = set(stock.skipped)
     result = run("poolkeeper", args.postgres_url)
     _report("poolkeeper", result, args.show_output)
+    if stock_skipped:
+        for test_id in sorted(set(result.skipped) - stock_skipped):
+            print(f"skipped only with poolkeeper: {test_id}")
     expected = expected_failures()
     only_poolkeeper = set(result.failed) - stock_failed
     unexpected = sorted(only_poolkeeper - expected)
