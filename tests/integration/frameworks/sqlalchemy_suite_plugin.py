@@ -53,6 +53,28 @@ def _install() -> None:
     default.DefaultDialect.get_dialect_pool_class = get_dialect_pool_class  # type: ignore[method-assign]
 
 
+def _queue_pool_requirement() -> None:
+    """Let ``@testing.requires.queue_pool`` tests run on poolkeeper's pools too.
+
+    The requirement is ``isinstance(config.db.pool, QueuePool)``: it marks the
+    tests of a bounded, queueing pool (exhaustion timeouts, dispose), which
+    is what poolkeeper's classes stand in for.
+    """
+    from sqlalchemy.pool import QueuePool
+    from sqlalchemy.testing import exclusions
+    from sqlalchemy.testing import requirements as sa_requirements
+
+    from poolkeeper.integrations import sqlalchemy as pk_sa
+
+    def queue_pool(self: Any) -> Any:
+        def go(config: Any) -> bool:
+            return isinstance(config.db.pool, QueuePool | pk_sa.Pool | pk_sa.AsyncPool)
+
+        return exclusions.only_if(go)  # type: ignore[no-untyped-call]
+
+    sa_requirements.SuiteRequirements.queue_pool = property(queue_pool)  # type: ignore[method-assign,assignment]
+
+
 def _count_engines() -> None:
     from sqlalchemy.engine import base
 
@@ -81,6 +103,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _count_engines()
     if MODE != "stock":
         _install()
+        _queue_pool_requirement()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
