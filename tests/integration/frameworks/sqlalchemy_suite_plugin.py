@@ -76,15 +76,17 @@ def _queue_pool_requirement() -> None:
 
 
 def _count_engines() -> None:
+    # Counted in __new__: create_engine() reads Engine.__init__'s signature
+    # to route its keyword arguments, so __init__ must stay as it is.
     from sqlalchemy.engine import base
+    from sqlalchemy.pool import Pool as SAPool
 
-    init = base.Engine.__init__
+    def __new__(cls: Any, pool: Any = None, *args: Any, **kw: Any) -> Any:
+        if isinstance(pool, SAPool):  # not an OptionEngine over an engine
+            _counts[type(pool).__qualname__] += 1
+        return object.__new__(cls)
 
-    def __init__(self: Any, pool: Any, *args: Any, **kw: Any) -> None:
-        _counts[type(pool).__qualname__] += 1
-        init(self, pool, *args, **kw)
-
-    base.Engine.__init__ = __init__  # type: ignore[method-assign]
+    base.Engine.__new__ = __new__  # type: ignore[method-assign]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
