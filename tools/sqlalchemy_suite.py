@@ -118,15 +118,27 @@ class Result:
 
 
 def _parse_junit(path: Path) -> Result:
+    """Read one outcome per test: a test that failed in any phase (call,
+    setup, teardown: junit lists such a test more than once) failed."""
     result = Result()
     if not path.exists():
         return result
+    outcomes: dict[str, str] = {}
     for case in ET.parse(path).iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         tags = {child.tag for child in case}
         if tags & {"failure", "error"}:
-            result.failed.append(name)
+            outcome = "failed"
         elif "skipped" in tags:
+            outcome = "skipped"
+        else:
+            outcome = "passed"
+        if outcomes.get(name) != "failed":
+            outcomes[name] = outcome
+    for name, outcome in outcomes.items():
+        if outcome == "failed":
+            result.failed.append(name)
+        elif outcome == "skipped":
             result.skipped.append(name)
         else:
             result.passed += 1
@@ -272,6 +284,8 @@ def main() -> int:
     expected = expected_failures()
     only_poolkeeper = set(result.failed) - stock_failed
     unexpected = sorted(only_poolkeeper - expected)
+    for test_id in sorted(set(result.failed) & stock_failed):
+        print(f"failed with both pools: {test_id}")
     for test_id in sorted(only_poolkeeper & expected):
         print(f"expected failure (see {EXPECTED.name}): {test_id}")
     for test_id in unexpected:
