@@ -184,16 +184,35 @@ def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
     return result
 
 
-def prepare(postgres_url: str) -> None:
-    """Create the extensions and schemas SQLAlchemy's tests use, once, up front.
+#: The database the slice runs in, next to the one given: SQLAlchemy's tests
+#: create and drop common table names (``users``, ``addresses``) that other
+#: test runs on a shared server may be using at the same time.
+SUITE_DATABASE = "pk_sqlalchemy_suite"
+
+
+def prepare(postgres_url: str) -> str:
+    """Create the suite's database, extensions and schemas; return its URL.
 
     Each pytest run issues ``CREATE EXTENSION IF NOT EXISTS`` for the
-    extensions; two runs at once (another checkout's) race on it and one
-    fails with a duplicate key.
+    extensions; two runs at once race on it and one fails with a duplicate
+    key, so they are created here, once, up front.
     """
     import psycopg
 
+    # DuplicateDatabase, UniqueViolation: created by a concurrent session.
+    created_meanwhile = (
+        psycopg.errors.DuplicateDatabase,
+        psycopg.errors.UniqueViolation,
+    )
     with psycopg.connect(postgres_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (SUITE_DATABASE,)
+        ).fetchone()
+        if exists is None:
+            with contextlib.suppress(*created_meanwhile):
+                conn.execute(f"CREATE DATABASE {SUITE_DATABASE}")
+    suite_url = postgres_url.rsplit("/", 1)[0] + "/" + SUITE_DATABASE
+    with psycopg.connect(suite_url, autocommit=True) as conn:
         for statement in (
             "CREATE EXTENSION IF NOT EXISTS citext",
             "CREATE EXTENSION IF NOT EXISTS hstore",
@@ -201,22 +220,22 @@ def prepare(postgres_url: str) -> None:
             "CREATE SCHEMA IF NOT EXISTS test_schema",
             "CREATE SCHEMA IF NOT EXISTS test_schema_2",
         ):
-            # UniqueViolation: created by a concurrent session meanwhile.
-            with contextlib.suppress(psycopg.errors.UniqueViolation):
+            with contextlib.suppress(*created_meanwhile):
                 conn.execute(statement)
+    return suite_url
 
 
 def run(pool: str, postgres_url: str) -> Result:
     """Run the sync slice, then the asyncio slice; return the merged outcome.
 
     One after the other: both create and drop the same tables (``users``)
-    in the one database.
+    in the suite's database (see :data:`SUITE_DATABASE`).
     """
     src = source_dir()
-    prepare(postgres_url)
+    suite_url = prepare(postgres_url)
     total = Result()
     for files, driver in ((SYNC_FILES, "psycopg"), (ASYNC_FILES, "asyncpg")):
-        total.add(run_files(files, with_driver(postgres_url, driver), pool, src))
+        total.add(run_files(files, with_driver(suite_url, driver), pool, src))
     return total
 
 
