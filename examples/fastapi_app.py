@@ -8,8 +8,14 @@
   endpoint returns, rolled back when it raises (including ``HTTPException``),
   then the connection goes back to the pool.
 
-Run it with ``uvicorn examples.fastapi_app:app`` (``DATABASE_URL`` selects the
-database; the default is the local test server).
+Run it locally (from the repository root, against the local PostgreSQL;
+``DATABASE_URL`` selects another database), then open
+http://127.0.0.1:8000/double/21::
+
+    .venv/bin/pip install -e ".[fastapi]" && .venv/bin/python examples/fastapi_app.py --port 8000
+
+The ``fastapi`` extra brings FastAPI, uvicorn and asyncpg. In production, serve
+it with ``uvicorn examples.fastapi_app:app`` as usual.
 """
 
 from __future__ import annotations
@@ -95,3 +101,20 @@ def create_app(
 
 
 app = create_app(min_size=1, max_size=10)
+
+
+def main() -> None:
+    """Serve :data:`app` with uvicorn (``--host``, ``--port``)."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Serve the example app.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

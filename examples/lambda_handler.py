@@ -15,12 +15,19 @@ Configuration comes from the function's environment, as usual on Lambda:
 - ``DB_APPLICATION_NAME``: the ``application_name`` the server sees.
 
 Deploy with ``poolkeeper[psycopg]`` in the package; the handler is
-``lambda_handler.handler``.
+``lambda_handler.handler``. Run it locally (from the repository root, against
+the local PostgreSQL): it invokes the handler three times, as three warm
+invocations would, and prints each response; the same ``backend_pid`` shows
+the connection was reused::
+
+    .venv/bin/pip install -e ".[psycopg]" && .venv/bin/python examples/lambda_handler.py Ada
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import Any
 
 from poolkeeper.integrations.serverless import ServerlessPool
@@ -43,3 +50,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             (event.get("name", "world"),),
         ).fetchone()
     return {"statusCode": 200, "backend_pid": row[0], "body": row[1]}
+
+
+if __name__ == "__main__":
+    name = sys.argv[1] if len(sys.argv) > 1 else "world"
+    for _ in range(3):
+        print(json.dumps(handler({"name": name}, None)))
+    stats = db.stats()
+    print(f"{stats.invocations} invocations, {stats.cold_starts} cold start")
+    db.close()

@@ -96,10 +96,25 @@ def _reachable(url: str) -> str | None:
         return f"{host}:{port}: {exc}"
 
 
-def _server_url(
-    config: pytest.Config, kind: str, option: str, env: str, default: str
-) -> str:
-    url = config.getoption(option) or os.environ.get(env) or default
+#: Server kind -> (command line option, environment variable, default URL).
+_URL_SOURCES = {
+    "postgres": (
+        "--postgres-url",
+        "POOLKEEPER_TEST_POSTGRES_URL",
+        DEFAULT_POSTGRES_URL,
+    ),
+    "mysql": ("--mysql-url", "POOLKEEPER_TEST_MYSQL_URL", DEFAULT_MYSQL_URL),
+}
+
+
+def database_url(config: pytest.Config, kind: str) -> str:
+    """The configured URL of the ``kind`` server, without checking it is up."""
+    option, env, default = _URL_SOURCES[kind]
+    return str(config.getoption(option) or os.environ.get(env) or default)
+
+
+def _server_url(config: pytest.Config, kind: str) -> str:
+    url = database_url(config, kind)
     problem = _reachable(url)
     if problem is not None:
         message = (
@@ -114,25 +129,13 @@ def _server_url(
 @pytest.fixture(scope="session")
 def postgres_url(pytestconfig: pytest.Config) -> str:
     """URL of the PostgreSQL test server (skips or fails when it is down)."""
-    return _server_url(
-        pytestconfig,
-        "postgres",
-        "--postgres-url",
-        "POOLKEEPER_TEST_POSTGRES_URL",
-        DEFAULT_POSTGRES_URL,
-    )
+    return _server_url(pytestconfig, "postgres")
 
 
 @pytest.fixture(scope="session")
 def mysql_url(pytestconfig: pytest.Config) -> str:
     """URL of the MariaDB test server (skips or fails when it is down)."""
-    return _server_url(
-        pytestconfig,
-        "mysql",
-        "--mysql-url",
-        "POOLKEEPER_TEST_MYSQL_URL",
-        DEFAULT_MYSQL_URL,
-    )
+    return _server_url(pytestconfig, "mysql")
 
 
 @pytest.fixture

@@ -122,14 +122,27 @@ async def test_cancelled_during_reset_discards_the_connection() -> None:
 
     factory = Factory()
     async with AsyncPool(factory, min_size=0, max_size=1, reset=slow_reset) as pool:
+        checkins: list[object] = []
+        pool.on("checkin", checkins.append)
         conn = await pool.acquire()
         task = asyncio.create_task(pool.release(conn))
         await gate.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # The fake driver cannot tell that no command is in progress: the
+        # connection is closed in the background, as cancelled, not broken.
+        for _ in range(50):
+            if conn.closed:
+                break
+            await asyncio.sleep(0)
         assert conn.closed and pool.stats().size == 0
-        assert pool.stats().closed_by_reason["broken"] == 1
+        assert pool.stats().closed_by_reason["cancelled"] == 1
+        assert pool.stats().closed_by_reason["broken"] == 0
+        assert len(checkins) == 1
+        # Given back by the pool: the caller cannot release it a second time.
+        with pytest.raises(PoolError, match="not checked out"):
+            await pool.release(conn)
 
 
 def test_using_a_pool_from_another_loop_is_a_clear_error() -> None:
@@ -231,7 +244,11 @@ async def test_cancellation_at_every_await_point_leaks_nothing(start: str) -> No
             assert outcome is None or isinstance(outcome, asyncio.CancelledError)
             for _ in range(50):  # let background connects and closes finish
                 stats = pool.stats()
-                if stats.connecting == 0 and stats.size == open_count(factory):
+                if (
+                    stats.connecting == 0
+                    and stats.in_use == 0
+                    and stats.size == open_count(factory)
+                ):
                     break
                 await asyncio.sleep(0)
             stats = pool.stats()

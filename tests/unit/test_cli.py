@@ -19,8 +19,8 @@ import pytest
 
 from poolkeeper.cli import tune
 from poolkeeper.cli._common import Target, quantile
+from poolkeeper.cli._fixes import connect_fix, root_cause
 from poolkeeper.cli._workload import WorkloadResult, WorkloadSpec
-from poolkeeper.cli.check import connect_fix
 
 SHORT = ["--duration", "0.3", "--no-progress"]
 
@@ -397,6 +397,26 @@ def test_quantile_nearest_rank():
         ('FATAL:  database "nope" does not exist', "create the database"),
         ("FATAL:  sorry, too many clients already", "max_connections"),
         ("something new", "--debug"),
+        ('FATAL:  role "ghost" does not exist', "CREATE ROLE"),
+        (
+            "(1045, \"Access denied for user 'u'@'10.0.0.1' (using password: YES)\")",
+            "'user'@'host'",
+        ),
+        ("(1049, \"Unknown database 'nope'\")", "CREATE DATABASE"),
+        ("(1044, \"Access denied for user 'u'@'%' to database 'd'\")", "GRANT"),
+        (
+            "(1130, \"Host '10.1.1.1' is not allowed to connect to this MariaDB server\")",
+            "CREATE USER",
+        ),
+        ("(1040, 'Too many connections')", "max_connections"),
+        (
+            "(2003, \"Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)\")",
+            "start the server",
+        ),
+        ("unable to open database file", "directory must exist"),
+        ("file is not a database", "not an SQLite database"),
+        ("attempt to write a readonly database", "writable"),
+        ("database is locked", "busy timeout"),
     ],
 )
 def test_connect_fix_hints(message, hint):
@@ -454,3 +474,87 @@ def test_check_debug_shows_the_whole_driver_error(mysql_url: str) -> None:
     assert "run with --debug" not in debug.stdout
     assert "OperationalError / " in debug.stdout
     assert "hunter2" not in plain.stdout + plain.stderr + debug.stdout + debug.stderr
+
+
+# -- tune's explanation agrees with its table (issue 16, item 9) --------------------
+
+
+def test_tune_reasons_use_the_tables_shares_for_min_size():
+    # Size 8 is just under half the peak: the table shows 49.9 %, and the text
+    # must say why 16 (not 8) is the smallest size serving half the peak.
+    results = [fake_result(s, r) for s, r in [(4, 300), (8, 499), (16, 1000)]]
+    advice = tune.recommend(results, budget=None, processes=1, concurrency=32)
+    assert advice.min_size == 16
+    text = " ".join(advice.reasons)
+    assert tune.percent(499 / 1000) == "49.9%"
+    assert "size 8 reached 49.9%" in text
+    assert "size 16 is the smallest reaching 50% of the peak (100.0%)" in text
+
+
+def test_tune_static_pool_does_not_claim_to_grow_and_one_process_is_singular():
+    results = [fake_result(s, r) for s, r in [(1, 100), (2, 400)]]
+    advice = tune.recommend(results, budget=90, processes=1, concurrency=2)
+    assert advice.min_size == advice.max_size == 2
+    text = " ".join(advice.reasons)
+    assert "grows to max_size" not in text
+    assert "static pool that neither grows nor shrinks" in text
+    assert "1 processes" not in text
+    assert "for this one process" in text
+    dynamic = tune.recommend(
+        [fake_result(s, r) for s, r in [(1, 300), (2, 390), (4, 400)]],
+        budget=None,
+        processes=1,
+        concurrency=4,
+    )
+    assert (dynamic.min_size, dynamic.max_size) == (1, 2)
+    assert "grows to max_size 2 and shrinks back" in " ".join(dynamic.reasons)
+
+
+def test_plot_titles_name_concurrency_and_pool_size():
+    import argparse
+
+    from poolkeeper.cli import bench
+
+    target = Target("sqlite://", "sqlite://", None, "sqlite3", False)  # type: ignore[arg-type]
+    args = argparse.Namespace(concurrency=12, query="SELECT 1")
+    title = bench.plot_title(target, args, 5)
+    assert "12 threads" in title and "pool of 5" in title
+    results = [fake_result(s, r) for s, r in [(1, 100), (4, 400)]]
+    advice = tune.recommend(results, budget=None, processes=1, concurrency=12)
+    title = tune.plot_title(target, args, advice)
+    assert "12 threads" in title and "max_size=4" in title
+
+
+def test_bench_on_sqlite_says_a_connect_is_a_file_open():
+    proc = run_cli("bench", *SHORT, "-c", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "SQLite connect is only a file open" in proc.stdout
+    assert "--url" in proc.stdout and "--plot" in proc.stdout
+
+
+def test_root_cause_walks_pool_errors_only():
+    import poolkeeper
+
+    driver_error = OSError("connection refused")
+    timeout = poolkeeper.PoolTimeout("timed out")
+    timeout.__cause__ = driver_error
+    assert root_cause(timeout) is driver_error
+    plain = ValueError("x")
+    plain.__cause__ = driver_error
+    assert root_cause(plain) is plain  # a driver's own chain is left alone
+
+
+def test_version_option_prints_the_package_version():
+    import poolkeeper
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"poolkeeper {poolkeeper.__version__}"
+    module = subprocess.run(
+        [sys.executable, "-m", "poolkeeper", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert module.stdout == proc.stdout

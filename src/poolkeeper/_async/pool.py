@@ -20,6 +20,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.housekeeping import AsyncHousekeeper
+from poolkeeper._async.recovery import arecover
 from poolkeeper._concurrency import (
     IS_ASYNC,
     AConnectFn,
@@ -53,18 +54,22 @@ from poolkeeper._config import (
     scrub,
     secrets_of,
 )
-from poolkeeper._connect import GENERIC_DRIVERS, driver_for
+from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls, driver_for
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._origin import from_driver
 from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
     TxStatus,
+    can_abort,
+    cannot_abort,
     idle_probe,
     query_watch,
+    state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import (
@@ -73,6 +78,7 @@ from poolkeeper.errors import (
     PoolClosed,
     PoolError,
     PoolTimeout,
+    PoolWarning,
     QueryTimeout,
 )
 
@@ -92,23 +98,6 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
-
-#: Top-level packages whose exceptions count as the driver's (QueryTimeout).
-_DRIVER_PACKAGES = frozenset(
-    {
-        "psycopg",
-        "psycopg_binary",
-        "psycopg_c",
-        "psycopg2",
-        "asyncpg",
-        "aiopg",
-        "pymysql",
-        "MySQLdb",
-        "aiomysql",
-        "sqlite3",
-        "aiosqlite",
-    }
-)
 
 
 class AsyncPool(Generic[ConnT]):
@@ -310,18 +299,30 @@ class AsyncPool(Generic[ConnT]):
         self._timeout = float(timeout)
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
+        self._reset_full = reset == "full"
+        # A callable's adapter is known at its first connection (see
+        # _check_adapter).
+        self._adapter_checked = False
         self._check = check
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
         # A returned connection is idle (nothing to end) when
-        # _idle_probe(conn) == _idle_value; a C call for the main drivers.
+        # _idle_probe(conn) == _idle_value: no I/O, and False also when a
+        # borrower left client-side state to clear (drivers.base).
         self._idle_probe, self._idle_value = idle_probe(self._driver)
+        # What a borrower may leave on the connection object (callbacks,
+        # listeners): remembered after configure, restored on a slow return.
+        self._baseline, self._clear_state = state_hooks(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
         watch = self._query_watch or query_watch(self._driver)
         self._abort: Callable[[Any], None] | None = watch[2] if watch else None
         self._lock = Lock()
+        # Held while the query watchdog reads a connection's driver state and
+        # taken before a retired connection is closed: a probe never reads a
+        # connection being closed (psycopg2 frees libpq's memory on close).
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
         self._opened = False
@@ -353,6 +354,7 @@ class AsyncPool(Generic[ConnT]):
     def _new_state(self) -> PoolState:
         state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
+        state.check_on_checkout = self._check is not None
         return state
 
     def _validate_window(self) -> float | None:
@@ -520,7 +522,7 @@ class AsyncPool(Generic[ConnT]):
         if entry is None or self._watch_checkout:
             return await self._acquire_slow(entry, now, timeout)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
 
     async def _acquire_slow(
@@ -528,6 +530,8 @@ class AsyncPool(Generic[ConnT]):
     ) -> ConnT:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
+        # A checkout served at once has its (0 s) wait recorded already.
+        record_wait = entry is None
         if entry is None:
             if not self._opened:
                 await self.open()
@@ -539,13 +543,35 @@ class AsyncPool(Generic[ConnT]):
             self._spawn_close_retired()
         # The current time, not `now`: a connection handed over after a wait
         # was returned after `now` (validate="always" must still ping it).
-        if self._check is not None or state.needs_validation(entry, _monotonic()):
+        if (
+            self._check is not None
+            or entry.unconfirmed
+            or state.needs_validation(entry, _monotonic())
+        ):
             entry = await self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
+        if record_wait:
+            with self._lock:
+                state.obtained(_monotonic() - now)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
+
+    def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
+        """Tell the checkout listeners; take the connection back if one raises
+        past the event bus (KeyboardInterrupt, a cancellation: the bus only
+        swallows Exception), since the caller then never gets it."""
+        try:
+            self._emit("checkout", entry.conn, duration=_monotonic() - started)
+        except BaseException:
+            with self._lock:
+                waiter = self._state.unlend(entry, _monotonic())
+            if waiter is not None:
+                waiter.signal.set()
+            if self._state.retired:
+                self._spawn_close_retired()
+            raise
 
     async def _wait(self, timeout: float) -> PoolEntry:
         state = self._state
@@ -624,6 +650,9 @@ class AsyncPool(Generic[ConnT]):
         limit = check_timeout_arg(timeout, self._timeout)
         deadline = started + limit
         while True:
+            # The ping of a caller cancelled meanwhile, handed over to finish
+            # in the background (see recovery.py).
+            handover: list[Any] = []
             try:
                 if state.needs_validation(entry, _monotonic()):
                     if self._driver.is_broken(entry.conn):
@@ -637,7 +666,11 @@ class AsyncPool(Generic[ConnT]):
                         # shut down and the connection discarded.
                         budget = max(deadline - _monotonic(), self._ping_floor())
                         await acall_within(
-                            self._driver.ping, entry.conn, budget, self._abort
+                            self._driver.ping,
+                            entry.conn,
+                            budget,
+                            self._abort,
+                            handover.append,
                         )
                 if self._check is not None:
                     await acall(self._check, entry.conn)
@@ -645,14 +678,19 @@ class AsyncPool(Generic[ConnT]):
                     state.validated(entry, _monotonic())
                 return entry
             except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Interrupted (a cancelled task): no sign of trouble with
+                    # the connection; it is recovered in the background.
+                    budget = max(deadline - _monotonic(), self._ping_floor())
+                    pending = handover[0] if handover else None
+                    self._reclaim(entry, pending, budget, withdraw=True)
+                    raise
                 with self._lock:
                     state.discard_checked_out(entry, "check", _monotonic())
                     n = state.plan_connects(_monotonic())
                 self._spawn_connects(n)
                 # In the background: closing politely may wait on a hung server.
                 self._spawn_close_retired()
-                if not isinstance(exc, Exception):
-                    raise
                 self._spawn_suspect_check()
                 logger.info(
                     "pool %r: validation failed, connection discarded: %s",
@@ -670,6 +708,17 @@ class AsyncPool(Generic[ConnT]):
             if fresh is None:
                 fresh = await self._wait(max(remaining, 0.0))
             entry = fresh
+
+    def _reclaim(
+        self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool
+    ) -> None:
+        """Take back a connection whose holder was interrupted; recover it in
+        the background (``pending``: its unfinished validation ping)."""
+        with self._lock:
+            if withdraw:
+                self._state.withdraw(entry)
+            self._state.reclaim(entry, _monotonic())
+        self._background(arecover, "recover", self, entry, pending, budget)
 
     def _ping_floor(self) -> float:
         """The least time a validation ping gets, however near the caller's deadline.
@@ -758,12 +807,25 @@ class AsyncPool(Generic[ConnT]):
             lost = commit is True and exc is None and self._in_transaction(conn)
         elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
             discard, error = await self._clean(conn, commit)
+            if error is not None and not isinstance(error, Exception):
+                # Interrupted while ending the transaction (a cancelled task).
+                if self._events.checkin:
+                    held = _monotonic() - entry.checked_out_at
+                    self._emit("checkin", conn, duration=held)
+                self._reclaim(entry, None, 0.0, withdraw=False)
+                raise error
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
         if discard:
+            # A driver that closes a connection when a task is cancelled in
+            # the middle of a command (aiopg, aiomysql) says nothing about
+            # the server: no suspicion on the other connections.
+            cancelled = exc is not None and not isinstance(exc, Exception)
+            discard = not cancelled  # whether to check the other connections
+            reason = "cancelled" if cancelled else "broken"
             with self._lock:
-                waiter = state.checkin(entry, now, discard=True)
+                waiter = state.checkin(entry, now, discard=True, reason=reason)
         else:
             waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
@@ -773,7 +835,7 @@ class AsyncPool(Generic[ConnT]):
             # what the abort caused becomes QueryTimeout: the driver's errors
             # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
-            if lost or (cause is not None and _from_driver(cause, conn)):
+            if lost or (cause is not None and from_driver(cause, conn)):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
@@ -832,6 +894,8 @@ class AsyncPool(Generic[ConnT]):
                             discard = True
                     else:
                         await driver.rollback(conn)
+                if self._clear_state is not None and not discard:
+                    await self._clear_state(conn)
                 if self._reset is not None and not discard:
                     await acall(self._reset, conn)
         except BaseException as exc:
@@ -872,6 +936,8 @@ class AsyncPool(Generic[ConnT]):
                 started = _monotonic()
                 try:
                     conn = await self._driver.connect()
+                    if not self._adapter_checked:
+                        await self._check_adapter(conn)
                 except Exception as exc:
                     with self._lock:
                         now = _monotonic()
@@ -888,6 +954,9 @@ class AsyncPool(Generic[ConnT]):
                         continue
                     return
                 if await self._configure_new(conn):
+                    if self._baseline is not None:
+                        # What configure installed stays; see drivers.base.
+                        self._baseline(conn)
                     break
                 with self._lock:
                     retry = state.connect_failed(
@@ -916,6 +985,42 @@ class AsyncPool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             await self._close_retired()
+
+    async def _check_adapter(self, conn: Any) -> None:
+        """Check what the adapter of a callable's first connection supports.
+
+        ``reset="full"`` without a full reset for these connections is refused
+        (the connection is closed; the ConfigError is a connect error that
+        retrying cannot fix, so waiting callers get it at once). That
+        ``query_timeout`` cannot cut a stuck call short is said once.
+        """
+        if self._reset_full and not supports_reset_session(self._driver):
+            await self._driver.close(conn)
+            raise ConfigError(
+                f"reset='full' is not supported by the {self._driver.name} adapter "
+                "for connections from a callable; pass a reset callable, or build "
+                "the pool from a URL"
+            )
+        with self._lock:
+            if self._adapter_checked:
+                return
+            self._adapter_checked = True
+        for message in adapter_shortfalls(self._driver, self._query_watch is not None):
+            try:
+                warnings.warn(
+                    PoolWarning(f"pool {self.name!r}: {message}"), stacklevel=1
+                )
+            except Warning:
+                # Turned into an error by a filter, in a background connect
+                # where no caller could catch it: log it instead.
+                logger.warning("pool %r: %s", self.name, message)
+        if not can_abort(self._driver):
+            # Validation pings are not bounded; the watchdog still marks a
+            # stuck checkout (discarded on return, QueryTimeout) but leaves
+            # the call alone.
+            self._abort = None
+            if self._query_watch is not None:
+                self._query_watch = (*self._query_watch[:2], cannot_abort)
 
     async def _configure_new(self, conn: Any) -> bool:
         if self._configure is None:
@@ -973,6 +1078,8 @@ class AsyncPool(Generic[ConnT]):
             logger.debug("pool %r: closing a connection (%s)", self.name, reason)
             if self._events.discard:
                 self._emit("discard", entry.conn, reason=reason)
+            with self._probe_lock:
+                pass  # a watchdog probe of this connection finishes first
             try:
                 await self._driver.close(entry.conn)
             except Exception as exc:
@@ -1035,24 +1142,27 @@ class AsyncPool(Generic[ConnT]):
         if not suspects:
             return
         probes = []
-        for entry, lent_at in suspects:
-            # Read the driver's state without I/O, with the lock released.
-            now = _monotonic()
-            try:
-                busy = busy_of(entry.conn)
-                quiet = (
-                    quiet_of(entry.conn)
-                    if busy is not False and now - lent_at >= limit
-                    else None
-                )
-            except Exception as exc:
-                logger.debug(
-                    "pool %r: query watchdog probe failed: %s",
-                    self.name,
-                    self._describe(exc),
-                )
-                continue
-            probes.append((entry, lent_at, busy, quiet, now))
+        with self._probe_lock:
+            for entry, lent_at in suspects:
+                if entry.close_reason is not None:
+                    continue  # returned and retired meanwhile: maybe closing
+                # Read the driver's state without I/O, with the lock released.
+                now = _monotonic()
+                try:
+                    busy = busy_of(entry.conn)
+                    quiet = (
+                        quiet_of(entry.conn)
+                        if busy is not False and now - lent_at >= limit
+                        else None
+                    )
+                except Exception as exc:
+                    logger.debug(
+                        "pool %r: query watchdog probe failed: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+                    continue
+                probes.append((entry, lent_at, busy, quiet, now))
         with self._lock:
             verdicts = [
                 (entry, state.judge_query(entry, lent_at, busy, quiet, now))
@@ -1068,14 +1178,17 @@ class AsyncPool(Generic[ConnT]):
                 stalled,
                 limit,
             )
-            try:
-                abort(entry.conn)
-            except Exception as exc:
-                logger.warning(
-                    "pool %r: could not abort a stuck connection: %s",
-                    self.name,
-                    self._describe(exc),
-                )
+            with self._probe_lock:
+                if entry.close_reason is not None:
+                    continue
+                try:
+                    abort(entry.conn)
+                except Exception as exc:
+                    logger.warning(
+                        "pool %r: could not abort a stuck connection: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
@@ -1202,6 +1315,7 @@ class AsyncPool(Generic[ConnT]):
         held = (*state.idle, *state.in_use.values(), *state.retired)
         fork_safety.quarantine([entry.conn for entry in held])
         self._lock = Lock()
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = AEvent()
@@ -1286,7 +1400,7 @@ class AsyncConnectionContext(Generic[ConnT]):
         else:
             conn = entry.conn
             if pool._events.checkout:
-                pool._emit("checkout", conn, duration=_monotonic() - now)
+                pool._emit_checkout(entry, now)
         self._conn = conn
         return conn
 
@@ -1319,27 +1433,6 @@ class AsyncConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
-
-
-def _from_driver(exc: BaseException, conn: Any) -> bool:
-    """Tell whether ``exc`` came from the driver (or the OS), not from the application.
-
-    The driver's exceptions live in its package: a known driver's, or the
-    package of the connection's own class (a generic DB-API driver).
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, PoolError):
-        return False  # poolkeeper's own errors (PoolTimeout...) are the app's
-    package = type(exc).__module__.partition(".")[0]
-    if package in _DRIVER_PACKAGES:
-        return True
-    if isinstance(exc, OSError):
-        # A cut socket raises ConnectionError, BrokenPipeError...; a bare
-        # TimeoutError is an application's own asyncio.timeout().
-        return not isinstance(exc, TimeoutError)
-    return package == type(conn).__module__.partition(".")[0] and package not in (
-        "builtins",
-        "__main__",
-    )
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

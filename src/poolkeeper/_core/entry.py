@@ -28,6 +28,7 @@ class PoolEntry:
         "leak_reported",
         "lent_at",
         "stack",
+        "unconfirmed",
         "uses",
     )
 
@@ -53,6 +54,9 @@ class PoolEntry:
         """When the watchdog first saw the current command in progress."""
         self.lent_at = created_at
         """When the pool lent it to itself for a ping (``checked_out_at`` is inf then)."""
+        self.unconfirmed = False
+        """Lent to a caller but due a validation first: its checkout is not
+        reported in ``acquires`` until the validation passes."""
 
     def __repr__(self) -> str:
         return (

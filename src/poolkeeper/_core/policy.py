@@ -6,6 +6,8 @@ import math
 import re
 from collections.abc import Callable
 
+from poolkeeper.errors import ConfigError
+
 #: SQLSTATEs of connect errors that retrying will not fix: invalid
 #: authorization (28000), wrong password (28P01), unknown database (3D000).
 _FATAL_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
@@ -68,6 +70,8 @@ def is_fatal_connect_error(error: BaseException) -> bool:
     once instead of letting them wait out their timeout; the pool keeps
     retrying in the background (with backoff) in case the fault is repaired.
     """
+    if isinstance(error, ConfigError):
+        return True  # the pool's own refusal (e.g. reset="full" on a callable)
     sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
     if sqlstate in _FATAL_SQLSTATES:
         return True

@@ -62,6 +62,13 @@ REASONS = (
     "close",
     "error",
     "query_timeout",
+    "cancelled",
+)
+
+#: Reasons that say nothing about the server: closing for one of them does not
+#: make the other idle connections suspect (see needs_validation).
+_HARMLESS_REASONS = frozenset(
+    {"lifetime", "idle", "uses", "resize", "close", "cancelled"}
 )
 
 
@@ -106,9 +113,13 @@ class PoolState:
         # Counters.
         self.acquires = 0
         # Checkouts taken back by a failed validation (the caller got another
-        # connection, or none); reported acquires = acquires - these.
+        # connection, or none), and checkouts lent but still being validated;
+        # reported acquires = acquires - both (see _reported_acquires).
         self.acquires_withdrawn = 0
+        self.unconfirmed = 0
         self._acquires_reported = 0
+        # The shell runs a check hook on every checkout (see _lend).
+        self.check_on_checkout = False
         self.timeouts = 0
         self.rejections = 0
         self.leaks = 0
@@ -208,6 +219,15 @@ class PoolState:
             entry.uses += 1
             self.in_use[entry.key] = entry
             self.acquires += 1
+            # A checkout served at once waited 0 s (Summary.add() inlined).
+            wait = self.wait_time
+            wait.count += 1
+            wait._samples[wait._i & _MASK] = 0.0
+            wait._i += 1
+            if self.check_on_checkout:
+                # The shell runs the check hook first (see _hold_if_due).
+                entry.unconfirmed = True
+                self.unconfirmed += 1
             return entry
         finally:
             lock.release()
@@ -253,6 +273,16 @@ class PoolState:
         self._reserve(entry, now)
         entry.uses += 1
         self.acquires += 1
+        self._hold_if_due(entry, now)
+
+    def _hold_if_due(self, entry: PoolEntry, now: float) -> None:
+        # A checkout that the shell validates first is counted, but not
+        # reported, until validated() confirms it (discard_checked_out()
+        # withdraws it): counted and held in the same step, so the reported
+        # figure never goes up and back down.
+        if self.check_on_checkout or self.needs_validation(entry, now):
+            entry.unconfirmed = True
+            self.unconfirmed += 1
 
     def _reserve(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
@@ -281,12 +311,28 @@ class PoolState:
 
     def served(self, waiter: Waiter, now: float) -> None:
         """Count the checkout of a waiter that took the connection reserved
-        for it, and record its wait."""
+        for it (its wait is recorded by :meth:`obtained`)."""
         entry = waiter.entry
         if entry is not None:
             entry.uses += 1
             self.acquires += 1
-        self.wait_time.add(now - waiter.enqueued_at)
+            self._hold_if_due(entry, now)
+
+    def obtained(self, waited: float) -> None:
+        """Record how long a checkout off the fast path took to obtain its
+        connection (queueing, connecting, validating): ``wait_time`` counts
+        every checkout, those served at once with 0 s (see :meth:`acquire`)."""
+        self.wait_time.add(waited)
+
+    def unlend(self, entry: PoolEntry, now: float) -> Waiter | None:
+        """Take back a checkout whose caller never got the connection (a
+        checkout listener raised past the event bus); return the waiter it
+        goes to, if any."""
+        if self.in_use.get(entry.key) is not entry:
+            return None
+        self.withdraw(entry)
+        entry.uses -= 1
+        return self.recall(entry, now)
 
     def abandon(self, waiter: Waiter, *, timed_out: bool) -> PoolEntry | None:
         """Take back a waiter that stops waiting (timeout or cancellation).
@@ -308,7 +354,12 @@ class PoolState:
     # -- checkin ---------------------------------------------------------------
 
     def checkin(
-        self, entry: PoolEntry, now: float, *, discard: bool = False
+        self,
+        entry: PoolEntry,
+        now: float,
+        *,
+        discard: bool = False,
+        reason: str = "broken",
     ) -> Waiter | None:
         """Take back a connection from a caller.
 
@@ -329,11 +380,11 @@ class PoolState:
             self._retire(entry, "query_timeout")
             return None
         if discard or self.closed:
-            if discard:
+            if discard and reason not in _HARMLESS_REASONS:
                 # The server may have gone away: check older idle connections
                 # before handing them out (see needs_validation).
                 self.suspect_before = now
-            self._retire(entry, "close" if self.closed and not discard else "broken")
+            self._retire(entry, "close" if self.closed and not discard else reason)
             return None
         return self._keep(entry, now)
 
@@ -444,9 +495,19 @@ class PoolState:
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
         if self.in_use.pop(entry.key, None) is entry:
-            self.acquires_withdrawn += 1
-            self.suspect_before = now
+            self.withdraw(entry)
+            if reason not in _HARMLESS_REASONS:
+                self.suspect_before = now
             self._retire(entry, "query_timeout" if entry.aborted else reason)
+
+    def withdraw(self, entry: PoolEntry) -> None:
+        """Take back the checkout of a connection the caller will not get
+        (its validation failed or was interrupted); it stays lent, to the
+        pool, until :meth:`discard_checked_out` or :meth:`give_back`."""
+        self.acquires_withdrawn += 1
+        if entry.unconfirmed:
+            entry.unconfirmed = False
+            self.unconfirmed -= 1
 
     def _retire(self, entry: PoolEntry, reason: str) -> None:
         entry.close_reason = reason
@@ -464,9 +525,12 @@ class PoolState:
         )
 
     def validated(self, entry: PoolEntry, now: float) -> None:
-        """Record a successful validation."""
+        """Record a successful validation (the checkout is now reported)."""
         entry.checked_at = now
         self.validations += 1
+        if entry.unconfirmed:
+            entry.unconfirmed = False
+            self.unconfirmed -= 1
 
     def take_retired(self) -> list[PoolEntry]:
         """Hand the connections to close over to the shell."""
@@ -750,17 +814,37 @@ class PoolState:
             entry.lent_at = now
         return entries
 
-    def give_back(self, entry: PoolEntry, now: float, *, ok: bool) -> Waiter | None:
-        """Return an entry taken with :meth:`take_idle` or for a keepalive, once pinged."""
+    def reclaim(self, entry: PoolEntry, now: float) -> None:
+        """Take a connection over from a caller that was interrupted holding it.
+
+        The pool then holds it (under a key no driver connection has, so the
+        caller can no longer release it) until :meth:`give_back`, once the
+        shell knows whether it can be reused.
+        """
+        if self.in_use.get(entry.key) is entry:
+            del self.in_use[entry.key]
+            self.usage_time.add(now - entry.checked_out_at)
+        entry.key = ~id(entry)  # negative: never the id() of a connection
+        entry.checked_out_at = math.inf
+        entry.lent_at = now
+        self.in_use[entry.key] = entry
+
+    def give_back(
+        self, entry: PoolEntry, now: float, *, ok: bool, reason: str = "check"
+    ) -> Waiter | None:
+        """Return an entry taken with :meth:`take_idle` or for a keepalive, once
+        pinged, or one :meth:`reclaim`-ed from a caller once recovered;
+        ``reason``: why it is closed if not ``ok``."""
         self.in_use.pop(entry.key, None)
+        entry.key = id(entry.conn)
         if entry.aborted:
             self.suspect_before = now
             self._retire(entry, "query_timeout")
             return None
         if not ok or self.closed:
-            if not ok:
+            if not ok and reason not in _HARMLESS_REASONS:
                 self.suspect_before = now
-            self._retire(entry, "check" if not ok else "close")
+            self._retire(entry, reason if not ok else "close")
             return None
         entry.checked_at = now
         return self._place(entry, now)
@@ -780,7 +864,7 @@ class PoolState:
         and counts the whole value again: the figure stays at its last
         reported value until the retry is counted.
         """
-        value = self.acquires - self.acquires_withdrawn
+        value = self.acquires - self.acquires_withdrawn - self.unconfirmed
         if value < self._acquires_reported:
             return self._acquires_reported
         self._acquires_reported = value

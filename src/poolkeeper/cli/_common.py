@@ -8,6 +8,7 @@ Nothing here imports rich or matplotlib at module level: the CLI must start
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from poolkeeper._config import URL, parse_url, redact
+from poolkeeper.cli._fixes import connect_fix, root_cause
 from poolkeeper.errors import ConfigError
 
 EXIT_OK = 0
@@ -36,9 +38,15 @@ PROBE_TIMEOUT = 5.0
 class CliError(Exception):
     """An error the CLI reports as one line, then exits with :attr:`code`."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, code: int = EXIT_FAILED, *, fix: str | None = None
+    ) -> None:
+        super().__init__(message if fix is None else f"{message}; fix: {fix}")
         self.code = code
+        #: What the user should do, when known (also at the end of the message).
+        self.fix = fix
+        #: The message without the fix line.
+        self.problem = message
 
 
 def first_line(exc: BaseException) -> str:
@@ -84,24 +92,43 @@ class Target:
 def resolve_target(url: str, *, use_async: bool) -> Target:
     """Parse ``url`` and find the driver adapter a pool of that kind would use.
 
-    A URL naming an async-only driver (``postgresql+asyncpg://``) selects
-    asyncio even without ``--async``: there is only one way to use it.
+    Sync or asyncio follows the URL's driver: an async-only driver
+    (``postgresql+asyncpg://``, ``mysql+aiomysql://``) selects asyncio even
+    without ``--async``, since there is only one way to use it; ``--async``
+    picks the asyncio side of a driver that has both (psycopg).
 
     Raises:
         CliError: With :data:`EXIT_USAGE` when the URL is malformed, its
-            scheme is unknown, its driver is not installed, or ``--async``
-            was given for a sync-only driver.
+            scheme is unknown, its driver's package is not installed (the
+            message names the package to install), or ``--async`` was given
+            for a sync-only driver.
     """
-    from poolkeeper.drivers import driver_for_url
+    from poolkeeper.drivers import driver_for_url, spec_for_url
 
     try:
         parsed = parse_url(url)
+        scheme, spec = spec_for_url(url)
+    except ConfigError as exc:
+        raise CliError(f"bad URL: {exc}", EXIT_USAGE) from exc
+    if spec.sync_class is None:
+        use_async = True
+    elif use_async and spec.async_class is None:
+        raise CliError(
+            f"the {scheme}:// driver is sync-only: drop --async, or use an asyncio "
+            "driver (postgresql+asyncpg://, postgresql+psycopg://, mysql+aiomysql://, "
+            "sqlite+aiosqlite://)",
+            EXIT_USAGE,
+        )
+    if importlib.util.find_spec(spec.package) is None:
+        raise CliError(
+            f"the {scheme}:// driver needs the {spec.package!r} package, which is "
+            f"not installed",
+            EXIT_USAGE,
+            fix=f"pip install '{spec.install}' (or 'poolkeeper[{spec.module}]')",
+        )
+    try:
         driver = driver_for_url(url, {}, is_async=use_async)
     except ConfigError as exc:
-        if not use_async:
-            with contextlib.suppress(ConfigError):
-                driver = driver_for_url(url, {}, is_async=True)
-                return Target(url, redact(url), parse_url(url), driver.name, True)
         raise CliError(f"bad URL: {exc}", EXIT_USAGE) from exc
     return Target(url, redact(url), parsed, driver.name, use_async)
 
@@ -177,9 +204,9 @@ def probe_tcp(target: Target, timeout: float = PROBE_TIMEOUT) -> None:
         ) from exc
     except OSError as exc:
         raise CliError(
-            f"cannot connect to {where}: {exc.strerror or exc}; is the server running "
-            "and listening there?",
+            f"cannot connect to {where}: {exc.strerror or exc}",
             EXIT_CONNECT,
+            fix=connect_fix("connection refused"),
         ) from exc
 
 
@@ -189,9 +216,17 @@ def default_port(dialect: str) -> int:
 
 
 def connect_failed(target: Target, exc: BaseException) -> CliError:
-    """Build the one-line error for a failed connect (exit :data:`EXIT_CONNECT`)."""
+    """Build the error for a failed connect (exit :data:`EXIT_CONNECT`).
+
+    It names the driver's own error, found under a :class:`~poolkeeper.PoolTimeout`
+    chained to it, and on a second line the fix that error calls for, as
+    ``poolkeeper check`` shows it.
+    """
+    cause = root_cause(exc)
     return CliError(
-        f"cannot connect to {target.display}: {first_line(exc)}", EXIT_CONNECT
+        f"cannot connect to {target.display}: {first_line(cause)}",
+        EXIT_CONNECT,
+        fix=connect_fix(str(cause)),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,11 +72,29 @@ async def _fetch_async(
 async def _fetch_one(driver_name: str, conn: Any, query: str) -> list[tuple[Any, ...]]:
     if driver_name == "asyncpg":
         return [tuple(row) for row in await conn.fetch(query)]
-    cursor = await conn.execute(query)
+    if driver_name in EXECUTE_RETURNS_CURSOR:
+        cursor = await conn.execute(query)
+    else:
+        cursor = await conn.cursor()
+        await cursor.execute(query)
     try:
+        if cursor.description is None:
+            return []
         return [tuple(row) for row in await cursor.fetchall()]
     finally:
-        await cursor.close()
+        await close_cursor(cursor)
+
+
+#: Async drivers whose connection has ``execute()`` returning a cursor; the
+#: others (aiopg, aiomysql) only have DB-API's ``await conn.cursor()``.
+EXECUTE_RETURNS_CURSOR = frozenset({"psycopg", "aiosqlite"})
+
+
+async def close_cursor(cursor: Any) -> None:
+    """Close an async driver's cursor: aiopg's ``close()`` is a plain call."""
+    closing = cursor.close()
+    if inspect.isawaitable(closing):
+        await closing
 
 
 def scalar(rows: list[tuple[Any, ...]]) -> Any:

@@ -34,6 +34,7 @@ from poolkeeper.cli._common import (
     now,
     quantile,
 )
+from poolkeeper.cli._server import EXECUTE_RETURNS_CURSOR, close_cursor
 from poolkeeper.drivers.base import AsyncDriver, Driver, TxStatus
 
 #: Seconds between two samples of the throughput timeline.
@@ -207,7 +208,7 @@ def _sync_operation(
 
 
 def _run_sync(spec: WorkloadSpec, sink: ProgressSink) -> WorkloadResult:
-    from poolkeeper import Pool, PoolTimeout
+    from poolkeeper import Pool
     from poolkeeper.drivers import driver_for_url
 
     driver: Any = driver_for_url(spec.target.url, {}, is_async=False)
@@ -223,8 +224,11 @@ def _run_sync(spec: WorkloadSpec, sink: ProgressSink) -> WorkloadResult:
         )
         try:
             pool.open(wait=True, timeout=OPEN_TIMEOUT)
-        except PoolTimeout as exc:
-            raise connect_failed(spec.target, exc.__cause__ or exc) from exc
+        except Exception as exc:
+            # A PoolTimeout chained to the connect error, or (when the pool
+            # knows retrying cannot help) the driver's error itself.
+            pool.close()
+            raise connect_failed(spec.target, exc) from exc
     try:
         return _drive_threads(spec, _sync_operation(spec, driver, pool), sink)
     finally:
@@ -285,7 +289,7 @@ def _async_executor(driver_name: str) -> Callable[[Any, str], Awaitable[None]]:
             if cursor.description is not None:
                 await cursor.fetchall()
         finally:
-            await cursor.close()
+            await close_cursor(cursor)
 
     async def dbapi_execute(conn: Any, query: str) -> None:
         cursor = await conn.cursor()
@@ -294,11 +298,11 @@ def _async_executor(driver_name: str) -> Callable[[Any, str], Awaitable[None]]:
             if cursor.description is not None:
                 await cursor.fetchall()
         finally:
-            await cursor.close()
+            await close_cursor(cursor)
 
     if driver_name == "asyncpg":
         return asyncpg_execute
-    if driver_name in ("psycopg", "aiosqlite"):
+    if driver_name in EXECUTE_RETURNS_CURSOR:
         return cursor_execute
     return dbapi_execute
 
@@ -336,7 +340,7 @@ def _async_operation(
 
 
 async def _run_async(spec: WorkloadSpec, sink: ProgressSink) -> WorkloadResult:
-    from poolkeeper import AsyncPool, PoolTimeout
+    from poolkeeper import AsyncPool
     from poolkeeper.drivers import driver_for_url
 
     driver: Any = driver_for_url(spec.target.url, {}, is_async=True)
@@ -352,8 +356,11 @@ async def _run_async(spec: WorkloadSpec, sink: ProgressSink) -> WorkloadResult:
         )
         try:
             await pool.open(wait=True, timeout=OPEN_TIMEOUT)
-        except PoolTimeout as exc:
-            raise connect_failed(spec.target, exc.__cause__ or exc) from exc
+        except Exception as exc:
+            # A PoolTimeout chained to the connect error, or (when the pool
+            # knows retrying cannot help) the driver's error itself.
+            await pool.close()
+            raise connect_failed(spec.target, exc) from exc
     try:
         return await _drive_tasks(spec, _async_operation(spec, driver, pool), sink)
     finally:

@@ -28,6 +28,7 @@ from poolkeeper.cli._common import (
     ms,
     resolve_target,
 )
+from poolkeeper.cli._fixes import connect_fix, root_cause
 from poolkeeper.cli._probe import (
     ServerProbe,
     pg_tls,
@@ -186,8 +187,9 @@ def _url_step(report: Report, url: str) -> Target | None:
         report.add(
             "URL",
             "fail",
-            str(exc).removeprefix("bad URL: "),
-            "write it as dialect[+driver]://user[:password]@host[:port]/database, "
+            exc.problem.removeprefix("bad URL: "),
+            exc.fix
+            or "write it as dialect[+driver]://user[:password]@host[:port]/database, "
             "e.g. postgresql://postgres@127.0.0.1:5432/test",
             code=EXIT_USAGE,
         )
@@ -291,7 +293,7 @@ def _dns_and_tcp(report: Report, host: str, port: int, timeout: float) -> bool:
             "TCP connect",
             "fail",
             f"{host}:{port}: {exc.strerror or exc}",
-            "start the server, or check that it listens on this address and port (listen_addresses, port in postgresql.conf)",
+            connect_fix("connection refused"),
             code=EXIT_CONNECT,
         )
         return False
@@ -362,7 +364,8 @@ def _connect_step(
 ) -> ServerProbe | None:
     try:
         probe = probe_server(target, queries, round_trips)
-    except Exception as exc:
+    except Exception as raised:
+        exc = root_cause(raised)
         if report.debug:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             detail = " / ".join([type(exc).__name__, *lines])
@@ -379,64 +382,6 @@ def _connect_step(
         f"authenticated{who} in {ms(probe.connect_s)} (driver {target.driver_name})",
     )
     return probe
-
-
-_CONNECT_FIXES: tuple[tuple[str, str], ...] = (
-    (
-        "password authentication failed",
-        "check the user and password in the URL (percent-encode special characters such as @ : /)",
-    ),
-    (
-        "no password supplied",
-        "the server asks for a password: put it in the URL (user:password@host) or in ~/.pgpass",
-    ),
-    (
-        "no pg_hba.conf entry",
-        "allow this client in pg_hba.conf (type, database, user, address, SSL) and reload the server",
-    ),
-    ("does not exist", "create the database or role, or fix its name in the URL"),
-    (
-        "too many clients",
-        "the server is at max_connections: shrink pools (poolkeeper tune --processes N), close idle sessions, or put PgBouncer in front",
-    ),
-    (
-        "remaining connection slots",
-        "the server is at max_connections: shrink pools or put PgBouncer in front",
-    ),
-    (
-        "no such database",
-        "PgBouncer has no entry for this database: add it to the [databases] section of pgbouncer.ini",
-    ),
-    (
-        "pgbouncer",
-        "PgBouncer answered: check its [databases] entry, auth_file and that it can reach the server",
-    ),
-    (
-        "server login has been failing",
-        "PgBouncer cannot log in to PostgreSQL: check the credentials in pgbouncer.ini",
-    ),
-    ("starting up", "the server is still starting: wait and retry"),
-    ("shutting down", "the server is shutting down: wait for the restart"),
-    (
-        "ssl",
-        "the TLS settings do not match: check sslmode in the URL and ssl in postgresql.conf",
-    ),
-    (
-        "timeout",
-        "the connect took too long: check network latency, or raise connect_timeout",
-    ),
-)
-
-
-def connect_fix(
-    message: str, default: str = "run with --debug for the full driver error"
-) -> str:
-    """Return a hint for a driver's connect error message (``default`` if none fits)."""
-    lowered = message.lower()
-    for needle, fix in _CONNECT_FIXES:
-        if needle in lowered:
-            return fix
-    return default
 
 
 def _pg_facts(report: Report, probe: ServerProbe, dialed_port: int | None) -> None:

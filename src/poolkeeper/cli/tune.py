@@ -142,12 +142,13 @@ def recommend(
     """Pick ``min_size`` and ``max_size`` from a sweep (see the module docstring)."""
     rates = [(r.spec.pool_size or 0, r.ops_per_sec) for r in results]
     peak_size, peak = max(rates, key=lambda item: item[1])
-    knee = min(size for size, rate in rates if rate >= KNEE * peak)
-    warm = min(size for size, rate in rates if rate >= WARM * peak)
+    share = {size: (rate / peak if peak else 1.0) for size, rate in rates}
+    knee = min(size for size, _ in rates if share[size] >= KNEE)
+    warm = min(size for size, _ in rates if share[size] >= WARM)
     reasons = [
         f"throughput peaks at {peak:,.0f} ops/s (pool size {peak_size}); size {knee} "
-        f"already reaches {KNEE:.0%} of it, so larger pools only add server load "
-        f"and queueing (the knee of the curve)."
+        f"is the smallest reaching {KNEE:.0%} of it ({percent(share[knee])}), so "
+        "larger pools only add server load and queueing (the knee of the curve)."
     ]
     max_size = knee
     if knee >= concurrency:
@@ -157,9 +158,14 @@ def recommend(
             "runs more at once."
         )
     if budget is not None:
+        shared = (
+            "for this one process"
+            if processes == 1
+            else f"once shared among {processes} processes"
+        )
         reasons.append(
-            f"the server allows {budget} connections per process "
-            f"(max_connections minus reserved, divided by {processes} processes)."
+            f"the server allows {budget} connections {shared} "
+            "(max_connections minus reserved connections and --reserve)."
         )
         if budget < max_size:
             max_size = max(1, budget)
@@ -168,12 +174,51 @@ def recommend(
                 "refuse more, so the pool must queue instead."
             )
     min_size = min(warm, max_size)
-    reasons.append(
-        f"min_size {min_size} keeps enough connections open to serve "
-        f"{WARM:.0%} of the peak without connecting; the pool grows to max_size "
-        "under load and shrinks back after max_idle."
-    )
+    below = [size for size, _ in rates if size < warm]
+    reasons.append(_min_size_reason(min_size, max_size, warm, below, share))
     return Recommendation(min_size, max_size, knee, peak_size, budget, reasons)
+
+
+def percent(share: float) -> str:
+    """Format a share of the peak as the table prints it (one decimal)."""
+    return f"{share:.1%}"
+
+
+def _min_size_reason(
+    min_size: int,
+    max_size: int,
+    warm: int,
+    below: list[int],
+    share: dict[int, float],
+) -> str:
+    if min_size < warm:
+        why = f"max_size ({max_size}) caps it"
+    else:
+        why = f"size {warm} is the smallest reaching {WARM:.0%} of the peak ({percent(share[warm])})"
+        if below:
+            last = max(below)
+            why += f"; size {last} reached {percent(share[last])}"
+    text = f"min_size {min_size}: {why}; these connections stay open, so that much load is served without connecting"
+    if min_size == max_size:
+        return (
+            text
+            + "; min_size equals max_size, a static pool that neither grows nor shrinks."
+        )
+    return (
+        text
+        + f"; under more load the pool grows to max_size {max_size} and shrinks back "
+        "to min_size after max_idle."
+    )
+
+
+def plot_title(target: Target, args: argparse.Namespace, advice: Recommendation) -> str:
+    """Title of ``tune --plot``: driver, concurrency, sizes tried and the advice."""
+    mode = "asyncio tasks" if target.is_async else "threads"
+    return (
+        f"poolkeeper tune: {target.driver_name}, {args.concurrency} {mode}, "
+        f"recommended max_size={advice.max_size}, min_size={advice.min_size}\n"
+        f"query {args.query!r}"
+    )
 
 
 def _budget(
@@ -231,7 +276,7 @@ def command(args: argparse.Namespace) -> int:
             [r.ops_per_sec for r in results],
             [r.latency(0.99) * 1000 for r in results],
             args.plot,
-            title=f"{target.driver_name}, {args.concurrency} workers: {args.query}",
+            title=plot_title(target, args, advice),
             knee=advice.knee,
         )
         if not args.json:
@@ -260,7 +305,7 @@ def _print(
             str(r.spec.pool_size)
             + (" *" if r.spec.pool_size == advice.max_size else ""),
             f"{r.ops_per_sec:,.0f}",
-            f"{r.ops_per_sec / peak:.0%}",
+            percent(r.ops_per_sec / peak),
             ms_number(r.latency(0.50)),
             ms_number(r.latency(0.99)),
             ms_number(r.acquire(0.99)),

@@ -5,6 +5,9 @@
   ``getconn``/``putconn``/``closeall``.
 - :mod:`poolkeeper.compat.asyncpg`: ``create_pool()`` with asyncpg's
   arguments, ``acquire()``/``release()`` and the query shortcuts.
+- :mod:`poolkeeper.compat.aiopg`: ``create_pool()`` with aiopg's arguments,
+  ``acquire()``/``release()``, ``cursor()``, ``close()``/``wait_closed()``,
+  ``terminate()`` and the ``size``/``freesize`` attributes.
 
 Each module imports its database library, so import only the one you use.
 The underlying :class:`poolkeeper.Pool` / :class:`poolkeeper.AsyncPool` is

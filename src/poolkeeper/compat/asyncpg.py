@@ -13,19 +13,28 @@ Arguments map onto poolkeeper's: ``min_size``/``max_size`` as they are,
 ``max_queries`` -> ``max_uses``, ``max_inactive_connection_lifetime`` ->
 ``max_idle``, ``init`` -> ``configure``, ``reset`` -> ``reset`` (default:
 ``Connection.reset()``, as asyncpg does); ``setup`` runs on every acquire,
-and if it raises the connection is released and the error propagates, as in
-asyncpg. The remaining keyword arguments go to ``asyncpg.connect``.
+and if it raises the connection is closed and the error propagates, as in
+asyncpg. On release, as asyncpg's pool: a warning for listeners left on the
+connection, the borrower's transaction, cursor and prepared-statement
+objects stop working, an open transaction is rolled back through asyncpg's
+own bookkeeping, and notification and log listeners are removed. The
+remaining keyword arguments go to ``asyncpg.connect``.
 
 Differences from asyncpg (see docs/DRIVERS.md, "Drop-in compatibility"):
 
 - ``acquire()`` hands out asyncpg's own ``Connection``, not a proxy: using it
-  after ``release()`` is not caught.
+  after ``release()`` is not caught (its transaction, cursor and
+  prepared-statement objects do refuse use, as with asyncpg).
 - ``max_queries`` counts checkouts, not queries, so connections are retired
   no earlier than asyncpg would retire them.
 - ``max_inactive_connection_lifetime`` closes idle connections above
   ``min_size`` only; ``min_size`` connections stay open (pinged when stale).
 - Connections are also retired after poolkeeper's ``max_lifetime`` (default
   3600 s); pass ``pool_options={"max_lifetime": None}`` to turn that off.
+- Stricter on release than asyncpg: termination listeners and query loggers
+  a borrower added are removed too (those ``init`` added stay), and with a
+  custom ``reset`` a borrower's notification listeners are also unregistered
+  on the server (``UNLISTEN *``), which asyncpg leaves to ``reset``.
 - ``terminate()`` drops every connection at once; the rest of the shutdown
   (stopping background tasks) finishes in a task that a later ``close()``
   waits for.
@@ -43,6 +52,7 @@ from typing import Any
 import asyncpg
 
 from poolkeeper._async.pool import AsyncPool
+from poolkeeper.compat._checkouts import Checkouts
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 __all__ = ["Pool", "PoolAcquireContext", "create_pool"]
@@ -158,10 +168,7 @@ class Pool:
         self._init = init
         # Every connection ever opened, so that terminate() can reach idle ones.
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._held: dict[int, Any] = {}
-        self._terminated: set[int] = set()
-        self._released = asyncio.Event()
-        self._released.set()
+        self._out = Checkouts()
         self._initialized = False
         self._closing = False
         self._shutdown: asyncio.Task[None] | None = None
@@ -237,7 +244,7 @@ class Pool:
             return
         self._closing = True
         try:
-            await self._released.wait()
+            await self._out.all_back.wait()
             await self.pool.close()
         except BaseException:
             self.terminate()
@@ -255,10 +262,7 @@ class Pool:
         self._closing = True
         for conn in list(self._conns):
             conn.terminate()
-        held = list(self._held.values())
-        self._terminated.update(self._held)
-        self._held.clear()
-        self._released.set()
+        held = self._out.drop_all()
         self._shutdown = asyncio.get_running_loop().create_task(
             self._finish_terminate(held)
         )
@@ -303,12 +307,14 @@ class Pool:
                 raise
             # Python 3.10: asyncio.TimeoutError is not the builtin TimeoutError.
             raise asyncio.TimeoutError(str(exc)) from exc
-        self._held[id(conn)] = conn
-        self._released.clear()
+        self._out.add(conn)
         if self._setup is not None:
             try:
                 await self._setup(conn)
             except BaseException:
+                # As asyncpg: a connection whose setup failed may be in any
+                # state, so it is closed (the pool discards it), not reused.
+                conn.terminate()
                 await self.release(conn)
                 raise
         return conn
@@ -328,18 +334,19 @@ class Pool:
             asyncpg.InterfaceError: ``connection`` was not acquired from this
                 pool, or was already released.
         """
-        conn = self._held.pop(id(connection), None)
-        if conn is not connection:
-            if conn is not None:
-                self._held[id(conn)] = conn
-            if id(connection) in self._terminated:
+        try:
+            if not self._out.take_back(connection):
                 return
+        except LookupError:
             raise asyncpg.InterfaceError(
                 f"Pool.release() received invalid connection: {connection!r} "
                 "is not a member of this pool"
-            )
-        if not self._held:
-            self._released.set()
+            ) from None
+        conn = connection
+        # asyncpg's own release step: warn about listeners left behind, and
+        # make the borrower's transaction, cursor and prepared-statement
+        # objects refuse further use ("released back to the pool").
+        conn._on_release()
         if timeout is None:
             await self.pool.release(conn)
         else:

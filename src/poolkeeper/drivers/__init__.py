@@ -26,6 +26,7 @@ __all__ = [
     "DriverSpec",
     "TxStatus",
     "driver_for_url",
+    "spec_for_url",
 ]
 
 
@@ -145,6 +146,18 @@ def _resolve_scheme(url: URL) -> tuple[str, DriverSpec]:
             + ", ".join(supported_schemes())
         )
     return scheme, SCHEMES[scheme]
+
+
+def spec_for_url(url: str) -> tuple[str, DriverSpec]:
+    """Return the scheme a URL resolves to and its :class:`DriverSpec`.
+
+    Nothing is imported: this tells whether the URL's driver is sync, async or
+    both, and which package it needs, even when that package is missing.
+
+    Raises:
+        ConfigError: the URL is malformed or its scheme unknown.
+    """
+    return _resolve_scheme(parse_url(url))
 
 
 def driver_for_url(

@@ -99,6 +99,18 @@ class AiopgDriver:
     def is_broken(self, conn: Any) -> bool:
         return bool(conn.closed)
 
+    @staticmethod
+    def is_idle(conn: Any) -> bool:
+        # As psycopg2's, plus aiopg's own queue of notifications nobody read.
+        return _psycopg2.Psycopg2Driver.is_idle(conn.raw) and conn._notifies.empty()
+
+    async def clear_state(self, conn: Any) -> None:
+        """Empty the notices and the notification queue a borrower left (no I/O)."""
+        _psycopg2.clear_messages(conn.raw)
+        queue = conn._notifies
+        while not queue.empty():
+            queue.get_nowait()
+
     def busy(self, conn: Any) -> bool:
         """Whether a command is in progress on the connection."""
         return _psycopg2.busy(conn.raw)

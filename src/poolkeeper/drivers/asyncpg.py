@@ -34,6 +34,7 @@ import asyncpg
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_PARAMS,
@@ -58,6 +59,12 @@ _CONNECT_PARAMS: dict[str, Callable[[str], Any]] = {
     "direct_tls": to_bool,
 }
 
+#: Query loggers exist since asyncpg 0.29.
+_QUERY_LOGGERS = hasattr(asyncpg.Connection, "_query_loggers")
+
+#: Callback registries restored to what ``configure`` left (see ``_kept``).
+_KEPT = ("_termination_listeners",) + (("_query_loggers",) if _QUERY_LOGGERS else ())
+
 #: What ``DISCARD ALL`` does, minus ``DEALLOCATE ALL``: asyncpg caches
 #: prepared statements by name and would fail on the next cached query.
 #: ``Connection.reset()`` already covers advisory locks, ``CLOSE ALL``,
@@ -65,6 +72,20 @@ _CONNECT_PARAMS: dict[str, Callable[[str], Any]] = {
 _RESET_SQL = (
     "SET SESSION AUTHORIZATION DEFAULT; DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
 )
+
+
+def _forget_transaction(conn: Any) -> None:
+    """End asyncpg's record of a ``Connection.transaction()`` left open.
+
+    As ``Connection.reset()`` does: while a top-level transaction object is
+    recorded, the next ``transaction()`` would send ``SAVEPOINT`` instead of
+    ``BEGIN``. The release counter is bumped as asyncpg's pool bumps it on
+    release, so the borrower's stale transaction object (and its other
+    statements and cursors) refuse to act on the next borrower's session.
+    """
+    if conn._top_xact is not None:
+        conn._top_xact = None
+        conn._pool_release_ctr += 1
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +164,42 @@ class AsyncpgDriver:
 
     @staticmethod
     def is_idle(conn: Any) -> bool:
-        return not conn.is_closed() and not conn.is_in_transaction()
+        # Open, outside a transaction (the server's view and asyncpg's own),
+        # and nothing a borrower left to clear (see clear_state).
+        return not (
+            conn.is_closed()
+            or conn.is_in_transaction()
+            or conn._top_xact is not None
+            or conn._listeners
+            or conn._log_listeners
+            # Attribute reads only (no calls): this runs on every return.
+            or conn._termination_listeners.changed
+            or (_QUERY_LOGGERS and conn._query_loggers.changed)
+        )
+
+    @staticmethod
+    def baseline(conn: Any) -> None:
+        """Remember the termination listeners and query loggers ``configure`` added."""
+        for attr in _KEPT:
+            keep(conn, attr)
+
+    async def clear_state(self, conn: Any) -> None:
+        """Drop what a borrower left on the connection object, as asyncpg's pool does.
+
+        asyncpg's record of an open ``Connection.transaction()`` is dropped (the
+        transaction itself was ended by :meth:`commit` or :meth:`rollback`);
+        notification and log listeners are removed, and the server is told
+        ``UNLISTEN *`` if there were notification listeners (the only round
+        trip, paid only by a borrower who left some); termination listeners
+        and query loggers go back to those ``configure`` added.
+        """
+        _forget_transaction(conn)
+        conn._log_listeners.clear()
+        for attr in _KEPT:
+            restore(conn, attr)
+        if conn._listeners:
+            conn._listeners.clear()
+            await conn.execute("UNLISTEN *")
 
     def quiet(self, conn: Any) -> float | None:
         """Seconds since data last moved on the connection's socket (None: unknown)."""
@@ -157,9 +213,11 @@ class AsyncpgDriver:
             conn.terminate()
 
     async def commit(self, conn: Any) -> None:
+        _forget_transaction(conn)
         await conn.execute("COMMIT")
 
     async def rollback(self, conn: Any) -> None:
+        _forget_transaction(conn)
         await conn.execute("ROLLBACK")
 
     async def ping(self, conn: Any) -> None:

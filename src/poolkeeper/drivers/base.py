@@ -40,6 +40,26 @@ the one using the connection, while a command may be blocked on it:
   :mod:`poolkeeper.drivers._abort`).
 
 See :func:`query_watch`.
+
+So that a connection handed out is indistinguishable, through the driver's own
+API, from a fresh one, an adapter whose connections keep client-side state a
+borrower can leave behind (callbacks, listeners, the driver's own record of an
+open transaction) offers two more methods; see :func:`state_hooks`:
+
+- ``baseline(conn) -> None``: called once on each new connection, after the
+  pool's ``configure`` hook and before the connection is first handed out;
+  remembers what is there now (what ``configure`` installed stays for the
+  connection's life). No I/O. The idle check may rely on what it installed.
+- ``clear_state(conn) -> None`` (a coroutine on an asyncio adapter): called on
+  each return that takes the slow path, after the transaction was ended;
+  puts the connection's client-side state back to its baseline. It should do
+  no I/O; a round trip is acceptable only to undo what the borrower did on
+  the server through that state (asyncpg's ``LISTEN``). If it raises, the
+  connection is closed.
+
+The idle probe (``is_idle``/``idle_probe``) must report False whenever there
+is something to clear, so that a connection with nothing to clear costs the
+return path nothing more.
 """
 
 from __future__ import annotations
@@ -188,3 +208,38 @@ def query_watch(driver: Driver | AsyncDriver) -> QueryWatch | None:
     busy: Callable[[Any], bool | None] = getattr(driver, "busy", _unknown)
     quiet: Callable[[Any], float | None] = getattr(driver, "quiet", _unknown)
     return busy, quiet, abort
+
+
+def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:
+    """Return the driver's ``settled`` function, or None if it has none.
+
+    ``settled(conn)`` tells, without I/O, that ``conn`` is open and no command
+    is in progress on it, even after the call that used it was interrupted (a
+    cancelled task): the protocol is between messages, so a rollback makes
+    the connection as good as new. Only a driver that cancels an interrupted
+    command itself and reads its reply (psycopg 3) can say so; for the others
+    an interrupted connection is in an unknown state and is discarded.
+    """
+    settled: Callable[[Any], bool] | None = getattr(driver, "settled", None)
+    return settled
+
+
+def can_abort(driver: Driver | AsyncDriver) -> bool:
+    """Tell whether the driver's ``abort`` works on its connections.
+
+    An adapter for a connect callable knows only after its first connection
+    which library it wraps (see :mod:`poolkeeper.drivers.dbapi`); until then
+    it answers True.
+    """
+    return query_watch(driver) is not None and bool(getattr(driver, "can_abort", True))
+
+
+def cannot_abort(conn: Any) -> None:
+    """The watchdog's ``abort`` for connections their adapter cannot abort: nothing."""
+
+
+def state_hooks(
+    driver: Driver | AsyncDriver,
+) -> tuple[Callable[[Any], None] | None, Callable[[Any], Any] | None]:
+    """Return the driver's ``(baseline, clear_state)`` methods; None for a missing one."""
+    return getattr(driver, "baseline", None), getattr(driver, "clear_state", None)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from poolkeeper.drivers import ops_for_connection
-from poolkeeper.drivers.base import TxStatus
+from poolkeeper.drivers.base import TxStatus, idle_check
+from poolkeeper.drivers.session import supports_reset_session
 
 
 def _closed_attr(conn: Any) -> bool:
@@ -132,7 +133,8 @@ def _delegate_abort(ops: Any, name: str, conn: Any) -> None:
 
 
 class _QueryWatchDelegation:
-    """``busy``/``quiet``/``abort`` passed on to the adapter chosen at first connect."""
+    """``busy``/``quiet``/``abort``/``settled`` and the capabilities of the
+    adapter chosen at first connect, passed on."""
 
     _ops: Any
     name: str
@@ -151,8 +153,48 @@ class _QueryWatchDelegation:
         """Abort a blocked call, if the connection's adapter knows how."""
         _delegate_abort(self._ops, self.name, conn)
 
+    def settled(self, conn: Any) -> bool:
+        """Whether an interrupted connection is between messages (see
+        :func:`poolkeeper.drivers.base.settled_check`); False if the
+        connection's adapter cannot tell."""
+        return bool(_delegate_probe(self._ops, "settled", conn))
 
-class CallableDriver(_QueryWatchDelegation):
+    @property
+    def can_abort(self) -> bool:
+        """Whether the connection's adapter can abort (True until the first connect)."""
+        ops = self._ops
+        return ops is None or (
+            callable(getattr(ops, "abort", None))
+            and bool(getattr(ops, "can_abort", True))
+        )
+
+    @property
+    def can_reset_session(self) -> bool:
+        """Whether the connection's adapter has a full session reset (True until
+        the first connect)."""
+        ops = self._ops
+        return ops is None or supports_reset_session(ops)
+
+
+class _StateDelegation:
+    """Idle check and client-state hooks, delegated to the connection's adapter."""
+
+    _ops: Any
+    # The adapter's idle check once the first connection picked the adapter.
+    _is_idle: Callable[[Any], bool] = staticmethod(lambda conn: False)
+
+    def is_idle(self, conn: Any) -> bool:
+        """Tell whether returning ``conn`` needs nothing done (see drivers.base)."""
+        return self._is_idle(conn)
+
+    def baseline(self, conn: Any) -> None:
+        """Remember the connection's client-side state, if its adapter keeps any."""
+        baseline = getattr(self._ops, "baseline", None)
+        if baseline is not None:
+            baseline(conn)
+
+
+class CallableDriver(_QueryWatchDelegation, _StateDelegation):
     """Sync adapter for a user's connect callable; picks its ops from the first connection."""
 
     name = "callable"
@@ -168,6 +210,7 @@ class CallableDriver(_QueryWatchDelegation):
             cls = ops_for_connection(conn, is_async=False) or DBAPIDriver
             self._ops = cls(self._connect)
             self.name = self._ops.name
+            self._is_idle = idle_check(self._ops)
         return conn
 
     def transaction_status(self, conn: Any) -> TxStatus:
@@ -194,11 +237,17 @@ class CallableDriver(_QueryWatchDelegation):
             )
         reset(conn)
 
+    def clear_state(self, conn: Any) -> None:
+        """Clear what a borrower left on the connection, if its adapter knows how."""
+        clear = getattr(self._ops, "clear_state", None)
+        if clear is not None:
+            clear(conn)
+
     def close(self, conn: Any) -> None:
         self._ops.close(conn)
 
 
-class AsyncCallableDriver(_QueryWatchDelegation):
+class AsyncCallableDriver(_QueryWatchDelegation, _StateDelegation):
     """Asyncio adapter for a user's coroutine connect function."""
 
     name = "callable"
@@ -214,6 +263,7 @@ class AsyncCallableDriver(_QueryWatchDelegation):
             cls = ops_for_connection(conn, is_async=True) or AsyncDBAPIDriver
             self._ops = cls(self._connect)
             self.name = self._ops.name
+            self._is_idle = idle_check(self._ops)
         return conn
 
     def transaction_status(self, conn: Any) -> TxStatus:
@@ -239,6 +289,12 @@ class AsyncCallableDriver(_QueryWatchDelegation):
                 f"the {self.name} adapter has no full session reset"
             )
         await reset(conn)
+
+    async def clear_state(self, conn: Any) -> None:
+        """Clear what a borrower left on the connection, if its adapter knows how."""
+        clear = getattr(self._ops, "clear_state", None)
+        if clear is not None:
+            await clear(conn)
 
     async def close(self, conn: Any) -> None:
         await self._ops.close(conn)

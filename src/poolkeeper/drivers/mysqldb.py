@@ -128,6 +128,16 @@ class MysqldbDriver:
     def connect(self) -> Any:
         return self._connect()
 
+    @property
+    def can_abort(self) -> bool:
+        """False when built from a callable: its connections' sockets are unknown."""
+        return self._session is not None
+
+    @property
+    def can_reset_session(self) -> bool:
+        """False when built from a callable: the credentials are unknown."""
+        return self._session is not None
+
     def transaction_status(self, conn: Any) -> TxStatus:
         return TxStatus.UNKNOWN
 

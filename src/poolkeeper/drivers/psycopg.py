@@ -11,6 +11,11 @@ trip the protocol has. Connections get libpq TCP keepalives and a 10 s
 status is ``ACTIVE``; ``abort`` shuts down the socket (``conn.pgconn.socket``),
 so a call blocked on a frozen server fails with ``OperationalError`` at once.
 
+``settled``: an interrupted connection (a cancelled task, Ctrl-C) is kept
+when libpq says no command is in progress: psycopg cancels the command on the
+server and reads the reply before it re-raises, so a rollback makes the
+connection clean (see docs/RELIABILITY.md, "Cancellation without churn").
+
 ``reset_session`` runs ``DISCARD ALL``. psycopg notices that command and
 forgets its own prepared statements, so its automatic preparation keeps
 working afterwards.
@@ -19,7 +24,6 @@ working afterwards.
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
 
@@ -60,20 +65,81 @@ def _broken(conn: Any) -> bool:
     return bool(conn.closed or conn.broken)
 
 
-#: ``_IDLE_PROBE(conn) == _PQ_IDLE`` is :func:`_idle`, in C.
-_IDLE_PROBE = operator.attrgetter("pgconn.transaction_status")
+#: psycopg's notice and notification handler lists (see ``_kept``).
+_KEPT = ("_notice_handlers", "_notify_handlers")
+
+
+#: psycopg 3.2+ queues notifications received with no handler for notifies().
+_BACKLOG = "_notifies_backlog"
 
 
 def _idle(conn: Any) -> bool:
     # libpq reports PQTRANS_UNKNOWN for a closed or broken connection, so one
-    # compare says "open, healthy and outside a transaction".
-    return conn.pgconn.transaction_status == _PQ_IDLE  # type: ignore[no-any-return]
+    # compare says "open, healthy and outside a transaction"; the rest is
+    # psycopg's client-side state a borrower may leave (see _clear_state).
+    return conn.pgconn.transaction_status == _PQ_IDLE and not (
+        conn._num_transactions
+        or conn._tpc
+        # Attribute reads only (no calls): this runs on every return.
+        or conn._notice_handlers.changed
+        or conn._notify_handlers.changed
+        or conn._notifies_backlog
+    )
+
+
+def _baseline(conn: Any) -> None:
+    for attr in _KEPT:
+        keep(conn, attr)
+    if not hasattr(conn, _BACKLOG):
+        conn._notifies_backlog = None  # psycopg < 3.2: no backlog to check
+
+
+def _end_blocks(conn: Any) -> None:
+    # A conn.transaction() block the borrower left open (entered, never
+    # exited) makes psycopg refuse commit() and rollback(); the pool ends the
+    # transaction for it, so forget the block, as a fresh connection has none.
+    conn._num_transactions = 0
+
+
+def _clear_state(conn: Any) -> None:
+    # Called once the transaction is ended: forget a two-phase transaction
+    # left prepared (tpc_prepare() without tpc_commit()) and the handlers a
+    # borrower added; those configure added stay.
+    conn._num_transactions = 0
+    conn._tpc = None
+    for attr in _KEPT:
+        restore(conn, attr)
+    backlog = conn._notifies_backlog
+    if backlog:
+        # Notifications nobody read: the next borrower's notifies() must not
+        # start with them.
+        backlog.clear()
 
 
 def _busy(conn: Any) -> bool:
     # ACTIVE: a command was sent and its results are not all read. A closed
     # or broken connection reports UNKNOWN: nothing can be running on it.
     return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
+
+
+_PQ_SETTLED = frozenset(
+    int(x)
+    for x in (
+        pq.TransactionStatus.IDLE,
+        pq.TransactionStatus.INTRANS,
+        pq.TransactionStatus.INERROR,
+    )
+)
+
+
+def _settled(conn: Any) -> bool:
+    # psycopg answers an interrupted command (a cancelled task, Ctrl-C) with
+    # a cancel request and reads the reply before it re-raises, so a status
+    # other than ACTIVE (a command still running) or UNKNOWN (closed,
+    # broken) means the connection is between messages: a rollback cleans
+    # it. psycopg closes the connection itself if the server ignores the
+    # cancel for 5 s.
+    return not conn.closed and conn.pgconn.transaction_status in _PQ_SETTLED
 
 
 def _fd(conn: Any) -> int:
@@ -113,18 +179,23 @@ class PsycopgDriver:
     transaction_status = staticmethod(_status)
     is_broken = staticmethod(_broken)
     is_idle = staticmethod(_idle)
-    # The same test with no Python frame (see drivers.base).
-    idle_probe = _IDLE_PROBE
-    idle_value = _PQ_IDLE
+    baseline = staticmethod(_baseline)
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)
     abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
 
     def commit(self, conn: Any) -> None:
+        _end_blocks(conn)
         conn.commit()
 
     def rollback(self, conn: Any) -> None:
+        _end_blocks(conn)
         conn.rollback()
+
+    def clear_state(self, conn: Any) -> None:
+        """Forget transaction blocks and the handlers a borrower added (no I/O)."""
+        _clear_state(conn)
 
     def ping(self, conn: Any) -> None:
         if conn.autocommit:
@@ -179,18 +250,23 @@ class AsyncPsycopgDriver:
     transaction_status = staticmethod(_status)
     is_broken = staticmethod(_broken)
     is_idle = staticmethod(_idle)
-    # The same test with no Python frame (see drivers.base).
-    idle_probe = _IDLE_PROBE
-    idle_value = _PQ_IDLE
+    baseline = staticmethod(_baseline)
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)
     abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
 
     async def commit(self, conn: Any) -> None:
+        _end_blocks(conn)
         await conn.commit()
 
     async def rollback(self, conn: Any) -> None:
+        _end_blocks(conn)
         await conn.rollback()
+
+    async def clear_state(self, conn: Any) -> None:
+        """Forget transaction blocks and the handlers a borrower added (no I/O)."""
+        _clear_state(conn)
 
     async def ping(self, conn: Any) -> None:
         if conn.autocommit:

@@ -30,6 +30,23 @@ from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._libpq import libpq_kwargs
 from poolkeeper.drivers.base import TxStatus
 
+_transaction_status = ext.connection.get_transaction_status
+
+
+def clear_messages(conn: Any) -> None:
+    """Empty a psycopg2 connection's ``notices`` and ``notifies``.
+
+    Both are lists psycopg2 appends to, or objects with an ``append`` method
+    the application installed; such an object is kept (psycopg2 cannot tell
+    one ``configure`` installed from a borrower's) and emptied if it has a
+    ``clear`` method.
+    """
+    for received in (conn.notices, conn.notifies):
+        clear = getattr(received, "clear", None)
+        if clear is not None:
+            clear()
+
+
 _TX = {
     ext.TRANSACTION_STATUS_IDLE: TxStatus.IDLE,
     # ACTIVE: a command is running, which a pooled connection at rest never
@@ -117,14 +134,20 @@ class Psycopg2Driver:
     @staticmethod
     def is_idle(conn: Any) -> bool:
         # get_transaction_status() is libpq's status without building a
-        # ConnectionInfo object (as conn.info does).
-        return not conn.closed and conn.get_transaction_status() == _PQ_IDLE
+        # ConnectionInfo object (as conn.info does); libpq reports UNKNOWN
+        # for a connection closed by the client or lost. Then nothing the
+        # borrower left in conn.notices / conn.notifies (see clear_state).
+        return (
+            _transaction_status(conn) == _PQ_IDLE
+            and not conn.notices
+            and not conn.notifies
+        )
 
-    # is_idle() with no Python frame (see drivers.base): libpq reports
-    # UNKNOWN for a connection closed by the client or lost, so one C call
-    # and one compare say "open and outside a transaction".
-    idle_probe = staticmethod(ext.connection.get_transaction_status)
-    idle_value = _PQ_IDLE
+    @staticmethod
+    def clear_state(conn: Any) -> None:
+        """Empty ``conn.notices`` and ``conn.notifies`` (no I/O)."""
+        clear_messages(conn)
+
     busy = staticmethod(busy)
     quiet = staticmethod(quiet)
     abort = staticmethod(abort)

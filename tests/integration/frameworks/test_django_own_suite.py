@@ -1,10 +1,11 @@
-"""Django's own backend and transaction tests, run on the poolkeeper backend.
+"""Django's own backend and transaction tests, run on the poolkeeper backends.
 
 ``tools/django_suite.py`` runs Django's ``runtests.py`` (from the sdist of the
 installed Django, fetched once into ``.cache/`` by ``scripts/test`` or
 ``tools/django_suite.py --fetch-only``) with both database aliases on
-``poolkeeper.django.postgresql``. Without the fetched suite this test skips
-locally and fails with ``CI=true``.
+``poolkeeper.django.postgresql`` (against PostgreSQL) or
+``poolkeeper.django.mysql`` (against MariaDB). Without the fetched suite this
+test skips locally and fails with ``CI=true``, as does a server that is down.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_db
+from tests.conftest import import_driver, require_db
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / "tools" / "django_suite.py"
@@ -31,20 +32,38 @@ def _suite_dir() -> Path:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("backend", "url_fixture", "driver"),
+    [
+        pytest.param(
+            "postgresql", "postgres_url", "psycopg", marks=pytest.mark.postgres
+        ),
+        pytest.param("mysql", "mysql_url", "MySQLdb", marks=pytest.mark.mysql),
+    ],
+)
 def test_django_backend_and_transaction_tests_pass(
-    postgres_url: str, pytestconfig: pytest.Config
+    backend: str, url_fixture: str, driver: str, request: pytest.FixtureRequest
 ) -> None:
     pytest.importorskip("django")
+    url: str = request.getfixturevalue(url_fixture)
+    import_driver(request.config, driver)
     if not (_suite_dir() / "runtests.py").exists():
         message = (
             f"Django's test suite is not in {_suite_dir()}: "
             "run python tools/django_suite.py --fetch-only"
         )
-        if require_db(pytestconfig):
+        if require_db(request.config):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     proc = subprocess.run(
-        [sys.executable, str(TOOL), "--postgres-url", postgres_url],
+        [
+            sys.executable,
+            str(TOOL),
+            "--backend",
+            backend,
+            f"--{url_fixture.replace('_', '-')}",
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -58,3 +77,6 @@ def test_django_backend_and_transaction_tests_pass(
     # get_or_create, basic, delete_regress: 623 tests on Django 5.2.
     assert int(ran.group(1)) >= 500
     assert re.search(r"^OK\b", output, re.MULTILINE), output[-2000:]
+    # The backend really was poolkeeper's (no silent fallback to Django's).
+    wrapper = f"poolkeeper.integrations.django.{backend}.base.DatabaseWrapper"
+    assert f"Django backend: {wrapper}" in output, output[-2000:]

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+
+
+@pytest.fixture
+def dsn(postgres_url: str) -> str:
+    """The server URL as libpq and asyncpg take it (no ``+driver`` part)."""
+    parts = urlsplit(postgres_url)
+    return urlunsplit(parts._replace(scheme=parts.scheme.split("+")[0]))
 
 
 @pytest.fixture

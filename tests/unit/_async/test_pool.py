@@ -719,8 +719,12 @@ async def test_query_timeout_discards_the_connection_and_raises(
             "qt-pool" in r.getMessage() and "query_timeout=0.05" in r.getMessage()
             for r in warnings
         )
-        # The generic adapter cannot abort: said once per stuck connection.
-        assert any("could not abort" in r.getMessage() for r in warnings)
+        # The generic adapter cannot abort: said once, at the first connect
+        # (a PoolWarning; logged, as the test run turns warnings into errors),
+        # never per stuck connection.
+        said = [r.getMessage() for r in warnings if "cannot cut" in r.getMessage()]
+        assert len(said) == 1 and "qt-pool" in said[0]
+        assert not any("could not abort" in r.getMessage() for r in warnings)
         # A replacement is opened; a short checkout is left alone.
         async with pool.connection() as conn:
             assert conn is not factory.made[0]
@@ -787,3 +791,69 @@ async def test_query_timeout_leaves_the_application_s_own_timeouts_alone() -> No
                 raise PoolTimeout("another pool's", pool_name="other", timeout=1.0)
         assert pool_error.value.pool_name == "other"
         assert pool.stats().query_timeouts == 2
+
+
+class Interrupt(BaseException):
+    """What a listener may raise past the event bus (like KeyboardInterrupt)."""
+
+
+@pytest.mark.parametrize("path", ["fast", "slow"])
+async def test_a_checkout_listener_raising_base_exception_leaks_nothing(
+    path: str,
+) -> None:
+    factory = Factory()
+    # The slow path: a check hook makes every checkout take it.
+    check = (lambda conn: None) if path == "slow" else None
+    async with AsyncPool(factory, min_size=1, max_size=1, check=check) as pool:
+        await pool.open(wait=True)
+
+        def listener(event: object) -> None:
+            raise Interrupt
+
+        pool.on("checkout", listener)
+        for _ in range(2):
+            with pytest.raises(Interrupt):
+                await pool.acquire(timeout=1)
+            with pytest.raises(Interrupt):
+                async with pool.connection(timeout=1):
+                    pass
+        pool.off("checkout", listener)
+        stats = pool.stats()
+        assert stats.in_use == 0 and stats.idle == 1 and stats.acquires == 0
+        # The only connection is still there to be had, at once.
+        conn = await pool.acquire(timeout=0)
+        assert conn is factory.made[0]
+        await pool.release(conn)
+        assert pool.stats().acquires == 1
+
+
+async def test_wait_time_counts_every_checkout_zero_waits_included() -> None:
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=1) as pool:
+        await pool.open(wait=True)
+        for _ in range(3):  # served at once: fast path
+            async with pool.connection():
+                pass
+        held = await pool.acquire()
+
+        async def queued() -> None:
+            async with pool.connection(timeout=1.0):
+                pass
+
+        waiter = aspawn(queued)
+        await asleep(0.05)
+        await pool.release(held)
+        await ajoin([waiter], 2.0)
+        stats = pool.stats()
+    assert stats.acquires == 5
+    assert stats.wait_time.count == 5
+    assert stats.wait_time.p50 == 0.0 and stats.wait_time.max >= 0.04
+
+
+def test_pool_events_are_hashable() -> None:
+    from poolkeeper import PoolEvent
+
+    first = PoolEvent("checkout", "p", None, 0.0)
+    second = PoolEvent("checkout", "p", None, 0.0)
+    assert len({first, second, first}) == 2
+    assert {first: 1}[first] == 1

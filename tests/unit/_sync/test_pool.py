@@ -712,8 +712,12 @@ def test_query_timeout_discards_the_connection_and_raises(
             "qt-pool" in r.getMessage() and "query_timeout=0.05" in r.getMessage()
             for r in warnings
         )
-        # The generic adapter cannot abort: said once per stuck connection.
-        assert any("could not abort" in r.getMessage() for r in warnings)
+        # The generic adapter cannot abort: said once, at the first connect
+        # (a PoolWarning; logged, as the test run turns warnings into errors),
+        # never per stuck connection.
+        said = [r.getMessage() for r in warnings if "cannot cut" in r.getMessage()]
+        assert len(said) == 1 and "qt-pool" in said[0]
+        assert not any("could not abort" in r.getMessage() for r in warnings)
         # A replacement is opened; a short checkout is left alone.
         with pool.connection() as conn:
             assert conn is not factory.made[0]
@@ -780,3 +784,69 @@ def test_query_timeout_leaves_the_application_s_own_timeouts_alone() -> None:
                 raise PoolTimeout("another pool's", pool_name="other", timeout=1.0)
         assert pool_error.value.pool_name == "other"
         assert pool.stats().query_timeouts == 2
+
+
+class Interrupt(BaseException):
+    """What a listener may raise past the event bus (like KeyboardInterrupt)."""
+
+
+@pytest.mark.parametrize("path", ["fast", "slow"])
+def test_a_checkout_listener_raising_base_exception_leaks_nothing(
+    path: str,
+) -> None:
+    factory = Factory()
+    # The slow path: a check hook makes every checkout take it.
+    check = (lambda conn: None) if path == "slow" else None
+    with Pool(factory, min_size=1, max_size=1, check=check) as pool:
+        pool.open(wait=True)
+
+        def listener(event: object) -> None:
+            raise Interrupt
+
+        pool.on("checkout", listener)
+        for _ in range(2):
+            with pytest.raises(Interrupt):
+                pool.acquire(timeout=1)
+            with pytest.raises(Interrupt):
+                with pool.connection(timeout=1):
+                    pass
+        pool.off("checkout", listener)
+        stats = pool.stats()
+        assert stats.in_use == 0 and stats.idle == 1 and stats.acquires == 0
+        # The only connection is still there to be had, at once.
+        conn = pool.acquire(timeout=0)
+        assert conn is factory.made[0]
+        pool.release(conn)
+        assert pool.stats().acquires == 1
+
+
+def test_wait_time_counts_every_checkout_zero_waits_included() -> None:
+    factory = Factory()
+    with Pool(factory, min_size=1, max_size=1) as pool:
+        pool.open(wait=True)
+        for _ in range(3):  # served at once: fast path
+            with pool.connection():
+                pass
+        held = pool.acquire()
+
+        def queued() -> None:
+            with pool.connection(timeout=1.0):
+                pass
+
+        waiter = spawn(queued)
+        sleep(0.05)
+        pool.release(held)
+        join([waiter], 2.0)
+        stats = pool.stats()
+    assert stats.acquires == 5
+    assert stats.wait_time.count == 5
+    assert stats.wait_time.p50 == 0.0 and stats.wait_time.max >= 0.04
+
+
+def test_pool_events_are_hashable() -> None:
+    from poolkeeper import PoolEvent
+
+    first = PoolEvent("checkout", "p", None, 0.0)
+    second = PoolEvent("checkout", "p", None, 0.0)
+    assert len({first, second, first}) == 2
+    assert {first: 1}[first] == 1

@@ -148,8 +148,9 @@ def test_a_hand_off_counts_when_taken_and_not_when_recalled() -> None:
     assert entry.last_used_at == 4.0 and state.usage_time.count == 1
     assert state.abandon(taker, timed_out=True) is entry  # lost the race
     state.served(taker, 6.0)
-    assert entry.uses == 2 and state.acquires == 2
-    assert state.wait_time.count == 1 and state.timeouts == 0
+    assert entry.uses == 2 and state.acquires == 2 and state.timeouts == 0
+    state.obtained(6.0 - taker.enqueued_at)  # the shell records the wait
+    assert state.wait_time.count == 1 and state.wait_time.max == 3.0
     # That was its second use, so it retires when it comes back.
     state.checkin(entry, 7.0)
     assert state.closed_by_reason["uses"] == 1 and state.size == 0
@@ -635,3 +636,23 @@ def test_reported_acquires_never_go_down_when_a_validation_fails() -> None:
     third = state.checkout(0.4)
     assert third is not None
     assert state.stats().acquires == 2
+
+
+def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
+    state = make_state(min_size=1, max_size=1, validate="always")
+    state.validate_window = -math.inf
+    fill(state)
+    entry = state.checkout(1.0)  # due a validation: not reported yet
+    assert entry is not None
+    assert state.stats().acquires == 0  # a scrape while the ping runs
+    # The ping overruns the caller's deadline: discarded, the caller times out.
+    state.discard_checked_out(entry, "check", 2.0)
+    state.validation_timed_out()
+    stats = state.stats()
+    assert stats.acquires == 0 and stats.timeouts == 1
+    # A checkout that passes its validation counts once.
+    fill(state, 3.0)
+    entry = state.checkout(4.0)
+    assert entry is not None
+    state.validated(entry, 4.1)
+    assert state.stats().acquires == 1

@@ -4,9 +4,10 @@ from django.urls import path  # type: ignore[import-untyped,unused-ignore]
 
 from tests.integration.frameworks.djangoapp import views
 
+# Every view works on the database alias named first in its path.
 urlpatterns = [
-    path("notes/", views.notes),
-    path("fail/", views.fail_in_transaction),
-    path("count/", views.count_async),
-    path("sleepy/", views.sleepy),
+    path("<str:alias>/notes/", views.notes),
+    path("<str:alias>/fail/", views.fail_in_transaction),
+    path("<str:alias>/count/", views.count_async),
+    path("<str:alias>/sleepy/", views.sleepy),
 ]

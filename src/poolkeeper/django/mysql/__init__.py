@@ -1,0 +1,1 @@
+"""Alias of :mod:`poolkeeper.integrations.django.mysql`."""

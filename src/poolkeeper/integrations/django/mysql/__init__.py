@@ -1,0 +1,1 @@
+"""MySQL/MariaDB (mysqlclient) backend for Django, pooled by poolkeeper."""
