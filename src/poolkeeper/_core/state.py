@@ -624,6 +624,17 @@ class PoolState:
             return False
         return True
 
+    def reserve_connect(self) -> bool:
+        """Reserve a connect slot for a caller that opens a connection itself.
+
+        Only when no connection is idle and the pool has room; the caller
+        then reports :meth:`connected` or :meth:`connect_cancelled`.
+        """
+        if self.closed or self.idle or self._total() >= self.max_size:
+            return False
+        self.connecting += 1
+        return True
+
     def connect_cancelled(self) -> None:
         """Release the slot of a connect worker that stopped without a result."""
         self.connecting -= 1

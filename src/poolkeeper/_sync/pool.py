@@ -973,6 +973,67 @@ class Pool(Generic[ConnT]):
         if state.retired:
             self._close_retired()
 
+    def _open_for_caller(self) -> bool:
+        """Open one connection in the caller, if none is idle and there is room.
+
+        For integrations whose users expect a checkout to connect by itself
+        (SQLAlchemy's QueuePool does): a connect error reaches the caller as
+        raised, and the new connection joins the pool as one of its own, to
+        the oldest waiter, else idle. Returns whether a connection was added.
+        """
+        state = self._state
+        with self._lock:
+            if not state.reserve_connect():
+                return False
+        started = _monotonic()
+        try:
+            conn = self._driver.connect()
+            if not self._adapter_checked:
+                self._check_adapter(conn)
+            if not self._configure_new(conn):
+                raise PoolError("configure hook failed", pool_name=self.name)
+        except BaseException:
+            with self._lock:
+                state.connect_cancelled()
+            raise
+        if self._baseline is not None:
+            self._baseline(conn)
+        now = _monotonic()
+        with self._lock:
+            if state.validate_window is None:
+                state.validate_window = self._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        if self._events.connect:
+            self._emit("connect", conn, duration=now - started)
+        if waiter is not None:
+            waiter.signal.set()
+        self._spawn_connects(n)
+        if state.retired:
+            self._close_retired()
+        return True
+
+    def _take_out(self, conn: ConnT, keep_idle: int | None) -> bool:
+        """Take a checked-out connection out of the pool; its user closes it.
+
+        See :meth:`PoolState.shed`: with ``keep_idle``, only when no caller
+        waits and that many are idle already; None: always (the user closed
+        it already). Returns whether it left; a replacement is opened for
+        waiting callers.
+        """
+        state = self._state
+        with self._lock:
+            entry = state.in_use.get(id(conn))
+            if entry is None or entry.conn is not conn:
+                return False
+            if not state.shed(entry, _monotonic(), keep_idle):
+                return False
+            n = state.plan_connects(_monotonic())
+        if self._events.discard:
+            self._emit("discard", conn, reason=entry.close_reason)
+        self._spawn_connects(n)
+        return True
+
     def _check_adapter(self, conn: Any) -> None:
         """Check what the adapter of a callable's first connection supports.
 

@@ -66,8 +66,9 @@ failed background check) are closed without SQLAlchemy's ``close`` event, and
 first-out and reuses the most recently returned connection). A connection
 taken out with ``detach()`` keeps its poolkeeper slot until the caller closes
 it, because the pool has no way yet to forget a checked-out connection. The
-caller-side connect uses poolkeeper's private pool state (``_state``,
-``_lock``, ``_driver``): this module ships with poolkeeper and changes with it.
+caller-side connect and the closing of returned connections use the pool's
+private ``_open_for_caller()`` and ``_take_out()``: this module ships with
+poolkeeper and changes with it.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -355,77 +355,8 @@ class _PoolkeeperPool(_SAPool):
     def _first_connect_guard(self) -> Any:
         raise NotImplementedError
 
-    def _driver_connect(self, pk: Any) -> Any:
-        raise NotImplementedError
-
     def _driver_close(self, pk: Any, conn: Any) -> None:
         raise NotImplementedError
-
-    def _grow_here(self) -> bool:
-        """Open a connection in the caller's thread if none is idle and there is room.
-
-        This is QueuePool's growth: the connection is made on the checkout's
-        own path, so a connect error (the driver's ``OperationalError``, the
-        dialect's ``ArgumentError``, an error in first-connect
-        initialisation) reaches the caller at once, as SQLAlchemy raised it,
-        and the engine wraps it and fires ``handle_error``. The new connection
-        joins the poolkeeper pool as one of its own (it counts towards
-        ``max_size``, lifetime and stats) and goes to the oldest waiter, if
-        any, else to the idle stack the caller takes it from.
-
-        Returns:
-            Whether a connection was added.
-        """
-        pk = self._pk
-        state = pk._state
-        with pk._lock:
-            if state.closed or state.idle or state._total() >= state.max_size:
-                return False
-            state.connecting += 1  # the slot is reserved, as for a connect task
-        started = time.monotonic()
-        try:
-            # Through the pool's driver, which learns the connection type
-            # from the first connection whoever opens it.
-            conn = self._driver_connect(pk)
-        except BaseException:
-            with pk._lock:
-                state.connect_cancelled()
-            raise
-        now = time.monotonic()
-        with pk._lock:
-            if state.validate_window is None:
-                state.validate_window = pk._validate_window()
-            waiter = state.connected(conn, now, now - started)
-            n = state.plan_connects(now)
-        if waiter is not None:
-            waiter.signal.set()
-        pk._spawn_connects(n)
-        if pk._events.connect:
-            pk._emit("connect", conn, duration=now - started)
-        if state.retired:
-            pk._spawn_close_retired()
-        return True
-
-    def _retire(self, conn: Any, pk: Any, keep_idle: int | None) -> bool:
-        """Take ``conn`` out of ``pk`` rather than back in (see ``PoolState.shed``).
-
-        Returns whether it left the pool; then poolkeeper will not close it:
-        SQLAlchemy has closed it already (``keep_idle`` None) or the caller
-        closes it now. A replacement is opened if callers wait.
-        """
-        state = pk._state
-        now = time.monotonic()
-        with pk._lock:
-            entry = state.in_use.get(id(conn))
-            if entry is None or entry.conn is not conn:
-                return False
-            if not state.shed(entry, now, keep_idle):
-                return False
-            n = state.plan_connects(now)
-        if pk._events.discard:
-            pk._emit("discard", conn, reason=entry.close_reason)
-        pk._spawn_connects(n)
-        return True
 
     def _shed(self, record: ConnectionPoolEntry, held: tuple[Any, Any]) -> bool:
         """Close a returned connection rather than keep it, when it should be.
@@ -439,8 +370,8 @@ class _PoolkeeperPool(_SAPool):
         if pk is not self._pk:
             return False  # from a disposed pool: closed when given back
         if self._adapter.is_closed(conn):
-            return self._retire(conn, pk, None)
-        if self._retire(conn, pk, self._pk_keep_idle):
+            return bool(pk._take_out(conn, None))
+        if pk._take_out(conn, self._pk_keep_idle):
             record.close()  # SQLAlchemy's close, with its close event
             return True
         return False
@@ -482,7 +413,7 @@ class _PoolkeeperPool(_SAPool):
                 self._driver_close(pk, conn)
             with self._adapter.lock:
                 self._adapter.closed.add(id(conn))
-        if not self._retire(conn, pk, None):
+        if not pk._take_out(conn, None):
             raise poolkeeper.PoolError(
                 f"SQLAlchemy pool {pk.name!r}: connection {conn!r} is not checked "
                 "out from its poolkeeper pool",
@@ -562,9 +493,6 @@ class Pool(_PoolkeeperPool):
         with self._pk_first_lock:
             yield
 
-    def _driver_connect(self, pk: Any) -> Any:
-        return pk._driver.connect()
-
     def _driver_close(self, pk: Any, conn: Any) -> None:
         pk._driver.close(conn)
 
@@ -576,7 +504,11 @@ class Pool(_PoolkeeperPool):
         for _ in range(self._pk_max_size + 1):
             if not pk._opened:
                 pk.open()
-            self._grow_here()
+            # QueuePool's growth: a checkout that finds no idle connection
+            # and room in the pool connects in the caller, so a connect
+            # error (the driver's, the dialect's, first-connect
+            # initialisation's) reaches it at once for the engine to wrap.
+            pk._open_for_caller()
             try:
                 conn = pk.acquire()
             except poolkeeper.PoolTimeout as exc:
@@ -600,7 +532,7 @@ class Pool(_PoolkeeperPool):
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
             # Closed by its owner: out of the pool without a second close.
-            if not self._retire(conn, pk, None):
+            if not pk._take_out(conn, None):
                 pk.release(conn)
 
     def dispose(self) -> None:
@@ -652,9 +584,6 @@ class AsyncPool(_PoolkeeperPool):
     async def _connect(self) -> Any:
         return await greenlet_spawn(self._new_record_connection)
 
-    def _driver_connect(self, pk: Any) -> Any:
-        return _await(pk._driver.connect())
-
     def _driver_close(self, pk: Any, conn: Any) -> None:
         _await(pk._driver.close(conn))
 
@@ -664,7 +593,7 @@ class AsyncPool(_PoolkeeperPool):
         for _ in range(self._pk_max_size + 1):
             if not pk._opened:
                 _await(pk.open())
-            self._grow_here()
+            _await(pk._open_for_caller())
             try:
                 conn = _await(pk.acquire())
             except poolkeeper.PoolTimeout as exc:
@@ -695,7 +624,7 @@ class AsyncPool(_PoolkeeperPool):
 
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
-            if not self._retire(conn, pk, None):
+            if not pk._take_out(conn, None):
                 _await(pk.release(conn))
 
     def dispose(self) -> None:
