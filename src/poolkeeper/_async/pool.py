@@ -965,17 +965,7 @@ class AsyncPool(Generic[ConnT]):
                     )
                 if not retry:
                     return
-            now = _monotonic()
-            with self._lock:
-                if state.validate_window is None:
-                    state.validate_window = self._validate_window()
-                waiter = state.connected(conn, now, now - started)
-                n = state.plan_connects(now)
-            logger.debug(
-                "pool %r: connection opened in %.3f s", self.name, now - started
-            )
-            if self._events.connect:
-                self._emit("connect", conn, duration=now - started)
+            waiter, n = self._connected(conn, started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -985,6 +975,21 @@ class AsyncPool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             await self._close_retired()
+
+    def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
+        """Add a connection opened since ``started``: return the waiter it
+        went to, if any, and how many connects to start next."""
+        state = self._state
+        now = _monotonic()
+        with self._lock:
+            if state.validate_window is None:
+                state.validate_window = self._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+        if self._events.connect:
+            self._emit("connect", conn, duration=now - started)
+        return waiter, n
 
     async def _open_for_caller(self) -> bool:
         """Open one connection in the caller, if none is idle and there is room.
@@ -1011,14 +1016,7 @@ class AsyncPool(Generic[ConnT]):
             raise
         if self._baseline is not None:
             self._baseline(conn)
-        now = _monotonic()
-        with self._lock:
-            if state.validate_window is None:
-                state.validate_window = self._validate_window()
-            waiter = state.connected(conn, now, now - started)
-            n = state.plan_connects(now)
-        if self._events.connect:
-            self._emit("connect", conn, duration=now - started)
+        waiter, n = self._connected(conn, started)
         if waiter is not None:
             waiter.signal.set()
         self._spawn_connects(n)

@@ -952,17 +952,7 @@ class Pool(Generic[ConnT]):
                     )
                 if not retry:
                     return
-            now = _monotonic()
-            with self._lock:
-                if state.validate_window is None:
-                    state.validate_window = self._validate_window()
-                waiter = state.connected(conn, now, now - started)
-                n = state.plan_connects(now)
-            logger.debug(
-                "pool %r: connection opened in %.3f s", self.name, now - started
-            )
-            if self._events.connect:
-                self._emit("connect", conn, duration=now - started)
+            waiter, n = self._connected(conn, started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -972,6 +962,21 @@ class Pool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             self._close_retired()
+
+    def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
+        """Add a connection opened since ``started``: return the waiter it
+        went to, if any, and how many connects to start next."""
+        state = self._state
+        now = _monotonic()
+        with self._lock:
+            if state.validate_window is None:
+                state.validate_window = self._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+        if self._events.connect:
+            self._emit("connect", conn, duration=now - started)
+        return waiter, n
 
     def _open_for_caller(self) -> bool:
         """Open one connection in the caller, if none is idle and there is room.
@@ -998,14 +1003,7 @@ class Pool(Generic[ConnT]):
             raise
         if self._baseline is not None:
             self._baseline(conn)
-        now = _monotonic()
-        with self._lock:
-            if state.validate_window is None:
-                state.validate_window = self._validate_window()
-            waiter = state.connected(conn, now, now - started)
-            n = state.plan_connects(now)
-        if self._events.connect:
-            self._emit("connect", conn, duration=now - started)
+        waiter, n = self._connected(conn, started)
         if waiter is not None:
             waiter.signal.set()
         self._spawn_connects(n)

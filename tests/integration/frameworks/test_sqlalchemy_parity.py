@@ -37,10 +37,9 @@ def _engine(url: str, driver: str, **kw: Any) -> Engine:
     return create_engine(with_driver(url, driver), poolclass=Pool, **kw)
 
 
-def _app_args(driver: str, app: str) -> dict[str, Any]:
-    if driver == "asyncpg":
-        return {"server_settings": {"application_name": app}}
-    return {"application_name": app}
+def _app_engine(url: str, driver: str, app: str, **kw: Any) -> Engine:
+    """An engine whose connections show as ``app`` in pg_stat_activity."""
+    return _engine(url, driver, connect_args={"application_name": app}, **kw)
 
 
 @pytest.fixture
@@ -171,12 +170,7 @@ def test_pre_ping_replaces_a_killed_connection_and_fires_handle_error(
     admin: psycopg.Connection[tuple[object, ...]],
     app_name: str,
 ) -> None:
-    engine = _engine(
-        postgres_url,
-        driver,
-        pool_pre_ping=True,
-        connect_args=_app_args(driver, app_name),
-    )
+    engine = _app_engine(postgres_url, driver, app_name, pool_pre_ping=True)
     _listen(engine, errors)
     try:
         engine.connect().close()
@@ -267,13 +261,7 @@ def test_pool_grows_lazily_and_closes_overflow_on_return(
     admin: psycopg.Connection[tuple[object, ...]],
     app_name: str,
 ) -> None:
-    engine = _engine(
-        postgres_url,
-        driver,
-        pool_size=2,
-        max_overflow=2,
-        connect_args=_app_args(driver, app_name),
-    )
+    engine = _app_engine(postgres_url, driver, app_name, pool_size=2, max_overflow=2)
     pool: Any = engine.pool
     try:
         with engine.connect():
