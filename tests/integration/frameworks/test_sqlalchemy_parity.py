@@ -20,12 +20,13 @@ import psycopg
 import pytest
 from sqlalchemy import cast, create_engine, event, exc, select, text
 from sqlalchemy.dialects.postgresql import HSTORE
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from poolkeeper.integrations.sqlalchemy import AsyncPool, Pool
 from tests.integration.frameworks.conftest import backends, terminate, with_driver
+from tests.support.faultproxy import FaultProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -182,6 +183,37 @@ def test_pre_ping_replaces_a_killed_connection_and_fires_handle_error(
         assert [(e.is_pre_ping, e.is_disconnect) for e in errors] == [(True, True)]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("driver", SYNC_DRIVERS)
+def test_pre_ping_with_the_database_down_raises_at_once(
+    postgres_url: str, driver: str, errors: list[Any]
+) -> None:
+    # The server goes away behind a TCP proxy: every ping and every connect
+    # fails. The caller gets the driver's OperationalError at once (as with
+    # QueuePool), not a TimeoutError after pool_timeout.
+    url = make_url(with_driver(postgres_url, driver))
+    with FaultProxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port)
+        engine = create_engine(
+            proxied, poolclass=Pool, pool_pre_ping=True, pool_timeout=10
+        )
+        _listen(engine, errors)
+        try:
+            engine.connect().close()
+            proxy.reset()  # live links cut, new ones reset
+            for _ in range(2):
+                started = time.monotonic()
+                with pytest.raises(exc.OperationalError):
+                    engine.connect()
+                assert time.monotonic() - started < 5
+            assert errors and errors[0].is_pre_ping and errors[0].is_disconnect
+            assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            proxy.pass_through()
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+        finally:
+            engine.dispose()
 
 
 # -- 3. dispose ---------------------------------------------------------------------
