@@ -203,6 +203,12 @@ class _Adapter:
             self.closed.discard(id(conn))  # an id of a connection gone before
         return conn
 
+    def forget(self, conn: Any) -> None:
+        """Drop what is known about a connection that left the pool."""
+        with self.lock:
+            self.records.pop(id(conn), None)
+            self.closed.discard(id(conn))
+
     def record_for(self, conn: Any) -> _ConnectionRecord | None:
         with self.lock:
             return self.records.get(id(conn))
@@ -358,6 +364,16 @@ class _PoolkeeperPool(_SAPool):
     def _driver_close(self, pk: Any, conn: Any) -> None:
         raise NotImplementedError
 
+    def _leave(self, conn: Any, pk: Any, keep_idle: int | None) -> bool:
+        """Take ``conn`` out of ``pk`` instead of back in (``Pool._take_out``).
+
+        Returns whether it left; then the adapter forgets it.
+        """
+        if not pk._take_out(conn, keep_idle):
+            return False
+        self._adapter.forget(conn)
+        return True
+
     def _shed(self, record: ConnectionPoolEntry, held: tuple[Any, Any]) -> bool:
         """Close a returned connection rather than keep it, when it should be.
 
@@ -370,8 +386,8 @@ class _PoolkeeperPool(_SAPool):
         if pk is not self._pk:
             return False  # from a disposed pool: closed when given back
         if self._adapter.is_closed(conn):
-            return bool(pk._take_out(conn, None))
-        if pk._take_out(conn, self._pk_keep_idle):
+            return self._leave(conn, pk, None)
+        if self._leave(conn, pk, self._pk_keep_idle):
             record.close()  # SQLAlchemy's close, with its close event
             return True
         return False
@@ -380,11 +396,12 @@ class _PoolkeeperPool(_SAPool):
         # Remembered so that a closed connection is never taken for a
         # detached one, nor handed out again, whatever the driver tells.
         super()._close_connection(connection, terminate=terminate)
-        with self._adapter.lock:
-            self._adapter.closed.add(id(connection))
-            driver = getattr(connection, "driver_connection", None)
-            if driver is not None:
-                self._adapter.closed.add(id(driver))
+        adapter = self._adapter
+        with adapter.lock:
+            for conn in (connection, getattr(connection, "driver_connection", None)):
+                # Only the pool's own connections (so the set stays bounded).
+                if conn is not None and id(conn) in adapter.records:
+                    adapter.closed.add(id(conn))
 
     def _is_stale(self, record: _ConnectionRecord) -> bool:
         # The same test SQLAlchemy's record applies at checkout; doing it here
@@ -411,9 +428,7 @@ class _PoolkeeperPool(_SAPool):
             # closed this one yet.
             with contextlib.suppress(Exception):
                 self._driver_close(pk, conn)
-            with self._adapter.lock:
-                self._adapter.closed.add(id(conn))
-        if not pk._take_out(conn, None):
+        if not self._leave(conn, pk, None):
             raise poolkeeper.PoolError(
                 f"SQLAlchemy pool {pk.name!r}: connection {conn!r} is not checked "
                 "out from its poolkeeper pool",
@@ -532,7 +547,7 @@ class Pool(_PoolkeeperPool):
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
             # Closed by its owner: out of the pool without a second close.
-            if not pk._take_out(conn, None):
+            if not self._leave(conn, pk, None):
                 pk.release(conn)
 
     def dispose(self) -> None:
@@ -624,7 +639,7 @@ class AsyncPool(_PoolkeeperPool):
 
     def _release_orphans(self) -> None:
         for conn, pk in self._adapter.closed_orphans():
-            if not pk._take_out(conn, None):
+            if not self._leave(conn, pk, None):
                 _await(pk.release(conn))
 
     def dispose(self) -> None:
