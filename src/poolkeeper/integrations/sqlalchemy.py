@@ -279,7 +279,8 @@ class _PoolkeeperPool(_SAPool):
         Args:
             creator: The DB-API connect function the engine builds.
             pool_size: Returned connections kept idle at most (more are closed
-                as they come back, as QueuePool does). Default 5.
+                as they come back, as QueuePool does); 0 keeps them all.
+                Default 5.
             max_overflow: Extra connections allowed above ``pool_size``; the
                 pool's ``max_size`` is ``pool_size + max_overflow`` unless
                 ``max_size`` is given. Default 10. -1 (unlimited) is refused.
@@ -329,7 +330,8 @@ class _PoolkeeperPool(_SAPool):
         )
         self._pk_pre_ping = pre_ping
         self._pk_max_size: int = options["max_size"]
-        self._pk_keep_idle = pool_size
+        # QueuePool's pool_size=0 is an unbounded queue: every connection kept.
+        self._pk_keep_idle = pool_size if pool_size > 0 else self._pk_max_size
         self._adapter = _Adapter(self._pk_is_async)
         # Until one connection (and the dialect's first-connect
         # initialisation) has succeeded, connects run one at a time.
@@ -454,7 +456,7 @@ class _PoolkeeperPool(_SAPool):
 
     def size(self) -> int:
         """``pool_size``: the connections kept idle at most (as ``QueuePool.size()``)."""
-        return self._pk_keep_idle
+        return int(self._pk_args["pool_size"])
 
     def checkedin(self) -> int:
         """Idle connections in the pool (as ``QueuePool.checkedin()``)."""
@@ -466,7 +468,9 @@ class _PoolkeeperPool(_SAPool):
 
     def overflow(self) -> int:
         """Open connections beyond ``pool_size``, negative below it (as ``QueuePool.overflow()``)."""
-        return self._pk.stats().size - self._pk_keep_idle  # type: ignore[no-any-return]
+        if not self.size():
+            return 0  # pool_size=0: no overflow, as QueuePool says
+        return self._pk.stats().size - self.size()  # type: ignore[no-any-return]
 
     def timeout(self) -> float:
         """``pool_timeout`` in seconds."""
@@ -477,7 +481,7 @@ class _PoolkeeperPool(_SAPool):
         s = self._pk.stats()
         return (
             f"Pool size: {self.size()}  Connections in pool: {s.idle} "
-            f"Current Overflow: {s.size - self._pk_keep_idle} Current Checked out "
+            f"Current Overflow: {self.overflow()} Current Checked out "
             f"connections: {s.in_use} (poolkeeper pool {self._pk.name!r}: "
             f"size {s.size}/{s.max_size}, min {s.min_size}, waiting {s.waiting})"
         )
