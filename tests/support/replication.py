@@ -31,7 +31,7 @@ from tests.support.pgcluster import PgCluster, PgClusterError, pg_available
 __all__ = ["Member", "ReplicaSet", "replica_set"]
 
 #: What every member runs with; a replica copies the primary's configuration.
-_SETTINGS = {
+_SETTINGS: dict[str, str | int] = {
     "wal_level": "replica",
     "max_wal_senders": 10,
     "hot_standby": "on",
@@ -73,7 +73,7 @@ class Member(PgCluster):
     def execute(self, statement: str, params: Sequence[Any] = ()) -> None:
         """Run a statement that returns no rows, as superuser (autocommit)."""
         with self._admin_lock:
-            self._admin_conn().execute(statement, params)  # type: ignore[arg-type]
+            self._admin_conn().execute(statement, params)
 
     def is_in_recovery(self) -> bool:
         """Whether the server is a standby (``pg_is_in_recovery()``)."""
