@@ -217,15 +217,17 @@ def _with_ports(hosts: list[HostPort], ports: list[str]) -> list[HostPort]:
 
 
 def _seconds(name: str, value: object) -> float:
+    """Read a connect timeout; 0 means no limit, as in libpq."""
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(
             f"{name} must be a number of seconds, got {value!r}"
         ) from None
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+    if not 0 <= seconds < float("inf"):
         raise ConfigError(
-            f"{name} must be a finite number of seconds > 0, got {value!r}"
+            f"{name} must be a finite number of seconds >= 0 (0: no limit), "
+            f"got {value!r}"
         )
     return seconds
 
@@ -326,6 +328,7 @@ async def connect_hosts_async(
     ``connect_timeout`` when one is set.
     """
     loop = _HostLoop(target, rng)
+    limit = target.connect_timeout or None  # 0: no limit
     for hostport, want in loop.tries:
         try:
             conn = await asyncio.wait_for(
@@ -336,7 +339,7 @@ async def connect_hosts_async(
             continue
         accepted = False
         try:
-            role = await asyncio.wait_for(role_of(conn), target.connect_timeout)
+            role = await asyncio.wait_for(role_of(conn), limit)
             accepted = loop.reached(hostport, want, role)
         except Exception as exc:
             loop.failed(hostport, exc)

@@ -97,10 +97,10 @@ def _forget_transaction(conn: Any) -> None:
         conn._pool_release_ctr += 1
 
 
-#: Multi-host parameters poolkeeper's host loop consumes (see ``_hosts``).
-_HOST_LOOP_KEYS = frozenset(
-    {"host", "port", "target_session_attrs", "load_balance_hosts"}
-)
+#: Multi-host parameters poolkeeper's host loop consumes (see ``_hosts``);
+#: ``host``/``port`` in the URL query still reach asyncpg for one host.
+_ROLE_KEYS = frozenset({"target_session_attrs", "load_balance_hosts"})
+_HOST_LOOP_KEYS = _ROLE_KEYS | {"host", "port"}
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     rest = {
         k: v
         for k, v in url.query.items()
-        if k not in typed_keys and k not in _HOST_LOOP_KEYS
+        if k not in typed_keys and k not in _ROLE_KEYS
     }
     if rest:
         # asyncpg parses libpq-style DSN parameters itself; explicit keyword
