@@ -100,7 +100,12 @@ def parse_url(url: str) -> URL:
         return URL(
             dialect, driver or None, database=filename, query=dict(parse_qsl(qs))
         )
-    parts = urlsplit(f"x://{rest}")
+    try:
+        parts = urlsplit(f"x://{rest}")
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed bracket
+        raise ConfigError(
+            f"connect: {_redact_raw(url)} is not a valid URL ({exc})"
+        ) from None
     hosts = _split_hosts(parts.netloc.rpartition("@")[2], url)
     if len(hosts) > 1:
         # urlsplit reads one host only: parse the user-info from a URL
