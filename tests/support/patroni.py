@@ -94,7 +94,9 @@ class PatroniMember:
         return pid if _pid_alive(pid) else None
 
 
-def _http(url: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> tuple[int, Any]:
+def _http(
+    url: str, body: dict[str, Any] | None = None, timeout: float = 5.0
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": "application/json"}
@@ -139,7 +141,9 @@ class PatroniCluster:
             self._start_etcd()
             first, *others = self.members
             self._start_member(first)
-            self._wait(lambda: _http(f"{first.api}/primary", timeout=1)[0] == 200, "leader")
+            self._wait(
+                lambda: _http(f"{first.api}/primary", timeout=1)[0] == 200, "leader"
+            )
             for member in others:
                 self._start_member(member)
             self._wait(self._is_ready, "replicas streaming")
@@ -348,29 +352,20 @@ class PatroniCluster:
         leader = self.leader()
         if len(running) < self.size or leader is None:
             return False
-        with contextlib.suppress(psycopg.Error):
-            with psycopg.connect(
-                host="127.0.0.1", port=leader.port, user="postgres", dbname="postgres",
-                connect_timeout=2, autocommit=True,
-            ) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
-                ).fetchone()
-                return row is not None and row[0] >= self.size - 1
-        return False
+        streaming = _ask(
+            leader.port,
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        return streaming is not None and streaming >= self.size - 1
 
     def _writable(self, member: PatroniMember) -> bool:
-        with contextlib.suppress(psycopg.Error):
-            with psycopg.connect(
-                host="127.0.0.1", port=member.port, user="postgres", dbname="postgres",
-                connect_timeout=2, autocommit=True,
-            ) as conn:
-                row = conn.execute(
-                    "SELECT NOT pg_is_in_recovery()"
-                    " AND current_setting('transaction_read_only') = 'off'"
-                ).fetchone()
-                return bool(row and row[0])
-        return False
+        return bool(
+            _ask(
+                member.port,
+                "SELECT NOT pg_is_in_recovery()"
+                " AND current_setting('transaction_read_only') = 'off'",
+            )
+        )
 
     def _wait(self, ready: Any, what: str, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self.ready_timeout)
@@ -379,7 +374,9 @@ class PatroniCluster:
                 if ready():
                     return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Patroni cluster: {what} not reached\n{self.logs()}")
+                raise RuntimeError(
+                    f"Patroni cluster: {what} not reached\n{self.logs()}"
+                )
             time.sleep(0.1)
 
     def _pg_ctl_stop(self, member: PatroniMember) -> None:
@@ -410,6 +407,23 @@ class PatroniCluster:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
                 parts.append(f"--- {member.name} ---\n" + "\n".join(tail))
         return "\n".join(parts)
+
+
+def _ask(port: int, query: str) -> Any:
+    """One value from a member's PostgreSQL, or None when it cannot answer."""
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user="postgres",
+            dbname="postgres",
+            connect_timeout=2,
+            autocommit=True,
+        ) as conn:
+            row = conn.execute(query).fetchone()
+    except psycopg.Error:
+        return None
+    return row[0] if row else None
 
 
 @contextlib.contextmanager

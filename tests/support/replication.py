@@ -108,10 +108,17 @@ class Member(PgCluster):
         self.query("SELECT pg_wal_replay_resume()")
 
     def replay_lag(self) -> float:
-        """Seconds since the last replayed transaction was committed (0 on a primary)."""
+        """Seconds this replica's replay is behind (0 on a primary or a caught-up replica).
+
+        0 when everything received is replayed (an idle primary sends no new
+        commits, so the age of the last replayed one says nothing); else the
+        age of the last replayed commit (or of the server start, if none yet).
+        """
         row = self.query(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN coalesce(extract(epoch FROM"
-            " now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END"
+            "SELECT CASE WHEN NOT pg_is_in_recovery()"
+            " OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+            " ELSE extract(epoch FROM now() - coalesce("
+            "pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) END"
         )
         return float(row[0])
 
@@ -180,7 +187,9 @@ class ReplicaSet:
                     raise PgClusterError(f"replica {replica.port} did not catch up")
                 time.sleep(0.02)
 
-    def url(self, driver: str = "psycopg", dbname: str = "postgres", **params: Any) -> str:
+    def url(
+        self, driver: str = "psycopg", dbname: str = "postgres", **params: Any
+    ) -> str:
         """A multi-host URL naming every member (primary first)."""
         hosts = ",".join(f"{m.host}:{m.port}" for m in self.members)
         query = "&".join(f"{k}={v}" for k, v in params.items())

@@ -128,10 +128,13 @@ class ClusterBase:
         with self._lock:
             pool = self._router.pick(readonly, _busy)
             if pool is None:
-                wanted = "a replica or the primary" if readonly else "a primary"
+                router = self._router
+                if readonly and not router.fallback_to_primary:
+                    what = f"replica within max_lag={router.max_lag} to read from"
+                else:
+                    what = "primary"
                 raise PoolError(
-                    f"cluster {self.name!r} has no {wanted} to use "
-                    f"({self._router.describe()})"
+                    f"cluster {self.name!r} has no {what} (members: {router.describe()})"
                 )
             return pool
 
