@@ -270,35 +270,42 @@ def busy(pool: Any) -> int:
     return int(pool.in_use)
 
 
+def take(r: Router, readonly: bool) -> Any:
+    pool = r.pick(readonly, busy)
+    if pool is not None:
+        r.checked_out(pool, readonly)
+    return pool
+
+
 def test_writes_to_primary_reads_round_robin_then_least_busy() -> None:
     r, pools = router()
     observe(r, p=("primary", 0.0), a=("standby", 0.0), b=("standby", 0.0))
-    assert r.pick(False, busy) is pools["p"]
-    assert {r.pick(True, busy).name for _ in range(4)} == {"a", "b"}
+    assert take(r, False) is pools["p"]
+    assert {take(r, True).name for _ in range(4)} == {"a", "b"}
     pools["a"].in_use = 3
-    assert [r.pick(True, busy).name for _ in range(3)] == ["b", "b", "b"]
+    assert [take(r, True).name for _ in range(3)] == ["b", "b", "b"]
     assert (r.writes, r.reads, r.read_fallbacks) == (1, 7, 0)
 
 
 def test_lagging_replicas_are_skipped_then_primary_fallback() -> None:
     r, pools = router(max_lag=1.0)
     observe(r, p=("primary", 0.0), a=("standby", 5.0), b=("standby", 0.2))
-    assert {r.pick(True, busy).name for _ in range(4)} == {"b"}
+    assert {take(r, True).name for _ in range(4)} == {"b"}
     observe(r, p=("primary", 0.0), a=("standby", 5.0), b=("standby", None))
-    assert r.pick(True, busy) is pools["p"]
+    assert take(r, True) is pools["p"]
     assert r.read_fallbacks == 1
     strict, _ = router(max_lag=1.0, fallback_to_primary=False)
     observe(strict, p=("primary", 0.0), a=("standby", 5.0), b=("read-only", 0.0))
-    assert strict.pick(True, busy) is None
+    assert take(strict, True) is None
 
 
 def test_primary_moves_only_when_another_primary_is_seen() -> None:
     r, pools = router()
     observe(r, p=("primary", 0.0), a=("standby", 0.0))
     r.observe([Observation("p", 1, "unknown", None, healthy=False)], complete=False)
-    assert r.pick(False, busy) is pools["p"]  # writers get the driver's error
+    assert take(r, False) is pools["p"]  # writers get the driver's error
     observe(r, p=("read-only", 0.0), a=("primary", 0.0))
-    assert r.pick(False, busy) is pools["a"]
+    assert take(r, False) is pools["a"]
     assert r.primary_changes == 1
     gone = r.observe([Observation("a", 1, "primary", 0.0)], complete=True)
     assert {p.name for p in gone} == {"p", "b"}

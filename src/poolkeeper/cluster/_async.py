@@ -17,6 +17,7 @@ from poolkeeper.cluster._base import (
 )
 from poolkeeper.cluster._probe import patroni_members, probe_async
 from poolkeeper.drivers._hosts import HostPort
+from poolkeeper.errors import PoolTimeout
 
 
 class AsyncCluster(ClusterBase):
@@ -111,7 +112,21 @@ class AsyncCluster(ClusterBase):
         """
         if self._task is None:
             await self.open()
-        async with self._pick(readonly).connection(timeout=timeout) as conn:
+        deadline = self._deadline(timeout)
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                pool = self._pick(readonly)
+                wait = self._slice(deadline)
+                try:
+                    conn = await stack.enter_async_context(
+                        pool.connection(timeout=wait)
+                    )
+                    break
+                except PoolTimeout:
+                    # Look again: the refresh may have moved this role elsewhere.
+                    if self._slice(deadline) <= 0:
+                        raise
+            self._checked_out(pool, readonly)
             yield conn
 
     async def close(self) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from poolkeeper._config import check_seconds
+from poolkeeper._config import DEFAULT_TIMEOUT, check_seconds
 from poolkeeper.cluster._probe import (
     member_url,
     members_of,
@@ -137,6 +138,27 @@ class ClusterBase:
                     f"cluster {self.name!r} has no {what} (members: {router.describe()})"
                 )
             return pool
+
+    def _deadline(self, timeout: float | None) -> float:
+        wait = (
+            self._pool_options.get("timeout", DEFAULT_TIMEOUT)
+            if timeout is None
+            else timeout
+        )
+        check_seconds("timeout", wait, allow_zero=True)
+        return time.monotonic() + float(wait)
+
+    def _slice(self, deadline: float) -> float:
+        """How long to wait on one member pool before looking at the routing again.
+
+        A caller queued on a primary that has gone away moves to the new one
+        within a refresh interval of the refresh that sees it.
+        """
+        return max(0.0, min(deadline - time.monotonic(), self.refresh_interval))
+
+    def _checked_out(self, pool: Any, readonly: bool) -> None:
+        with self._lock:
+            self._router.checked_out(pool, readonly)
 
     def stats(self) -> ClusterStats:
         """Return a snapshot: each member's role, lag, checkouts and pool stats."""

@@ -173,21 +173,25 @@ class Router:
             if replicas:
                 fewest = min(busy(m.pool) for m in replicas)
                 idle = [m for m in replicas if busy(m.pool) == fewest]
-                member = idle[next(self._turn) % len(idle)]
-                self.reads += 1
-                member.checkouts += 1
-                return member.pool
+                return idle[next(self._turn) % len(idle)].pool
             if not self.fallback_to_primary:
                 return None
         if self.primary is None:
             return None
-        member = self.members[self.primary]
-        if readonly:
-            self.read_fallbacks += 1
-        else:
-            self.writes += 1
-        member.checkouts += 1
-        return member.pool
+        return self.members[self.primary].pool
+
+    def checked_out(self, pool: Any, readonly: bool) -> None:
+        """Count a checkout :meth:`pick` chose, once the pool handed it out."""
+        for key, member in self.members.items():
+            if member.pool is pool:
+                member.checkouts += 1
+                if not readonly:
+                    self.writes += 1
+                elif key == self.primary or member.role != "standby":
+                    self.read_fallbacks += 1
+                else:
+                    self.reads += 1
+                return
 
     def describe(self) -> str:
         """One line naming every member and its role, for error messages."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from poolkeeper.cluster._base import (
     Finding,
 )
 from poolkeeper.cluster._probe import patroni_members, probe_sync
+from poolkeeper.errors import PoolTimeout
 
 
 class Cluster(ClusterBase):
@@ -129,7 +131,19 @@ class Cluster(ClusterBase):
         """
         if self._thread is None:
             self.open()
-        with self._pick(readonly).connection(timeout=timeout) as conn:
+        deadline = self._deadline(timeout)
+        with contextlib.ExitStack() as stack:
+            while True:
+                pool = self._pick(readonly)
+                wait = self._slice(deadline)
+                try:
+                    conn = stack.enter_context(pool.connection(timeout=wait))
+                    break
+                except PoolTimeout:
+                    # Look again: the refresh may have moved this role elsewhere.
+                    if self._slice(deadline) <= 0:
+                        raise
+            self._checked_out(pool, readonly)
             yield conn
 
     def close(self) -> None:
