@@ -325,3 +325,32 @@ def psycopg_conn(member: Member) -> Any:
     return psycopg.connect(
         host="127.0.0.1", port=member.port, user="postgres", dbname="postgres"
     )
+
+
+def test_sqlalchemy_primary_and_replica_engines(
+    pytestconfig: pytest.Config, rs: ReplicaSet
+) -> None:
+    """The docs/CLUSTERS.md recipe: two engines with poolkeeper's pool class."""
+    sqlalchemy = import_driver(pytestconfig, "sqlalchemy")
+    from poolkeeper.integrations.sqlalchemy import Pool
+
+    hosts = "&".join(f"host=127.0.0.1:{m.port}" for m in rs.members)
+    base = f"postgresql+psycopg://postgres@/postgres?{hosts}"
+    writer = sqlalchemy.create_engine(
+        f"{base}&target_session_attrs=read-write", poolclass=Pool
+    )
+    reader = sqlalchemy.create_engine(
+        f"{base}&target_session_attrs=prefer-standby&load_balance_hosts=random",
+        poolclass=Pool,
+    )
+    query = sqlalchemy.text("SELECT inet_server_port(), pg_is_in_recovery()")
+    try:
+        with writer.connect() as conn:
+            assert tuple(conn.execute(query).one()) == (rs.primary.port, False)
+        with reader.connect() as conn:
+            port, in_recovery = conn.execute(query).one()
+            assert in_recovery
+            assert port in {r.port for r in rs.replicas}
+    finally:
+        writer.dispose()
+        reader.dispose()
