@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 from poolkeeper.cluster._base import (
-    DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_REFRESH_INTERVAL,
     ClusterBase,
     Finding,
 )
@@ -28,29 +26,7 @@ class AsyncCluster(ClusterBase):
     concurrently, and the refresh runs as a task.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        patroni: str | Sequence[str] | None = None,
-        max_lag: float | None = None,
-        fallback_to_primary: bool = True,
-        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
-        probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
-        name: str | None = None,
-        **pool_options: Any,
-    ) -> None:
-        super().__init__(
-            url,
-            patroni=patroni,
-            max_lag=max_lag,
-            fallback_to_primary=fallback_to_primary,
-            refresh_interval=refresh_interval,
-            probe_timeout=probe_timeout,
-            name=name,
-            pool_options=pool_options,
-        )
-        self._task: asyncio.Task[None] | None = None
+    _task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Discover the members and their roles, then keep refreshing in the background."""

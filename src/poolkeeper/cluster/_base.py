@@ -38,13 +38,13 @@ class ClusterBase:
         self,
         url: str,
         *,
-        patroni: str | Sequence[str] | None,
-        max_lag: float | None,
-        fallback_to_primary: bool,
-        refresh_interval: float,
-        probe_timeout: float,
-        name: str | None,
-        pool_options: dict[str, Any],
+        patroni: str | Sequence[str] | None = None,
+        max_lag: float | None = None,
+        fallback_to_primary: bool = True,
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+        name: str | None = None,
+        **pool_options: Any,
     ) -> None:
         self._seed = members_of(url)
         self._url = url

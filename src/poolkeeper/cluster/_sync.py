@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
 from poolkeeper.cluster._base import (
-    DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_REFRESH_INTERVAL,
     ClusterBase,
     Finding,
 )
@@ -48,37 +46,15 @@ class Cluster(ClusterBase):
         ConfigError: an argument is not valid (it is named).
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        patroni: str | Sequence[str] | None = None,
-        max_lag: float | None = None,
-        fallback_to_primary: bool = True,
-        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
-        probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
-        name: str | None = None,
-        **pool_options: Any,
-    ) -> None:
-        super().__init__(
-            url,
-            patroni=patroni,
-            max_lag=max_lag,
-            fallback_to_primary=fallback_to_primary,
-            refresh_interval=refresh_interval,
-            probe_timeout=probe_timeout,
-            name=name,
-            pool_options=pool_options,
-        )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event | None = None
 
     def open(self) -> None:
         """Discover the members and their roles, then keep refreshing in the background."""
         if self._thread is not None:
             return
         self.refresh()
-        self._stop.clear()
+        self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"poolkeeper-{self.name}-refresh", daemon=True
         )
@@ -108,6 +84,7 @@ class Cluster(ClusterBase):
             pool.close()
 
     def _run(self) -> None:
+        assert self._stop is not None
         while not self._stop.wait(self.refresh_interval):
             try:
                 self.refresh()
@@ -148,7 +125,8 @@ class Cluster(ClusterBase):
 
     def close(self) -> None:
         """Stop refreshing and close every member pool."""
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
