@@ -344,3 +344,22 @@ def test_cluster_urls_and_patroni_leader() -> None:
 def test_cluster_arguments_are_checked(kwargs: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         poolkeeper.Cluster("postgresql://u@a:1,b:2/db", **kwargs)
+
+
+def test_no_host_of_the_wanted_role_is_a_transient_connect_error() -> None:
+    # A failover or promotion may bring a host of that role: callers wait
+    # and the pool retries, as for a server starting up.
+    from poolkeeper._core.connect_errors import ConnectFault
+    from poolkeeper.drivers._connect_errors import classify_asyncpg, classify_libpq
+
+    ours = NoMatchingHost(
+        "no host accepted a session with target_session_attrs=read-write: "
+        "a:1 failed: Connection refused; b:2 is standby"
+    )
+    assert classify_libpq(ours) is ConnectFault.TRANSIENT
+    assert classify_asyncpg(ours) is ConnectFault.TRANSIENT
+    libpq = (
+        'connection to server at "127.0.0.1", port 5433 failed: server is in hot '
+        "standby mode\n- host: '127.0.0.1', port: '1': Connection refused"
+    )
+    assert classify_libpq(Exception(libpq)) is ConnectFault.TRANSIENT

@@ -30,6 +30,7 @@ import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
 from poolkeeper.drivers import psycopg2 as _psycopg2
+from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
 from poolkeeper.drivers._libpq import async_connector, libpq_kwargs, libpq_target
 from poolkeeper.drivers._options import to_number
@@ -83,6 +84,7 @@ class AiopgDriver:
 
     name = "aiopg"
     is_async = True
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

@@ -34,6 +34,7 @@ import asyncpg
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._connect_errors import classify_asyncpg
 from poolkeeper.drivers._hosts import (
     ROLE_QUERY,
     HostTarget,
@@ -186,6 +187,7 @@ class AsyncpgDriver:
 
     name = "asyncpg"
     is_async = True
+    classify_connect_error = staticmethod(classify_asyncpg)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._libpq import (
@@ -179,6 +180,7 @@ class PsycopgDriver:
 
     name = "psycopg"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -253,6 +255,7 @@ class AsyncPsycopgDriver:
 
     name = "psycopg"
     is_async = True
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

@@ -27,6 +27,7 @@ import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
 from poolkeeper.drivers.base import TxStatus
 
@@ -105,6 +106,7 @@ class Psycopg2Driver:
 
     name = "psycopg2"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
