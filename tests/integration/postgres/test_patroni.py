@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,18 +56,38 @@ def wait_primary(get: object, port: int) -> float:
     raise AssertionError(f"cluster still writes to {get()} (want port {port})")  # type: ignore[operator]
 
 
+def execute(conn: Any, statement: str) -> None:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+async def aexecute(conn: Any, statement: str) -> None:
+    if type(conn).__module__.startswith("aiopg"):
+        cursor = await conn.cursor()
+        try:
+            await cursor.execute(statement)
+        finally:
+            cursor.close()
+    else:
+        await conn.execute(statement)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_sync_cluster_moves_writes_on_switchover(
-    pytestconfig: pytest.Config, pc: PatroniCluster
+    pytestconfig: pytest.Config, pc: PatroniCluster, driver: str
 ) -> None:
-    import_driver(pytestconfig, "psycopg")
+    import_driver(pytestconfig, driver)
     leader = pc.leader()
     assert leader is not None
     with poolkeeper.Cluster(
-        pc.url("psycopg"), patroni=pc.api_urls, refresh_interval=0.2, min_size=1
+        pc.url(driver), patroni=pc.api_urls, refresh_interval=0.2, min_size=1
     ) as cluster:
         with cluster.connection() as conn:
             assert host_of(conn).port == leader.port
-            conn.execute("CREATE TABLE IF NOT EXISTS sw (n int)")
+            execute(conn, "CREATE TABLE IF NOT EXISTS sw (n int)")
         target = candidate(pc)
         stop = threading.Event()
         failures: list[tuple[float, BaseException]] = []
@@ -76,7 +97,7 @@ def test_sync_cluster_moves_writes_on_switchover(
                 started = time.monotonic()
                 try:
                     with cluster.connection(timeout=5) as conn:
-                        conn.execute("INSERT INTO sw VALUES (1)")
+                        execute(conn, "INSERT INTO sw VALUES (1)")
                 except Exception as exc:
                     failures.append((started, exc))
                 time.sleep(0.01)
@@ -89,7 +110,7 @@ def test_sync_cluster_moves_writes_on_switchover(
             moved_at = time.monotonic()
             for _ in range(20):
                 with cluster.connection() as conn:
-                    conn.execute("INSERT INTO sw VALUES (2)")
+                    execute(conn, "INSERT INTO sw VALUES (2)")
                     assert host_of(conn).port == target.port
         finally:
             stop.set()
@@ -103,13 +124,14 @@ def test_sync_cluster_moves_writes_on_switchover(
         assert stats.primary == ("127.0.0.1", target.port)
 
 
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg", "aiopg"])
 async def test_async_cluster_moves_writes_on_switchover(
-    pytestconfig: pytest.Config, pc: PatroniCluster
+    pytestconfig: pytest.Config, pc: PatroniCluster, driver: str
 ) -> None:
-    import_driver(pytestconfig, "asyncpg")
+    import_driver(pytestconfig, driver)
     target = candidate(pc)
     async with poolkeeper.AsyncCluster(
-        pc.url("asyncpg"), patroni=pc.api_urls, refresh_interval=0.2, min_size=1
+        pc.url(driver), patroni=pc.api_urls, refresh_interval=0.2, min_size=1
     ) as cluster:
         async with cluster.connection() as conn:
             assert host_of(conn).port != target.port
@@ -120,7 +142,7 @@ async def test_async_cluster_moves_writes_on_switchover(
             await asyncio_sleep(0.05)
         for _ in range(10):
             async with cluster.connection() as conn:
-                await conn.execute("CREATE TABLE IF NOT EXISTS sw2 (n int)")
+                await aexecute(conn, "CREATE TABLE IF NOT EXISTS sw2 (n int)")
                 assert host_of(conn).port == target.port
         async with cluster.connection(readonly=True) as conn:
             assert host_of(conn).role == "standby"
