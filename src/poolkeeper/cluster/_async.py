@@ -48,7 +48,9 @@ class AsyncCluster(ClusterBase):
         )
         wanted = self._members_to_probe(members)
         for hostport, url in self._new_members([hp for hp, _ in wanted]):
-            self._add(hostport, AsyncPool(url, **self._pool_kwargs(hostport)))
+            pool = AsyncPool(url, **self._pool_kwargs(hostport))
+            if not self._add(hostport, pool):
+                await pool.close()
         pools = dict(self._pools())
         findings: list[Finding] = await asyncio.gather(
             *(self._probe(pools[hp], hp, name) for hp, name in wanted)

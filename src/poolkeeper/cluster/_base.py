@@ -89,9 +89,16 @@ class ClusterBase:
         host, port = hostport
         return {**self._pool_options, "name": f"{self.name}:{host}:{port}"}
 
-    def _add(self, hostport: HostPort, pool: Any) -> None:
+    def _add(self, hostport: HostPort, pool: Any) -> bool:
+        """Record a new member's pool; False if a concurrent refresh already did.
+
+        The caller then closes ``pool`` (never opened, so closing is cheap).
+        """
         with self._lock:
-            self._router.add(hostport, pool)
+            if self._router.missing([hostport]):
+                self._router.add(hostport, pool)
+                return True
+            return False
 
     def _pools(self) -> list[tuple[HostPort, Any]]:
         with self._lock:

@@ -71,7 +71,9 @@ class Cluster(ClusterBase):
         )
         wanted = self._members_to_probe(members)
         for hostport, url in self._new_members([hp for hp, _ in wanted]):
-            self._add(hostport, Pool(url, **self._pool_kwargs(hostport)))
+            pool = Pool(url, **self._pool_kwargs(hostport))
+            if not self._add(hostport, pool):
+                pool.close()
         pools = dict(self._pools())
         findings: list[Finding] = []
         for hostport, name in wanted:
