@@ -55,6 +55,7 @@ from poolkeeper._config import (
     secrets_of,
 )
 from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls, driver_for
+from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
@@ -67,6 +68,7 @@ from poolkeeper.drivers.base import (
     TxStatus,
     can_abort,
     cannot_abort,
+    connect_classifier,
     idle_probe,
     query_watch,
     state_hooks,
@@ -313,6 +315,7 @@ class AsyncPool(Generic[ConnT]):
         # What a borrower may leave on the connection object (callbacks,
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
+        self._classify = connect_classifier(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -573,7 +576,10 @@ class AsyncPool(Generic[ConnT]):
                 self._spawn_close_retired()
             raise
 
-    async def _wait(self, timeout: float) -> PoolEntry:
+    async def _wait(self, timeout: float, may_connect: bool = True) -> PoolEntry:
+        """Wait for a connection; ``timeout=0`` waits only for a connect
+        started for this caller (``may_connect``: the caller's own timeout
+        is 0, not one that ran out)."""
         state = self._state
         now = _monotonic()
         deadline = now + timeout
@@ -586,6 +592,8 @@ class AsyncPool(Generic[ConnT]):
             if entry is None:
                 state.enqueue(waiter)
                 n = state.plan_connects(now)
+                if not timeout and may_connect:
+                    deadline += state.wait_for_connect(waiter, now)
         if entry is not None:
             return entry
         self._spawn_connects(n)
@@ -625,18 +633,14 @@ class AsyncPool(Generic[ConnT]):
             break
         if entry is not None:
             return entry
-        if waiter.error is not None:
-            raise waiter.error
+        error = waiter.error
+        if error is not None:
+            if isinstance(error, PoolTimeout) and self._events.timeout:
+                self._emit("timeout", None, duration=_monotonic() - now)
+            raise error
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
-        raise PoolTimeout(
-            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
-            f"connection (size {state.size}/{state.max_size}, "
-            f"{len(state.waiters)} waiting)",
-            pool_name=self.name,
-            timeout=timeout,
-            waiting=len(state.waiters),
-        ) from state.last_connect_error
+        raise state.timeout_error(timeout)
 
     async def _validate(
         self, entry: PoolEntry, timeout: float | None, started: float
@@ -706,7 +710,7 @@ class AsyncPool(Generic[ConnT]):
             with self._lock:
                 fresh = state.checkout(_monotonic())
             if fresh is None:
-                fresh = await self._wait(max(remaining, 0.0))
+                fresh = await self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
 
     def _reclaim(
@@ -939,31 +943,21 @@ class AsyncPool(Generic[ConnT]):
                     if not self._adapter_checked:
                         await self._check_adapter(conn)
                 except Exception as exc:
-                    with self._lock:
-                        now = _monotonic()
-                        retry = state.connect_failed(exc, now)
-                        delay = state.connect_delay(now)
-                        failures = state.connect_failures
-                        failed, state.failed_waiters = state.failed_waiters, []
-                    for failed_waiter in failed:
-                        failed_waiter.signal.set()
-                    if self._events.connect_error:
-                        self._emit("connect_error", None, error=exc)
-                    self._log_connect_failure(exc, failures, delay if retry else None)
-                    if retry:
-                        continue
-                    return
-                if await self._configure_new(conn):
-                    if self._baseline is not None:
-                        # What configure installed stays; see drivers.base.
-                        self._baseline(conn)
-                    break
-                with self._lock:
-                    retry = state.connect_failed(
-                        PoolError("configure hook failed", pool_name=self.name),
-                        _monotonic(),
-                    )
-                if not retry:
+                    error, fault = exc, self._classify(exc)
+                else:
+                    hook_error = await self._configure_new(conn)
+                    if hook_error is None:
+                        if self._baseline is not None:
+                            # What configure installed stays; see drivers.base.
+                            self._baseline(conn)
+                        break
+                    error, fault = hook_error, self._classify(hook_error)
+                    if fault is ConnectFault.TRANSIENT and not from_driver(
+                        hook_error, conn
+                    ):
+                        # The application's own code failed: retrying will not fix it.
+                        fault = ConnectFault.CONFIG
+                if not self._connect_failed(error, fault):
                     return
             waiter, n = self._connected(conn, started)
         except BaseException:
@@ -1008,8 +1002,9 @@ class AsyncPool(Generic[ConnT]):
             conn = await self._driver.connect()
             if not self._adapter_checked:
                 await self._check_adapter(conn)
-            if not await self._configure_new(conn):
-                raise PoolError("configure hook failed", pool_name=self.name)
+            hook_error = await self._configure_new(conn)  # closes conn on failure
+            if hook_error is not None:
+                raise hook_error
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -1044,6 +1039,23 @@ class AsyncPool(Generic[ConnT]):
             self._emit("discard", conn, reason=entry.close_reason)
         self._spawn_connects(n)
         return True
+
+    def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
+        """Record a failed connect (or configure hook), wake the waiters it
+        fails, tell listeners and the log; return whether to retry."""
+        state = self._state
+        with self._lock:
+            now = _monotonic()
+            retry = state.connect_failed(error, now, fault)
+            delay = state.connect_delay(now)
+            failures = state.connect_failures
+            failed, state.failed_waiters = state.failed_waiters, []
+        for failed_waiter in failed:
+            failed_waiter.signal.set()
+        if self._events.connect_error:
+            self._emit("connect_error", None, error=error)
+        self._log_connect_failure(error, failures, delay if retry else None)
+        return retry
 
     async def _check_adapter(self, conn: Any) -> None:
         """Check what the adapter of a callable's first connection supports.
@@ -1081,9 +1093,10 @@ class AsyncPool(Generic[ConnT]):
             if self._query_watch is not None:
                 self._query_watch = (*self._query_watch[:2], cannot_abort)
 
-    async def _configure_new(self, conn: Any) -> bool:
+    async def _configure_new(self, conn: Any) -> Exception | None:
+        """Run the ``configure`` hook; on failure close ``conn``, return the error."""
         if self._configure is None:
-            return True
+            return None
         try:
             await acall(self._configure, conn)
         except Exception as exc:
@@ -1093,8 +1106,8 @@ class AsyncPool(Generic[ConnT]):
                 self._describe(exc),
             )
             await self._driver.close(conn)
-            return False
-        return True
+            return exc
+        return None
 
     def _log_connect_failure(
         self, exc: BaseException, failures: int, retry_in: float | None
@@ -1415,7 +1428,9 @@ class AsyncPool(Generic[ConnT]):
 
             The result can be awaited (``conn = await pool.acquire()``) or used
             as an async context manager that releases on exit
-            (``async with pool.acquire() as conn``), as with asyncpg.
+            (``async with pool.acquire() as conn``), as with asyncpg. It is
+            also a coroutine: ``asyncio.create_task``, ``wait_for``,
+            ``gather``, ``shield`` and anyio task groups take it.
 
             Raises:
                 PoolTimeout: No connection within the timeout.

@@ -34,14 +34,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from poolkeeper._config import PoolConfig, scrub
-from poolkeeper._core.entry import PoolEntry, Waiter
-from poolkeeper._core.policy import (
-    backoff_delay,
-    expiry,
-    is_fatal_connect_error,
-    query_stalled_for,
+from poolkeeper._config import PoolConfig
+from poolkeeper._core.connect_errors import (
+    ConnectFault,
+    first_line,
+    is_permanent,
+    mask_error,
+    raisable,
 )
+from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._core.policy import backoff_delay, expiry, query_stalled_for
 from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
@@ -50,6 +52,10 @@ from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 #: of a whole application) ends them over some milliseconds, so a connection
 #: that answers a ping right after the first failure may die a moment later.
 SUSPECT_GRACE = 1.0
+
+#: Most seconds a caller with ``timeout=0`` waits for the connect started for
+#: it (the driver's own connect timeout normally ends the connect sooner).
+CONNECT_WAIT_LIMIT = 30.0
 
 #: Reasons a connection is closed, as counted in ``PoolStats.closed_by_reason``.
 REASONS = (
@@ -103,6 +109,11 @@ class PoolState:
         self.connect_failures = 0
         self.next_connect_at = 0.0
         self.last_connect_error: BaseException | None = None
+        # Connect errors that reach the caller (see _fail_waiters): whether
+        # any connect ever succeeded (a refusal is permanent until then), and
+        # the last connect error when it was permanent (None after a success).
+        self.ever_connected = False
+        self.permanent_error: BaseException | None = None
         # Validation: idle connections unused for `validate_window` seconds are
         # pinged on checkout (None: never); any connection last known good
         # before `suspect_before` is pinged too (set when one is found broken,
@@ -294,10 +305,21 @@ class PoolState:
 
         Raises:
             PoolClosed: the pool is closed.
+            Exception: the last connect failed for good (bad password, unknown
+                database, ...; see :meth:`connect_failed`), the pool is empty
+                and backing off: a copy of that driver error, without a new
+                attempt (a server that locks accounts is not hammered).
             TooManyWaiters: ``max_waiting`` callers are already waiting.
         """
         if self.closed:
             raise PoolClosed(f"pool {self.name!r} is closed", pool_name=self.name)
+        error = self.permanent_error
+        if (
+            error is not None
+            and not self.size
+            and waiter.enqueued_at < (self.next_connect_at)
+        ):
+            raise raisable(error)
         limit = self.config.max_waiting
         if limit and len(self.waiters) >= limit:
             self.rejections += 1
@@ -308,6 +330,42 @@ class PoolState:
                 waiting=len(self.waiters),
             )
         self.waiters.append(waiter)
+
+    def wait_for_connect(self, waiter: Waiter, now: float) -> float:
+        """Let a just queued caller with ``timeout=0`` wait for a connect.
+
+        ``timeout=0`` means "an idle connection, or a new one if there is
+        room, never queue": the caller may wait for a connect that is in
+        flight for it (called after :meth:`plan_connects`), never for another
+        caller's connection or a backoff. Returns the seconds it may wait (0:
+        none). Such a waiter is failed by the next failed connect.
+        """
+        backing_off = self.connect_failures and now < self.next_connect_at
+        if backing_off or self.connecting < len(self.waiters):
+            return 0.0
+        waiter.connect_only = True
+        return CONNECT_WAIT_LIMIT
+
+    def timeout_error(self, timeout: float) -> PoolTimeout:
+        """The :class:`PoolTimeout` for a caller whose ``timeout`` ran out.
+
+        Its message names the last connect error (first line, secrets
+        masked) and its ``__cause__`` is that error, while connects fail.
+        """
+        message = (
+            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
+            f"connection (size {self.size}/{self.max_size}, "
+            f"{len(self.waiters)} waiting)"
+        )
+        cause = self.last_connect_error
+        if cause is not None:
+            message += f"; last connect error: {first_line(cause, self.secrets)}"
+        error = PoolTimeout(
+            message, pool_name=self.name, timeout=timeout, waiting=len(self.waiters)
+        )
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+        return error
 
     def served(self, waiter: Waiter, now: float) -> None:
         """Count the checkout of a waiter that took the connection reserved
@@ -576,6 +634,8 @@ class PoolState:
         # The outage is over: a later PoolTimeout (plain exhaustion) must not
         # be chained to an error from it.
         self.last_connect_error = None
+        self.ever_connected = True
+        self.permanent_error = None
         self.created += 1
         self.connect_time.add(took)
         cfg = self.config
@@ -590,27 +650,24 @@ class PoolState:
             return None
         return self._place(entry, now)
 
-    def connect_failed(self, error: BaseException, now: float) -> bool:
+    def connect_failed(
+        self,
+        error: BaseException,
+        now: float,
+        fault: ConnectFault = ConnectFault.TRANSIENT,
+    ) -> bool:
         """Record a failed connect; return True if this worker should retry.
 
-        The worker keeps its ``connecting`` slot when it retries; otherwise the
-        slot is released here. When the error is one retrying cannot fix (bad
-        credentials, unknown database), every waiter is failed at once: the
-        shell wakes those in :attr:`failed_waiters`.
+        ``fault`` is the driver adapter's reading of ``error``. The worker
+        keeps its ``connecting`` slot when it retries; otherwise the slot is
+        released here. Waiters that must hear about the error now are moved
+        to :attr:`failed_waiters` for the shell to wake (see
+        :meth:`_fail_waiters`). Any secret in ``error``'s text is masked.
         """
-        if is_fatal_connect_error(error) and self.waiters:
-            # The driver's text may quote its connection string.
-            reason = scrub(str(error), self.secrets)
-            failed = PoolTimeout(
-                f"pool {self.name!r} cannot connect: {reason}",
-                pool_name=self.name,
-                waiting=len(self.waiters),
-            )
-            failed.__cause__ = error
-            for waiter in self.waiters:
-                waiter.error = failed
-            self.failed_waiters.extend(self.waiters)
-            self.waiters.clear()
+        # The driver's text may quote its connection string.
+        mask_error(error, self.secrets)
+        permanent = is_permanent(fault, ever_connected=self.ever_connected)
+        self.permanent_error = error if permanent else None
         self.connect_errors += 1
         self.connect_failures += 1
         self.last_connect_error = error
@@ -618,6 +675,7 @@ class PoolState:
         self.next_connect_at = now + backoff_delay(
             self.connect_failures, cfg.reconnect_min, cfg.reconnect_max, self.rand
         )
+        self._fail_waiters(error, permanent)
         demand = bool(self.waiters) or self._total() - 1 < self.min_size
         if self.closed or not demand or self.connecting > 1:
             self.connecting -= 1
@@ -634,6 +692,29 @@ class PoolState:
             return False
         self.connecting += 1
         return True
+
+    def _fail_waiters(self, error: BaseException, permanent: bool) -> None:
+        """Fail the waiters that no retry can serve within their timeout.
+
+        On an empty pool, an error no retry can fix (bad password, unknown
+        database or host, TLS refused, a rejected option, a refusal by a
+        server never reached) fails every waiter with (a copy of) the driver's
+        error. With connections in use, waiters keep waiting for one to come
+        back. Callers with ``timeout=0`` waiting for this connect always
+        fail: with the error itself, or a :class:`PoolTimeout` naming it.
+        """
+        keep: list[Waiter] = []
+        for waiter in self.waiters:
+            if permanent and (waiter.connect_only or not self.size):
+                waiter.error = raisable(error)
+            elif waiter.connect_only:
+                waiter.error = self.timeout_error(0.0)
+            else:
+                keep.append(waiter)
+                continue
+            self.failed_waiters.append(waiter)
+        if len(keep) != len(self.waiters):
+            self.waiters = deque(keep)
 
     def connect_cancelled(self) -> None:
         """Release the slot of a connect worker that stopped without a result."""
@@ -887,12 +968,16 @@ class PoolState:
         The shells call this under their lock and :meth:`StatsCopy.build`
         after releasing it.
         """
+        # A connection the pool itself holds for a moment (a keepalive or
+        # suspect ping, a recovery after a cancelled caller) is not lent to
+        # anyone: it counts as idle, so ``in_use`` is what callers hold.
+        held = sum(1 for e in self.in_use.values() if e.checked_out_at == math.inf)
         return StatsCopy(
             {
                 "name": self.name,
                 "size": len(self.idle) + len(self.in_use),
-                "idle": len(self.idle),
-                "in_use": len(self.in_use),
+                "idle": len(self.idle) + held,
+                "in_use": len(self.in_use) - held,
                 "waiting": len(self.waiters),
                 "connecting": self.connecting,
                 "min_size": self.min_size,

@@ -36,6 +36,7 @@ from poolkeeper.drivers._options import (
     to_number,
 )
 from poolkeeper.drivers.base import TxStatus
+from poolkeeper.errors import ConfigError
 
 #: ``SERVER_STATUS_IN_TRANS`` and ``SERVER_STATUS_AUTOCOMMIT`` protocol flags.
 SERVER_STATUS_IN_TRANS = 0x0001
@@ -85,6 +86,11 @@ def mysql_kwargs(
     Raises:
         ConfigError: a query parameter is not supported or not convertible.
     """
+    if len(url.hosts) > 1:
+        raise ConfigError(
+            f"{url.scheme}:// names {len(url.hosts)} hosts; a MySQL URL takes one "
+            "(several hosts are a PostgreSQL feature)"
+        )
     kwargs = present(
         host=url.host,
         port=url.port,

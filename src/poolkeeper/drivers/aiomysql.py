@@ -31,6 +31,7 @@ import aiomysql
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -74,6 +75,7 @@ class AiomysqlDriver:
 
     name = "aiomysql"
     is_async = True
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

@@ -40,6 +40,7 @@ import MySQLdb  # type: ignore[import-untyped]  # mysqlclient ships no stubs
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
 from poolkeeper.drivers._options import (
     Converter,
@@ -89,6 +90,7 @@ class MysqldbDriver:
 
     name = "mysqldb"
     is_async = False
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(
         self, connect: Callable[[], Any], *, session: dict[str, Any] | None = None

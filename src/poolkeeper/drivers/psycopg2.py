@@ -27,7 +27,8 @@ import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
 from poolkeeper.drivers.base import TxStatus
 
 _transaction_status = ext.connection.get_transaction_status
@@ -105,6 +106,7 @@ class Psycopg2Driver:
 
     name = "psycopg2"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -119,7 +121,10 @@ class Psycopg2Driver:
                 the URL and over poolkeeper's defaults.
         """
         kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg2.connect(**kwargs))
+        target = libpq_target(url, connect_args)
+        return cls(
+            sync_connector(target, kwargs, psycopg2.connect, ext.libpq_version())
+        )
 
     def connect(self) -> Any:
         return self._connect()

@@ -12,10 +12,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from poolkeeper._config import PoolConfig
+from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
-from poolkeeper.errors import ConfigError, PoolClosed, PoolError, TooManyWaiters
+from poolkeeper.errors import (
+    ConfigError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyWaiters,
+)
 
 
 class Conn:
@@ -470,7 +477,7 @@ def test_a_freeze_makes_every_idle_connection_suspect() -> None:
     assert all(state.needs_validation(e, thawed) for e in state.idle)
 
 
-def test_fatal_connect_error_fails_waiters_at_once() -> None:
+def test_permanent_connect_error_fails_waiters_of_an_empty_pool() -> None:
     class BadPassword(Exception):
         sqlstate = "28P01"
 
@@ -478,18 +485,56 @@ def test_fatal_connect_error_fails_waiters_at_once() -> None:
     waiter = Waiter(None, 0.0)
     state.enqueue(waiter)
     assert state.plan_connects(0.0) == 1
-    state.connect_failed(BadPassword("password authentication failed"), 0.1)
+    error = BadPassword("password authentication failed")
+    state.connect_failed(error, 0.1, ConnectFault.AUTH)
     assert state.failed_waiters == [waiter] and not state.waiters
-    assert isinstance(waiter.error, PoolError)
-    assert isinstance(waiter.error.__cause__, BadPassword)
+    # The driver's own error (a copy per caller), chained to the original.
+    assert isinstance(waiter.error, BadPassword) and waiter.error is not error
+    assert waiter.error.__cause__ is error
     # A transient error keeps callers waiting (they time out on their own).
+    state.failed_waiters.clear()
     other = Waiter(None, 1.0)
     state.enqueue(other)
-    state.connect_failed(ConnectionRefusedError("refused"), 1.0)
-    assert list(state.waiters) == [other]
+    state.connect_failed(ConnectionResetError("reset"), 1.0, ConnectFault.TRANSIENT)
+    assert list(state.waiters) == [other] and not state.failed_waiters
 
 
-def test_fatal_connect_error_message_masks_the_secrets() -> None:
+def test_refusal_is_permanent_only_until_the_first_connect() -> None:
+    state = make_state(min_size=0, max_size=2)
+    first = Waiter(None, 0.0)
+    state.enqueue(first)
+    state.plan_connects(0.0)
+    state.connect_failed(ConnectionRefusedError("refused"), 0.1, ConnectFault.REFUSED)
+    assert isinstance(first.error, ConnectionRefusedError)
+    # Connected once: a later refusal (a restart) makes callers wait.
+    state.plan_connects(10.0)
+    state.connected(object(), 10.0, 0.01)
+    entry = state.checkout(10.0)
+    assert entry is not None
+    state.checkin(entry, 10.0, discard=True)
+    waiter = Waiter(None, 11.0)
+    state.enqueue(waiter)
+    state.plan_connects(11.0)
+    state.connect_failed(ConnectionRefusedError("refused"), 11.0, ConnectFault.REFUSED)
+    assert waiter.error is None and list(state.waiters) == [waiter]
+    assert "last connect error: ConnectionRefusedError: refused" in str(
+        state.timeout_error(5.0)
+    )
+
+
+def test_new_callers_fail_fast_only_while_backing_off_from_a_permanent_error() -> None:
+    state = make_state(min_size=0, reconnect_min=1.0, reconnect_max=1.0)
+    state.enqueue(Waiter(None, 0.0))
+    state.plan_connects(0.0)
+    state.connect_failed(OSError("unknown database"), 0.0, ConnectFault.DATABASE)
+    with pytest.raises(OSError, match="unknown database"):
+        state.enqueue(Waiter(None, 0.5))  # next attempt at 0.8-1.0
+    late = Waiter(None, 1.5)
+    state.enqueue(late)  # past the backoff: it may try again
+    assert state.plan_connects(1.5) == 1
+
+
+def test_connect_error_message_and_driver_error_mask_the_secrets() -> None:
     state = PoolState(PoolConfig(min_size=0), "test", secrets=("pk-s3cret",))
     waiter = Waiter(None, 0.0)
     state.enqueue(waiter)
@@ -497,10 +542,28 @@ def test_fatal_connect_error_message_masks_the_secrets() -> None:
     error = PermissionError(
         "password authentication failed (dsn: password=pk-s3cret, pk-s3cret)"
     )
-    state.connect_failed(error, 0.1)
+    state.connect_failed(error, 0.1, ConnectFault.AUTH)
     assert "pk-s3cret" not in str(waiter.error)
     assert "password=***, ***" in str(waiter.error)
-    assert waiter.error is not None and waiter.error.__cause__ is error
+    assert "pk-s3cret" not in str(error)  # masked where it was raised, too
+    assert "pk-s3cret" not in str(state.timeout_error(1.0))
+
+
+def test_timeout_zero_waits_only_for_a_connect_started_for_it() -> None:
+    state = make_state(min_size=0, max_size=1)
+    waiter = Waiter(None, 0.0)
+    state.enqueue(waiter)
+    assert state.plan_connects(0.0) == 1
+    assert state.wait_for_connect(waiter, 0.0) > 0 and waiter.connect_only
+    # A second caller: no room left for a connect of its own.
+    other = Waiter(None, 0.0)
+    state.enqueue(other)
+    assert state.plan_connects(0.0) == 0
+    assert state.wait_for_connect(other, 0.0) == 0
+    # A transient failure fails the connect-only waiter with a PoolTimeout.
+    state.connect_failed(ConnectionResetError("reset"), 0.1, ConnectFault.TRANSIENT)
+    assert isinstance(waiter.error, PoolTimeout)
+    assert other.error is None
 
 
 def test_suspicion_lasts_a_grace_window_after_a_broken_connection() -> None:
@@ -656,3 +719,22 @@ def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
     assert entry is not None
     state.validated(entry, 4.1)
     assert state.stats().acquires == 1
+
+
+def test_a_connection_the_pool_is_pinging_counts_as_idle_not_in_use() -> None:
+    # The pool's own pings (suspect checks, keepalives) lend nothing to a
+    # caller: stats() must not report them as in use (a background suspect
+    # check made `in_use` read 1 right after a caller's broken connection).
+    state = make_state(min_size=2, max_size=2, max_lifetime=None, keepalive=1.0)
+    fill(state)
+    busy = state.checkout(1.0)
+    assert busy is not None
+    state.checkin(busy, 2.0, discard=True)
+    (idle,) = state.take_idle(suspects_only=True)
+    stats = state.stats()
+    assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
+    state.give_back(idle, 2.5, ok=True)
+    (due,) = state.housekeep(10.0)[0]
+    assert due is idle
+    stats = state.stats()
+    assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
