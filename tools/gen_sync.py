@@ -55,6 +55,7 @@ RENAMES: dict[str, str] = {
     "ajoin": "join",
     "acall": "call",
     "acall_within": "call_within",
+    "arecover": "recover",
     "AConnectFn": "ConnectFn",
     "asleep": "sleep",
     "_async": "_sync",

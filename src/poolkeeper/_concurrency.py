@@ -215,6 +215,7 @@ async def acall_within(
     arg: Any,
     timeout: float,
     on_overrun: Callable[[Any], object],
+    on_cancel: Callable[[Any], object] | None = None,
 ) -> Any:
     """Await ``fn(arg)`` for at most ``timeout`` seconds.
 
@@ -225,8 +226,13 @@ async def acall_within(
     cancelling first matters: some drivers answer a cancellation by talking
     to the server (a cancel request), which a hung server would hold for
     seconds. Whatever the call does afterwards is ignored.
+
+    When the caller itself is cancelled and ``on_cancel`` is given, the call
+    is neither cut off nor cancelled: ``on_cancel(task)`` takes it over (to
+    let it finish in the background and keep ``arg``).
     """
     task = asyncio.ensure_future(fn(arg))
+    handed_over = False
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if done:
@@ -237,12 +243,16 @@ async def acall_within(
             await asyncio.wait({task}, timeout=OVERRUN_GRACE)
     except BaseException:
         if not task.done():
+            if on_cancel is not None:
+                on_cancel(task)
+                handed_over = True
+                raise
             # The caller itself is cancelled: cut the call off the same way
             # before abandoning it (``arg`` is given up either way).
             _run_overrun(on_overrun, arg)
         raise
     finally:
-        if not task.done():
+        if not task.done() and not handed_over:
             task.cancel()
         task.add_done_callback(_consume)
     raise Overrun(f"no answer within {timeout:.3g} s")
@@ -264,6 +274,7 @@ def call_within(
     arg: Any,
     timeout: float,
     on_overrun: Callable[[Any], object],
+    on_cancel: Callable[[Any], object] | None = None,
 ) -> Any:
     """Call ``fn(arg)``; bound it to ``timeout`` seconds (sync twin of :func:`acall_within`).
 
@@ -271,7 +282,8 @@ def call_within(
     thread runs ``on_overrun(arg)`` once the budget is spent; it must make the
     blocked call fail (shut its socket down). The call's outcome is then
     replaced by :class:`Overrun`, even if it returned meanwhile: ``arg`` is
-    no longer usable.
+    no longer usable. ``on_cancel`` is accepted for symmetry and never
+    called: a thread is not cancelled while it runs ``fn``.
     """
     if not timeout < threading.TIMEOUT_MAX:
         return fn(arg)  # no bound to keep

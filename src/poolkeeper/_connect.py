@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from poolkeeper.drivers.base import AsyncDriver, Driver, can_abort
 from poolkeeper.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,3 +52,20 @@ def driver_for(
     from poolkeeper.drivers.dbapi import CallableDriver
 
     return CallableDriver(connect)
+
+
+def adapter_shortfalls(driver: Driver | AsyncDriver, query_timeout: bool) -> list[str]:
+    """Say which asked-for options the driver cannot fully honour on its connections.
+
+    For a URL these are refused at construction; a callable's adapter is only
+    known after its first connection, when the pool calls this once and warns
+    about each (see ``AsyncPool._check_adapter``).
+    """
+    shortfalls = []
+    if query_timeout and not can_abort(driver):
+        shortfalls.append(
+            f"query_timeout cannot cut a stuck command short: the {driver.name} "
+            "adapter cannot abort one on these connections; a connection held "
+            "past query_timeout is only discarded when it comes back"
+        )
+    return shortfalls

@@ -241,3 +241,28 @@ class ConnectArgs:
         """Return one argument, calling its provider if it has one (sync)."""
         value = self.kwargs.get(key, default)
         return value.get() if isinstance(value, Provider) else value
+
+
+def with_providers(connect: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a driver's ``connect(**kwargs)`` so providers among them are called.
+
+    Each call resolves the :class:`Provider` values it is given (see
+    :meth:`ConnectArgs.open`), so per-host argument overrides made by a host
+    loop still reach the driver.
+    """
+
+    def connect_with_providers(**kwargs: Any) -> T:
+        return ConnectArgs(kwargs).open(connect)
+
+    return connect_with_providers
+
+
+def awith_providers(
+    connect: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T]]:
+    """Like :func:`with_providers` for an asyncio driver's ``connect``."""
+
+    async def connect_with_providers(**kwargs: Any) -> T:
+        return await ConnectArgs(kwargs).aopen(connect)
+
+    return connect_with_providers

@@ -122,14 +122,27 @@ async def test_cancelled_during_reset_discards_the_connection() -> None:
 
     factory = Factory()
     async with AsyncPool(factory, min_size=0, max_size=1, reset=slow_reset) as pool:
+        checkins: list[object] = []
+        pool.on("checkin", checkins.append)
         conn = await pool.acquire()
         task = asyncio.create_task(pool.release(conn))
         await gate.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # The fake driver cannot tell that no command is in progress: the
+        # connection is closed in the background, as cancelled, not broken.
+        for _ in range(50):
+            if conn.closed:
+                break
+            await asyncio.sleep(0)
         assert conn.closed and pool.stats().size == 0
-        assert pool.stats().closed_by_reason["broken"] == 1
+        assert pool.stats().closed_by_reason["cancelled"] == 1
+        assert pool.stats().closed_by_reason["broken"] == 0
+        assert len(checkins) == 1
+        # Given back by the pool: the caller cannot release it a second time.
+        with pytest.raises(PoolError, match="not checked out"):
+            await pool.release(conn)
 
 
 def test_using_a_pool_from_another_loop_is_a_clear_error() -> None:
@@ -231,7 +244,11 @@ async def test_cancellation_at_every_await_point_leaks_nothing(start: str) -> No
             assert outcome is None or isinstance(outcome, asyncio.CancelledError)
             for _ in range(50):  # let background connects and closes finish
                 stats = pool.stats()
-                if stats.connecting == 0 and stats.size == open_count(factory):
+                if (
+                    stats.connecting == 0
+                    and stats.in_use == 0
+                    and stats.size == open_count(factory)
+                ):
                     break
                 await asyncio.sleep(0)
             stats = pool.stats()
@@ -278,3 +295,61 @@ async def test_cancelled_while_closing_a_retired_connection_still_closes_it() ->
                 break
             await asyncio.sleep(0.01)
         assert open_count(factory) == 0
+
+
+async def test_acquire_works_wherever_a_coroutine_works() -> None:
+    import anyio
+
+    async with AsyncPool(Factory(), min_size=0, max_size=4) as pool:
+        task = asyncio.create_task(pool.acquire(timeout=2))
+        conns = [await task]
+        conns.append(await asyncio.wait_for(pool.acquire(), 1))
+        conns.extend(await asyncio.gather(pool.acquire(), pool.acquire()))
+        assert pool.stats().in_use == 4
+        for conn in conns:
+            await pool.release(conn)
+        conn = await asyncio.shield(pool.acquire())
+        await pool.release(conn)
+        got: list[FakeConnection] = []
+
+        async def borrow() -> None:
+            got.append(await pool.acquire())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(borrow)
+            tg.start_soon(borrow)
+        assert len(got) == 2 and pool.stats().in_use == 2
+        for conn in got:
+            await pool.release(conn)
+        # Still an async context manager.
+        async with pool.acquire() as conn:
+            assert pool.stats().in_use == 1
+        assert pool.stats().acquires == 8 and pool.stats().in_use == 0
+
+
+async def test_an_acquire_never_awaited_starts_nothing() -> None:
+    import gc
+    import warnings
+
+    factory = Factory()
+    async with AsyncPool(factory, min_size=0) as pool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pool.acquire()
+            gc.collect()
+        assert factory.calls == 0 and pool.stats().waiting == 0
+
+
+async def test_cancelled_tasks_wrapping_acquire_leak_nothing() -> None:
+    async with AsyncPool(Factory(delay=0.01), min_size=0, max_size=2) as pool:
+        for delay in (0, 0.001, 0.005, 0.02):
+            tasks = [asyncio.create_task(pool.acquire(timeout=5)) for _ in range(4)]
+            await asyncio.sleep(delay)
+            for task in tasks:
+                task.cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in done:
+                if isinstance(result, FakeConnection):  # finished before the cancel
+                    await pool.release(result)
+            stats = pool.stats()
+            assert stats.in_use == 0 and stats.waiting == 0

@@ -28,6 +28,7 @@ class PoolEntry:
         "leak_reported",
         "lent_at",
         "stack",
+        "unconfirmed",
         "uses",
     )
 
@@ -53,6 +54,9 @@ class PoolEntry:
         """When the watchdog first saw the current command in progress."""
         self.lent_at = created_at
         """When the pool lent it to itself for a ping (``checked_out_at`` is inf then)."""
+        self.unconfirmed = False
+        """Lent to a caller but due a validation first: its checkout is not
+        reported in ``acquires`` until the validation passes."""
 
     def __repr__(self) -> str:
         return (
@@ -64,18 +68,21 @@ class PoolEntry:
 class Waiter:
     """A caller waiting for a connection, in FIFO order.
 
-    The core fills in ``entry`` (served) or ``error`` (pool closed) before it
-    hands the waiter back to the shell to wake; ``signal`` is the shell's
-    wake-up primitive, opaque to the core.
+    The core fills in ``entry`` (served) or ``error`` (pool closed, a connect
+    failed for good) before it hands the waiter back to the shell to wake;
+    ``signal`` is the shell's wake-up primitive, opaque to the core.
+    ``connect_only``: a ``timeout=0`` caller waiting only for the connect
+    started for it (see ``PoolState.wait_for_connect``).
     """
 
-    __slots__ = ("enqueued_at", "entry", "error", "signal")
+    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "signal")
 
     def __init__(self, signal: Any, enqueued_at: float) -> None:
         self.signal = signal
         self.enqueued_at = enqueued_at
         self.entry: PoolEntry | None = None
         self.error: BaseException | None = None
+        self.connect_only = False
 
 
 def capture_stack(skip: int = 2, limit: int = 16) -> str:

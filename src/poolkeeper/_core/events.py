@@ -36,9 +36,12 @@ EVENT_KINDS = (
 )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class PoolEvent:
     """One pool event. Listeners must treat it as read-only: several share it.
+
+    Each event is one occurrence: events compare equal only to themselves and
+    are hashable (by identity), so listeners can keep them in sets or as keys.
 
     Attributes:
         kind: One of :data:`EVENT_KINDS`.
@@ -46,7 +49,7 @@ class PoolEvent:
         conn: The driver connection concerned, if any.
         duration: Seconds: connect time, wait time or hold time, per kind.
         reason: Why a connection was discarded (lifetime, idle, uses, broken,
-            check, resize, close, error, query_timeout).
+            check, resize, close, error, query_timeout, cancelled).
         error: The exception of a failed connect.
         stack: Where a leaked connection was acquired (formatted), if known.
     """

@@ -130,9 +130,10 @@ class PoolStats:
     connections_closed: int
     connect_errors: int
     closed_by_reason: dict[str, int] = field(default_factory=dict)
-    """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error, query_timeout."""
+    """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error, query_timeout, cancelled."""
     wait_time: TimeSummary = field(default_factory=TimeSummary)
-    """Time callers spent waiting for a connection (only those that had to wait)."""
+    """Time each checkout took to obtain its connection, 0 s for those served at
+    once included (OpenTelemetry's ``db.client.connection.wait_time``)."""
     usage_time: TimeSummary = field(default_factory=TimeSummary)
     """Time connections were held by callers."""
     connect_time: TimeSummary = field(default_factory=TimeSummary)

@@ -52,18 +52,24 @@ from poolkeeper._config import (
     scrub,
     secrets_of,
 )
-from poolkeeper._connect import GENERIC_DRIVERS, driver_for
+from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls, driver_for
+from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._credentials import Secrets
+from poolkeeper._origin import from_driver
 from poolkeeper._sync.housekeeping import Housekeeper
+from poolkeeper._sync.recovery import recover
 from poolkeeper.drivers.base import (
     Driver,
     QueryWatch,
     TxStatus,
+    can_abort,
+    cannot_abort,
+    connect_classifier,
     idle_probe,
     query_watch,
     state_hooks,
@@ -75,6 +81,7 @@ from poolkeeper.errors import (
     PoolClosed,
     PoolError,
     PoolTimeout,
+    PoolWarning,
     QueryTimeout,
 )
 
@@ -91,23 +98,6 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
-
-#: Top-level packages whose exceptions count as the driver's (QueryTimeout).
-_DRIVER_PACKAGES = frozenset(
-    {
-        "psycopg",
-        "psycopg_binary",
-        "psycopg_c",
-        "psycopg2",
-        "asyncpg",
-        "aiopg",
-        "pymysql",
-        "MySQLdb",
-        "aiomysql",
-        "sqlite3",
-        "aiosqlite",
-    }
-)
 
 
 class Pool(Generic[ConnT]):
@@ -313,6 +303,10 @@ class Pool(Generic[ConnT]):
         self._timeout = float(timeout)
         self._configure = configure
         self._reset = self._full_reset() if reset == "full" else reset
+        self._reset_full = reset == "full"
+        # A callable's adapter is known at its first connection (see
+        # _check_adapter).
+        self._adapter_checked = False
         self._check = check
         # Checkout features that take the slow path (see _acquire).
         self._watch_checkout = check is not None or leak_timeout is not None
@@ -323,12 +317,17 @@ class Pool(Generic[ConnT]):
         # What a borrower may leave on the connection object (callbacks,
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
+        self._classify = connect_classifier(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
         watch = self._query_watch or query_watch(self._driver)
         self._abort: Callable[[Any], None] | None = watch[2] if watch else None
         self._lock = Lock()
+        # Held while the query watchdog reads a connection's driver state and
+        # taken before a retired connection is closed: a probe never reads a
+        # connection being closed (psycopg2 frees libpq's memory on close).
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._events = EventBus()
         self._opened = False
@@ -360,6 +359,7 @@ class Pool(Generic[ConnT]):
     def _new_state(self) -> PoolState:
         state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
+        state.check_on_checkout = self._check is not None
         return state
 
     def _validate_window(self) -> float | None:
@@ -517,7 +517,7 @@ class Pool(Generic[ConnT]):
         if entry is None or self._watch_checkout:
             return self._acquire_slow(entry, now, timeout)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
 
     def _acquire_slow(
@@ -525,6 +525,8 @@ class Pool(Generic[ConnT]):
     ) -> ConnT:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
+        # A checkout served at once has its (0 s) wait recorded already.
+        record_wait = entry is None
         if entry is None:
             if not self._opened:
                 self.open()
@@ -536,15 +538,40 @@ class Pool(Generic[ConnT]):
             self._spawn_close_retired()
         # The current time, not `now`: a connection handed over after a wait
         # was returned after `now` (validate="always" must still ping it).
-        if self._check is not None or state.needs_validation(entry, _monotonic()):
+        if (
+            self._check is not None
+            or entry.unconfirmed
+            or state.needs_validation(entry, _monotonic())
+        ):
             entry = self._validate(entry, timeout, now)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
+        if record_wait:
+            with self._lock:
+                state.obtained(_monotonic() - now)
         if self._events.checkout:
-            self._emit("checkout", entry.conn, duration=_monotonic() - now)
+            self._emit_checkout(entry, now)
         return entry.conn  # type: ignore[no-any-return]
 
-    def _wait(self, timeout: float) -> PoolEntry:
+    def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
+        """Tell the checkout listeners; take the connection back if one raises
+        past the event bus (KeyboardInterrupt, a cancellation: the bus only
+        swallows Exception), since the caller then never gets it."""
+        try:
+            self._emit("checkout", entry.conn, duration=_monotonic() - started)
+        except BaseException:
+            with self._lock:
+                waiter = self._state.unlend(entry, _monotonic())
+            if waiter is not None:
+                waiter.signal.set()
+            if self._state.retired:
+                self._spawn_close_retired()
+            raise
+
+    def _wait(self, timeout: float, may_connect: bool = True) -> PoolEntry:
+        """Wait for a connection; ``timeout=0`` waits only for a connect
+        started for this caller (``may_connect``: the caller's own timeout
+        is 0, not one that ran out)."""
         state = self._state
         now = _monotonic()
         deadline = now + timeout
@@ -557,6 +584,8 @@ class Pool(Generic[ConnT]):
             if entry is None:
                 state.enqueue(waiter)
                 n = state.plan_connects(now)
+                if not timeout and may_connect:
+                    deadline += state.wait_for_connect(waiter, now)
         if entry is not None:
             return entry
         self._spawn_connects(n)
@@ -596,18 +625,14 @@ class Pool(Generic[ConnT]):
             break
         if entry is not None:
             return entry
-        if waiter.error is not None:
-            raise waiter.error
+        error = waiter.error
+        if error is not None:
+            if isinstance(error, PoolTimeout) and self._events.timeout:
+                self._emit("timeout", None, duration=_monotonic() - now)
+            raise error
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
-        raise PoolTimeout(
-            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
-            f"connection (size {state.size}/{state.max_size}, "
-            f"{len(state.waiters)} waiting)",
-            pool_name=self.name,
-            timeout=timeout,
-            waiting=len(state.waiters),
-        ) from state.last_connect_error
+        raise state.timeout_error(timeout)
 
     def _validate(
         self, entry: PoolEntry, timeout: float | None, started: float
@@ -621,6 +646,9 @@ class Pool(Generic[ConnT]):
         limit = check_timeout_arg(timeout, self._timeout)
         deadline = started + limit
         while True:
+            # The ping of a caller cancelled meanwhile, handed over to finish
+            # in the background (see recovery.py).
+            handover: list[Any] = []
             try:
                 if state.needs_validation(entry, _monotonic()):
                     if self._driver.is_broken(entry.conn):
@@ -633,21 +661,32 @@ class Pool(Generic[ConnT]):
                         # it hangs: past the caller's deadline the socket is
                         # shut down and the connection discarded.
                         budget = max(deadline - _monotonic(), self._ping_floor())
-                        call_within(self._driver.ping, entry.conn, budget, self._abort)
+                        call_within(
+                            self._driver.ping,
+                            entry.conn,
+                            budget,
+                            self._abort,
+                            handover.append,
+                        )
                 if self._check is not None:
                     call(self._check, entry.conn)
                 with self._lock:
                     state.validated(entry, _monotonic())
                 return entry
             except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Interrupted (a cancelled task): no sign of trouble with
+                    # the connection; it is recovered in the background.
+                    budget = max(deadline - _monotonic(), self._ping_floor())
+                    pending = handover[0] if handover else None
+                    self._reclaim(entry, pending, budget, withdraw=True)
+                    raise
                 with self._lock:
                     state.discard_checked_out(entry, "check", _monotonic())
                     n = state.plan_connects(_monotonic())
                 self._spawn_connects(n)
                 # In the background: closing politely may wait on a hung server.
                 self._spawn_close_retired()
-                if not isinstance(exc, Exception):
-                    raise
                 self._spawn_suspect_check()
                 logger.info(
                     "pool %r: validation failed, connection discarded: %s",
@@ -663,8 +702,19 @@ class Pool(Generic[ConnT]):
             with self._lock:
                 fresh = state.checkout(_monotonic())
             if fresh is None:
-                fresh = self._wait(max(remaining, 0.0))
+                fresh = self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
+
+    def _reclaim(
+        self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool
+    ) -> None:
+        """Take back a connection whose holder was interrupted; recover it in
+        the background (``pending``: its unfinished validation ping)."""
+        with self._lock:
+            if withdraw:
+                self._state.withdraw(entry)
+            self._state.reclaim(entry, _monotonic())
+        self._background(recover, "recover", self, entry, pending, budget)
 
     def _ping_floor(self) -> float:
         """The least time a validation ping gets, however near the caller's deadline.
@@ -753,12 +803,25 @@ class Pool(Generic[ConnT]):
             lost = commit is True and exc is None and self._in_transaction(conn)
         elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
             discard, error = self._clean(conn, commit)
+            if error is not None and not isinstance(error, Exception):
+                # Interrupted while ending the transaction (a cancelled task).
+                if self._events.checkin:
+                    held = _monotonic() - entry.checked_out_at
+                    self._emit("checkin", conn, duration=held)
+                self._reclaim(entry, None, 0.0, withdraw=False)
+                raise error
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
         if discard:
+            # A driver that closes a connection when a task is cancelled in
+            # the middle of a command (aiopg, aiomysql) says nothing about
+            # the server: no suspicion on the other connections.
+            cancelled = exc is not None and not isinstance(exc, Exception)
+            discard = not cancelled  # whether to check the other connections
+            reason = "cancelled" if cancelled else "broken"
             with self._lock:
-                waiter = state.checkin(entry, now, discard=True)
+                waiter = state.checkin(entry, now, discard=True, reason=reason)
         else:
             waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
@@ -768,7 +831,7 @@ class Pool(Generic[ConnT]):
             # what the abort caused becomes QueryTimeout: the driver's errors
             # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
-            if lost or (cause is not None and _from_driver(cause, conn)):
+            if lost or (cause is not None and from_driver(cause, conn)):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
@@ -869,44 +932,26 @@ class Pool(Generic[ConnT]):
                 started = _monotonic()
                 try:
                     conn = self._driver.connect()
+                    if not self._adapter_checked:
+                        self._check_adapter(conn)
                 except Exception as exc:
-                    with self._lock:
-                        now = _monotonic()
-                        retry = state.connect_failed(exc, now)
-                        delay = state.connect_delay(now)
-                        failures = state.connect_failures
-                        failed, state.failed_waiters = state.failed_waiters, []
-                    for failed_waiter in failed:
-                        failed_waiter.signal.set()
-                    if self._events.connect_error:
-                        self._emit("connect_error", None, error=exc)
-                    self._log_connect_failure(exc, failures, delay if retry else None)
-                    if retry:
-                        continue
+                    error, fault = exc, self._classify(exc)
+                else:
+                    hook_error = self._configure_new(conn)
+                    if hook_error is None:
+                        if self._baseline is not None:
+                            # What configure installed stays; see drivers.base.
+                            self._baseline(conn)
+                        break
+                    error, fault = hook_error, self._classify(hook_error)
+                    if fault is ConnectFault.TRANSIENT and not from_driver(
+                        hook_error, conn
+                    ):
+                        # The application's own code failed: retrying will not fix it.
+                        fault = ConnectFault.CONFIG
+                if not self._connect_failed(error, fault):
                     return
-                if self._configure_new(conn):
-                    if self._baseline is not None:
-                        # What configure installed stays; see drivers.base.
-                        self._baseline(conn)
-                    break
-                with self._lock:
-                    retry = state.connect_failed(
-                        PoolError("configure hook failed", pool_name=self.name),
-                        _monotonic(),
-                    )
-                if not retry:
-                    return
-            now = _monotonic()
-            with self._lock:
-                if state.validate_window is None:
-                    state.validate_window = self._validate_window()
-                waiter = state.connected(conn, now, now - started)
-                n = state.plan_connects(now)
-            logger.debug(
-                "pool %r: connection opened in %.3f s", self.name, now - started
-            )
-            if self._events.connect:
-                self._emit("connect", conn, duration=now - started)
+            waiter, n = self._connected(conn, started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -917,9 +962,133 @@ class Pool(Generic[ConnT]):
         if state.retired:
             self._close_retired()
 
-    def _configure_new(self, conn: Any) -> bool:
+    def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
+        """Add a connection opened since ``started``: return the waiter it
+        went to, if any, and how many connects to start next."""
+        state = self._state
+        now = _monotonic()
+        with self._lock:
+            if state.validate_window is None:
+                state.validate_window = self._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+        if self._events.connect:
+            self._emit("connect", conn, duration=now - started)
+        return waiter, n
+
+    def _open_for_caller(self) -> bool:
+        """Open one connection in the caller, if none is idle and there is room.
+
+        For integrations whose users expect a checkout to connect by itself
+        (SQLAlchemy's QueuePool does): a connect error reaches the caller as
+        raised, and the new connection joins the pool as one of its own, to
+        the oldest waiter, else idle. Returns whether a connection was added.
+        """
+        state = self._state
+        with self._lock:
+            if not state.reserve_connect():
+                return False
+        started = _monotonic()
+        try:
+            conn = self._driver.connect()
+            if not self._adapter_checked:
+                self._check_adapter(conn)
+            hook_error = self._configure_new(conn)  # closes conn on failure
+            if hook_error is not None:
+                raise hook_error
+        except BaseException:
+            with self._lock:
+                state.connect_cancelled()
+            raise
+        if self._baseline is not None:
+            self._baseline(conn)
+        waiter, n = self._connected(conn, started)
+        if waiter is not None:
+            waiter.signal.set()
+        self._spawn_connects(n)
+        if state.retired:
+            self._close_retired()
+        return True
+
+    def _take_out(self, conn: ConnT, keep_idle: int | None) -> bool:
+        """Take a checked-out connection out of the pool; its user closes it.
+
+        See :meth:`PoolState.shed`: with ``keep_idle``, only when no caller
+        waits and that many are idle already; None: always (the user closed
+        it already). Returns whether it left; a replacement is opened for
+        waiting callers.
+        """
+        state = self._state
+        with self._lock:
+            entry = state.in_use.get(id(conn))
+            if entry is None or entry.conn is not conn:
+                return False
+            if not state.shed(entry, _monotonic(), keep_idle):
+                return False
+            n = state.plan_connects(_monotonic())
+        if self._events.discard:
+            self._emit("discard", conn, reason=entry.close_reason)
+        self._spawn_connects(n)
+        return True
+
+    def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
+        """Record a failed connect (or configure hook), wake the waiters it
+        fails, tell listeners and the log; return whether to retry."""
+        state = self._state
+        with self._lock:
+            now = _monotonic()
+            retry = state.connect_failed(error, now, fault)
+            delay = state.connect_delay(now)
+            failures = state.connect_failures
+            failed, state.failed_waiters = state.failed_waiters, []
+        for failed_waiter in failed:
+            failed_waiter.signal.set()
+        if self._events.connect_error:
+            self._emit("connect_error", None, error=error)
+        self._log_connect_failure(error, failures, delay if retry else None)
+        return retry
+
+    def _check_adapter(self, conn: Any) -> None:
+        """Check what the adapter of a callable's first connection supports.
+
+        ``reset="full"`` without a full reset for these connections is refused
+        (the connection is closed; the ConfigError is a connect error that
+        retrying cannot fix, so waiting callers get it at once). That
+        ``query_timeout`` cannot cut a stuck call short is said once.
+        """
+        if self._reset_full and not supports_reset_session(self._driver):
+            self._driver.close(conn)
+            raise ConfigError(
+                f"reset='full' is not supported by the {self._driver.name} adapter "
+                "for connections from a callable; pass a reset callable, or build "
+                "the pool from a URL"
+            )
+        with self._lock:
+            if self._adapter_checked:
+                return
+            self._adapter_checked = True
+        for message in adapter_shortfalls(self._driver, self._query_watch is not None):
+            try:
+                warnings.warn(
+                    PoolWarning(f"pool {self.name!r}: {message}"), stacklevel=1
+                )
+            except Warning:
+                # Turned into an error by a filter, in a background connect
+                # where no caller could catch it: log it instead.
+                logger.warning("pool %r: %s", self.name, message)
+        if not can_abort(self._driver):
+            # Validation pings are not bounded; the watchdog still marks a
+            # stuck checkout (discarded on return, QueryTimeout) but leaves
+            # the call alone.
+            self._abort = None
+            if self._query_watch is not None:
+                self._query_watch = (*self._query_watch[:2], cannot_abort)
+
+    def _configure_new(self, conn: Any) -> Exception | None:
+        """Run the ``configure`` hook; on failure close ``conn``, return the error."""
         if self._configure is None:
-            return True
+            return None
         try:
             call(self._configure, conn)
         except Exception as exc:
@@ -929,8 +1098,8 @@ class Pool(Generic[ConnT]):
                 self._describe(exc),
             )
             self._driver.close(conn)
-            return False
-        return True
+            return exc
+        return None
 
     def _log_connect_failure(
         self, exc: BaseException, failures: int, retry_in: float | None
@@ -973,6 +1142,8 @@ class Pool(Generic[ConnT]):
             logger.debug("pool %r: closing a connection (%s)", self.name, reason)
             if self._events.discard:
                 self._emit("discard", entry.conn, reason=reason)
+            with self._probe_lock:
+                pass  # a watchdog probe of this connection finishes first
             try:
                 self._driver.close(entry.conn)
             except Exception as exc:
@@ -1032,24 +1203,27 @@ class Pool(Generic[ConnT]):
         if not suspects:
             return
         probes = []
-        for entry, lent_at in suspects:
-            # Read the driver's state without I/O, with the lock released.
-            now = _monotonic()
-            try:
-                busy = busy_of(entry.conn)
-                quiet = (
-                    quiet_of(entry.conn)
-                    if busy is not False and now - lent_at >= limit
-                    else None
-                )
-            except Exception as exc:
-                logger.debug(
-                    "pool %r: query watchdog probe failed: %s",
-                    self.name,
-                    self._describe(exc),
-                )
-                continue
-            probes.append((entry, lent_at, busy, quiet, now))
+        with self._probe_lock:
+            for entry, lent_at in suspects:
+                if entry.close_reason is not None:
+                    continue  # returned and retired meanwhile: maybe closing
+                # Read the driver's state without I/O, with the lock released.
+                now = _monotonic()
+                try:
+                    busy = busy_of(entry.conn)
+                    quiet = (
+                        quiet_of(entry.conn)
+                        if busy is not False and now - lent_at >= limit
+                        else None
+                    )
+                except Exception as exc:
+                    logger.debug(
+                        "pool %r: query watchdog probe failed: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+                    continue
+                probes.append((entry, lent_at, busy, quiet, now))
         with self._lock:
             verdicts = [
                 (entry, state.judge_query(entry, lent_at, busy, quiet, now))
@@ -1065,14 +1239,17 @@ class Pool(Generic[ConnT]):
                 stalled,
                 limit,
             )
-            try:
-                abort(entry.conn)
-            except Exception as exc:
-                logger.warning(
-                    "pool %r: could not abort a stuck connection: %s",
-                    self.name,
-                    self._describe(exc),
-                )
+            with self._probe_lock:
+                if entry.close_reason is not None:
+                    continue
+                try:
+                    abort(entry.conn)
+                except Exception as exc:
+                    logger.warning(
+                        "pool %r: could not abort a stuck connection: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
@@ -1197,6 +1374,7 @@ class Pool(Generic[ConnT]):
         held = (*state.idle, *state.in_use.values(), *state.retired)
         fork_safety.quarantine([entry.conn for entry in held])
         self._lock = Lock()
+        self._probe_lock = Lock()
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = Event()
@@ -1258,7 +1436,7 @@ class ConnectionContext(Generic[ConnT]):
         else:
             conn = entry.conn
             if pool._events.checkout:
-                pool._emit("checkout", conn, duration=_monotonic() - now)
+                pool._emit_checkout(entry, now)
         self._conn = conn
         return conn
 
@@ -1291,27 +1469,6 @@ class ConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
-
-
-def _from_driver(exc: BaseException, conn: Any) -> bool:
-    """Tell whether ``exc`` came from the driver (or the OS), not from the application.
-
-    The driver's exceptions live in its package: a known driver's, or the
-    package of the connection's own class (a generic DB-API driver).
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, PoolError):
-        return False  # poolkeeper's own errors (PoolTimeout...) are the app's
-    package = type(exc).__module__.partition(".")[0]
-    if package in _DRIVER_PACKAGES:
-        return True
-    if isinstance(exc, OSError):
-        # A cut socket raises ConnectionError, BrokenPipeError...; a bare
-        # TimeoutError is an application's own asyncio.timeout().
-        return not isinstance(exc, TimeoutError)
-    return package == type(conn).__module__.partition(".")[0] and package not in (
-        "builtins",
-        "__main__",
-    )
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

@@ -37,6 +37,7 @@ from poolkeeper.drivers._options import (
     to_number,
 )
 from poolkeeper.drivers.base import TxStatus
+from poolkeeper.errors import ConfigError
 
 #: ``SERVER_STATUS_IN_TRANS`` and ``SERVER_STATUS_AUTOCOMMIT`` protocol flags.
 SERVER_STATUS_IN_TRANS = 0x0001
@@ -91,6 +92,11 @@ def mysql_kwargs(
         ConfigError: a query parameter is not supported or not convertible,
             or the TLS parameters are not a supported combination.
     """
+    if len(url.hosts) > 1:
+        raise ConfigError(
+            f"{url.scheme}:// names {len(url.hosts)} hosts; a MySQL URL takes one "
+            "(several hosts are a PostgreSQL feature)"
+        )
     url, tls = split_tls(url, connect_args)
     kwargs = present(
         host=url.host,

@@ -33,6 +33,7 @@ import pymysql
 from poolkeeper._config import URL
 from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -94,6 +95,7 @@ class AiomysqlDriver:
 
     name = "aiomysql"
     is_async = True
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect

@@ -18,6 +18,7 @@ from typing import Any
 
 from poolkeeper.drivers import ops_for_connection
 from poolkeeper.drivers.base import TxStatus, idle_check
+from poolkeeper.drivers.session import supports_reset_session
 
 
 def _closed_attr(conn: Any) -> bool:
@@ -132,7 +133,8 @@ def _delegate_abort(ops: Any, name: str, conn: Any) -> None:
 
 
 class _QueryWatchDelegation:
-    """``busy``/``quiet``/``abort`` passed on to the adapter chosen at first connect."""
+    """``busy``/``quiet``/``abort``/``settled`` and the capabilities of the
+    adapter chosen at first connect, passed on."""
 
     _ops: Any
     name: str
@@ -150,6 +152,28 @@ class _QueryWatchDelegation:
     def abort(self, conn: Any) -> None:
         """Abort a blocked call, if the connection's adapter knows how."""
         _delegate_abort(self._ops, self.name, conn)
+
+    def settled(self, conn: Any) -> bool:
+        """Whether an interrupted connection is between messages (see
+        :func:`poolkeeper.drivers.base.settled_check`); False if the
+        connection's adapter cannot tell."""
+        return bool(_delegate_probe(self._ops, "settled", conn))
+
+    @property
+    def can_abort(self) -> bool:
+        """Whether the connection's adapter can abort (True until the first connect)."""
+        ops = self._ops
+        return ops is None or (
+            callable(getattr(ops, "abort", None))
+            and bool(getattr(ops, "can_abort", True))
+        )
+
+    @property
+    def can_reset_session(self) -> bool:
+        """Whether the connection's adapter has a full session reset (True until
+        the first connect)."""
+        ops = self._ops
+        return ops is None or supports_reset_session(ops)
 
 
 class _StateDelegation:

@@ -41,6 +41,7 @@ import MySQLdb  # type: ignore[import-untyped]  # mysqlclient ships no stubs
 from poolkeeper._config import URL
 from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
 from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
 from poolkeeper.drivers._options import (
@@ -121,6 +122,7 @@ class MysqldbDriver:
 
     name = "mysqldb"
     is_async = False
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(
         self, connect: Callable[[], Any], *, session: ConnectArgs | None = None
@@ -165,6 +167,16 @@ class MysqldbDriver:
 
     def connect(self) -> Any:
         return self._connect()
+
+    @property
+    def can_abort(self) -> bool:
+        """False when built from a callable: its connections' sockets are unknown."""
+        return self._session is not None
+
+    @property
+    def can_reset_session(self) -> bool:
+        """False when built from a callable: the credentials are unknown."""
+        return self._session is not None
 
     def transaction_status(self, conn: Any) -> TxStatus:
         return TxStatus.UNKNOWN

@@ -11,6 +11,11 @@ trip the protocol has. Connections get libpq TCP keepalives and a 10 s
 status is ``ACTIVE``; ``abort`` shuts down the socket (``conn.pgconn.socket``),
 so a call blocked on a frozen server fails with ``OperationalError`` at once.
 
+``settled``: an interrupted connection (a cancelled task, Ctrl-C) is kept
+when libpq says no command is in progress: psycopg cancels the command on the
+server and reads the reply before it re-raises, so a rollback makes the
+connection clean (see docs/RELIABILITY.md, "Cancellation without churn").
+
 ``reset_session`` runs ``DISCARD ALL``. psycopg notices that command and
 forgets its own prepared statements, so its automatic preparation keeps
 working afterwards.
@@ -27,10 +32,18 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
-from poolkeeper._credentials import ConnectArgs
+from poolkeeper._credentials import awith_providers, with_providers
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
 from poolkeeper.drivers._kept import keep, restore
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._libpq import (
+    async_connector,
+    libpq_does_it,
+    libpq_kwargs,
+    libpq_target,
+    sync_connector,
+)
 from poolkeeper.drivers.base import TxStatus
 
 _TX = {
@@ -118,6 +131,26 @@ def _busy(conn: Any) -> bool:
     return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
 
 
+_PQ_SETTLED = frozenset(
+    int(x)
+    for x in (
+        pq.TransactionStatus.IDLE,
+        pq.TransactionStatus.INTRANS,
+        pq.TransactionStatus.INERROR,
+    )
+)
+
+
+def _settled(conn: Any) -> bool:
+    # psycopg answers an interrupted command (a cancelled task, Ctrl-C) with
+    # a cancel request and reads the reply before it re-raises, so a status
+    # other than ACTIVE (a command still running) or UNKNOWN (closed,
+    # broken) means the connection is between messages: a rollback cleans
+    # it. psycopg closes the connection itself if the server ignores the
+    # cancel for 5 s.
+    return not conn.closed and conn.pgconn.transaction_status in _PQ_SETTLED
+
+
 def _fd(conn: Any) -> int:
     try:
         return int(conn.pgconn.socket)
@@ -134,20 +167,35 @@ def _abort(conn: Any) -> None:
     shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
 
 
+async def _async_role(conn: Any) -> Role:
+    role = host_of(conn).role
+    if role == "unknown":
+        cursor = await conn.execute(ROLE_QUERY)
+        role = role_from(*(await cursor.fetchone()))
+        await conn.rollback()
+    return role
+
+
 class PsycopgDriver:
     """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
 
     name = "psycopg"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
 
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> PsycopgDriver:
-        """Build the adapter for a parsed URL."""
-        args = ConnectArgs(url_to_kwargs(url, connect_args))
-        return cls(lambda: args.open(psycopg.Connection.connect))
+        """Build the adapter for a parsed URL (multi-host: see ``_hosts``)."""
+        kwargs = url_to_kwargs(url, connect_args)
+        target = libpq_target(url, connect_args)
+        return cls(
+            sync_connector(
+                target, kwargs, with_providers(psycopg.Connection.connect), pq.version()
+            )
+        )
 
     def connect(self) -> Any:
         return self._connect()
@@ -159,6 +207,7 @@ class PsycopgDriver:
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)
     abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
 
     def commit(self, conn: Any) -> None:
         _end_blocks(conn)
@@ -209,15 +258,30 @@ class AsyncPsycopgDriver:
 
     name = "psycopg"
     is_async = True
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
 
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AsyncPsycopgDriver:
-        """Build the adapter for a parsed URL."""
-        args = ConnectArgs(url_to_kwargs(url, connect_args))
-        return cls(lambda: args.aopen(psycopg.AsyncConnection.connect))
+        """Build the adapter for a parsed URL (multi-host: see ``_hosts``).
+
+        psycopg runs the host loop of async connections itself, with a
+        timeout per host; libpq checks each host's role.
+        """
+        kwargs = url_to_kwargs(url, connect_args)
+        target = libpq_target(url, connect_args)
+        native = libpq_does_it(target, pq.version())
+        return cls(
+            async_connector(
+                target,
+                kwargs,
+                awith_providers(psycopg.AsyncConnection.connect),
+                _async_role,
+                native=native,
+            )
+        )
 
     async def connect(self) -> Any:
         return await self._connect()
@@ -229,6 +293,7 @@ class AsyncPsycopgDriver:
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)
     abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
 
     async def commit(self, conn: Any) -> None:
         _end_blocks(conn)

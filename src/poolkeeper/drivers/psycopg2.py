@@ -26,9 +26,10 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
-from poolkeeper._credentials import ConnectArgs
+from poolkeeper._credentials import with_providers
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
 from poolkeeper.drivers.base import TxStatus
 
 _transaction_status = ext.connection.get_transaction_status
@@ -106,6 +107,7 @@ class Psycopg2Driver:
 
     name = "psycopg2"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -119,8 +121,13 @@ class Psycopg2Driver:
             connect_args: Extra ``psycopg2.connect`` arguments; they win over
                 the URL and over poolkeeper's defaults.
         """
-        args = ConnectArgs(url_to_kwargs(url, connect_args))
-        return cls(lambda: args.open(psycopg2.connect))
+        kwargs = url_to_kwargs(url, connect_args)
+        target = libpq_target(url, connect_args)
+        return cls(
+            sync_connector(
+                target, kwargs, with_providers(psycopg2.connect), ext.libpq_version()
+            )
+        )
 
     def connect(self) -> Any:
         return self._connect()

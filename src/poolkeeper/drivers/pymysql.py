@@ -31,6 +31,7 @@ import pymysql
 from poolkeeper._config import URL
 from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -97,6 +98,7 @@ class PymysqlDriver:
 
     name = "pymysql"
     is_async = False
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect

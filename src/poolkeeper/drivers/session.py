@@ -49,5 +49,12 @@ class AsyncSessionResetter(Protocol):
 
 
 def supports_reset_session(driver: object) -> bool:
-    """Tell whether ``driver`` offers ``reset_session`` (sync or asyncio)."""
-    return callable(getattr(driver, "reset_session", None))
+    """Tell whether ``driver`` offers ``reset_session`` (sync or asyncio).
+
+    An adapter may have the method but not the means for some connections
+    (mysqlclient built from a callable does not know the credentials): it
+    then says so with a false ``can_reset_session``.
+    """
+    return callable(getattr(driver, "reset_session", None)) and bool(
+        getattr(driver, "can_reset_session", True)
+    )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._connect_errors import classify_sqlite
 from poolkeeper.drivers.base import TxStatus
 
 
@@ -37,6 +38,7 @@ class Sqlite3Driver:
 
     name = "sqlite3"
     is_async = False
+    classify_connect_error = staticmethod(classify_sqlite)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect

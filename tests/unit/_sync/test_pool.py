@@ -73,17 +73,26 @@ class FakeCursor:
 class Factory:
     """A connect callable with scripted failures and latency."""
 
-    def __init__(self, *, fail: int = 0, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        fail: int = 0,
+        delay: float = 0.0,
+        error: type[Exception] = ConnectionResetError,
+    ) -> None:
         self.fail = fail
         self.delay = delay
+        self.error = error  # what a failing connect raises (default: transient)
+        self.calls = 0
         self.made: list[FakeConnection] = []
 
     def __call__(self) -> FakeConnection:
+        self.calls += 1
         if self.delay:
             sleep(self.delay)
         if self.fail:
             self.fail -= 1
-            raise ConnectionRefusedError("fake server refused the connection")
+            raise self.error("fake server: connection failed")
         conn = FakeConnection(len(self.made) + 1)
         self.made.append(conn)
         return conn
@@ -286,7 +295,11 @@ def test_failing_configure_hook_does_not_leak() -> None:
             raise ValueError("configure failure")
 
     factory = Factory()
-    with Pool(factory, min_size=1, configure=configure, reconnect_min=0.01) as pool:
+    with Pool(factory, min_size=0, configure=configure, reconnect_min=0.01) as pool:
+        # The hook's own error reaches the caller: no retry fixes a broken hook.
+        with pytest.raises(ValueError, match="configure failure"):
+            pool.acquire(timeout=5.0)
+        sleep(0.05)  # past the backoff: the next caller tries again
         with pool.connection() as conn:
             assert conn.n == 2
         assert factory.made[0].closed and calls == [1, 2]
@@ -299,7 +312,7 @@ def test_unreachable_server_times_out_with_cause() -> None:
     ) as pool:
         with pytest.raises(PoolTimeout) as info:
             pool.acquire()
-        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
         stats = pool.stats()
         assert stats.connect_errors >= 2 and stats.size == 0
         # Backoff keeps the attempts few: at most one per reconnect_min.
@@ -323,7 +336,7 @@ def test_open_wait_fails_fast_and_closes() -> None:
     with pytest.raises(PoolTimeout) as info:
         pool.open(wait=True)
     assert time.monotonic() - started < 1.0
-    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert isinstance(info.value.__cause__, ConnectionResetError)
     with pytest.raises(PoolClosed):
         pool.acquire()
 
@@ -646,18 +659,107 @@ class AuthError(Exception):
     sqlstate = "28P01"
 
 
-def test_bad_credentials_fail_waiters_at_once() -> None:
+def test_bad_credentials_reach_the_caller_at_once() -> None:
+    calls: list[int] = []
+
     def connect() -> FakeConnection:
+        calls.append(1)
         raise AuthError("password authentication failed for user x")
 
     with Pool(connect, min_size=0, timeout=5.0, reconnect_min=0.5) as pool:
         started = time.monotonic()
-        with pytest.raises(PoolTimeout) as info:
+        with pytest.raises(AuthError, match="password authentication failed") as info:
             pool.acquire()
         assert time.monotonic() - started < 0.5
+        # A copy per caller, chained to the error the connect raised.
         assert isinstance(info.value.__cause__, AuthError)
-        assert "password authentication failed" in str(info.value)
-        assert pool.stats().timeouts == 1 and pool.stats().waiting == 0
+        stats = pool.stats()
+        assert stats.timeouts == 0 and stats.waiting == 0 and stats.connect_errors == 1
+        # Within the backoff, the next caller gets the same error without a
+        # new attempt (no hammering of a server that locks accounts).
+        with pytest.raises(AuthError):
+            pool.acquire()
+        assert len(calls) == 1
+
+
+def test_refused_before_any_connect_reaches_the_caller_at_once() -> None:
+    factory = Factory(fail=1000, error=ConnectionRefusedError)
+    with Pool(factory, min_size=0, timeout=5.0, reconnect_min=0.05) as pool:
+        started = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            pool.acquire()
+        assert time.monotonic() - started < 0.5
+        sleep(0.1)  # past the backoff: a new caller tries again
+        with pytest.raises(ConnectionRefusedError):
+            pool.acquire()
+        assert factory.calls == 2
+
+
+def test_refused_after_a_success_waits_and_names_the_error() -> None:
+    factory = Factory()
+    with Pool(factory, min_size=0, max_size=1, timeout=0.3, reconnect_min=0.02) as pool:
+        conn = pool.acquire()
+        conn.closed = True  # the server went away under it
+        pool.release(conn)
+        factory.fail, factory.error = 1000, ConnectionRefusedError
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            pool.acquire()
+        assert time.monotonic() - started >= 0.3
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert (
+            "last connect error: ConnectionRefusedError: fake server: connection failed"
+            in str(info.value)
+        )
+
+
+def test_waiters_queued_behind_a_failing_connect_all_get_its_error() -> None:
+    factory = Factory(fail=1000, delay=0.05, error=ConnectionRefusedError)
+    with Pool(factory, min_size=0, timeout=5.0) as pool:
+        results: list[BaseException] = []
+
+        def caller() -> None:
+            try:
+                pool.acquire()
+            except ConnectionRefusedError as exc:
+                results.append(exc)
+
+        started = time.monotonic()
+        join([spawn(caller) for _ in range(3)], 5.0)
+        assert time.monotonic() - started < 1.0
+        assert len(results) == 3
+        assert len({id(r) for r in results}) == 3  # one copy per caller
+        assert pool.stats().waiting == 0 and pool.stats().timeouts == 0
+
+
+def test_timeout_zero_connects_on_an_empty_pool() -> None:
+    factory = Factory(delay=0.05)
+    with Pool(factory, min_size=0, max_size=1) as pool:
+        conn = pool.acquire(timeout=0)
+        assert conn.n == 1
+        # Full: no room to connect, so it never queues.
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            pool.acquire(timeout=0)
+        assert time.monotonic() - started < 0.04
+        pool.release(conn)
+        assert (pool.acquire(timeout=0)) is conn
+        pool.release(conn)
+
+
+def test_timeout_zero_gets_a_pool_timeout_naming_a_transient_error() -> None:
+    factory = Factory(fail=1, delay=0.02)
+    with Pool(factory, min_size=0, reconnect_min=0.5) as pool:
+        events: list[object] = []
+        pool.on("timeout", events.append)
+        with pytest.raises(PoolTimeout, match="ConnectionResetError") as info:
+            pool.acquire(timeout=0)
+        assert len(events) == 1
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        # Backing off: no wait for the retry either.
+        with pytest.raises(PoolTimeout):
+            pool.acquire(timeout=0)
+        assert factory.calls == 1 and pool.stats().timeouts == 2
 
 
 def test_unfair_mode_serves_everyone_and_times_out_cleanly() -> None:
@@ -712,8 +814,12 @@ def test_query_timeout_discards_the_connection_and_raises(
             "qt-pool" in r.getMessage() and "query_timeout=0.05" in r.getMessage()
             for r in warnings
         )
-        # The generic adapter cannot abort: said once per stuck connection.
-        assert any("could not abort" in r.getMessage() for r in warnings)
+        # The generic adapter cannot abort: said once, at the first connect
+        # (a PoolWarning; logged, as the test run turns warnings into errors),
+        # never per stuck connection.
+        said = [r.getMessage() for r in warnings if "cannot cut" in r.getMessage()]
+        assert len(said) == 1 and "qt-pool" in said[0]
+        assert not any("could not abort" in r.getMessage() for r in warnings)
         # A replacement is opened; a short checkout is left alone.
         with pool.connection() as conn:
             assert conn is not factory.made[0]
@@ -780,3 +886,69 @@ def test_query_timeout_leaves_the_application_s_own_timeouts_alone() -> None:
                 raise PoolTimeout("another pool's", pool_name="other", timeout=1.0)
         assert pool_error.value.pool_name == "other"
         assert pool.stats().query_timeouts == 2
+
+
+class Interrupt(BaseException):
+    """What a listener may raise past the event bus (like KeyboardInterrupt)."""
+
+
+@pytest.mark.parametrize("path", ["fast", "slow"])
+def test_a_checkout_listener_raising_base_exception_leaks_nothing(
+    path: str,
+) -> None:
+    factory = Factory()
+    # The slow path: a check hook makes every checkout take it.
+    check = (lambda conn: None) if path == "slow" else None
+    with Pool(factory, min_size=1, max_size=1, check=check) as pool:
+        pool.open(wait=True)
+
+        def listener(event: object) -> None:
+            raise Interrupt
+
+        pool.on("checkout", listener)
+        for _ in range(2):
+            with pytest.raises(Interrupt):
+                pool.acquire(timeout=1)
+            with pytest.raises(Interrupt):
+                with pool.connection(timeout=1):
+                    pass
+        pool.off("checkout", listener)
+        stats = pool.stats()
+        assert stats.in_use == 0 and stats.idle == 1 and stats.acquires == 0
+        # The only connection is still there to be had, at once.
+        conn = pool.acquire(timeout=0)
+        assert conn is factory.made[0]
+        pool.release(conn)
+        assert pool.stats().acquires == 1
+
+
+def test_wait_time_counts_every_checkout_zero_waits_included() -> None:
+    factory = Factory()
+    with Pool(factory, min_size=1, max_size=1) as pool:
+        pool.open(wait=True)
+        for _ in range(3):  # served at once: fast path
+            with pool.connection():
+                pass
+        held = pool.acquire()
+
+        def queued() -> None:
+            with pool.connection(timeout=1.0):
+                pass
+
+        waiter = spawn(queued)
+        sleep(0.05)
+        pool.release(held)
+        join([waiter], 2.0)
+        stats = pool.stats()
+    assert stats.acquires == 5
+    assert stats.wait_time.count == 5
+    assert stats.wait_time.p50 == 0.0 and stats.wait_time.max >= 0.04
+
+
+def test_pool_events_are_hashable() -> None:
+    from poolkeeper import PoolEvent
+
+    first = PoolEvent("checkout", "p", None, 0.0)
+    second = PoolEvent("checkout", "p", None, 0.0)
+    assert len({first, second, first}) == 2
+    assert {first: 1}[first] == 1
