@@ -23,12 +23,11 @@ from typing import Any
 import poolkeeper
 from tests.support.tls import Certs, make_certs, openssl_available
 
-#: Pool timeout for the refusal cases: bounds each test while a refusal
-#: still comes as a PoolTimeout after retries.
+#: Pool timeout of the checkouts: a refusal must come well before it.
 TIMEOUT = 2.0
-# TODO(#19 item 2): set to True once "TLS errors reach the caller at once"
-# (branch h-connerr) has landed; refusals must then arrive in under 1 s.
-REFUSAL_AT_ONCE = False
+#: Connect errors retrying cannot fix reach the caller at once (issue 19,
+#: item 2): a TLS refusal must arrive in under 1 s, as the driver's error.
+REFUSAL_AT_ONCE = True
 
 
 @dataclass
