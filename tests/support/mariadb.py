@@ -23,6 +23,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from tests.support.pgcluster import _free_port
+
 __all__ = ["MariaDbServer", "mariadb_available"]
 
 MARIADBD = Path("/usr/sbin/mariadbd")
@@ -39,13 +41,6 @@ def mariadb_available() -> str | None:
         except KeyError:
             return "running as root but there is no 'mysql' OS user"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _stop(pid_file: Path, topdir: Path) -> None:
