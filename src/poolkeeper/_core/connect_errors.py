@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
+from collections.abc import Iterable
 
 from poolkeeper._config import scrub
 
@@ -60,7 +61,7 @@ def is_permanent(fault: ConnectFault, *, ever_connected: bool) -> bool:
     return fault in PERMANENT_FAULTS
 
 
-def mask_error(error: BaseException, secrets: tuple[str, ...]) -> None:
+def mask_error(error: BaseException, secrets: Iterable[str]) -> None:
     """Mask every secret in ``error``'s arguments and string attributes, in place.
 
     The pool hands the driver's own exception to callers; a driver that quotes
@@ -98,7 +99,7 @@ def raisable(error: BaseException) -> BaseException:
     return fresh
 
 
-def first_line(error: BaseException, secrets: tuple[str, ...]) -> str:
+def first_line(error: BaseException, secrets: Iterable[str]) -> str:
     """Return ``TypeName: first line of the message``, with secrets masked."""
     text = str(error).strip().splitlines()
     line = text[0].strip() if text else ""

@@ -31,7 +31,7 @@ import contextlib
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from poolkeeper._config import PoolConfig
@@ -87,12 +87,13 @@ class PoolState:
         config: PoolConfig,
         name: str,
         rand: Callable[[], float] = random.random,
-        secrets: tuple[str, ...] = (),
+        secrets: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.name = name
         self.rand = rand
-        # Passwords to mask in the driver error text this state quotes.
+        # Passwords to mask in the driver error text this state quotes (a
+        # live collection: credential providers add to it).
         self.secrets = secrets
         self.min_size = config.min_size
         self.max_size = config.max_size
@@ -448,6 +449,28 @@ class PoolState:
             return None
         return self._keep(entry, now)
 
+    def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
+        """Take back a connection that its user closes itself instead of returning.
+
+        For an integration that keeps fewer idle connections than it may open
+        (SQLAlchemy's ``pool_size`` under ``max_overflow``): when no caller
+        waits and the idle stack holds ``keep_idle`` connections, the
+        connection leaves the pool (counted as closed, reason ``"idle"``) and
+        True is returned; the caller must close it. Otherwise nothing changes
+        and the caller gives it back as usual. ``keep_idle`` None: the caller
+        has closed the connection already; it always leaves (reason
+        ``"broken"``, without making its siblings suspect). The shell does
+        not close a shed connection (its user does, exactly once).
+        """
+        if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
+            return False
+        self._take_back(entry)
+        self.usage_time.add(now - entry.checked_out_at)
+        reason = "idle" if keep_idle is not None else "broken"
+        entry.close_reason = reason
+        self.closed_by_reason[reason] += 1
+        return True
+
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
         """Take back a connection handed to a waiter that stopped waiting
         (cancelled) before it took it.
@@ -681,6 +704,17 @@ class PoolState:
         if self.closed or not demand or self.connecting > 1:
             self.connecting -= 1
             return False
+        return True
+
+    def reserve_connect(self) -> bool:
+        """Reserve a connect slot for a caller that opens a connection itself.
+
+        Only when no connection is idle and the pool has room; the caller
+        then reports :meth:`connected` or :meth:`connect_cancelled`.
+        """
+        if self.closed or self.idle or self._total() >= self.max_size:
+            return False
+        self.connecting += 1
         return True
 
     def _fail_waiters(self, error: BaseException, permanent: bool) -> None:

@@ -60,6 +60,7 @@ from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._credentials import Secrets
 from poolkeeper._held import HeldConnections, is_closed
 from poolkeeper._misuse import reject_unknown_options
 from poolkeeper._origin import from_driver
@@ -136,7 +137,9 @@ class Pool(Generic[ConnT]):
             (default 600); None: forever.
         max_uses: Checkouts after which a connection is retired; None: no limit.
         connect_args: Extra keyword arguments for the driver's connect function
-            (URL form only).
+            (URL form only). A function value (for :class:`AsyncPool` also a
+            coroutine function) is a credential provider, called for each new
+            connection; see docs/SECURITY.md.
         configure: Called with each new connection before first use.
         reset: Called with each connection when it returns to the pool (after
             the rollback). ``"full"`` instead clears all session state with
@@ -303,15 +306,17 @@ class Pool(Generic[ConnT]):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.name: str = name or next_pool_name()
+        # Strings never to show in a log line or in the pool's own errors;
+        # credential providers in connect_args add their values as they go.
+        args = check_connect_args(connect_args)
+        self._secrets = Secrets(
+            secrets_of(connect if isinstance(connect, str) else None, args)
+        )
         self._driver: Driver = driver_for(
-            connect, check_connect_args(connect_args), is_async=False
+            connect, args, is_async=False, secrets=self._secrets
         )
         self._target = (
             redact(connect) if isinstance(connect, str) else _callable_name(connect)
-        )
-        # Strings never to show in a log line or in the pool's own errors.
-        self._secrets = secrets_of(
-            connect if isinstance(connect, str) else None, connect_args
         )
         self._config = config
         self._timeout = float(timeout)
@@ -1081,17 +1086,7 @@ class Pool(Generic[ConnT]):
                         fault = ConnectFault.CONFIG
                 if not self._connect_failed(error, fault):
                     return
-            now = _monotonic()
-            with self._lock:
-                if state.validate_window is None:
-                    state.validate_window = self._validate_window()
-                waiter = state.connected(conn, now, now - started)
-                n = state.plan_connects(now)
-            logger.debug(
-                "pool %r: connection opened in %.3f s", self.name, now - started
-            )
-            if self._events.connect:
-                self._emit("connect", conn, duration=now - started)
+            waiter, n = self._connected(conn, started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -1101,6 +1096,76 @@ class Pool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             self._close_retired()
+
+    def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
+        """Add a connection opened since ``started``: return the waiter it
+        went to, if any, and how many connects to start next."""
+        state = self._state
+        now = _monotonic()
+        with self._lock:
+            if state.validate_window is None:
+                state.validate_window = self._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+        if self._events.connect:
+            self._emit("connect", conn, duration=now - started)
+        return waiter, n
+
+    def _open_for_caller(self) -> bool:
+        """Open one connection in the caller, if none is idle and there is room.
+
+        For integrations whose users expect a checkout to connect by itself
+        (SQLAlchemy's QueuePool does): a connect error reaches the caller as
+        raised, and the new connection joins the pool as one of its own, to
+        the oldest waiter, else idle. Returns whether a connection was added.
+        """
+        state = self._state
+        with self._lock:
+            if not state.reserve_connect():
+                return False
+        started = _monotonic()
+        try:
+            conn = self._driver.connect()
+            if not self._adapter_checked:
+                self._check_adapter(conn)
+            hook_error = self._configure_new(conn)  # closes conn on failure
+            if hook_error is not None:
+                raise hook_error
+        except BaseException:
+            with self._lock:
+                state.connect_cancelled()
+            raise
+        if self._baseline is not None:
+            self._baseline(conn)
+        waiter, n = self._connected(conn, started)
+        if waiter is not None:
+            waiter.signal.set()
+        self._spawn_connects(n)
+        if state.retired:
+            self._close_retired()
+        return True
+
+    def _take_out(self, conn: ConnT, keep_idle: int | None) -> bool:
+        """Take a checked-out connection out of the pool; its user closes it.
+
+        See :meth:`PoolState.shed`: with ``keep_idle``, only when no caller
+        waits and that many are idle already; None: always (the user closed
+        it already). Returns whether it left; a replacement is opened for
+        waiting callers.
+        """
+        state = self._state
+        with self._lock:
+            entry = state.in_use.get(id(conn))
+            if entry is None or entry.conn is not conn:
+                return False
+            if not state.shed(entry, _monotonic(), keep_idle):
+                return False
+            n = state.plan_connects(_monotonic())
+        if self._events.discard:
+            self._emit("discard", conn, reason=entry.close_reason)
+        self._spawn_connects(n)
+        return True
 
     def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
         """Record a failed connect (or configure hook), wake the waiters it

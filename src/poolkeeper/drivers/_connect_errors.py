@@ -28,6 +28,7 @@ import ssl
 from collections.abc import Callable
 
 from poolkeeper._core.connect_errors import ConnectFault
+from poolkeeper.drivers._hosts import NoMatchingHost
 
 Classifier = Callable[[BaseException], ConnectFault]
 
@@ -50,7 +51,10 @@ _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
     (
         re.compile(
             r"too many clients|remaining connection slots|starting up|"
-            r"shutting down|in recovery mode|timeout expired|timed out",
+            r"shutting down|in recovery mode|timeout expired|timed out|"
+            # target_session_attrs found no host of the wanted role: a
+            # failover or promotion may bring one (libpq's own wording).
+            r"in hot standby mode|session is read-only|session is not read-only",
             re.IGNORECASE,
         ),
         F.TRANSIENT,
@@ -160,6 +164,8 @@ def _sqlstate(error: BaseException) -> str | None:
 
 def classify_libpq(error: BaseException) -> ConnectFault:
     """Classify a connect error of psycopg 3, psycopg2 or aiopg."""
+    if isinstance(error, NoMatchingHost):
+        return F.TRANSIENT  # a host answered, with another role: see above
     code = _sqlstate(error)
     if code in _PG_SQLSTATES:
         return _PG_SQLSTATES[code]
@@ -175,6 +181,8 @@ def classify_libpq(error: BaseException) -> ConnectFault:
 
 def classify_asyncpg(error: BaseException) -> ConnectFault:
     """Classify a connect error of asyncpg."""
+    if isinstance(error, NoMatchingHost):
+        return F.TRANSIENT  # a host answered, with another role
     code = _sqlstate(error)
     if code in _PG_SQLSTATES:
         return _PG_SQLSTATES[code]

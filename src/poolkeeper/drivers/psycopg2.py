@@ -26,9 +26,10 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import with_providers
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._connect_errors import classify_libpq
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
 from poolkeeper.drivers.base import TxStatus
 
 _transaction_status = ext.connection.get_transaction_status
@@ -133,7 +134,12 @@ class Psycopg2Driver:
         """
         kwargs = url_to_kwargs(url, connect_args)
         kwargs.setdefault("connection_factory", Connection)
-        return cls(lambda: psycopg2.connect(**kwargs))
+        target = libpq_target(url, connect_args)
+        return cls(
+            sync_connector(
+                target, kwargs, with_providers(psycopg2.connect), ext.libpq_version()
+            )
+        )
 
     def connect(self) -> Any:
         return self._connect()

@@ -190,6 +190,41 @@ def test_discarded_connection_is_replaced() -> None:
     assert state.plan_connects(0.0) == 1
 
 
+def test_shed_retires_beyond_keep_idle_unless_callers_wait() -> None:
+    state = make_state(min_size=2, max_size=3)
+    fill(state)
+    first, second = state.checkout(0.0), state.checkout(0.0)
+    assert first is not None and second is not None
+    # Nothing idle yet: the first one back is kept.
+    assert state.shed(first, 1.0, keep_idle=1) is False
+    state.checkin(first, 1.0)
+    # One idle already: the next one back retires, without suspicion.
+    assert state.shed(second, 2.0, keep_idle=1) is True
+    assert second.close_reason == "idle" and state.closed_by_reason["idle"] == 1
+    assert not state.retired  # its user closes it
+    assert state.suspect_before == -math.inf
+    assert state.size == 1 and not state.in_use
+    # A waiting caller gets it instead.
+    entry = state.checkout(3.0)
+    assert entry is not None
+    state.enqueue(Waiter(None, 3.0))
+    assert state.shed(entry, 4.0, keep_idle=0) is False
+
+
+def test_shed_of_a_closed_connection_always_retires() -> None:
+    state = make_state(min_size=1, max_size=1)
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    state.enqueue(Waiter(None, 0.5))
+    assert state.shed(entry, 1.0, keep_idle=None) is True
+    assert state.closed_by_reason["broken"] == 1
+    assert state.suspect_before == -math.inf
+    assert state.plan_connects(1.0) == 1  # a replacement for the waiter
+    with pytest.raises(PoolError, match="not checked out"):
+        state.shed(entry, 1.0, keep_idle=None)
+
+
 def test_housekeeping_shrinks_idle_above_min_size_only() -> None:
     state = make_state(min_size=1, max_size=3, max_idle=5.0)
     state.resize(3, None)
