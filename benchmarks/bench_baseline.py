@@ -6,7 +6,7 @@ pool nobody observes? It writes a *stripped* copy of ``src/poolkeeper`` to a
 temporary directory, with
 
 - every ``if self._events.<kind>: ...`` guard removed from both shells
-  (``_async/pool.py`` and the generated ``_sync/pool.py``), and
+  (every module of ``_async/`` and the generated ``_sync/``), and
 - the hot-path bookkeeping removed from ``_core/state.py``: the ``acquires``
   counter and the wait and usage time summaries;
 
@@ -49,8 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
-#: Shell files whose event guards are removed.
-SHELLS = ("_async/pool.py", "_sync/pool.py")
+#: Shell packages whose event guards are removed (every module in them).
+SHELLS = ("_async", "_sync")
 #: ``PoolState`` bookkeeping removed: (method, statement source) pairs.
 STATE_LINES = (
     ("_lend", "self.acquires += 1"),
@@ -185,12 +185,14 @@ def build_stripped(into: Path, strip: str) -> Path:
     package = src / "poolkeeper"
     if strip in ("events", "all"):
         for shell in SHELLS:
-            path = package / shell
-            text, removed = strip_shell(path.read_text())
-            if removed < 5:
-                raise SystemExit(f"{shell}: only {removed} event guards found")
-            compile(text, str(path), "exec")
-            path.write_text(text)
+            total = 0
+            for path in sorted((package / shell).glob("*.py")):
+                text, removed = strip_shell(path.read_text())
+                compile(text, str(path), "exec")
+                path.write_text(text)
+                total += removed
+            if total < 5:
+                raise SystemExit(f"{shell}/: only {total} event guards found")
     if strip in ("stats", "all"):
         state = package / "_core" / "state.py"
         state.write_text(strip_state(state.read_text()))

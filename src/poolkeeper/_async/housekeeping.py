@@ -1,30 +1,274 @@
-"""The housekeeper: periodic retirement of stale idle connections and refill.
+"""Housekeeping: what the pool does on its own between checkouts.
 
-It holds only a weak reference to its pool between rounds, so a pool that is
-dropped without being closed can still be garbage collected; the housekeeper
-then stops on its own.
+Owns: the housekeeper loop (:class:`AsyncHousekeeper`, every few seconds,
+holding the pool weakly) and each round (``_housekeep``): lifetimes and idle
+time (the core decides, this does the I/O), keepalive pings, the query
+watchdog (``query_timeout``), leak reports (``leak_timeout``, and connections
+an ``acquire()`` caller dropped or closed), the suspect check after a broken
+connection, and waking the waiter a returned connection went to
+(``_after_checkin``).
+
+May not touch: the checkout and return paths themselves, validation at
+checkout, open/close; it imports only ``connecting`` and ``base`` of the shell.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
+import warnings
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from poolkeeper._concurrency import aspawn
-from poolkeeper._config import scrub
+from poolkeeper._async.connecting import AsyncConnecting
+from poolkeeper._concurrency import (
+    aspawn,
+)
+from poolkeeper._config import (
+    scrub,
+)
+from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._core.state import SUSPECT_GRACE
+from poolkeeper._held import is_closed
+from poolkeeper._sites import (
+    Mark,
+    format_site,
+    site_of,
+)
+from poolkeeper.drivers.base import (
+    QueryWatch,
+)
+from poolkeeper.errors import (
+    ConnectionLeakWarning,
+)
 
-if TYPE_CHECKING:
-    from poolkeeper._async.pool import AsyncPool
+ConnT = TypeVar("ConnT")
 
 logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+
+
+class AsyncHousekeeping(AsyncConnecting[ConnT]):
+    """Periodic and after-the-fact upkeep (see the module docstring)."""
+
+    _housekeeper: AsyncHousekeeper | None
+
+    async def _housekeep(self) -> None:
+        """One housekeeping round: retire, ping, report leaks, refill, and
+        abort stuck commands (``query_timeout``)."""
+        self._take_unreleased()
+        now = _monotonic()
+        with self._lock:
+            due, leaked = self._state.housekeep(now)
+            n = self._state.plan_connects(now)
+        watch = self._query_watch
+        if watch is not None:
+            self._watch_queries(watch)
+            # Nothing below may hold up the next round: a graceful close or
+            # a ping can wait on a hung server.
+            if self._state.retired:
+                self._spawn_close_retired()
+        else:
+            await self._close_retired()
+        self._spawn_connects(n)
+        for entry in leaked:
+            self._report_leak(entry, now)
+        if due and watch is not None:
+            self._background(self._ping_entries, "ping", due)
+        elif due:
+            await self._ping_entries(due)
+
+    def _watch_queries(self, watch: QueryWatch) -> None:
+        """Abort the connections whose command is stuck past ``query_timeout``."""
+        busy_of, quiet_of, abort = watch
+        limit = self._config.query_timeout or 0.0
+        state = self._state
+        with self._lock:
+            suspects = state.query_suspects(_monotonic())
+        if not suspects:
+            return
+        probes = []
+        with self._probe_lock:
+            for entry, lent_at in suspects:
+                if entry.close_reason is not None:
+                    continue  # returned and retired meanwhile: maybe closing
+                # Read the driver's state without I/O, with the lock released.
+                now = _monotonic()
+                try:
+                    conn = entry.live_conn()
+                    busy = busy_of(conn)
+                    quiet = (
+                        quiet_of(conn)
+                        if busy is not False and now - lent_at >= limit
+                        else None
+                    )
+                except Exception as exc:
+                    logger.debug(
+                        "pool %r: query watchdog probe failed: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+                    continue
+                probes.append((entry, lent_at, busy, quiet, now))
+        with self._lock:
+            verdicts = [
+                (entry, state.judge_query(entry, lent_at, busy, quiet, now))
+                for entry, lent_at, busy, quiet, now in probes
+            ]
+        for entry, stalled in verdicts:
+            if stalled is None:
+                continue
+            logger.warning(
+                "pool %r: a command was stuck for %.1f s (query_timeout=%s s), "
+                "aborting its connection",
+                self.name,
+                stalled,
+                limit,
+            )
+            with self._probe_lock:
+                if entry.close_reason is not None:
+                    continue
+                try:
+                    abort(entry.live_conn())
+                except Exception as exc:
+                    logger.warning(
+                        "pool %r: could not abort a stuck connection: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+
+    def _report_leak(self, entry: PoolEntry, now: float) -> None:
+        held = now - entry.checked_out_at
+        message = (
+            f"pool {self.name!r}: connection {entry.live_conn()!r} held for {held:.1f} s "
+            f"(leak_timeout={self._config.leak_timeout}); acquired at:\n"
+            f"{entry.stack or '(stack not captured)'}"
+        )
+        try:
+            warnings.warn(ConnectionLeakWarning(message), stacklevel=1)
+        except Warning:
+            # A filter turned the warning into an error, but it is raised in
+            # the housekeeper, where no caller can catch it: log it instead.
+            logger.warning("%s", message)
+        if self._events.leak:
+            self._emit("leak", entry.live_conn(), duration=held, stack=entry.stack)
+
+    async def _ping_entries(self, entries: list[PoolEntry]) -> None:
+        """Ping connections the core lent out for a check, and give them back."""
+        for entry in entries:
+            ok = not self._driver.is_broken(entry.conn)
+            if ok:
+                try:
+                    await self._driver.ping(entry.conn)
+                except Exception as exc:
+                    logger.info(
+                        "pool %r: ping failed, closing: %s",
+                        self.name,
+                        self._describe(exc),
+                    )
+                    ok = False
+            with self._lock:
+                waiter = self._state.give_back(entry, _monotonic(), ok=ok)
+            if waiter is not None:
+                waiter.signal.set()
+        await self._close_retired()
+        self._fill()
+
+    async def check(self) -> None:
+        """Ping every idle connection now and close the ones that fail."""
+        with self._lock:
+            entries = self._state.take_idle(now=_monotonic())
+        await self._ping_entries(entries)
+
+    def _take_unreleased(self) -> None:
+        """Take back the slots of connections that their ``acquire()`` callers
+        dropped (garbage collected) or closed without :meth:`release`."""
+        state = self._state
+        held = self._held
+        driver = self._driver
+        found: list[tuple[Mark | None, Any]] = []
+        with self._lock:
+            now = _monotonic()
+            while held.pending:
+                entry = held.pending.popleft()
+                site = entry.site
+                if (
+                    entry.conn is None
+                    and site is not None
+                    and state.take_unreleased(entry, now)
+                ):
+                    found.append((site, None))
+            for entry in list(state.in_use.values()):
+                conn = entry.live_conn() if entry.site is not None else None
+                if conn is not None and is_closed(driver, conn):
+                    found.append((entry.site, conn))
+                    held.give_back(entry, conn)
+                    state.take_unreleased(entry, now)
+                    held.remember_closed(conn)
+            n = state.plan_connects(now) if found else 0
+        if not found:
+            return
+        self._spawn_connects(n)
+        if state.retired:
+            self._spawn_close_retired()
+        for site, conn in found:
+            self._report_unreleased(site, conn)
+
+    def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
+        site = site_of(mark)
+        how = "dropped (garbage collected)" if conn is None else "closed"
+        message = (
+            f"pool {self.name!r}: a connection acquired at {format_site(site)} was "
+            f"{how} without release(); its slot was taken back. Give connections "
+            "back with release(), or use a with block: pool.connection() (commits) "
+            "or pool.acquire() (rolls back)"
+        )
+        try:
+            filename, lineno = site or ("<unknown>", 0)
+            warning = ConnectionLeakWarning(message)
+            warnings.warn_explicit(warning, ConnectionLeakWarning, filename, lineno)
+        except Warning:
+            # Turned into an error by a filter: not the current caller's to catch.
+            logger.warning("%s", message)
+        if self._events.leak:
+            self._emit("leak", conn, reason="closed" if conn is not None else "dropped")
+
+    async def _after_checkin(self, waiter: Waiter | None, discard: bool) -> None:
+        """Wake the waiter a returned connection went to; close what retired."""
+        if waiter is not None:
+            waiter.signal.set()
+        state = self._state
+        if state.retired:
+            with self._lock:
+                n = state.plan_connects(_monotonic())
+            self._spawn_connects(n)
+            await self._close_retired()
+            if discard:
+                self._spawn_suspect_check()
+
+    def _spawn_suspect_check(self) -> None:
+        """Check, in the background, idle connections that may share a broken one's fate."""
+        if self._state.idle and not self._state.closed:
+            self._background(self._check_suspects, "check")
+
+    async def _check_suspects(self) -> None:
+        # Twice: at once, and again when the grace window has passed, because
+        # a connection may answer the first ping while the server is still
+        # ending its session (see SUSPECT_GRACE).
+        for _ in range(2):
+            with self._lock:
+                entries = self._state.take_idle(suspects_only=True, now=_monotonic())
+            if entries:
+                await self._ping_entries(entries)
+            if await self._closing.wait(SUSPECT_GRACE):
+                return
 
 
 class AsyncHousekeeper:
     """Runs ``pool._housekeep()`` every few seconds until the pool closes."""
 
-    def __init__(self, pool: AsyncPool[Any]) -> None:
+    def __init__(self, pool: AsyncHousekeeping[Any]) -> None:
         self._pool_ref = weakref.ref(pool)
         self._closing = pool._closing
         self._interval = pool._state.housekeeping_interval()

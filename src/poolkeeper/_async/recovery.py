@@ -31,7 +31,7 @@ from poolkeeper._core.entry import PoolEntry
 from poolkeeper.drivers.base import TxStatus, settled_check
 
 if TYPE_CHECKING:
-    from poolkeeper._async.pool import AsyncPool
+    from poolkeeper._async.housekeeping import AsyncHousekeeping
 
 logger = logging.getLogger("poolkeeper.pool")
 
@@ -41,7 +41,7 @@ RECOVER_TIMEOUT = 5.0
 
 
 async def arecover(
-    pool: AsyncPool[Any], entry: PoolEntry, pending: Any, budget: float
+    pool: AsyncHousekeeping[Any], entry: PoolEntry, pending: Any, budget: float
 ) -> None:
     """Make a reclaimed connection reusable, or close it; then give it back.
 
@@ -77,7 +77,7 @@ def _same(x: Any) -> Any:
     return x
 
 
-def _abort_of(pool: AsyncPool[Any]) -> Any:
+def _abort_of(pool: AsyncHousekeeping[Any]) -> Any:
     abort = pool._abort
     return abort if abort is not None else _ignore
 
@@ -86,7 +86,7 @@ def _ignore(conn: Any) -> None:
     return None
 
 
-async def _settle(pool: AsyncPool[Any], conn: Any) -> bool:
+async def _settle(pool: AsyncHousekeeping[Any], conn: Any) -> bool:
     """Roll back and reset a connection whose driver says it is between messages."""
     driver = pool._driver
     settled = settled_check(driver)

@@ -32,7 +32,7 @@ from poolkeeper._core.entry import PoolEntry
 from poolkeeper.drivers.base import TxStatus, settled_check
 
 if TYPE_CHECKING:
-    from poolkeeper._sync.pool import Pool
+    from poolkeeper._sync.housekeeping import Housekeeping
 
 logger = logging.getLogger("poolkeeper.pool")
 
@@ -41,7 +41,9 @@ logger = logging.getLogger("poolkeeper.pool")
 RECOVER_TIMEOUT = 5.0
 
 
-def recover(pool: Pool[Any], entry: PoolEntry, pending: Any, budget: float) -> None:
+def recover(
+    pool: Housekeeping[Any], entry: PoolEntry, pending: Any, budget: float
+) -> None:
     """Make a reclaimed connection reusable, or close it; then give it back.
 
     Args:
@@ -76,7 +78,7 @@ def _same(x: Any) -> Any:
     return x
 
 
-def _abort_of(pool: Pool[Any]) -> Any:
+def _abort_of(pool: Housekeeping[Any]) -> Any:
     abort = pool._abort
     return abort if abort is not None else _ignore
 
@@ -85,7 +87,7 @@ def _ignore(conn: Any) -> None:
     return None
 
 
-def _settle(pool: Pool[Any], conn: Any) -> bool:
+def _settle(pool: Housekeeping[Any], conn: Any) -> bool:
     """Roll back and reset a connection whose driver says it is between messages."""
     driver = pool._driver
     settled = settled_check(driver)

@@ -1,0 +1,195 @@
+"""The return path's slow half: ending transactions, resets, rollback warnings.
+
+Owns: ``_return`` (a connection that needs work on its way back: an open
+transaction to commit or roll back, the ``reset`` hook, client-side state to
+clear, a connection the query watchdog aborted), ``_clean``, the rollback
+warning (once per call site), and the :class:`~poolkeeper.QueryTimeout` a
+watchdog abort becomes.
+
+May not touch: the fast return (``release`` and the ``connection()`` block's
+exit, in ``checkout``); it imports ``validation`` and the modules below it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TypeVar
+
+from poolkeeper._async.validation import AsyncValidation
+from poolkeeper._concurrency import (
+    acall,
+)
+from poolkeeper._origin import from_driver
+from poolkeeper._sites import (
+    caller_site,
+    format_site,
+)
+from poolkeeper.drivers.base import (
+    TxStatus,
+)
+from poolkeeper.errors import (
+    PoolError,
+    QueryTimeout,
+)
+
+ConnT = TypeVar("ConnT")
+
+logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+
+#: Call sites a pool remembers having warned about (a bound on its memory).
+MAX_WARNED_SITES = 1000
+
+
+class AsyncCheckin(AsyncValidation[ConnT]):
+    """The slow return path (see the module docstring)."""
+
+    async def _return(
+        self, conn: ConnT, commit: bool | None, exc: BaseException | None = None
+    ) -> None:
+        """Give back ``conn``; ``commit``: end an open transaction with a commit
+        (True), a rollback (False: an exception left the block), or a rollback
+        (None: :meth:`release`). ``exc``: what left the ``connection()`` block.
+
+        Raises:
+            QueryTimeout: the query watchdog aborted the connection and the
+                block failed because of it (``exc`` or a failed commit), or
+                a transaction to commit was lost.
+        """
+        state = self._state
+        entry = state.in_use.get(id(conn))
+        if entry is None and self._held.forget_closed(conn):
+            return  # closed by its user, and already taken back
+        if entry is None or entry.conn is not conn:
+            raise PoolError(
+                f"connection {conn!r} is not checked out from pool {self.name!r} "
+                "(released twice, or from another pool?)",
+                pool_name=self.name,
+            )
+        discard = False
+        error: BaseException | None = None
+        lost = False
+        if entry.aborted:
+            # Its socket is shut down: nothing to end or reset.
+            discard = True
+            lost = commit is True and exc is None and self._in_transaction(conn)
+        elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
+            discard, error = await self._clean(conn, commit)
+            if error is not None and not isinstance(error, Exception):
+                # Interrupted while ending the transaction (a cancelled task).
+                if self._events.checkin:
+                    held = _monotonic() - entry.checked_out_at
+                    self._emit("checkin", conn, duration=held)
+                self._reclaim(entry, None, 0.0, withdraw=False)
+                raise error
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        if discard:
+            # A driver that closes a connection when a task is cancelled in
+            # the middle of a command (aiopg, aiomysql) says nothing about
+            # the server: no suspicion on the other connections.
+            cancelled = exc is not None and not isinstance(exc, Exception)
+            discard = not cancelled  # whether to check the other connections
+            reason = "cancelled" if cancelled else "broken"
+            with self._lock:
+                waiter = state.checkin(entry, now, discard=True, reason=reason)
+        else:
+            waiter = state.release(entry, now, self._lock)
+        if waiter is not None or state.retired:
+            await self._after_checkin(waiter, discard)
+        if entry.aborted:
+            # Aborted before or while the block ended (a commit, say). Only
+            # what the abort caused becomes QueryTimeout: the driver's errors
+            # (and the OS's); the application's own exceptions pass unchanged.
+            cause = error if error is not None else exc
+            if lost or (cause is not None and from_driver(cause, conn)):
+                raise self._query_timeout_error() from cause
+        if error is not None:
+            raise error
+
+    def _in_transaction(self, conn: ConnT) -> bool:
+        try:
+            return self._driver.transaction_status(conn) is not TxStatus.IDLE
+        except Exception:
+            return True
+
+    def _query_timeout_error(self) -> QueryTimeout:
+        limit = self._config.query_timeout
+        return QueryTimeout(
+            f"pool {self.name!r}: a command was stuck for longer than "
+            f"query_timeout={limit} s; the connection was aborted and discarded",
+            pool_name=self.name,
+            timeout=limit,
+        )
+
+    async def _clean(
+        self, conn: ConnT, commit: bool | None
+    ) -> tuple[bool, BaseException | None]:
+        """End the transaction of a returned connection and run the reset hook.
+
+        Returns whether to discard the connection, and an error the caller
+        must see (a failed commit, or an interruption).
+        """
+        driver = self._driver
+        discard = False
+        error: BaseException | None = None
+        try:
+            if driver.is_broken(conn):
+                discard = True
+            else:
+                status = driver.transaction_status(conn)
+                if status is not TxStatus.IDLE:
+                    if commit and status is not TxStatus.INERROR:
+                        try:
+                            await driver.commit(conn)
+                        except Exception as exc:
+                            # The caller must hear about a failed commit.
+                            error = exc
+                            discard = True
+                    else:
+                        if commit is None:
+                            self._warn_rollback(status)
+                        await driver.rollback(conn)
+                if self._clear_state is not None and not discard:
+                    await self._clear_state(conn)
+                if self._reset is not None and not discard:
+                    await acall(self._reset, conn)
+        except BaseException as exc:
+            # A connection whose reset failed or was interrupted is not reusable.
+            discard = True
+            if not isinstance(exc, Exception):
+                error = exc
+            else:
+                logger.warning(
+                    "pool %r: resetting a returned connection failed, closing it: %s",
+                    self.name,
+                    self._describe(exc),
+                )
+        return discard, error
+
+    def _warn_if_open(self, conn: ConnT) -> None:
+        """Warn as :meth:`_warn_rollback` if ``conn`` has a transaction to roll back."""
+        status = self._driver.transaction_status(conn)
+        if status is not TxStatus.IDLE:
+            self._warn_rollback(status)
+
+    def _warn_rollback(self, status: TxStatus) -> None:
+        """Say (once per call site) that release() rolls back an open transaction."""
+        if status is TxStatus.UNKNOWN:
+            return  # the driver cannot tell (mysqlclient): nothing to say
+        site = caller_site()
+        sites = self._rollback_sites
+        if site in sites or len(sites) >= MAX_WARNED_SITES:
+            return
+        sites.add(site)
+        logger.warning(
+            "pool %r: a connection came back with a transaction %s at %s; it was "
+            "rolled back: release() and acquire()'s with block roll back, while "
+            "connection()'s with block commits on normal exit. Commit before "
+            "releasing, or use connection(). (Logged once per call site.)",
+            self.name,
+            "in error" if status is TxStatus.INERROR else "open",
+            format_site(site),
+        )

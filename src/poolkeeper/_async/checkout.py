@@ -1,0 +1,272 @@
+"""Checkout and return: the hot path.
+
+Owns: :meth:`connection` and its context (:class:`AsyncConnectionContext`),
+``_acquire`` (the explicit checkout; ``Pool.acquire`` itself), its slow half
+``_acquire_slow`` (open on first use, wait, validate, leak stacks), the
+checkout event, and :meth:`release`. The fast paths are inlined in
+``_acquire``/``release`` and in the context's ``__aenter__``/``__aexit__``
+(keep them in step): one core call and no other Python call per cycle.
+Anything slower goes through a method of a lower module.
+
+May not touch: connecting, validation, housekeeping, lifecycle internals
+(it calls their entry points); it imports ``checkin`` and below.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from types import TracebackType
+from typing import Generic, NoReturn, TypeVar
+
+from poolkeeper._async.checkin import AsyncCheckin
+from poolkeeper._concurrency import (
+    IS_ASYNC,
+    current_loop,
+)
+from poolkeeper._config import (
+    check_timeout_arg,
+)
+from poolkeeper._core.entry import PoolEntry, capture_stack
+from poolkeeper._misuse import needs_async_with
+from poolkeeper._sites import (
+    PACKAGE_DIR,
+    outside_frame,
+)
+
+ConnT = TypeVar("ConnT")
+
+logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+_getframe = sys._getframe
+
+
+class AsyncCheckout(AsyncCheckin[ConnT]):
+    """Checkout and the fast return (see the module docstring)."""
+
+    def connection(self, timeout: float | None = None) -> AsyncConnectionContext[ConnT]:
+        """Borrow a connection for the duration of a ``with`` block.
+
+        On normal exit an open transaction is committed, on an exception it is
+        rolled back; then the connection goes back to the pool (or is closed if
+        it broke).
+
+        Args:
+            timeout: Seconds to wait for a connection (default: the pool's).
+
+        Raises:
+            PoolTimeout: No connection within the timeout.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+            PoolClosed: The pool is closed.
+        """
+        # Built without calling __init__: one Python call less per checkout.
+        context: AsyncConnectionContext[ConnT] = _new_context(AsyncConnectionContext)
+        context._pool = self
+        context._timeout = timeout
+        return context
+
+    async def _acquire(self, timeout: float | None = None) -> ConnT:
+        """Borrow a connection until :meth:`release`.
+
+        ``with pool.acquire() as conn:`` releases it at the end of the block.
+        A connection closed or dropped without :meth:`release` is noticed and
+        its slot taken back, with a :class:`~poolkeeper.ConnectionLeakWarning`
+        attributed to the line that acquired it.
+
+        Raises:
+            PoolTimeout: No connection within the timeout.
+            TooManyWaiters: ``max_waiting`` callers are already waiting.
+            PoolClosed: The pool is closed.
+        """
+        # The fast path: an idle connection that can go out as is (see
+        # PoolState.acquire) and no check hook or leak detection that needs
+        # to see it (listeners are told here). The rest: _acquire_slow().
+        # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        frame = _getframe(1)
+        if IS_ASYNC:  # noqa: SIM102
+            if current_loop() is not self._loop:
+                self._check_loop()
+        now = _monotonic()
+        entry = self._state.acquire(now, self._lock)
+        if entry is None or self._watch_checkout:
+            entry = await self._acquire_slow(entry, now, timeout)
+        elif self._events.checkout:
+            self._emit_checkout(entry, now)
+        # Note the acquiring site (one frame) and hold the connection weakly
+        # from here on (see _held.py); inlined: this is the hot path.
+        code = frame.f_code
+        if code.co_filename.startswith(PACKAGE_DIR):
+            frame = outside_frame(frame)
+            code = frame.f_code
+        entry.site = (code, frame.f_lasti)
+        conn: ConnT = entry.conn
+        if entry.ref is not None:
+            entry.conn = None
+        elif self._held.weak:
+            self._held.watch(entry)
+        return conn
+
+    async def _acquire_slow(
+        self, entry: PoolEntry | None, now: float, timeout: float | None
+    ) -> PoolEntry:
+        """Finish a checkout that left the fast path of :meth:`_acquire`."""
+        state = self._state
+        # A checkout served at once has its (0 s) wait recorded already.
+        record_wait = entry is None
+        if entry is None:
+            if not self._opened:
+                await self.open()
+            if self._held.pending or state.size + state.connecting >= state.max_size:
+                # Before waiting: the slot of a connection an acquire() caller
+                # closed or dropped may be free.
+                self._take_unreleased()
+            # Takes an idle connection that is there after all (expired ones
+            # are retired on the way, due ones validated below), or waits.
+            entry = await self._wait(check_timeout_arg(timeout, self._timeout))
+        if state.retired:
+            # In the background: an interruption here must not strand `entry`.
+            self._spawn_close_retired()
+        # The current time, not `now`: a connection handed over after a wait
+        # was returned after `now` (validate="always" must still ping it).
+        if (
+            self._check is not None
+            or entry.unconfirmed
+            or state.needs_validation(entry, _monotonic())
+        ):
+            entry = await self._validate(entry, timeout, now)
+        if self._config.leak_timeout is not None:
+            entry.stack = capture_stack()
+        if record_wait:
+            with self._lock:
+                state.obtained(_monotonic() - now)
+        if self._events.checkout:
+            self._emit_checkout(entry, now)
+        return entry
+
+    def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
+        """Tell the checkout listeners; take the connection back if one raises
+        past the event bus (KeyboardInterrupt, a cancellation: the bus only
+        swallows Exception), since the caller then never gets it."""
+        try:
+            self._emit("checkout", entry.conn, duration=_monotonic() - started)
+        except BaseException:
+            with self._lock:
+                waiter = self._state.unlend(entry, _monotonic())
+            if waiter is not None:
+                waiter.signal.set()
+            if self._state.retired:
+                self._spawn_close_retired()
+            raise
+
+    async def release(self, conn: ConnT) -> None:
+        """Give back a connection taken with :meth:`acquire`.
+
+        An open transaction is rolled back, and logged at WARNING once per
+        call site (:meth:`connection` commits instead). A broken connection
+        is closed rather than kept.
+
+        Raises:
+            PoolError: ``conn`` is not checked out from this pool (for example,
+                it was already released).
+        """
+        # The fast path of _return(), inlined (one Python call less per
+        # cycle); AsyncConnectionContext.__aexit__ has the same lines.
+        state = self._state
+        entry = state.in_use.get(id(conn))
+        if entry is not None and entry.conn is None and entry.ref() is conn:
+            entry.conn = conn  # held weakly since acquire(): strongly again
+        if (
+            entry is None
+            or entry.conn is not conn
+            or self._reset is not None
+            or self._idle_probe(conn) != self._idle_value
+        ):
+            await self._return(conn, None)
+            return
+        now = _monotonic()
+        if self._events.checkin:
+            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+        waiter = state.release(entry, now, self._lock)
+        if waiter is not None or state.retired:
+            await self._after_checkin(waiter, False)
+
+    if not IS_ASYNC:
+        # The thread pool's acquire() is the checkout itself: no wrapper call
+        # on the hot path.
+        acquire = _acquire
+
+
+class AsyncConnectionContext(Generic[ConnT]):
+    """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    _pool: AsyncCheckout[ConnT]
+    _timeout: float | None
+    _conn: ConnT
+
+    def __init__(self, pool: AsyncCheckout[ConnT], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
+    # and AsyncPool.release() (keep them in step): a Python call less on each.
+
+    if IS_ASYNC:
+
+        def __enter__(self) -> NoReturn:
+            needs_async_with(
+                f"{type(self._pool).__name__}.connection()", "pool.connection() as conn"
+            )
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
+    async def __aenter__(self) -> ConnT:
+        pool = self._pool
+        # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        if IS_ASYNC:  # noqa: SIM102
+            if current_loop() is not pool._loop:
+                pool._check_loop()
+        now = _monotonic()
+        entry = pool._state.acquire(now, pool._lock)
+        if entry is None or pool._watch_checkout:
+            entry = await pool._acquire_slow(entry, now, self._timeout)
+            conn: ConnT = entry.conn
+        else:
+            conn = entry.conn
+            if pool._events.checkout:
+                pool._emit_checkout(entry, now)
+        self._conn = conn
+        return conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pool = self._pool
+        conn = self._conn
+        state = pool._state
+        entry = state.in_use.get(id(conn))
+        if (
+            entry is None
+            or entry.conn is not conn
+            or pool._reset is not None
+            or pool._idle_probe(conn) != pool._idle_value
+            or exc is not None
+        ):
+            # Commit (normal exit) or roll back (exception) an open transaction.
+            await pool._return(conn, exc_type is None, exc)
+            return
+        now = _monotonic()
+        if pool._events.checkin:
+            pool._emit("checkin", conn, duration=now - entry.checked_out_at)
+        waiter = state.release(entry, now, pool._lock)
+        if waiter is not None or state.retired:
+            await pool._after_checkin(waiter, False)
+
+
+_new_context = object.__new__

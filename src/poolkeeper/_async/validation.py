@@ -1,0 +1,159 @@
+"""Validation at checkout, within the caller's deadline.
+
+Owns: the ping and the ``check`` hook before a connection is handed out
+(``_validate``), discarding a connection that fails them and trying another
+within the caller's timeout, the floor under a ping's budget, the timeout a
+hung ping turns into, and taking back a connection whose holder was
+interrupted (``_reclaim``, finished by ``recovery.py``).
+
+May not touch: the fast checkout and return paths (``checkout``, ``checkin``);
+it imports ``lifecycle`` and the modules below it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, TypeVar
+
+from poolkeeper._async.lifecycle import AsyncLifecycle
+from poolkeeper._async.recovery import arecover
+from poolkeeper._concurrency import (
+    Overrun,
+    acall,
+    acall_within,
+)
+from poolkeeper._config import (
+    check_timeout_arg,
+)
+from poolkeeper._core.entry import PoolEntry
+from poolkeeper.errors import (
+    PoolTimeout,
+)
+
+ConnT = TypeVar("ConnT")
+
+logger = logging.getLogger("poolkeeper.pool")
+_monotonic = time.monotonic
+
+#: Seconds a checkout's validation ping may take even when the caller's
+#: deadline is nearer (raised to the mean connect time, see _ping_floor): a
+#: healthy server answers well within it, so a nearly spent timeout does not
+#: turn a good connection into a discarded one.
+PING_MIN_BUDGET = 0.1
+#: ...and the most that floor may grow to (connects slowed by an outage or a
+#: slow ``configure`` hook must not stretch every caller's timeout).
+PING_MAX_FLOOR = 1.0
+
+
+class AsyncValidation(AsyncLifecycle[ConnT]):
+    """Checkout validation (see the module docstring)."""
+
+    async def _validate(
+        self, entry: PoolEntry, timeout: float | None, started: float
+    ) -> PoolEntry:
+        """Ping and/or run the ``check`` hook; on failure discard and try another.
+
+        Retries stay within the caller's timeout, counted from ``started``
+        (when the checkout began); the caller never sees the failure.
+        """
+        state = self._state
+        limit = check_timeout_arg(timeout, self._timeout)
+        deadline = started + limit
+        while True:
+            # The ping of a caller cancelled meanwhile, handed over to finish
+            # in the background (see recovery.py).
+            handover: list[Any] = []
+            try:
+                if state.needs_validation(entry, _monotonic()):
+                    if self._driver.is_broken(entry.conn):
+                        raise ConnectionError("the driver reports it closed")
+                    if self._abort is None:
+                        await self._driver.ping(entry.conn)
+                    else:
+                        # A server that hangs while its TCP stack still ACKs
+                        # would hold the ping, and the caller, for as long as
+                        # it hangs: past the caller's deadline the socket is
+                        # shut down and the connection discarded.
+                        budget = max(deadline - _monotonic(), self._ping_floor())
+                        await acall_within(
+                            self._driver.ping,
+                            entry.conn,
+                            budget,
+                            self._abort,
+                            handover.append,
+                        )
+                if self._check is not None:
+                    await acall(self._check, entry.conn)
+                with self._lock:
+                    state.validated(entry, _monotonic())
+                return entry
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Interrupted (a cancelled task): no sign of trouble with
+                    # the connection; it is recovered in the background.
+                    budget = max(deadline - _monotonic(), self._ping_floor())
+                    pending = handover[0] if handover else None
+                    self._reclaim(entry, pending, budget, withdraw=True)
+                    raise
+                with self._lock:
+                    state.discard_checked_out(entry, "check", _monotonic())
+                    n = state.plan_connects(_monotonic())
+                self._spawn_connects(n)
+                # In the background: closing politely may wait on a hung server.
+                self._spawn_close_retired()
+                self._spawn_suspect_check()
+                logger.info(
+                    "pool %r: validation failed, connection discarded: %s",
+                    self.name,
+                    self._describe(exc),
+                )
+                remaining = deadline - _monotonic()
+                if isinstance(exc, Overrun) and remaining <= 0:
+                    # The server does not answer and the caller's time is up:
+                    # do not start on the next idle connection.
+                    raise self._validation_timeout(limit, started) from exc
+            remaining = deadline - _monotonic()
+            with self._lock:
+                fresh = state.checkout(_monotonic())
+            if fresh is None:
+                fresh = await self._wait(max(remaining, 0.0), may_connect=False)
+            entry = fresh
+
+    def _reclaim(
+        self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool
+    ) -> None:
+        """Take back a connection whose holder was interrupted; recover it in
+        the background (``pending``: its unfinished validation ping)."""
+        with self._lock:
+            if withdraw:
+                self._state.withdraw(entry)
+            self._state.reclaim(entry, _monotonic())
+        self._background(arecover, "recover", self, entry, pending, budget)
+
+    def _ping_floor(self) -> float:
+        """The least time a validation ping gets, however near the caller's deadline.
+
+        A healthy server answers a ping within about one connect's worth of
+        round trips, so the floor is the mean connect time (at least
+        :data:`PING_MIN_BUDGET`): a slow but healthy link does not get its
+        good connections shut down because a caller's time is almost spent.
+        """
+        mean = self._state.connect_time.mean
+        return min(max(PING_MIN_BUDGET, mean), PING_MAX_FLOOR)
+
+    def _validation_timeout(self, limit: float, started: float) -> PoolTimeout:
+        """Count and describe a checkout whose validation ping overran its deadline."""
+        waited = _monotonic() - started
+        with self._lock:
+            waiting = self._state.validation_timed_out()
+        if self._events.timeout:
+            self._emit("timeout", None, duration=waited)
+        return PoolTimeout(
+            f"pool {self.name!r} timed out after {waited:.1f} s (timeout {limit:.1f} s): "
+            "the server did not answer the validation ping of an idle connection "
+            "(discarded)",
+            pool_name=self.name,
+            timeout=limit,
+            waiting=waiting,
+        )
