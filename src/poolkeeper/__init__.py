@@ -9,6 +9,7 @@ from poolkeeper._async.persistent import AsyncPersistentPool
 from poolkeeper._async.pool import AsyncPool
 from poolkeeper._core.events import EVENT_KINDS, PoolEvent
 from poolkeeper._core.stats import PoolStats, TimeSummary
+from poolkeeper._options import PoolOptions
 from poolkeeper._sync.persistent import PersistentPool
 from poolkeeper._sync.pool import Pool
 from poolkeeper.cluster import AsyncCluster, Cluster
@@ -38,6 +39,7 @@ __all__ = [
     "PoolClosed",
     "PoolError",
     "PoolEvent",
+    "PoolOptions",
     "PoolStats",
     "PoolTimeout",
     "PoolWarning",

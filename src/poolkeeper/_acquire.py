@@ -19,12 +19,22 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from poolkeeper._async.pool import AsyncPool
+from typing import Any, Protocol, TypeVar
 
 ConnT = TypeVar("ConnT")
+
+
+class Lender(Protocol[ConnT]):
+    """What :class:`AcquireContext` needs of the pool (no import of the pool:
+    ``_async/pool.py`` imports this module)."""
+
+    def _acquire(self, timeout: float | None = None) -> Coroutine[Any, Any, ConnT]:
+        """Check out a connection (the pool's coroutine)."""
+        ...
+
+    def release(self, conn: ConnT) -> Coroutine[Any, Any, None]:
+        """Give a connection back (the pool's coroutine)."""
+        ...
 
 
 class AcquireContext(Coroutine[Any, Any, ConnT]):
@@ -38,7 +48,7 @@ class AcquireContext(Coroutine[Any, Any, ConnT]):
 
     __slots__ = ("_conn", "_coro", "_pool", "_timeout")
 
-    def __init__(self, pool: AsyncPool[ConnT], timeout: float | None) -> None:
+    def __init__(self, pool: Lender[ConnT], timeout: float | None) -> None:
         self._pool = pool
         self._timeout = timeout
         self._conn: Any = None

@@ -18,12 +18,17 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from poolkeeper._async.pool import AsyncPool
 from poolkeeper._concurrency import IS_ASYNC, aspawn
 from poolkeeper._core.stats import PoolStats
 from poolkeeper.drivers.base import TxStatus
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from poolkeeper._options import PoolOptions
 
 ConnT = TypeVar("ConnT")
 
@@ -43,7 +48,8 @@ class _Pin:
 class AsyncPersistentPool(Generic[ConnT]):
     """A pool that gives each thread (or asyncio task) its own lasting connection.
 
-    Takes the same arguments as the regular pool. ``connection()`` returns the
+    Takes the same arguments as the regular pool (``connect`` and the
+    :class:`~poolkeeper.PoolOptions`). ``connection()`` returns the
     caller's pinned connection, committing or rolling back at the end of the
     outermost block but keeping the connection pinned; ``release(conn)``
     unpins it early. A pinned connection unused for ``validate_after``
@@ -51,9 +57,11 @@ class AsyncPersistentPool(Generic[ConnT]):
     replaced.
     """
 
-    def __init__(self: AsyncPersistentPool[Any], connect: Any, **kwargs: Any) -> None:
-        self.pool: AsyncPool[ConnT] = AsyncPool(connect, **kwargs)
-        self._validate_after = float(kwargs.get("validate_after", 0.5))
+    def __init__(
+        self: AsyncPersistentPool[Any], connect: Any, **options: Unpack[PoolOptions]
+    ) -> None:
+        self.pool: AsyncPool[ConnT] = AsyncPool(connect, **options)
+        self._validate_after = self.pool._config.validate_after
         self._local = threading.local()
         self._task_pins: weakref.WeakKeyDictionary[Any, _Pin] = (
             weakref.WeakKeyDictionary()

@@ -18,11 +18,16 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._sync.pool import Pool
 from poolkeeper.drivers.base import TxStatus
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from poolkeeper._options import PoolOptions
 
 ConnT = TypeVar("ConnT")
 
@@ -42,7 +47,8 @@ class _Pin:
 class PersistentPool(Generic[ConnT]):
     """A pool that gives each thread (or asyncio task) its own lasting connection.
 
-    Takes the same arguments as the regular pool. ``connection()`` returns the
+    Takes the same arguments as the regular pool (``connect`` and the
+    :class:`~poolkeeper.PoolOptions`). ``connection()`` returns the
     caller's pinned connection, committing or rolling back at the end of the
     outermost block but keeping the connection pinned; ``release(conn)``
     unpins it early. A pinned connection unused for ``validate_after``
@@ -50,9 +56,11 @@ class PersistentPool(Generic[ConnT]):
     replaced.
     """
 
-    def __init__(self: PersistentPool[Any], connect: Any, **kwargs: Any) -> None:
-        self.pool: Pool[ConnT] = Pool(connect, **kwargs)
-        self._validate_after = float(kwargs.get("validate_after", 0.5))
+    def __init__(
+        self: PersistentPool[Any], connect: Any, **options: Unpack[PoolOptions]
+    ) -> None:
+        self.pool: Pool[ConnT] = Pool(connect, **options)
+        self._validate_after = self.pool._config.validate_after
         self._local = threading.local()
         self._task_pins: weakref.WeakKeyDictionary[Any, _Pin] = (
             weakref.WeakKeyDictionary()

@@ -293,6 +293,10 @@ class _Instruments:
             meter.create_observable_counter(
                 name, [self._observer(attribute)], unit=unit, description=description
             )
+        self._create_histograms(meter)
+
+    def _create_histograms(self, meter: metrics.Meter) -> None:
+        """Create the connection time histograms (create, wait, use)."""
         self.create_time = meter.create_histogram(
             "db.client.connection.create_time",
             unit="s",
