@@ -1,0 +1,79 @@
+"""Per-host state of one pool: where its connections go, and what we know of each server.
+
+Owns: :class:`HostState` (one server a pool connects to: its address, the
+role it last reported, since when it is suspect, its connect failures) and
+:class:`HostTable` (a pool's hosts, keyed by address). Pure data: no I/O, no
+lock of its own (the pool's lock guards it), no import of the pool.
+
+May not touch: the pool's checkout or connect paths; they call into this
+module, never the reverse. Reading a connection's host and role is
+:func:`poolkeeper.drivers._hosts.host_of`; matching a role against
+``target_session_attrs`` is :func:`~poolkeeper.drivers._hosts.role_matches`.
+
+The plan (the cluster work fills it in): today a pool knows one target and
+keeps one "suspect" window for all its connections (``PoolState.suspect_before``
+in the core). With multi-host URLs and clusters, a broken connection says
+something about *its* server only. So:
+
+1. ``_connected`` in ``_async/connecting.py`` records each new connection's
+   :class:`~poolkeeper.drivers._hosts.HostInfo` here (:meth:`HostTable.connected`);
+2. a broken connection marks only its host suspect (:meth:`HostTable.suspect`),
+   and validation pings only that host's idle connections;
+3. the connect loop prefers hosts that are not suspect and whose last role
+   matches what the pool wants (routing by role), and backs off per host.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from poolkeeper.drivers._hosts import HostInfo, HostPort, Role
+
+
+@dataclass
+class HostState:
+    """What a pool knows of one server."""
+
+    address: HostPort
+    """``(host, port)`` as the driver reports it (None parts: its defaults)."""
+    role: Role = "unknown"
+    """The role its newest connection reported."""
+    connections: int = 0
+    """Connections opened to it and not yet closed."""
+    suspect_before: float = -math.inf
+    """Monotonic time: its connections checked before this are pinged first."""
+    connect_failures: int = 0
+    """Connect failures in a row (reset by a successful connect)."""
+
+
+@dataclass
+class HostTable:
+    """A pool's hosts, keyed by address (guarded by the pool's lock)."""
+
+    hosts: dict[HostPort, HostState] = field(default_factory=dict)
+
+    def state_of(self, address: HostPort) -> HostState:
+        """Return the state of ``address``, creating it on first sight."""
+        state = self.hosts.get(address)
+        if state is None:
+            state = self.hosts[address] = HostState(address)
+        return state
+
+    def connected(self, info: HostInfo) -> HostState:
+        """Record a new connection to ``info``'s server, with the role it reported."""
+        state = self.state_of((info.host, info.port))
+        state.role = info.role
+        state.connections += 1
+        state.connect_failures = 0
+        return state
+
+    def closed(self, address: HostPort) -> None:
+        """Record that a connection to ``address`` was closed."""
+        state = self.hosts.get(address)
+        if state is not None and state.connections > 0:
+            state.connections -= 1
+
+    def suspect(self, address: HostPort, now: float) -> None:
+        """Make the idle connections to ``address`` suspect (a sibling broke at ``now``)."""
+        self.state_of(address).suspect_before = now
