@@ -19,17 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from poolkeeper._concurrency import (
-    IS_ASYNC,
-    AEvent,
-    Lock,
-    aspawn,
-    current_loop,
-)
-from poolkeeper._config import (
-    PoolConfig,
-    scrub,
-)
+from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, aspawn, current_loop
+from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
@@ -38,16 +29,9 @@ from poolkeeper._core.state import PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._credentials import Secrets
 from poolkeeper._held import HeldConnections
-from poolkeeper._sites import (
-    Site,
-)
-from poolkeeper.drivers.base import (
-    AsyncDriver,
-    QueryWatch,
-)
-from poolkeeper.errors import (
-    PoolError,
-)
+from poolkeeper._sites import Site
+from poolkeeper.drivers.base import AsyncDriver, QueryWatch
+from poolkeeper.errors import PoolError
 
 ConnT = TypeVar("ConnT")
 

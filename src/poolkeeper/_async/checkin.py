@@ -12,31 +12,13 @@ exit, in ``checkout``); it imports ``validation`` and the modules below it.
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import TypeVar
-
+from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.validation import AsyncValidation
-from poolkeeper._concurrency import (
-    acall,
-)
+from poolkeeper._concurrency import acall
 from poolkeeper._origin import from_driver
-from poolkeeper._sites import (
-    caller_site,
-    format_site,
-)
-from poolkeeper.drivers.base import (
-    TxStatus,
-)
-from poolkeeper.errors import (
-    PoolError,
-    QueryTimeout,
-)
-
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
+from poolkeeper._sites import caller_site, format_site
+from poolkeeper.drivers.base import TxStatus
+from poolkeeper.errors import PoolError, QueryTimeout
 
 #: Call sites a pool remembers having warned about (a bound on its memory).
 MAX_WARNED_SITES = 1000

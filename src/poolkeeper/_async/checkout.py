@@ -14,31 +14,18 @@ May not touch: connecting, validation, housekeeping, lifecycle internals
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from types import TracebackType
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, NoReturn
 
+from poolkeeper._async.base import ConnT, _monotonic
 from poolkeeper._async.checkin import AsyncCheckin
-from poolkeeper._concurrency import (
-    IS_ASYNC,
-    current_loop,
-)
-from poolkeeper._config import (
-    check_timeout_arg,
-)
+from poolkeeper._concurrency import IS_ASYNC, current_loop
+from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry, capture_stack
 from poolkeeper._misuse import needs_async_with
-from poolkeeper._sites import (
-    PACKAGE_DIR,
-    outside_frame,
-)
+from poolkeeper._sites import PACKAGE_DIR, outside_frame
 
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
 _getframe = sys._getframe
 
 

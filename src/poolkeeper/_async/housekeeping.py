@@ -14,39 +14,21 @@ checkout, open/close; it imports only ``connecting`` and ``base`` of the shell.
 
 from __future__ import annotations
 
-import logging
-import time
 import traceback
 import warnings
 import weakref
-from typing import Any, TypeVar
+from typing import Any
 
+from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.connecting import AsyncConnecting
-from poolkeeper._concurrency import (
-    aspawn,
-)
-from poolkeeper._config import (
-    scrub,
-)
+from poolkeeper._concurrency import aspawn
+from poolkeeper._config import scrub
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.state import SUSPECT_GRACE
 from poolkeeper._held import is_closed
-from poolkeeper._sites import (
-    Mark,
-    format_site,
-    site_of,
-)
-from poolkeeper.drivers.base import (
-    QueryWatch,
-)
-from poolkeeper.errors import (
-    ConnectionLeakWarning,
-)
-
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
+from poolkeeper._sites import Mark, format_site, site_of
+from poolkeeper.drivers.base import QueryWatch
+from poolkeeper.errors import ConnectionLeakWarning
 
 
 class AsyncHousekeeping(AsyncConnecting[ConnT]):

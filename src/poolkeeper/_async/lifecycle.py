@@ -10,34 +10,17 @@ May not touch: checkout, return and validation; it imports only
 
 from __future__ import annotations
 
-import logging
-import time
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
 from poolkeeper import _fork as fork_safety
+from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
-from poolkeeper._concurrency import (
-    IS_ASYNC,
-    AEvent,
-    Lock,
-    ajoin,
-    current_loop,
-)
-from poolkeeper._config import (
-    check_timeout_arg,
-)
+from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, ajoin, current_loop
+from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
 from poolkeeper._misuse import needs_async_with
-from poolkeeper.errors import (
-    PoolClosed,
-    PoolTimeout,
-)
-
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
+from poolkeeper.errors import PoolClosed, PoolTimeout
 
 
 class AsyncLifecycle(AsyncHousekeeping[ConnT]):

@@ -20,16 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from poolkeeper._concurrency import (
-    Event,
-    Lock,
-    current_loop,
-    spawn,
-)
-from poolkeeper._config import (
-    PoolConfig,
-    scrub,
-)
+from poolkeeper._concurrency import Event, Lock, current_loop, spawn
+from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
@@ -38,16 +30,9 @@ from poolkeeper._core.state import PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._credentials import Secrets
 from poolkeeper._held import HeldConnections
-from poolkeeper._sites import (
-    Site,
-)
-from poolkeeper.drivers.base import (
-    Driver,
-    QueryWatch,
-)
-from poolkeeper.errors import (
-    PoolError,
-)
+from poolkeeper._sites import Site
+from poolkeeper.drivers.base import Driver, QueryWatch
+from poolkeeper.errors import PoolError
 
 ConnT = TypeVar("ConnT")
 

@@ -15,26 +15,16 @@ May not touch: connecting, validation, housekeeping, lifecycle internals
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic
 
-from poolkeeper._config import (
-    check_timeout_arg,
-)
+from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry, capture_stack
-from poolkeeper._sites import (
-    PACKAGE_DIR,
-    outside_frame,
-)
+from poolkeeper._sites import PACKAGE_DIR, outside_frame
+from poolkeeper._sync.base import ConnT, _monotonic
 from poolkeeper._sync.checkin import Checkin
 
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
 _getframe = sys._getframe
 
 

@@ -14,36 +14,19 @@ open/close; it sits directly on ``base`` and imports nothing above it.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 import warnings
-from typing import Any, TypeVar
+from typing import Any
 
-from poolkeeper._concurrency import (
-    Signal,
-    call,
-)
+from poolkeeper._concurrency import Signal, call
 from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._origin import from_driver
-from poolkeeper._sync.base import PoolBase
-from poolkeeper.drivers.base import (
-    can_abort,
-    cannot_abort,
-)
+from poolkeeper._sync.base import ConnT, PoolBase, _monotonic, logger
+from poolkeeper.drivers.base import can_abort, cannot_abort
 from poolkeeper.drivers.session import supports_reset_session
-from poolkeeper.errors import (
-    ConfigError,
-    PoolTimeout,
-    PoolWarning,
-)
-
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
+from poolkeeper.errors import ConfigError, PoolTimeout, PoolWarning
 
 
 class Connecting(PoolBase[ConnT]):

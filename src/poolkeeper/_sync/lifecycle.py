@@ -11,31 +11,16 @@ May not touch: checkout, return and validation; it imports only
 
 from __future__ import annotations
 
-import logging
-import time
 from types import TracebackType
 from typing import Any, TypeVar
 
 from poolkeeper import _fork as fork_safety
-from poolkeeper._concurrency import (
-    Event,
-    Lock,
-    join,
-)
-from poolkeeper._config import (
-    check_timeout_arg,
-)
+from poolkeeper._concurrency import Event, Lock, join
+from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
+from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.housekeeping import Housekeeper, Housekeeping
-from poolkeeper.errors import (
-    PoolClosed,
-    PoolTimeout,
-)
-
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
+from poolkeeper.errors import PoolClosed, PoolTimeout
 
 
 class Lifecycle(Housekeeping[ConnT]):

@@ -13,29 +13,15 @@ it imports ``lifecycle`` and the modules below it.
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Any, TypeVar
+from typing import Any
 
-from poolkeeper._concurrency import (
-    Overrun,
-    call,
-    call_within,
-)
-from poolkeeper._config import (
-    check_timeout_arg,
-)
+from poolkeeper._concurrency import Overrun, call, call_within
+from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry
+from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.lifecycle import Lifecycle
 from poolkeeper._sync.recovery import recover
-from poolkeeper.errors import (
-    PoolTimeout,
-)
-
-ConnT = TypeVar("ConnT")
-
-logger = logging.getLogger("poolkeeper.pool")
-_monotonic = time.monotonic
+from poolkeeper.errors import PoolTimeout
 
 #: Seconds a checkout's validation ping may take even when the caller's
 #: deadline is nearer (raised to the mean connect time, see _ping_floor): a
