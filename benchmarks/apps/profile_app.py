@@ -63,7 +63,7 @@ def profile(
     duration: float,
     args: argparse.Namespace,
 ) -> tuple[dict[str, float], dict[str, float], float, int]:
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    py_spy = args.py_spy or shutil.which("py-spy") or "py-spy"
     appname = f"bench-prof-{pool}"
     with server(app, pool, appname, args.dsn, 20, args.python) as (port, pid):
         wrk(port, route, clients, 1.0)
@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--gil", action="store_true", help="only samples holding the GIL"
     )
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--py-spy", help="path of the py-spy binary (default: on PATH)")
     args = parser.parse_args(argv)
     rows = {}
     for pool in args.pools:

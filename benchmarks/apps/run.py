@@ -28,8 +28,14 @@ rounds of requests/s, p50 and p99 latency, with the spread (min-max) of
 requests/s; errors (non-2xx answers plus connect/read/write socket errors),
 client timeouts (requests wrk gave up on after 2 s), and the most server
 sessions seen. The ratio column is the contender's median requests/s over the
-fastest contender of the cell; ``same-round`` is the median over rounds of
-poolkeeper's requests/s over the best peer's *in the same round*.
+fastest contender of the cell; ``same-round vs best peer`` is the median over
+rounds of poolkeeper's requests/s over the best peer's *in the same round*, and
+``same-round vs like peer`` the same against the peer doing the same work
+(``LIKE_FOR_LIKE``: poolkeeper over asyncpg against asyncpg's pool without its
+reset, poolkeeper with ``reset="full"`` against asyncpg's pool with it, ...);
+``p99 <= like peer`` counts the rounds where poolkeeper's p99 was no higher.
+A p99 of 0 means wrk recorded no completed request (every one timed out).
+``--table FILE.json`` prints the tables of a saved run again.
 
 ``--hog`` runs one CPU-bound process (a busy loop) beside the server for the
 whole run, a realistic noisy neighbour on a small machine. ``uptime`` is
@@ -364,6 +370,40 @@ def is_poolkeeper(pool: str) -> bool:
     return pool.startswith("pk-")
 
 
+#: The peer doing the same work as each poolkeeper contender: same driver,
+#: same reset on return (none, or asyncpg's full session reset), same layer.
+LIKE_FOR_LIKE = {
+    "pk-asyncpg": "asyncpg-noreset",
+    "pk-asyncpg-full": "asyncpg",
+    "pk-psycopg": "psycopg_pool",
+    "pk-sqlalchemy": "sqlalchemy",
+}
+
+
+def p99_no_worse(mine: list[Sample], cell: list[Sample], peer: str) -> str:
+    """In how many rounds mine had a p99 no higher than the peer's: "2/3"."""
+    theirs = {o.round: o.p99_ms for o in cell if o.pool == peer}
+    rounds = [s for s in mine if s.round in theirs]
+    wins = sum(1 for s in rounds if s.p99_ms <= theirs[s.round])
+    return f"{wins}/{len(rounds)}"
+
+
+def same_round_ratio(mine: list[Sample], cell: list[Sample], peer: str | None) -> str:
+    """Median over rounds of mine / peer (or / the best peer) in the same round."""
+    ratios = []
+    for s in mine:
+        peers = [
+            o.rps
+            for o in cell
+            if o.round == s.round
+            and not is_poolkeeper(o.pool)
+            and (peer is None or o.pool == peer)
+        ]
+        if peers and max(peers) > 0:
+            ratios.append(s.rps / max(peers))
+    return f"{statistics.median(ratios):.2f}x" if ratios else "-"
+
+
 def table(doc: dict[str, Any]) -> str:
     """Markdown tables: one per (app, route), a row per (clients, pool)."""
     samples = [Sample(**s) for s in doc["samples"]]
@@ -375,9 +415,10 @@ def table(doc: dict[str, Any]) -> str:
         lines.append(f"\n#### {app} /{route}\n")
         lines.append(
             "| clients | pool | req/s (median) | spread | vs fastest | same-round vs best peer "
-            "| p50 ms | p99 ms | errors | timeouts | sessions |"
+            "| same-round vs like peer | p99 <= like peer | p50 ms | p99 ms | errors "
+            "| timeouts | sessions |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for clients in sorted({s.clients for s in samples}):
             cell = [
                 s
@@ -392,22 +433,16 @@ def table(doc: dict[str, Any]) -> str:
             for pool in sorted(pools, key=lambda p: -med[p]):
                 mine = [s for s in cell if s.pool == pool]
                 rps = [s.rps for s in mine]
-                same = "-"
+                same = like = tail = "-"
                 if is_poolkeeper(pool):
-                    ratios = []
-                    for s in mine:
-                        peers = [
-                            o.rps
-                            for o in cell
-                            if o.round == s.round and not is_poolkeeper(o.pool)
-                        ]
-                        if peers and max(peers) > 0:
-                            ratios.append(s.rps / max(peers))
-                    if ratios:
-                        same = f"{statistics.median(ratios):.2f}x"
+                    same = same_round_ratio(mine, cell, None)
+                    if LIKE_FOR_LIKE.get(pool) in pools:
+                        twin = LIKE_FOR_LIKE[pool]
+                        like = f"{same_round_ratio(mine, cell, twin)} {twin}"
+                        tail = p99_no_worse(mine, cell, twin)
                 lines.append(
                     f"| {clients} | {pool} | {med[pool]:,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
-                    f"| {med[pool] / fastest:.2f}x | {same} "
+                    f"| {med[pool] / fastest:.2f}x | {same} | {like} | {tail} "
                     f"| {statistics.median(s.p50_ms for s in mine):.1f} "
                     f"| {statistics.median(s.p99_ms for s in mine):.1f} "
                     f"| {sum(s.errors for s in mine)} | {sum(s.timeouts for s in mine)} "
@@ -454,7 +489,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--python", default=sys.executable, help="interpreter for the servers"
     )
     parser.add_argument("--json", help="write every sample to this file")
+    parser.add_argument(
+        "--table", metavar="JSON", help="only print the tables of a saved run"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     if args.quick:
         args.rounds, args.duration = 1, 2.0
         args.route, args.clients = ["query"], [64, 1024]
