@@ -33,24 +33,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.apps.run import server, wrk
 
+# py-spy names a frame "function (path/relative/to/sys.path/entry.py:line)".
 BUCKETS = [
-    ("poolkeeper", "/poolkeeper/"),
+    ("poolkeeper", "poolkeeper/"),
     ("asyncpg.pool", "asyncpg/pool.py"),
-    ("psycopg_pool", "/psycopg_pool/"),
-    ("sqlalchemy", "/sqlalchemy/"),
-    ("asyncpg", "/asyncpg/"),
-    ("psycopg", "/psycopg/"),
-    ("uvicorn+h11", "/uvicorn/"),
-    ("uvicorn+h11", "/h11/"),
-    ("starlette", "/starlette/"),
+    ("psycopg_pool", "psycopg_pool/"),
+    ("sqlalchemy", "sqlalchemy/"),
+    ("asyncpg", "asyncpg/"),
+    ("psycopg", "psycopg/"),
+    ("uvicorn+h11", "uvicorn/"),
+    ("uvicorn+h11", "h11/"),
+    ("starlette", "starlette/"),
     ("app", "benchmarks/apps/"),
-    ("asyncio", "/asyncio/"),
+    ("asyncio", "asyncio/"),
+    ("selectors", "selectors.py"),
 ]
 
 
 def bucket_of(frame: str) -> str | None:
+    path = frame.rpartition(" (")[2]
     for name, marker in BUCKETS:
-        if marker in frame:
+        if path.startswith(marker) or f"/{marker}" in path:
             return name
     return None
 
@@ -97,6 +100,7 @@ def profile(
             lines = Path(out.name).read_text().splitlines()
     inner: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
+    pool_frames: collections.Counter[str] = collections.Counter()
     total = 0
     for line in lines:
         stack, _, count_text = line.rpartition(" ")
@@ -110,8 +114,19 @@ def profile(
             incl[b] += n
         innermost = next((b for b in map(bucket_of, reversed(frames)) if b), "other")
         inner[innermost] += n
+        # The innermost frame of the buckets --top looks at, for --top.
+        for f in reversed(frames):
+            if bucket_of(f) in args.top_buckets:
+                pool_frames[f.partition(" (")[0]] += n
+                break
     share_in = {k: v / total for k, v in inner.items()} if total else {}
     share_incl = {k: v / total for k, v in incl.items()} if total else {}
+    if args.top:
+        print(
+            f"\n{pool}: innermost {'/'.join(args.top_buckets)} functions, share of all samples"
+        )
+        for frame, n in pool_frames.most_common(args.top):
+            print(f"  {n / total:6.1%}  {frame}")
     return share_in, share_incl, result.get("rps", 0.0), total
 
 
@@ -129,6 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--gil", action="store_true", help="only samples holding the GIL"
     )
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--top", type=int, default=0, help="list the N hottest functions"
+    )
+    parser.add_argument(
+        "--top-buckets",
+        nargs="+",
+        default=["poolkeeper", "asyncpg.pool", "psycopg_pool"],
+        help="buckets whose functions --top lists (default: the pools')",
+    )
     parser.add_argument("--py-spy", help="path of the py-spy binary (default: on PATH)")
     args = parser.parse_args(argv)
     rows = {}
