@@ -26,20 +26,23 @@ answers without touching the database.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from benchmarks.apps.common import (
+    APPNAME,
+    DSN,
+    PG_FIRST,
+    PG_SECOND,
+    POOL,
+    SIZE,
+    sqlalchemy_statements,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-
-POOL = os.environ.get("BENCH_POOL", "pk-asyncpg")
-DSN = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-APPNAME = os.environ.get("BENCH_APPNAME", f"bench-{POOL}")
-SIZE = int(os.environ.get("BENCH_POOL_SIZE", "20"))
 
 Handler = Callable[[int], Awaitable[int]]
 
@@ -78,15 +81,15 @@ class PsycopgFamily:
 
     async def query(self, n: int) -> int:
         async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT %s::int + 1", (n,))
+            cur = await conn.execute(PG_FIRST, (n,))
             row = await cur.fetchone()
         return int(row[0])
 
     async def tx(self, n: int) -> int:
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT %s::int + 1", (n,))
+            cur = await conn.execute(PG_FIRST, (n,))
             a = (await cur.fetchone())[0]
-            cur = await conn.execute("SELECT %s::int * 2", (a,))
+            cur = await conn.execute(PG_SECOND, (a,))
             b = (await cur.fetchone())[0]
         return int(b)
 
@@ -95,11 +98,8 @@ class SqlalchemyFamily:
     """Handlers over an ``AsyncEngine``."""
 
     def __init__(self, engine: Any) -> None:
-        from sqlalchemy import text
-
         self.engine = engine
-        self.q1 = text("SELECT CAST(:n AS int) + 1")
-        self.q2 = text("SELECT CAST(:n AS int) * 2")
+        self.q1, self.q2 = sqlalchemy_statements()
 
     async def query(self, n: int) -> int:
         async with self.engine.connect() as conn:

@@ -17,15 +17,19 @@ Routes as in ``asgi_app.py``: ``/query``, ``/tx``, ``/health``.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-POOL = os.environ.get("BENCH_POOL", "pk-psycopg")
-DSN = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-APPNAME = os.environ.get("BENCH_APPNAME", f"bench-{POOL}")
-SIZE = int(os.environ.get("BENCH_POOL_SIZE", "20"))
+from benchmarks.apps.common import (
+    APPNAME,
+    DSN,
+    PG_FIRST,
+    PG_SECOND,
+    POOL,
+    SIZE,
+    sqlalchemy_statements,
+)
 
 
 class PsycopgFamily:
@@ -36,13 +40,13 @@ class PsycopgFamily:
 
     def query(self, n: int) -> int:
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT %s::int + 1", (n,)).fetchone()
+            row = conn.execute(PG_FIRST, (n,)).fetchone()
         return int(row[0])
 
     def tx(self, n: int) -> int:
         with self.pool.connection() as conn, conn.transaction():
-            a = conn.execute("SELECT %s::int + 1", (n,)).fetchone()[0]
-            b = conn.execute("SELECT %s::int * 2", (a,)).fetchone()[0]
+            a = conn.execute(PG_FIRST, (n,)).fetchone()[0]
+            b = conn.execute(PG_SECOND, (a,)).fetchone()[0]
         return int(b)
 
 
@@ -50,11 +54,8 @@ class SqlalchemyFamily:
     """Handlers over an ``Engine``."""
 
     def __init__(self, engine: Any) -> None:
-        from sqlalchemy import text
-
         self.engine = engine
-        self.q1 = text("SELECT CAST(:n AS int) + 1")
-        self.q2 = text("SELECT CAST(:n AS int) * 2")
+        self.q1, self.q2 = sqlalchemy_statements()
 
     def query(self, n: int) -> int:
         with self.engine.connect() as conn:
