@@ -27,10 +27,10 @@ import argparse
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+from _sdist import extract_sdist
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
@@ -59,32 +59,10 @@ def fetch(django_version: str | None = None) -> Path:
     tests = source_dir(django_version)
     if (tests / "runtests.py").exists():
         return tests
-    CACHE.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "--dest",
-                tmp,
-                f"django=={django_version}",
-            ],
-            check=True,
-        )
-        (archive,) = Path(tmp).glob("*.tar.gz")
-        prefix = f"django-{django_version}/tests/"
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-                tar.extractall(CACHE, members=members, filter="data")
-            else:
-                tar.extractall(CACHE, members=members)  # a pinned PyPI sdist
+    prefix = f"django-{django_version}/tests/"
+    extract_sdist(
+        f"django=={django_version}", CACHE, lambda name: name.startswith(prefix)
+    )
     return tests
 
 

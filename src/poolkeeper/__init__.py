@@ -11,6 +11,7 @@ from poolkeeper._core.events import EVENT_KINDS, PoolEvent
 from poolkeeper._core.stats import PoolStats, TimeSummary
 from poolkeeper._sync.persistent import PersistentPool
 from poolkeeper._sync.pool import Pool
+from poolkeeper.cluster import AsyncCluster, Cluster
 from poolkeeper.errors import (
     ConfigError,
     ConnectionLeakWarning,
@@ -26,8 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EVENT_KINDS",
+    "AsyncCluster",
     "AsyncPersistentPool",
     "AsyncPool",
+    "Cluster",
     "ConfigError",
     "ConnectionLeakWarning",
     "PersistentPool",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -48,6 +48,9 @@ class URL:
     port: int | None = None
     database: str | None = None
     query: Mapping[str, str] = field(default_factory=dict)
+    hosts: tuple[tuple[str | None, int | None], ...] = ()
+    """Every ``(host, port)`` the URL names, in order (libpq's multi-host
+    form ``h1:5432,h2:5433``); ``host``/``port`` are the first of them."""
 
     def __repr__(self) -> str:
         return f"URL({self.redacted()!r})"
@@ -65,17 +68,13 @@ class URL:
             if self.password is not None:
                 auth += ":***"
             auth += "@"
-        host = self.host or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{self.port}" if self.port is not None else ""
+        pairs = self.hosts or ((self.host, self.port),)
+        hostport = ",".join(_render_host(h, p) for h, p in pairs)
         db = f"/{self.database}" if self.database is not None else ""
         query = "&".join(
             f"{k}={'***' if _is_secret_key(k) else v}" for k, v in self.query.items()
         )
-        return f"{self.scheme}://{auth}{host}{port}{db}" + (
-            f"?{query}" if query else ""
-        )
+        return f"{self.scheme}://{auth}{hostport}{db}" + (f"?{query}" if query else "")
 
 
 def parse_url(url: str) -> URL:
@@ -101,24 +100,76 @@ def parse_url(url: str) -> URL:
         return URL(
             dialect, driver or None, database=filename, query=dict(parse_qsl(qs))
         )
-    parts = urlsplit(f"x://{rest}")
     try:
-        port = parts.port
-    except ValueError:
+        parts = urlsplit(f"x://{rest}")
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed bracket
         raise ConfigError(
-            f"connect: the port in {_redact_raw(url)} is not a number in 0..65535"
+            f"connect: {_redact_raw(url)} is not a valid URL ({exc})"
         ) from None
+    hosts = _split_hosts(parts.netloc.rpartition("@")[2], url)
+    if len(hosts) > 1:
+        # urlsplit reads one host only: parse the user-info from a URL
+        # naming just the first host, and keep the list from _split_hosts.
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{userinfo}{at}localhost")
+    host, port = hosts[0] if hosts else (None, None)
     database = unquote(parts.path[1:]) if len(parts.path) > 1 else None
     return URL(
         dialect=dialect,
         driver=driver or None,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
-        host=unquote(parts.hostname) if parts.hostname else None,
+        host=host,
         port=port,
         database=database,
         query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+        hosts=hosts,
     )
+
+
+def _split_hosts(hostlist: str, url: str) -> tuple[tuple[str | None, int | None], ...]:
+    """Split ``h1:5432,[::1]:5433,%2Ftmp`` into ``(host, port)`` pairs, as libpq does.
+
+    A host may be empty (libpq's default), an IPv6 address in brackets, or a
+    percent-encoded unix socket directory.
+
+    Raises:
+        ConfigError: a port is not a number in 0..65535, or a bracket is unclosed.
+    """
+    if not hostlist:
+        return ()
+    pairs: list[tuple[str | None, int | None]] = []
+    for item in hostlist.split(","):
+        host, port_text = item, ""
+        if item.startswith("["):
+            end = item.find("]")
+            if end < 0 or (end + 1 < len(item) and item[end + 1] != ":"):
+                raise ConfigError(
+                    f"connect: host {item!r} in {_redact_raw(url)} is not a valid "
+                    "bracketed IPv6 address"
+                )
+            host, port_text = item[1:end], item[end + 2 :]
+        elif ":" in item:
+            host, _, port_text = item.rpartition(":")
+        port = None
+        if port_text:
+            if not port_text.isdigit() or int(port_text) > 65535:
+                raise ConfigError(
+                    f"connect: the port in {_redact_raw(url)} is not a number in "
+                    "0..65535"
+                )
+            port = int(port_text)
+        pairs.append((unquote(host) or None, port))
+    return tuple(pairs)
+
+
+def _render_host(host: str | None, port: int | None) -> str:
+    text = host or ""
+    if ":" in text:
+        text = f"[{text}]"
+    elif "/" in text:
+        text = quote(text, safe="")
+    return text + (f":{port}" if port is not None else "")
 
 
 def _redact_raw(url: str) -> str:
@@ -179,15 +230,23 @@ def secrets_of(
                 found.add(parsed.password)
             found.update(v for k, v in parsed.query.items() if _is_secret_key(k) and v)
     for key, value in (connect_args or {}).items():
-        if not isinstance(value, str) or not value:
-            continue
-        if _is_secret_key(str(key)):
-            found.add(value)
-        else:
-            # A whole connection string passed through, e.g. psycopg's
-            # connect_args={"dsn": "host=... password=..."} or a URL.
-            found.update(_secrets_in_conninfo(value))
+        found.update(secrets_in_arg(str(key), value))
     return tuple(sorted(found, key=len, reverse=True))
+
+
+def secrets_in_arg(key: str, value: object) -> set[str]:
+    """Return the secret strings one ``connect_args`` item carries.
+
+    Its value when the key names a secret; the passwords inside it when it is
+    a whole connection string passed through (psycopg's
+    ``connect_args={"dsn": "host=... password=..."}``, a URL). Used for fixed
+    values and for what a credential provider returns.
+    """
+    if not isinstance(value, str) or not value:
+        return set()
+    if _is_secret_key(key):
+        return {value}
+    return _secrets_in_conninfo(value)
 
 
 # `password=secret` or `password='a quoted \' secret'` in a libpq-style string.
@@ -217,7 +276,7 @@ def _secrets_in_conninfo(text: str) -> set[str]:
     return found
 
 
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
+def scrub(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret in ``text`` (as is, or percent-encoded) with ``***``."""
     for secret in secrets:
         text = text.replace(secret, "***")

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolkeeper.drivers.base import AsyncDriver, Driver, can_abort
 from poolkeeper.errors import ConfigError
+
+if TYPE_CHECKING:
+    from poolkeeper._credentials import Secrets
 
 #: Adapter names whose ping is a guess (generic DB-API): "auto" validation
 #: does not ping them. "callable" is decided after the first connection.
 GENERIC_DRIVERS = frozenset({"dbapi"})
 
 
-def driver_for(connect: Any, connect_args: dict[str, Any], *, is_async: bool) -> Any:
+def driver_for(
+    connect: Any,
+    connect_args: dict[str, Any],
+    *,
+    is_async: bool,
+    secrets: Secrets | None = None,
+) -> Any:
     """Return the adapter for a URL or a connect callable.
+
+    ``secrets`` collects the values credential providers in ``connect_args``
+    return, so that the pool can mask them (see :mod:`poolkeeper._credentials`).
 
     Raises:
         ConfigError: ``connect`` is neither, the URL is unsupported, or
@@ -22,7 +34,7 @@ def driver_for(connect: Any, connect_args: dict[str, Any], *, is_async: bool) ->
     from poolkeeper.drivers import driver_for_url
 
     if isinstance(connect, str):
-        return driver_for_url(connect, connect_args, is_async=is_async)
+        return driver_for_url(connect, connect_args, is_async=is_async, secrets=secrets)
     if not callable(connect):
         raise ConfigError(
             f"connect must be a database URL string or a callable, got "

@@ -188,6 +188,12 @@ class PgCluster:
         settings: Extra ``postgresql.conf`` settings (changeable later with
             :meth:`set_guc`, unlike the command-line ones).
         start_timeout: Seconds ``pg_ctl`` waits for start and stop.
+        hba: ``pg_hba.conf`` lines for TCP clients (``hostssl all all
+            127.0.0.1/32 scram-sha-256``...), replacing initdb's trust-all
+            file. Unix-socket clients (the admin session) stay trusted.
+        files: Files copied into the data directory before the first start,
+            by name (``server.crt``, ``server.key`` for ``ssl = on``), owned by
+            the server's OS user with mode 0600.
     """
 
     host = "127.0.0.1"
@@ -200,6 +206,8 @@ class PgCluster:
         bindir: Path | str = DEFAULT_BINDIR,
         settings: Mapping[str, str | int | float | bool] | None = None,
         start_timeout: float = 30.0,
+        hba: Sequence[str] | None = None,
+        files: Mapping[str, Path] | None = None,
     ) -> None:
         self._requested_port = port
         self._port = port
@@ -209,6 +217,8 @@ class PgCluster:
         for name, value in (settings or {}).items():
             self._settings[name] = _guc_text(value)
         self._timeout = start_timeout
+        self._hba = list(hba) if hba is not None else None
+        self._files = dict(files or {})
         self._topdir: Path | None = None
         self._admin: psycopg.Connection[TupleRow] | None = None
         self._admin_lock = threading.Lock()
@@ -447,6 +457,21 @@ class PgCluster:
                     raise PgClusterError(f"reload for {name} not seen within 5 s")
                 time.sleep(0.01)
 
+    def set_password(self, role: str, password: str, *, create: bool = False) -> None:
+        """``ALTER ROLE role PASSWORD ...`` (``CREATE ROLE ... LOGIN`` first if asked).
+
+        The password is hashed with the server's ``password_encryption``
+        (``scram-sha-256`` by default on PostgreSQL 15).
+        """
+        verb = (
+            "CREATE ROLE {} LOGIN PASSWORD {}"
+            if create
+            else "ALTER ROLE {} PASSWORD {}"
+        )
+        stmt = sql.SQL(verb).format(sql.Identifier(role), sql.Literal(password))
+        with self._admin_lock:
+            self._admin_conn().execute(stmt)
+
     def reset_gucs(self) -> None:
         """Undo every :meth:`set_guc` made through this object."""
         for name in sorted(self._changed_gucs):
@@ -518,6 +543,18 @@ class PgCluster:
         # Appending to the existing file keeps its owner (postgres), even as root.
         with (self.datadir / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{k} = '{v}'\n" for k, v in self._settings.items())
+        if self._hba is not None:
+            # Truncating keeps the owner too.
+            with (self.datadir / "pg_hba.conf").open("w") as hba:
+                hba.write("local all all trust\n")
+                hba.writelines(f"{line}\n" for line in self._hba)
+        for name, source in self._files.items():
+            target = self.datadir / name
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+            if os.geteuid() == 0:
+                pg = pwd.getpwnam("postgres")
+                os.chown(target, pg.pw_uid, pg.pw_gid)
 
     def _start_server(self) -> None:
         options = [

@@ -295,3 +295,61 @@ async def test_cancelled_while_closing_a_retired_connection_still_closes_it() ->
                 break
             await asyncio.sleep(0.01)
         assert open_count(factory) == 0
+
+
+async def test_acquire_works_wherever_a_coroutine_works() -> None:
+    import anyio
+
+    async with AsyncPool(Factory(), min_size=0, max_size=4) as pool:
+        task = asyncio.create_task(pool.acquire(timeout=2))
+        conns = [await task]
+        conns.append(await asyncio.wait_for(pool.acquire(), 1))
+        conns.extend(await asyncio.gather(pool.acquire(), pool.acquire()))
+        assert pool.stats().in_use == 4
+        for conn in conns:
+            await pool.release(conn)
+        conn = await asyncio.shield(pool.acquire())
+        await pool.release(conn)
+        got: list[FakeConnection] = []
+
+        async def borrow() -> None:
+            got.append(await pool.acquire())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(borrow)
+            tg.start_soon(borrow)
+        assert len(got) == 2 and pool.stats().in_use == 2
+        for conn in got:
+            await pool.release(conn)
+        # Still an async context manager.
+        async with pool.acquire() as conn:
+            assert pool.stats().in_use == 1
+        assert pool.stats().acquires == 8 and pool.stats().in_use == 0
+
+
+async def test_an_acquire_never_awaited_starts_nothing() -> None:
+    import gc
+    import warnings
+
+    factory = Factory()
+    async with AsyncPool(factory, min_size=0) as pool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pool.acquire()
+            gc.collect()
+        assert factory.calls == 0 and pool.stats().waiting == 0
+
+
+async def test_cancelled_tasks_wrapping_acquire_leak_nothing() -> None:
+    async with AsyncPool(Factory(delay=0.01), min_size=0, max_size=2) as pool:
+        for delay in (0, 0.001, 0.005, 0.02):
+            tasks = [asyncio.create_task(pool.acquire(timeout=5)) for _ in range(4)]
+            await asyncio.sleep(delay)
+            for task in tasks:
+                task.cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in done:
+                if isinstance(result, FakeConnection):  # finished before the cancel
+                    await pool.release(result)
+            stats = pool.stats()
+            assert stats.in_use == 0 and stats.waiting == 0

@@ -27,6 +27,8 @@ class PoolEntry:
         "last_used_at",
         "leak_reported",
         "lent_at",
+        "ref",
+        "site",
         "stack",
         "unconfirmed",
         "uses",
@@ -57,6 +59,22 @@ class PoolEntry:
         self.unconfirmed = False
         """Lent to a caller but due a validation first: its checkout is not
         reported in ``acquires`` until the validation passes."""
+        self.site: tuple[Any, int] | None = None
+        """Where the caller holding it called ``acquire()`` (code object,
+        instruction offset: see ``poolkeeper._sites``); None when it is idle
+        or held by a ``connection()`` block."""
+        self.ref: Any = None
+        """A weak reference to ``conn`` (made on its first ``acquire()``); while
+        an ``acquire()`` caller holds the connection, ``conn`` is None and this
+        is the pool's only reference, so a connection the caller drops is
+        garbage collected and its slot taken back."""
+
+    def live_conn(self) -> Any:
+        """The connection, also while it is held weakly (None: it was dropped)."""
+        conn = self.conn
+        if conn is None and self.ref is not None:
+            conn = self.ref()
+        return conn
 
     def __repr__(self) -> str:
         return (
@@ -68,18 +86,21 @@ class PoolEntry:
 class Waiter:
     """A caller waiting for a connection, in FIFO order.
 
-    The core fills in ``entry`` (served) or ``error`` (pool closed) before it
-    hands the waiter back to the shell to wake; ``signal`` is the shell's
-    wake-up primitive, opaque to the core.
+    The core fills in ``entry`` (served) or ``error`` (pool closed, a connect
+    failed for good) before it hands the waiter back to the shell to wake;
+    ``signal`` is the shell's wake-up primitive, opaque to the core.
+    ``connect_only``: a ``timeout=0`` caller waiting only for the connect
+    started for it (see ``PoolState.wait_for_connect``).
     """
 
-    __slots__ = ("enqueued_at", "entry", "error", "signal")
+    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "signal")
 
     def __init__(self, signal: Any, enqueued_at: float) -> None:
         self.signal = signal
         self.enqueued_at = enqueued_at
         self.entry: PoolEntry | None = None
         self.error: BaseException | None = None
+        self.connect_only = False
 
 
 def capture_stack(skip: int = 2, limit: int = 16) -> str:

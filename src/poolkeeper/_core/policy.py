@@ -3,24 +3,7 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
-
-from poolkeeper.errors import ConfigError
-
-#: SQLSTATEs of connect errors that retrying will not fix: invalid
-#: authorization (28000), wrong password (28P01), unknown database (3D000).
-_FATAL_SQLSTATES = frozenset({"28000", "28P01", "3D000"})
-#: MySQL/MariaDB error codes for the same: access denied (1044, 1045, 1698),
-#: unknown database (1049).
-_FATAL_MYSQL_CODES = frozenset({1044, 1045, 1049, 1698})
-# libpq reports connect errors without a SQLSTATE (psycopg's sqlstate is None),
-# so the server's message is the only clue there.
-_FATAL_MESSAGES = re.compile(
-    r'password authentication failed|role "[^"]*" does not exist|'
-    r'database "[^"]*" does not exist|no pg_hba\.conf entry|'
-    r"Access denied for user|Unknown database"
-)
 
 
 def expiry(
@@ -61,24 +44,6 @@ def backoff_delay(
         return 0.0
     ceiling = min(cap, base * (2.0 ** min(failures - 1, 62)))
     return max(base, ceiling * (1.0 - BACKOFF_JITTER + BACKOFF_JITTER * rand()))
-
-
-def is_fatal_connect_error(error: BaseException) -> bool:
-    """Tell whether a connect error is one that retrying will not fix.
-
-    Authentication failures and unknown databases fail waiting callers at
-    once instead of letting them wait out their timeout; the pool keeps
-    retrying in the background (with backoff) in case the fault is repaired.
-    """
-    if isinstance(error, ConfigError):
-        return True  # the pool's own refusal (e.g. reset="full" on a callable)
-    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-    if sqlstate in _FATAL_SQLSTATES:
-        return True
-    args = getattr(error, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _FATAL_MYSQL_CODES:
-        return True
-    return bool(_FATAL_MESSAGES.search(str(error)))
 
 
 def query_stalled_for(

@@ -31,17 +31,19 @@ import contextlib
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from poolkeeper._config import PoolConfig, scrub
-from poolkeeper._core.entry import PoolEntry, Waiter
-from poolkeeper._core.policy import (
-    backoff_delay,
-    expiry,
-    is_fatal_connect_error,
-    query_stalled_for,
+from poolkeeper._config import PoolConfig
+from poolkeeper._core.connect_errors import (
+    ConnectFault,
+    first_line,
+    is_permanent,
+    mask_error,
+    raisable,
 )
+from poolkeeper._core.entry import PoolEntry, Waiter
+from poolkeeper._core.policy import backoff_delay, expiry, query_stalled_for
 from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
@@ -50,6 +52,10 @@ from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 #: of a whole application) ends them over some milliseconds, so a connection
 #: that answers a ping right after the first failure may die a moment later.
 SUSPECT_GRACE = 1.0
+
+#: Most seconds a caller with ``timeout=0`` waits for the connect started for
+#: it (the driver's own connect timeout normally ends the connect sooner).
+CONNECT_WAIT_LIMIT = 30.0
 
 #: Reasons a connection is closed, as counted in ``PoolStats.closed_by_reason``.
 REASONS = (
@@ -63,12 +69,13 @@ REASONS = (
     "error",
     "query_timeout",
     "cancelled",
+    "leaked",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
 #: make the other idle connections suspect (see needs_validation).
 _HARMLESS_REASONS = frozenset(
-    {"lifetime", "idle", "uses", "resize", "close", "cancelled"}
+    {"lifetime", "idle", "uses", "resize", "close", "cancelled", "leaked"}
 )
 
 
@@ -80,12 +87,13 @@ class PoolState:
         config: PoolConfig,
         name: str,
         rand: Callable[[], float] = random.random,
-        secrets: tuple[str, ...] = (),
+        secrets: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.name = name
         self.rand = rand
-        # Passwords to mask in the driver error text this state quotes.
+        # Passwords to mask in the driver error text this state quotes (a
+        # live collection: credential providers add to it).
         self.secrets = secrets
         self.min_size = config.min_size
         self.max_size = config.max_size
@@ -103,6 +111,11 @@ class PoolState:
         self.connect_failures = 0
         self.next_connect_at = 0.0
         self.last_connect_error: BaseException | None = None
+        # Connect errors that reach the caller (see _fail_waiters): whether
+        # any connect ever succeeded (a refusal is permanent until then), and
+        # the last connect error when it was permanent (None after a success).
+        self.ever_connected = False
+        self.permanent_error: BaseException | None = None
         # Validation: idle connections unused for `validate_window` seconds are
         # pinged on checkout (None: never); any connection last known good
         # before `suspect_before` is pinged too (set when one is found broken,
@@ -254,6 +267,7 @@ class PoolState:
             ):
                 return self.checkin(entry, now)
             del in_use[key]
+            entry.site = None
             # Summary.add() inlined (see the comment above).
             usage = self.usage_time
             held = now - entry.checked_out_at
@@ -294,10 +308,21 @@ class PoolState:
 
         Raises:
             PoolClosed: the pool is closed.
+            Exception: the last connect failed for good (bad password, unknown
+                database, ...; see :meth:`connect_failed`), the pool is empty
+                and backing off: a copy of that driver error, without a new
+                attempt (a server that locks accounts is not hammered).
             TooManyWaiters: ``max_waiting`` callers are already waiting.
         """
         if self.closed:
             raise PoolClosed(f"pool {self.name!r} is closed", pool_name=self.name)
+        error = self.permanent_error
+        if (
+            error is not None
+            and not self.size
+            and waiter.enqueued_at < (self.next_connect_at)
+        ):
+            raise raisable(error)
         limit = self.config.max_waiting
         if limit and len(self.waiters) >= limit:
             self.rejections += 1
@@ -308,6 +333,42 @@ class PoolState:
                 waiting=len(self.waiters),
             )
         self.waiters.append(waiter)
+
+    def wait_for_connect(self, waiter: Waiter, now: float) -> float:
+        """Let a just queued caller with ``timeout=0`` wait for a connect.
+
+        ``timeout=0`` means "an idle connection, or a new one if there is
+        room, never queue": the caller may wait for a connect that is in
+        flight for it (called after :meth:`plan_connects`), never for another
+        caller's connection or a backoff. Returns the seconds it may wait (0:
+        none). Such a waiter is failed by the next failed connect.
+        """
+        backing_off = self.connect_failures and now < self.next_connect_at
+        if backing_off or self.connecting < len(self.waiters):
+            return 0.0
+        waiter.connect_only = True
+        return CONNECT_WAIT_LIMIT
+
+    def timeout_error(self, timeout: float) -> PoolTimeout:
+        """The :class:`PoolTimeout` for a caller whose ``timeout`` ran out.
+
+        Its message names the last connect error (first line, secrets
+        masked) and its ``__cause__`` is that error, while connects fail.
+        """
+        message = (
+            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
+            f"connection (size {self.size}/{self.max_size}, "
+            f"{len(self.waiters)} waiting)"
+        )
+        cause = self.last_connect_error
+        if cause is not None:
+            message += f"; last connect error: {first_line(cause, self.secrets)}"
+        error = PoolTimeout(
+            message, pool_name=self.name, timeout=timeout, waiting=len(self.waiters)
+        )
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+        return error
 
     def served(self, waiter: Waiter, now: float) -> None:
         """Count the checkout of a waiter that took the connection reserved
@@ -388,6 +449,28 @@ class PoolState:
             return None
         return self._keep(entry, now)
 
+    def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
+        """Take back a connection that its user closes itself instead of returning.
+
+        For an integration that keeps fewer idle connections than it may open
+        (SQLAlchemy's ``pool_size`` under ``max_overflow``): when no caller
+        waits and the idle stack holds ``keep_idle`` connections, the
+        connection leaves the pool (counted as closed, reason ``"idle"``) and
+        True is returned; the caller must close it. Otherwise nothing changes
+        and the caller gives it back as usual. ``keep_idle`` None: the caller
+        has closed the connection already; it always leaves (reason
+        ``"broken"``, without making its siblings suspect). The shell does
+        not close a shed connection (its user does, exactly once).
+        """
+        if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
+            return False
+        self._take_back(entry)
+        self.usage_time.add(now - entry.checked_out_at)
+        reason = "idle" if keep_idle is not None else "broken"
+        entry.close_reason = reason
+        self.closed_by_reason[reason] += 1
+        return True
+
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
         """Take back a connection handed to a waiter that stopped waiting
         (cancelled) before it took it.
@@ -409,10 +492,11 @@ class PoolState:
     def _take_back(self, entry: PoolEntry) -> None:
         if self.in_use.pop(entry.key, None) is not entry:
             raise PoolError(
-                f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
-                "(released twice?)",
+                f"connection {entry.live_conn()!r} is not checked out from pool "
+                f"{self.name!r} (released twice?)",
                 pool_name=self.name,
             )
+        entry.site = None
 
     def _keep(self, entry: PoolEntry, now: float) -> Waiter | None:
         """Place a healthy returned connection, unless a limit retires it."""
@@ -469,6 +553,26 @@ class PoolState:
         """Count a checkout that ran out of time validating; return the waiters."""
         self.timeouts += 1
         return len(self.waiters)
+
+    def take_unreleased(self, entry: PoolEntry, now: float) -> bool:
+        """Take back the slot of a connection its ``acquire()`` caller closed,
+        or dropped, without :meth:`release`; return False if it is not lent.
+
+        A connection that still exists (``entry.conn`` set: closed by its
+        user) is retired for the shell to close; a dropped one is already
+        gone. Either way it counts as ``"leaked"`` and in ``leaks``.
+        """
+        if self.in_use.get(entry.key) is not entry:
+            return False
+        del self.in_use[entry.key]
+        self.usage_time.add(now - entry.checked_out_at)
+        self.leaks += 1
+        if entry.conn is not None:
+            self._retire(entry, "leaked")
+        else:
+            entry.close_reason = "leaked"
+            self.closed_by_reason["leaked"] += 1
+        return True
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""
@@ -554,6 +658,8 @@ class PoolState:
         # The outage is over: a later PoolTimeout (plain exhaustion) must not
         # be chained to an error from it.
         self.last_connect_error = None
+        self.ever_connected = True
+        self.permanent_error = None
         self.created += 1
         self.connect_time.add(took)
         cfg = self.config
@@ -568,27 +674,24 @@ class PoolState:
             return None
         return self._place(entry, now)
 
-    def connect_failed(self, error: BaseException, now: float) -> bool:
+    def connect_failed(
+        self,
+        error: BaseException,
+        now: float,
+        fault: ConnectFault = ConnectFault.TRANSIENT,
+    ) -> bool:
         """Record a failed connect; return True if this worker should retry.
 
-        The worker keeps its ``connecting`` slot when it retries; otherwise the
-        slot is released here. When the error is one retrying cannot fix (bad
-        credentials, unknown database), every waiter is failed at once: the
-        shell wakes those in :attr:`failed_waiters`.
+        ``fault`` is the driver adapter's reading of ``error``. The worker
+        keeps its ``connecting`` slot when it retries; otherwise the slot is
+        released here. Waiters that must hear about the error now are moved
+        to :attr:`failed_waiters` for the shell to wake (see
+        :meth:`_fail_waiters`). Any secret in ``error``'s text is masked.
         """
-        if is_fatal_connect_error(error) and self.waiters:
-            # The driver's text may quote its connection string.
-            reason = scrub(str(error), self.secrets)
-            failed = PoolTimeout(
-                f"pool {self.name!r} cannot connect: {reason}",
-                pool_name=self.name,
-                waiting=len(self.waiters),
-            )
-            failed.__cause__ = error
-            for waiter in self.waiters:
-                waiter.error = failed
-            self.failed_waiters.extend(self.waiters)
-            self.waiters.clear()
+        # The driver's text may quote its connection string.
+        mask_error(error, self.secrets)
+        permanent = is_permanent(fault, ever_connected=self.ever_connected)
+        self.permanent_error = error if permanent else None
         self.connect_errors += 1
         self.connect_failures += 1
         self.last_connect_error = error
@@ -596,11 +699,46 @@ class PoolState:
         self.next_connect_at = now + backoff_delay(
             self.connect_failures, cfg.reconnect_min, cfg.reconnect_max, self.rand
         )
+        self._fail_waiters(error, permanent)
         demand = bool(self.waiters) or self._total() - 1 < self.min_size
         if self.closed or not demand or self.connecting > 1:
             self.connecting -= 1
             return False
         return True
+
+    def reserve_connect(self) -> bool:
+        """Reserve a connect slot for a caller that opens a connection itself.
+
+        Only when no connection is idle and the pool has room; the caller
+        then reports :meth:`connected` or :meth:`connect_cancelled`.
+        """
+        if self.closed or self.idle or self._total() >= self.max_size:
+            return False
+        self.connecting += 1
+        return True
+
+    def _fail_waiters(self, error: BaseException, permanent: bool) -> None:
+        """Fail the waiters that no retry can serve within their timeout.
+
+        On an empty pool, an error no retry can fix (bad password, unknown
+        database or host, TLS refused, a rejected option, a refusal by a
+        server never reached) fails every waiter with (a copy of) the driver's
+        error. With connections in use, waiters keep waiting for one to come
+        back. Callers with ``timeout=0`` waiting for this connect always
+        fail: with the error itself, or a :class:`PoolTimeout` naming it.
+        """
+        keep: list[Waiter] = []
+        for waiter in self.waiters:
+            if permanent and (waiter.connect_only or not self.size):
+                waiter.error = raisable(error)
+            elif waiter.connect_only:
+                waiter.error = self.timeout_error(0.0)
+            else:
+                keep.append(waiter)
+                continue
+            self.failed_waiters.append(waiter)
+        if len(keep) != len(self.waiters):
+            self.waiters = deque(keep)
 
     def connect_cancelled(self) -> None:
         """Release the slot of a connect worker that stopped without a result."""
@@ -854,12 +992,16 @@ class PoolState:
         The shells call this under their lock and :meth:`StatsCopy.build`
         after releasing it.
         """
+        # A connection the pool itself holds for a moment (a keepalive or
+        # suspect ping, a recovery after a cancelled caller) is not lent to
+        # anyone: it counts as idle, so ``in_use`` is what callers hold.
+        held = sum(1 for e in self.in_use.values() if e.checked_out_at == math.inf)
         return StatsCopy(
             {
                 "name": self.name,
                 "size": len(self.idle) + len(self.in_use),
-                "idle": len(self.idle),
-                "in_use": len(self.in_use),
+                "idle": len(self.idle) + held,
+                "in_use": len(self.in_use) - held,
                 "waiting": len(self.waiters),
                 "connecting": self.connecting,
                 "min_size": self.min_size,

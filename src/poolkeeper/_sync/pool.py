@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -53,12 +54,25 @@ from poolkeeper._config import (
     secrets_of,
 )
 from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls, driver_for
+from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter, capture_stack
 from poolkeeper._core.events import EventBus, Listener, PoolEvent
 from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
+from poolkeeper._credentials import Secrets
+from poolkeeper._held import HeldConnections, is_closed
+from poolkeeper._misuse import reject_unknown_options
 from poolkeeper._origin import from_driver
+from poolkeeper._sites import (
+    PACKAGE_DIR,
+    Mark,
+    Site,
+    caller_site,
+    format_site,
+    outside_frame,
+    site_of,
+)
 from poolkeeper._sync.housekeeping import Housekeeper
 from poolkeeper._sync.recovery import recover
 from poolkeeper.drivers.base import (
@@ -67,6 +81,7 @@ from poolkeeper.drivers.base import (
     TxStatus,
     can_abort,
     cannot_abort,
+    connect_classifier,
     idle_probe,
     query_watch,
     state_hooks,
@@ -86,6 +101,7 @@ ConnT = TypeVar("ConnT")
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
+_getframe = sys._getframe
 
 #: Seconds a checkout's validation ping may take even when the caller's
 #: deadline is nearer (raised to the mean connect time, see _ping_floor): a
@@ -95,6 +111,8 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
+#: Call sites a pool remembers having warned about (a bound on its memory).
+MAX_WARNED_SITES = 1000
 
 
 class Pool(Generic[ConnT]):
@@ -119,7 +137,9 @@ class Pool(Generic[ConnT]):
             (default 600); None: forever.
         max_uses: Checkouts after which a connection is retired; None: no limit.
         connect_args: Extra keyword arguments for the driver's connect function
-            (URL form only).
+            (URL form only). A function value (for :class:`AsyncPool` also a
+            coroutine function) is a credential provider, called for each new
+            connection; see docs/SECURITY.md.
         configure: Called with each new connection before first use.
         reset: Called with each connection when it returns to the pool (after
             the rollback). ``"full"`` instead clears all session state with
@@ -254,7 +274,11 @@ class Pool(Generic[ConnT]):
         leak_timeout: float | None = None,
         query_timeout: float | None = None,
         fair: bool = True,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # Not in the overloads: mypy still rejects a misspelt option.
+            reject_unknown_options(type(self).__name__, unknown, _option_names())
         config = PoolConfig(
             min_size=min_size,
             max_size=max_size,
@@ -282,15 +306,17 @@ class Pool(Generic[ConnT]):
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
         self.name: str = name or next_pool_name()
+        # Strings never to show in a log line or in the pool's own errors;
+        # credential providers in connect_args add their values as they go.
+        args = check_connect_args(connect_args)
+        self._secrets = Secrets(
+            secrets_of(connect if isinstance(connect, str) else None, args)
+        )
         self._driver: Driver = driver_for(
-            connect, check_connect_args(connect_args), is_async=False
+            connect, args, is_async=False, secrets=self._secrets
         )
         self._target = (
             redact(connect) if isinstance(connect, str) else _callable_name(connect)
-        )
-        # Strings never to show in a log line or in the pool's own errors.
-        self._secrets = secrets_of(
-            connect if isinstance(connect, str) else None, connect_args
         )
         self._config = config
         self._timeout = float(timeout)
@@ -310,6 +336,7 @@ class Pool(Generic[ConnT]):
         # What a borrower may leave on the connection object (callbacks,
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
+        self._classify = connect_classifier(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -327,6 +354,9 @@ class Pool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: Housekeeper | None = None
         self._loop: Any = None
+        self._held = HeldConnections(self)
+        # Call sites whose rolled-back release was logged (see _warn_rollback).
+        self._rollback_sites: set[Site] = set()
 
     def _new_query_watch(self) -> QueryWatch | None:
         if self._config.query_timeout is None:
@@ -499,22 +529,44 @@ class Pool(Generic[ConnT]):
     def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
 
+        ``with pool.acquire() as conn:`` releases it at the end of the block.
+        A connection closed or dropped without :meth:`release` is noticed and
+        its slot taken back, with a :class:`~poolkeeper.ConnectionLeakWarning`
+        attributed to the line that acquired it.
+
         Raises:
             PoolTimeout: No connection within the timeout.
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
+        # The fast path: an idle connection that can go out as is (see
+        # PoolState.acquire) and no check hook or leak detection that needs
+        # to see it (listeners are told here). The rest: _acquire_slow().
+        # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        frame = _getframe(1)
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
         if entry is None or self._watch_checkout:
-            return self._acquire_slow(entry, now, timeout)
-        if self._events.checkout:
+            entry = self._acquire_slow(entry, now, timeout)
+        elif self._events.checkout:
             self._emit_checkout(entry, now)
-        return entry.conn  # type: ignore[no-any-return]
+        # Note the acquiring site (one frame) and hold the connection weakly
+        # from here on (see _held.py); inlined: this is the hot path.
+        code = frame.f_code
+        if code.co_filename.startswith(PACKAGE_DIR):
+            frame = outside_frame(frame)
+            code = frame.f_code
+        entry.site = (code, frame.f_lasti)
+        conn: ConnT = entry.conn
+        if entry.ref is not None:
+            entry.conn = None
+        elif self._held.weak:
+            self._held.watch(entry)
+        return conn
 
     def _acquire_slow(
         self, entry: PoolEntry | None, now: float, timeout: float | None
-    ) -> ConnT:
+    ) -> PoolEntry:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
         # A checkout served at once has its (0 s) wait recorded already.
@@ -522,6 +574,10 @@ class Pool(Generic[ConnT]):
         if entry is None:
             if not self._opened:
                 self.open()
+            if self._held.pending or state.size + state.connecting >= state.max_size:
+                # Before waiting: the slot of a connection an acquire() caller
+                # closed or dropped may be free.
+                self._take_unreleased()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
             entry = self._wait(check_timeout_arg(timeout, self._timeout))
@@ -543,7 +599,7 @@ class Pool(Generic[ConnT]):
                 state.obtained(_monotonic() - now)
         if self._events.checkout:
             self._emit_checkout(entry, now)
-        return entry.conn  # type: ignore[no-any-return]
+        return entry
 
     def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
         """Tell the checkout listeners; take the connection back if one raises
@@ -560,7 +616,10 @@ class Pool(Generic[ConnT]):
                 self._spawn_close_retired()
             raise
 
-    def _wait(self, timeout: float) -> PoolEntry:
+    def _wait(self, timeout: float, may_connect: bool = True) -> PoolEntry:
+        """Wait for a connection; ``timeout=0`` waits only for a connect
+        started for this caller (``may_connect``: the caller's own timeout
+        is 0, not one that ran out)."""
         state = self._state
         now = _monotonic()
         deadline = now + timeout
@@ -573,6 +632,8 @@ class Pool(Generic[ConnT]):
             if entry is None:
                 state.enqueue(waiter)
                 n = state.plan_connects(now)
+                if not timeout and may_connect:
+                    deadline += state.wait_for_connect(waiter, now)
         if entry is not None:
             return entry
         self._spawn_connects(n)
@@ -612,18 +673,14 @@ class Pool(Generic[ConnT]):
             break
         if entry is not None:
             return entry
-        if waiter.error is not None:
-            raise waiter.error
+        error = waiter.error
+        if error is not None:
+            if isinstance(error, PoolTimeout) and self._events.timeout:
+                self._emit("timeout", None, duration=_monotonic() - now)
+            raise error
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
-        raise PoolTimeout(
-            f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
-            f"connection (size {state.size}/{state.max_size}, "
-            f"{len(state.waiters)} waiting)",
-            pool_name=self.name,
-            timeout=timeout,
-            waiting=len(state.waiters),
-        ) from state.last_connect_error
+        raise state.timeout_error(timeout)
 
     def _validate(
         self, entry: PoolEntry, timeout: float | None, started: float
@@ -693,7 +750,7 @@ class Pool(Generic[ConnT]):
             with self._lock:
                 fresh = state.checkout(_monotonic())
             if fresh is None:
-                fresh = self._wait(max(remaining, 0.0))
+                fresh = self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
 
     def _reclaim(
@@ -739,8 +796,9 @@ class Pool(Generic[ConnT]):
     def release(self, conn: ConnT) -> None:
         """Give back a connection taken with :meth:`acquire`.
 
-        An open transaction is rolled back. A broken connection is closed
-        rather than kept.
+        An open transaction is rolled back, and logged at WARNING once per
+        call site (:meth:`connection` commits instead). A broken connection
+        is closed rather than kept.
 
         Raises:
             PoolError: ``conn`` is not checked out from this pool (for example,
@@ -750,6 +808,8 @@ class Pool(Generic[ConnT]):
         # cycle); AsyncConnectionContext.__aexit__ has the same lines.
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is not None and entry.conn is None and entry.ref() is conn:
+            entry.conn = conn  # held weakly since acquire(): strongly again
         if (
             entry is None
             or entry.conn is not conn
@@ -779,6 +839,8 @@ class Pool(Generic[ConnT]):
         """
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is None and self._held.forget_closed(conn):
+            return  # closed by its user, and already taken back
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
@@ -880,6 +942,8 @@ class Pool(Generic[ConnT]):
                             error = exc
                             discard = True
                     else:
+                        if commit is None:
+                            self._warn_rollback(status)
                         driver.rollback(conn)
                 if self._clear_state is not None and not discard:
                     self._clear_state(conn)
@@ -897,6 +961,84 @@ class Pool(Generic[ConnT]):
                     self._describe(exc),
                 )
         return discard, error
+
+    def _warn_if_open(self, conn: ConnT) -> None:
+        """Warn as :meth:`_warn_rollback` if ``conn`` has a transaction to roll back."""
+        status = self._driver.transaction_status(conn)
+        if status is not TxStatus.IDLE:
+            self._warn_rollback(status)
+
+    def _take_unreleased(self) -> None:
+        """Take back the slots of connections that their ``acquire()`` callers
+        dropped (garbage collected) or closed without :meth:`release`."""
+        state = self._state
+        held = self._held
+        driver = self._driver
+        found: list[tuple[Mark | None, Any]] = []
+        with self._lock:
+            now = _monotonic()
+            while held.pending:
+                entry = held.pending.popleft()
+                site = entry.site
+                if (
+                    entry.conn is None
+                    and site is not None
+                    and state.take_unreleased(entry, now)
+                ):
+                    found.append((site, None))
+            for entry in list(state.in_use.values()):
+                conn = entry.live_conn() if entry.site is not None else None
+                if conn is not None and is_closed(driver, conn):
+                    found.append((entry.site, conn))
+                    held.give_back(entry, conn)
+                    state.take_unreleased(entry, now)
+                    held.remember_closed(conn)
+            n = state.plan_connects(now) if found else 0
+        if not found:
+            return
+        self._spawn_connects(n)
+        if state.retired:
+            self._spawn_close_retired()
+        for site, conn in found:
+            self._report_unreleased(site, conn)
+
+    def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
+        site = site_of(mark)
+        how = "dropped (garbage collected)" if conn is None else "closed"
+        message = (
+            f"pool {self.name!r}: a connection acquired at {format_site(site)} was "
+            f"{how} without release(); its slot was taken back. Give connections "
+            "back with release(), or use a with block: pool.connection() (commits) "
+            "or pool.acquire() (rolls back)"
+        )
+        try:
+            filename, lineno = site or ("<unknown>", 0)
+            warning = ConnectionLeakWarning(message)
+            warnings.warn_explicit(warning, ConnectionLeakWarning, filename, lineno)
+        except Warning:
+            # Turned into an error by a filter: not the current caller's to catch.
+            logger.warning("%s", message)
+        if self._events.leak:
+            self._emit("leak", conn, reason="closed" if conn is not None else "dropped")
+
+    def _warn_rollback(self, status: TxStatus) -> None:
+        """Say (once per call site) that release() rolls back an open transaction."""
+        if status is TxStatus.UNKNOWN:
+            return  # the driver cannot tell (mysqlclient): nothing to say
+        site = caller_site()
+        sites = self._rollback_sites
+        if site in sites or len(sites) >= MAX_WARNED_SITES:
+            return
+        sites.add(site)
+        logger.warning(
+            "pool %r: a connection came back with a transaction %s at %s; it was "
+            "rolled back: release() and acquire()'s with block roll back, while "
+            "connection()'s with block commits on normal exit. Commit before "
+            "releasing, or use connection(). (Logged once per call site.)",
+            self.name,
+            "in error" if status is TxStatus.INERROR else "open",
+            format_site(site),
+        )
 
     # -- background work ---------------------------------------------------------
 
@@ -926,43 +1068,25 @@ class Pool(Generic[ConnT]):
                     if not self._adapter_checked:
                         self._check_adapter(conn)
                 except Exception as exc:
-                    with self._lock:
-                        now = _monotonic()
-                        retry = state.connect_failed(exc, now)
-                        delay = state.connect_delay(now)
-                        failures = state.connect_failures
-                        failed, state.failed_waiters = state.failed_waiters, []
-                    for failed_waiter in failed:
-                        failed_waiter.signal.set()
-                    if self._events.connect_error:
-                        self._emit("connect_error", None, error=exc)
-                    self._log_connect_failure(exc, failures, delay if retry else None)
-                    if retry:
-                        continue
+                    error, fault = exc, self._classify(exc)
+                else:
+                    hook_error = self._configure_new(conn)
+                    if hook_error is None:
+                        if self._baseline is not None:
+                            # What configure installed stays; see drivers.base.
+                            self._baseline(conn)
+                        # `with pool.acquire() as conn:` gives it back on exit.
+                        self._held.adopt(conn)
+                        break
+                    error, fault = hook_error, self._classify(hook_error)
+                    if fault is ConnectFault.TRANSIENT and not from_driver(
+                        hook_error, conn
+                    ):
+                        # The application's own code failed: retrying will not fix it.
+                        fault = ConnectFault.CONFIG
+                if not self._connect_failed(error, fault):
                     return
-                if self._configure_new(conn):
-                    if self._baseline is not None:
-                        # What configure installed stays; see drivers.base.
-                        self._baseline(conn)
-                    break
-                with self._lock:
-                    retry = state.connect_failed(
-                        PoolError("configure hook failed", pool_name=self.name),
-                        _monotonic(),
-                    )
-                if not retry:
-                    return
-            now = _monotonic()
-            with self._lock:
-                if state.validate_window is None:
-                    state.validate_window = self._validate_window()
-                waiter = state.connected(conn, now, now - started)
-                n = state.plan_connects(now)
-            logger.debug(
-                "pool %r: connection opened in %.3f s", self.name, now - started
-            )
-            if self._events.connect:
-                self._emit("connect", conn, duration=now - started)
+            waiter, n = self._connected(conn, started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
@@ -972,6 +1096,93 @@ class Pool(Generic[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             self._close_retired()
+
+    def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
+        """Add a connection opened since ``started``: return the waiter it
+        went to, if any, and how many connects to start next."""
+        state = self._state
+        now = _monotonic()
+        with self._lock:
+            if state.validate_window is None:
+                state.validate_window = self._validate_window()
+            waiter = state.connected(conn, now, now - started)
+            n = state.plan_connects(now)
+        logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
+        if self._events.connect:
+            self._emit("connect", conn, duration=now - started)
+        return waiter, n
+
+    def _open_for_caller(self) -> bool:
+        """Open one connection in the caller, if none is idle and there is room.
+
+        For integrations whose users expect a checkout to connect by itself
+        (SQLAlchemy's QueuePool does): a connect error reaches the caller as
+        raised, and the new connection joins the pool as one of its own, to
+        the oldest waiter, else idle. Returns whether a connection was added.
+        """
+        state = self._state
+        with self._lock:
+            if not state.reserve_connect():
+                return False
+        started = _monotonic()
+        try:
+            conn = self._driver.connect()
+            if not self._adapter_checked:
+                self._check_adapter(conn)
+            hook_error = self._configure_new(conn)  # closes conn on failure
+            if hook_error is not None:
+                raise hook_error
+        except BaseException:
+            with self._lock:
+                state.connect_cancelled()
+            raise
+        if self._baseline is not None:
+            self._baseline(conn)
+        waiter, n = self._connected(conn, started)
+        if waiter is not None:
+            waiter.signal.set()
+        self._spawn_connects(n)
+        if state.retired:
+            self._close_retired()
+        return True
+
+    def _take_out(self, conn: ConnT, keep_idle: int | None) -> bool:
+        """Take a checked-out connection out of the pool; its user closes it.
+
+        See :meth:`PoolState.shed`: with ``keep_idle``, only when no caller
+        waits and that many are idle already; None: always (the user closed
+        it already). Returns whether it left; a replacement is opened for
+        waiting callers.
+        """
+        state = self._state
+        with self._lock:
+            entry = state.in_use.get(id(conn))
+            if entry is None or entry.conn is not conn:
+                return False
+            if not state.shed(entry, _monotonic(), keep_idle):
+                return False
+            n = state.plan_connects(_monotonic())
+        if self._events.discard:
+            self._emit("discard", conn, reason=entry.close_reason)
+        self._spawn_connects(n)
+        return True
+
+    def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
+        """Record a failed connect (or configure hook), wake the waiters it
+        fails, tell listeners and the log; return whether to retry."""
+        state = self._state
+        with self._lock:
+            now = _monotonic()
+            retry = state.connect_failed(error, now, fault)
+            delay = state.connect_delay(now)
+            failures = state.connect_failures
+            failed, state.failed_waiters = state.failed_waiters, []
+        for failed_waiter in failed:
+            failed_waiter.signal.set()
+        if self._events.connect_error:
+            self._emit("connect_error", None, error=error)
+        self._log_connect_failure(error, failures, delay if retry else None)
+        return retry
 
     def _check_adapter(self, conn: Any) -> None:
         """Check what the adapter of a callable's first connection supports.
@@ -1009,9 +1220,10 @@ class Pool(Generic[ConnT]):
             if self._query_watch is not None:
                 self._query_watch = (*self._query_watch[:2], cannot_abort)
 
-    def _configure_new(self, conn: Any) -> bool:
+    def _configure_new(self, conn: Any) -> Exception | None:
+        """Run the ``configure`` hook; on failure close ``conn``, return the error."""
         if self._configure is None:
-            return True
+            return None
         try:
             call(self._configure, conn)
         except Exception as exc:
@@ -1021,8 +1233,8 @@ class Pool(Generic[ConnT]):
                 self._describe(exc),
             )
             self._driver.close(conn)
-            return False
-        return True
+            return exc
+        return None
 
     def _log_connect_failure(
         self, exc: BaseException, failures: int, retry_in: float | None
@@ -1095,6 +1307,7 @@ class Pool(Generic[ConnT]):
     def _housekeep(self) -> None:
         """One housekeeping round: retire, ping, report leaks, refill, and
         abort stuck commands (``query_timeout``)."""
+        self._take_unreleased()
         now = _monotonic()
         with self._lock:
             due, leaked = self._state.housekeep(now)
@@ -1133,9 +1346,10 @@ class Pool(Generic[ConnT]):
                 # Read the driver's state without I/O, with the lock released.
                 now = _monotonic()
                 try:
-                    busy = busy_of(entry.conn)
+                    conn = entry.live_conn()
+                    busy = busy_of(conn)
                     quiet = (
-                        quiet_of(entry.conn)
+                        quiet_of(conn)
                         if busy is not False and now - lent_at >= limit
                         else None
                     )
@@ -1166,7 +1380,7 @@ class Pool(Generic[ConnT]):
                 if entry.close_reason is not None:
                     continue
                 try:
-                    abort(entry.conn)
+                    abort(entry.live_conn())
                 except Exception as exc:
                     logger.warning(
                         "pool %r: could not abort a stuck connection: %s",
@@ -1177,7 +1391,7 @@ class Pool(Generic[ConnT]):
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
         message = (
-            f"pool {self.name!r}: connection {entry.conn!r} held for {held:.1f} s "
+            f"pool {self.name!r}: connection {entry.live_conn()!r} held for {held:.1f} s "
             f"(leak_timeout={self._config.leak_timeout}); acquired at:\n"
             f"{entry.stack or '(stack not captured)'}"
         )
@@ -1188,7 +1402,7 @@ class Pool(Generic[ConnT]):
             # the housekeeper, where no caller can catch it: log it instead.
             logger.warning("%s", message)
         if self._events.leak:
-            self._emit("leak", entry.conn, duration=held, stack=entry.stack)
+            self._emit("leak", entry.live_conn(), duration=held, stack=entry.stack)
 
     def _ping_entries(self, entries: list[PoolEntry]) -> None:
         """Ping connections the core lent out for a check, and give them back."""
@@ -1295,7 +1509,8 @@ class Pool(Generic[ConnT]):
         """
         state = self._state
         held = (*state.idle, *state.in_use.values(), *state.retired)
-        fork_safety.quarantine([entry.conn for entry in held])
+        conns = [entry.live_conn() for entry in held]
+        fork_safety.quarantine([conn for conn in conns if conn is not None])
         self._lock = Lock()
         self._probe_lock = Lock()
         self._state = self._new_state()
@@ -1347,15 +1562,13 @@ class ConnectionContext(Generic[ConnT]):
         self._pool = pool
         self._timeout = timeout
 
-    # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
-    # and AsyncPool.release() (keep them in step): a Python call less on each.
-
     def __enter__(self) -> ConnT:
         pool = self._pool
         now = _monotonic()
         entry = pool._state.acquire(now, pool._lock)
         if entry is None or pool._watch_checkout:
-            conn: ConnT = pool._acquire_slow(entry, now, self._timeout)
+            entry = pool._acquire_slow(entry, now, self._timeout)
+            conn: ConnT = entry.conn
         else:
             conn = entry.conn
             if pool._events.checkout:
@@ -1392,6 +1605,12 @@ class ConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
+
+
+def _option_names() -> list[str]:
+    code = Pool.__init__.__code__
+    names = code.co_varnames[2 : code.co_argcount + code.co_kwonlyargcount]
+    return list(names)
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

@@ -13,10 +13,13 @@ import importlib
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolkeeper._config import URL, parse_url
 from poolkeeper.drivers.base import AsyncDriver, Driver, TxStatus
+
+if TYPE_CHECKING:
+    from poolkeeper._credentials import Secrets
 
 __all__ = [
     "CONNECTION_MODULES",
@@ -161,14 +164,24 @@ def spec_for_url(url: str) -> tuple[str, DriverSpec]:
 
 
 def driver_for_url(
-    url: str, connect_args: Mapping[str, Any], *, is_async: bool
+    url: str,
+    connect_args: Mapping[str, Any],
+    *,
+    is_async: bool,
+    secrets: Secrets | None = None,
 ) -> Driver | AsyncDriver:
     """Build the adapter a URL names, for a sync or an async pool.
 
+    Callables among the ``connect_args`` values are credential providers,
+    called for each new connection (see :mod:`poolkeeper._credentials`); the
+    values they return for secrets are added to ``secrets``.
+
     Raises:
-        ConfigError: the scheme is unknown, its library is not installed, or
-            the driver does not fit the pool kind (sync vs asyncio).
+        ConfigError: the scheme is unknown, its library is not installed,
+            the driver does not fit the pool kind (sync vs asyncio), or a
+            coroutine function provider was given to a sync pool.
     """
+    from poolkeeper._credentials import Secrets, wrap_providers
     from poolkeeper.errors import ConfigError
 
     parsed = parse_url(url)
@@ -182,7 +195,10 @@ def driver_for_url(
             + ", ".join(_schemes_for(is_async=is_async))
         )
     cls = _load(spec, class_name, scheme)
-    return cls.from_url(parsed, dict(connect_args))  # type: ignore[no-any-return]
+    args = wrap_providers(
+        connect_args, secrets if secrets is not None else Secrets(), is_async=is_async
+    )
+    return cls.from_url(parsed, args)  # type: ignore[no-any-return]
 
 
 def _schemes_for(*, is_async: bool) -> list[str]:

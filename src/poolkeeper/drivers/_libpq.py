@@ -10,10 +10,20 @@ what nobody set.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._hosts import (
+    ROLE_QUERY,
+    HostTarget,
+    Role,
+    connect_hosts,
+    connect_hosts_async,
+    host_of,
+    host_target,
+    role_from,
+)
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_COUNT,
@@ -66,9 +76,10 @@ def libpq_kwargs(
     Raises:
         ConfigError: a query parameter is not a libpq connection keyword.
     """
+    hosts = url.hosts or ((url.host, url.port),)
     kwargs = present(
-        host=url.host,
-        port=url.port,
+        host=",".join(h or "" for h, _ in hosts) if len(hosts) > 1 else url.host,
+        port=_port_list(hosts) if len(hosts) > 1 else url.port,
         user=url.username,
         password=url.password,
         dbname=url.database,
@@ -90,3 +101,104 @@ def libpq_kwargs(
             already.update(parse_conninfo(dsn))
     defaults = {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in already}
     return {**kwargs, **defaults}
+
+
+def _port_list(hosts: tuple[tuple[str | None, int | None], ...]) -> str | None:
+    ports = [str(p) if p is not None else "" for _, p in hosts]
+    return ",".join(ports) if any(ports) else None
+
+
+def libpq_target(url: URL, connect_args: Mapping[str, Any]) -> HostTarget:
+    """Validate the URL's multi-host settings (see :func:`host_target`).
+
+    Raises:
+        ConfigError: a host list, port list, ``target_session_attrs``,
+            ``load_balance_hosts`` or ``connect_timeout`` value is not valid.
+    """
+    target = host_target(url, connect_args, timeout_keys=("connect_timeout",))
+    if target.connect_timeout is None:
+        target = HostTarget(
+            target.hosts,
+            target.target_session_attrs,
+            target.load_balance_hosts,
+            float(DEFAULT_CONNECT_TIMEOUT),
+        )
+    return target
+
+
+def libpq_does_it(target: HostTarget, libpq_version: int) -> bool:
+    """Tell whether this libpq runs ``target``'s host loop completely itself.
+
+    ``load_balance_hosts`` came with libpq 16, the role values other than
+    ``any`` and ``read-write`` with libpq 14.
+    """
+    if target.load_balance_hosts != "disable" and libpq_version < 160000:
+        return False
+    return target.target_session_attrs in ("any", "read-write") or (
+        libpq_version >= 140000
+    )
+
+
+def one_host(
+    kwargs: Mapping[str, Any], host: str | None, port: int | None
+) -> dict[str, Any]:
+    """Return libpq keyword arguments for one host of a multi-host target."""
+    single = {
+        k: v
+        for k, v in kwargs.items()
+        if k not in ("host", "port", "target_session_attrs", "load_balance_hosts")
+    }
+    single.update(present(host=host, port=port))
+    return single
+
+
+def sync_connector(
+    target: HostTarget,
+    kwargs: Mapping[str, Any],
+    connect: Callable[..., Any],
+    libpq_version: int,
+) -> Callable[[], Any]:
+    """Return a zero-argument connect for a sync libpq driver.
+
+    libpq's own multi-host support when it is complete, else poolkeeper's
+    host loop (:func:`~poolkeeper.drivers._hosts.connect_hosts`).
+    """
+    if target.is_plain or libpq_does_it(target, libpq_version):
+        return lambda: connect(**kwargs)
+
+    def role_of(conn: Any) -> Role:
+        role = host_of(conn).role
+        if role == "unknown":
+            with conn.cursor() as cursor:
+                cursor.execute(ROLE_QUERY)
+                role = role_from(*cursor.fetchone())
+            conn.rollback()
+        return role
+
+    return lambda: connect_hosts(
+        target, lambda h, p: connect(**one_host(kwargs, h, p)), role_of, _close
+    )
+
+
+def async_connector(
+    target: HostTarget,
+    kwargs: Mapping[str, Any],
+    connect: Callable[..., Awaitable[Any]],
+    role_of: Callable[[Any], Awaitable[Role]],
+    *,
+    native: bool,
+) -> Callable[[], Awaitable[Any]]:
+    """Return a zero-argument connect for an asyncio libpq driver (see :func:`sync_connector`)."""
+    if target.is_plain or native:
+        return lambda: connect(**kwargs)
+
+    async def close(conn: Any) -> None:
+        await conn.close()
+
+    return lambda: connect_hosts_async(
+        target, lambda h, p: connect(**one_host(kwargs, h, p)), role_of, close
+    )
+
+
+def _close(conn: Any) -> None:
+    conn.close()

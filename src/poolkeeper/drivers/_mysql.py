@@ -21,10 +21,11 @@ and usable, so ``INERROR`` is never reported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._mysql_tls import MysqlTls, split_tls
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_PARAMS,
@@ -36,6 +37,7 @@ from poolkeeper.drivers._options import (
     to_number,
 )
 from poolkeeper.drivers.base import TxStatus
+from poolkeeper.errors import ConfigError
 
 #: ``SERVER_STATUS_IN_TRANS`` and ``SERVER_STATUS_AUTOCOMMIT`` protocol flags.
 SERVER_STATUS_IN_TRANS = 0x0001
@@ -69,7 +71,8 @@ def mysql_kwargs(
     *,
     params: Mapping[str, Converter],
     database_key: str = "database",
-) -> tuple[dict[str, Any], Keepalive]:
+    tls_args: Callable[[MysqlTls], dict[str, Any]],
+) -> tuple[dict[str, Any], Keepalive, MysqlTls | None]:
     """Build a MySQL driver's connect arguments from a parsed URL.
 
     Args:
@@ -77,14 +80,24 @@ def mysql_kwargs(
         connect_args: Extra driver arguments; they win over the URL.
         params: The URL parameters the driver supports, with converters.
         database_key: The driver's name for the database argument.
+        tls_args: Translates the URL's ``ssl-mode``/``ssl-ca``/... request
+            (see :mod:`poolkeeper.drivers._mysql_tls`) into driver arguments.
 
     Returns:
-        The connect arguments (with ``connect_timeout`` defaulted to 10 s)
-        and the keepalive settings poolkeeper applies after connecting.
+        The connect arguments (with ``connect_timeout`` defaulted to 10 s),
+        the keepalive settings poolkeeper applies after connecting, and the
+        TLS request (None when the URL makes none).
 
     Raises:
-        ConfigError: a query parameter is not supported or not convertible.
+        ConfigError: a query parameter is not supported or not convertible,
+            or the TLS parameters are not a supported combination.
     """
+    if len(url.hosts) > 1:
+        raise ConfigError(
+            f"{url.scheme}:// names {len(url.hosts)} hosts; a MySQL URL takes one "
+            "(several hosts are a PostgreSQL feature)"
+        )
+    url, tls = split_tls(url, connect_args)
     kwargs = present(
         host=url.host,
         port=url.port,
@@ -94,13 +107,15 @@ def mysql_kwargs(
     if url.database is not None:
         kwargs[database_key] = url.database
     kwargs.update(convert_query(url.scheme, url.query, params))
+    if tls is not None:
+        kwargs.update(tls_args(tls))
     kwargs.update(connect_args)
     host = kwargs.get("host")
     if isinstance(host, str) and host.startswith("/"):
         # mysql://user@%2Frun%2Fmysqld%2Fmysqld.sock/db: a socket path as host.
         kwargs.setdefault("unix_socket", kwargs.pop("host"))
     kwargs.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    return kwargs, Keepalive.pop_from(kwargs)
+    return kwargs, Keepalive.pop_from(kwargs), tls
 
 
 def tx_status(server_status: int | None) -> TxStatus:

@@ -28,9 +28,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomysql
+import pymysql
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -38,7 +41,8 @@ from poolkeeper.drivers._mysql import (
     session_setup_sql,
     tx_status,
 )
-from poolkeeper.drivers._options import Converter, to_bool
+from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
+from poolkeeper.drivers._options import Converter, Keepalive, to_bool
 from poolkeeper.drivers.base import TxStatus
 
 #: Seconds the ``COM_QUIT`` goodbye may take before the transport is dropped.
@@ -61,7 +65,24 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: a query parameter is not supported or not convertible.
     """
-    return mysql_kwargs(url, connect_args, params=PARAMS, database_key="db")[0]
+    return _kwargs(url, connect_args)[0]
+
+
+def _kwargs(
+    url: URL, connect_args: dict[str, Any]
+) -> tuple[dict[str, Any], Keepalive, MysqlTls | None]:
+    return mysql_kwargs(
+        url,
+        connect_args,
+        params=PARAMS,
+        database_key="db",
+        tls_args=MysqlTls.aiomysql_args,
+    )
+
+
+def _uses_tls(conn: Any) -> bool:
+    writer = getattr(conn, "_writer", None)
+    return writer is not None and writer.get_extra_info("ssl_object") is not None
 
 
 def _socket_of(conn: Any) -> Any:
@@ -74,6 +95,7 @@ class AiomysqlDriver:
 
     name = "aiomysql"
     is_async = True
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -87,12 +109,17 @@ class AiomysqlDriver:
             connect_args: Extra ``aiomysql.connect`` arguments (plus
                 ``keepalives*``); they win over the URL and the defaults.
         """
-        kwargs, keepalive = mysql_kwargs(
-            url, connect_args, params=PARAMS, database_key="db"
-        )
+        kwargs, keepalive, tls = _kwargs(url, connect_args)
+        args = ConnectArgs(kwargs)
 
         async def connect() -> Any:
-            conn = await aiomysql.connect(**kwargs)
+            conn = await args.aopen(aiomysql.connect)
+            if tls is not None and tls.enforced and not _uses_tls(conn):
+                # aiomysql uses the SSLContext only if the server offers TLS.
+                conn.close()
+                raise pymysql.err.OperationalError(
+                    CR_SSL_CONNECTION_ERROR, tls.refusal()
+                )
             keepalive.apply(_socket_of(conn))
             return conn
 

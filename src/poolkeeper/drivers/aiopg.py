@@ -29,8 +29,11 @@ import aiopg
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import awith_providers
 from poolkeeper.drivers import psycopg2 as _psycopg2
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
+from poolkeeper.drivers._libpq import async_connector, libpq_kwargs, libpq_target
 from poolkeeper.drivers._options import to_number
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.drivers.psycopg2 import transaction_status
@@ -65,11 +68,24 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+async def _role(conn: Any) -> Role:
+    role = host_of(conn).role
+    if role == "unknown":
+        cursor = await conn.cursor()
+        try:
+            await cursor.execute(ROLE_QUERY)
+            role = role_from(*(await cursor.fetchone()))
+        finally:
+            cursor.close()
+    return role
+
+
 class AiopgDriver:
     """Asyncio aiopg adapter."""
 
     name = "aiopg"
     is_async = True
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -84,11 +100,14 @@ class AiopgDriver:
                 URL and over poolkeeper's defaults.
         """
         kwargs = url_to_kwargs(url, connect_args)
+        target = libpq_target(url, connect_args)
 
-        async def connect() -> Any:
-            return await aiopg.connect(**kwargs)
+        connect = awith_providers(aiopg.connect)
 
-        return cls(connect)
+        # libpq's asynchronous connect ignores connect_timeout, so a host
+        # that does not answer would hold the whole list up: poolkeeper runs
+        # the host loop, with the timeout on each host.
+        return cls(async_connector(target, kwargs, connect, _role, native=False))
 
     async def connect(self) -> Any:
         return await self._connect()

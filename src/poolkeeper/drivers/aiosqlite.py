@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,8 +10,25 @@ from typing import Any
 import aiosqlite
 
 from poolkeeper._config import URL
+from poolkeeper.drivers._connect_errors import classify_sqlite
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.drivers.sqlite3 import url_to_kwargs
+
+
+async def _joined(conn: Any) -> None:
+    """Join the worker thread of a connection that failed to open.
+
+    aiosqlite 0.22 stops that thread but does not wait for it, and the thread
+    then reports to the event loop; had the loop closed meanwhile (the error
+    reached the caller at once, who ended the program), the thread would die
+    with "Event loop is closed". It has nothing left to do but that report,
+    so the join takes microseconds (bounded at 1 s all the same).
+    """
+    thread = getattr(conn, "_thread", None)
+    if thread is not None and thread.ident is not None:
+        thread.join(1.0)
+    # Let the loop run the callback the thread scheduled.
+    await asyncio.sleep(0)
 
 
 class AiosqliteDriver:
@@ -18,6 +36,7 @@ class AiosqliteDriver:
 
     name = "aiosqlite"
     is_async = True
+    classify_connect_error = staticmethod(classify_sqlite)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -29,7 +48,12 @@ class AiosqliteDriver:
         kwargs.pop("check_same_thread", None)
 
         async def connect() -> Any:
-            return await aiosqlite.connect(**kwargs)
+            conn = aiosqlite.connect(**kwargs)
+            try:
+                return await conn
+            except Exception:
+                await _joined(conn)
+                raise
 
         return cls(connect)
 

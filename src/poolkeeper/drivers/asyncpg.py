@@ -33,7 +33,18 @@ from urllib.parse import urlencode
 import asyncpg
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import awith_providers
 from poolkeeper.drivers._abort import quiet_seconds
+from poolkeeper.drivers._connect_errors import classify_asyncpg
+from poolkeeper.drivers._hosts import (
+    ROLE_QUERY,
+    HostTarget,
+    Role,
+    connect_hosts_async,
+    host_of,
+    host_target,
+    role_from,
+)
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -88,6 +99,12 @@ def _forget_transaction(conn: Any) -> None:
         conn._pool_release_ctr += 1
 
 
+#: Multi-host parameters poolkeeper's host loop consumes (see ``_hosts``);
+#: ``host``/``port`` in the URL query still reach asyncpg for one host.
+_ROLE_KEYS = frozenset({"target_session_attrs", "load_balance_hosts"})
+_HOST_LOOP_KEYS = _ROLE_KEYS | {"host", "port"}
+
+
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     """Turn a parsed URL into ``asyncpg.connect`` arguments (``connect_args`` win).
 
@@ -109,7 +126,11 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     kwargs.update(
         convert_query(url.scheme, typed, {**_CONNECT_PARAMS, **KEEPALIVE_PARAMS})
     )
-    rest = {k: v for k, v in url.query.items() if k not in typed_keys}
+    rest = {
+        k: v
+        for k, v in url.query.items()
+        if k not in typed_keys and k not in _ROLE_KEYS
+    }
     if rest:
         # asyncpg parses libpq-style DSN parameters itself; explicit keyword
         # arguments (the URL's host, user, ...) still take precedence.
@@ -121,11 +142,57 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _tuned(conn: Any, keepalive: Keepalive) -> Any:
+    # asyncpg has no keepalive option; its transport attribute is private but
+    # long-standing, and a missing one only means no tuning.
+    transport = getattr(conn, "_transport", None)
+    if transport is not None:
+        keepalive.apply(transport.get_extra_info("socket"))
+    return conn
+
+
+async def _role(conn: Any) -> Role:
+    role = host_of(conn).role
+    if role == "unknown":
+        row = await conn.fetchrow(ROLE_QUERY)
+        role = role_from(row[0], row[1])
+    return role
+
+
+#: ``asyncpg.connect`` with credential providers called per connect.
+_connect = awith_providers(asyncpg.connect)
+
+
+def _host_loop(
+    target: HostTarget, kwargs: dict[str, Any], keepalive: Keepalive
+) -> Callable[[], Awaitable[Any]]:
+    """Connect through poolkeeper's host loop.
+
+    asyncpg spends one ``timeout`` on all hosts together and has no
+    ``load_balance_hosts``; here each host gets the whole timeout.
+    """
+    base = {k: v for k, v in kwargs.items() if k not in _HOST_LOOP_KEYS}
+    per_host = float(base.get("timeout", DEFAULT_CONNECT_TIMEOUT))
+    target = HostTarget(
+        target.hosts, target.target_session_attrs, target.load_balance_hosts, per_host
+    )
+
+    async def connect_one(host: str | None, port: int | None) -> Any:
+        conn = await _connect(**base, **present(host=host, port=port))
+        return _tuned(conn, keepalive)
+
+    async def close(conn: Any) -> None:
+        conn.terminate()
+
+    return lambda: connect_hosts_async(target, connect_one, _role, close)
+
+
 class AsyncpgDriver:
     """Asyncio asyncpg adapter."""
 
     name = "asyncpg"
     is_async = True
+    classify_connect_error = staticmethod(classify_asyncpg)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -141,15 +208,14 @@ class AsyncpgDriver:
         """
         kwargs = url_to_kwargs(url, connect_args)
         keepalive = Keepalive.pop_from(kwargs)
+        target = host_target(
+            url, connect_args, timeout_keys=("timeout", "connect_timeout")
+        )
+        if not target.is_plain:
+            return cls(_host_loop(target, kwargs, keepalive))
 
         async def connect() -> Any:
-            conn = await asyncpg.connect(**kwargs)
-            # asyncpg has no keepalive option; its transport attribute is
-            # private but long-standing, and a missing one only means no tuning.
-            transport = getattr(conn, "_transport", None)
-            if transport is not None:
-                keepalive.apply(transport.get_extra_info("socket"))
-            return conn
+            return _tuned(await _connect(**kwargs), keepalive)
 
         return cls(connect)
 

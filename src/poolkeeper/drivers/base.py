@@ -60,6 +60,14 @@ open transaction) offers two more methods; see :func:`state_hooks`:
 The idle probe (``is_idle``/``idle_probe``) must report False whenever there
 is something to clear, so that a connection with nothing to clear costs the
 return path nothing more.
+
+Finally, ``classify_connect_error(exc) -> ConnectFault`` sorts an error raised
+by ``connect`` into a :class:`~poolkeeper._core.connect_errors.ConnectFault`
+(bad password, unknown database, refused, TLS, ...), which decides whether
+waiting callers get that error at once or keep waiting. The functions live in
+:mod:`poolkeeper.drivers._connect_errors`, one per driver family; an adapter
+without one gets :func:`~poolkeeper.drivers._connect_errors.classify_any`.
+See :func:`connect_classifier`.
 """
 
 from __future__ import annotations
@@ -67,6 +75,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
+
+from poolkeeper._core.connect_errors import ConnectFault
 
 ConnT = TypeVar("ConnT")
 
@@ -208,6 +218,20 @@ def query_watch(driver: Driver | AsyncDriver) -> QueryWatch | None:
     busy: Callable[[Any], bool | None] = getattr(driver, "busy", _unknown)
     quiet: Callable[[Any], float | None] = getattr(driver, "quiet", _unknown)
     return busy, quiet, abort
+
+
+def connect_classifier(
+    driver: Driver | AsyncDriver,
+) -> Callable[[BaseException], ConnectFault]:
+    """Return the driver's ``classify_connect_error``, or the catch-all one."""
+    classify: Callable[[BaseException], ConnectFault] | None = getattr(
+        driver, "classify_connect_error", None
+    )
+    if classify is not None:
+        return classify
+    from poolkeeper.drivers._connect_errors import classify_any
+
+    return classify_any
 
 
 def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:

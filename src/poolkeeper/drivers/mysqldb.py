@@ -39,8 +39,11 @@ from typing import Any
 import MySQLdb  # type: ignore[import-untyped]  # mysqlclient ships no stubs
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
+from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
 from poolkeeper.drivers._options import (
     Converter,
     Keepalive,
@@ -48,6 +51,7 @@ from poolkeeper.drivers._options import (
     to_bool,
 )
 from poolkeeper.drivers.base import TxStatus
+from poolkeeper.errors import ConfigError
 
 #: Client error codes meaning the session is gone: CR_SERVER_GONE_ERROR,
 #: CR_SERVER_LOST, CR_SERVER_LOST_EXTENDED, and the server's
@@ -77,11 +81,40 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return _kwargs(url, connect_args)[0]
 
 
-def _kwargs(url: URL, connect_args: dict[str, Any]) -> tuple[dict[str, Any], Keepalive]:
-    kwargs, keepalive = mysql_kwargs(url, connect_args, params=PARAMS)
+def _on_connector_c() -> bool:
+    # MariaDB Connector/C reports its own version (3.x); libmysqlclient the
+    # MySQL server version it ships with (5.x, 8.x).
+    version = str(MySQLdb._mysql.get_client_info())
+    return int(version.split(".", 1)[0]) < 5
+
+
+def _tls_args(tls: MysqlTls) -> dict[str, Any]:
+    if tls.mode == "VERIFY_CA" and _on_connector_c():
+        raise ConfigError(
+            "mysql+mysqldb:// URL parameter ssl-mode=VERIFY_CA is not supported by "
+            "this mysqlclient (built on MariaDB Connector/C, which always checks the "
+            "host name too): use ssl-mode=VERIFY_IDENTITY, or the pymysql driver"
+        )
+    return tls.mysqlclient_args()
+
+
+def _kwargs(
+    url: URL, connect_args: dict[str, Any]
+) -> tuple[dict[str, Any], Keepalive, MysqlTls | None]:
+    kwargs, keepalive, tls = mysql_kwargs(
+        url, connect_args, params=PARAMS, tls_args=_tls_args
+    )
     # The C library takes whole seconds (and 0 would mean "no limit").
     kwargs["connect_timeout"] = max(1, round(float(kwargs["connect_timeout"])))
-    return kwargs, keepalive
+    return kwargs, keepalive, tls
+
+
+def _uses_tls(conn: Any) -> bool:
+    # One round trip at connect: the C library's own answer is not exposed.
+    with contextlib.closing(conn.cursor()) as cursor:
+        cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        row = cursor.fetchone()
+    return bool(row and row[1])
 
 
 class MysqldbDriver:
@@ -89,16 +122,18 @@ class MysqldbDriver:
 
     name = "mysqldb"
     is_async = False
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(
-        self, connect: Callable[[], Any], *, session: dict[str, Any] | None = None
+        self, connect: Callable[[], Any], *, session: ConnectArgs | None = None
     ) -> None:
         """Wrap a connect callable.
 
         Args:
             connect: Zero-argument callable returning a new connection.
             session: The connect arguments, when known: ``reset_session`` needs
-                the credentials and replays ``sql_mode``, ``init_command`` and
+                the credentials (asking a password provider for the current
+                one) and replays ``sql_mode``, ``init_command`` and
                 ``autocommit`` from them.
         """
         self._connect = connect
@@ -113,17 +148,22 @@ class MysqldbDriver:
             connect_args: Extra ``MySQLdb.connect`` arguments (plus
                 ``keepalives*``); they win over the URL and the defaults.
         """
-        kwargs, keepalive = _kwargs(url, connect_args)
+        kwargs, keepalive, tls = _kwargs(url, connect_args)
+        args = ConnectArgs(kwargs)
 
         def connect() -> Any:
-            conn = MySQLdb.connect(**kwargs)
+            conn = args.open(MySQLdb.connect)
+            if tls is not None and tls.enforced and not _uses_tls(conn):
+                # MariaDB Connector/C connects in plain text under REQUIRED.
+                conn.close()
+                raise MySQLdb.OperationalError(CR_SSL_CONNECTION_ERROR, tls.refusal())
             fd = conn.fileno()
             keepalive.apply_fd(fd)
             # For abort() and quiet(), which run in another thread.
             conn._poolkeeper_fd = fd
             return conn
 
-        return cls(connect, session=dict(kwargs))
+        return cls(connect, session=args)
 
     def connect(self) -> Any:
         return self._connect()
@@ -140,6 +180,10 @@ class MysqldbDriver:
 
     def transaction_status(self, conn: Any) -> TxStatus:
         return TxStatus.UNKNOWN
+
+    def is_closed(self, conn: Any) -> bool:
+        """Whether the connection was closed (no I/O, unlike :meth:`is_broken`)."""
+        return not conn.open
 
     def is_broken(self, conn: Any) -> bool:
         if not conn.open:
@@ -186,15 +230,16 @@ class MysqldbDriver:
                 "mysqlclient cannot reset a session without the credentials; "
                 "build the pool from a mysql+mysqldb:// URL or close the connection"
             )
-        password = session.get("password", session.get("passwd", ""))
-        database = session.get("database", session.get("db"))
-        conn.change_user(session.get("user", ""), password, database)
+        get = session.value
+        password = get("password", get("passwd", ""))
+        database = get("database", get("db"))
+        conn.change_user(get("user", ""), password, database)
         with contextlib.closing(conn.cursor()) as cursor:
-            if session.get("sql_mode") is not None:
-                cursor.execute("SET sql_mode=%s", (session["sql_mode"],))
-            if session.get("init_command") is not None:
-                cursor.execute(session["init_command"])
-        autocommit = session.get("autocommit", False)
+            if get("sql_mode") is not None:
+                cursor.execute("SET sql_mode=%s", (get("sql_mode"),))
+            if get("init_command") is not None:
+                cursor.execute(get("init_command"))
+        autocommit = get("autocommit", False)
         if autocommit is not None:
             conn.autocommit(autocommit)
 

@@ -32,9 +32,18 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import awith_providers, with_providers
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
 from poolkeeper.drivers._kept import keep, restore
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._libpq import (
+    async_connector,
+    libpq_does_it,
+    libpq_kwargs,
+    libpq_target,
+    sync_connector,
+)
 from poolkeeper.drivers.base import TxStatus
 
 _TX = {
@@ -158,20 +167,35 @@ def _abort(conn: Any) -> None:
     shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
 
 
+async def _async_role(conn: Any) -> Role:
+    role = host_of(conn).role
+    if role == "unknown":
+        cursor = await conn.execute(ROLE_QUERY)
+        role = role_from(*(await cursor.fetchone()))
+        await conn.rollback()
+    return role
+
+
 class PsycopgDriver:
     """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
 
     name = "psycopg"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
 
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> PsycopgDriver:
-        """Build the adapter for a parsed URL."""
+        """Build the adapter for a parsed URL (multi-host: see ``_hosts``)."""
         kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg.Connection.connect(**kwargs))
+        target = libpq_target(url, connect_args)
+        return cls(
+            sync_connector(
+                target, kwargs, with_providers(psycopg.Connection.connect), pq.version()
+            )
+        )
 
     def connect(self) -> Any:
         return self._connect()
@@ -234,15 +258,30 @@ class AsyncPsycopgDriver:
 
     name = "psycopg"
     is_async = True
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
 
     @classmethod
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> AsyncPsycopgDriver:
-        """Build the adapter for a parsed URL."""
+        """Build the adapter for a parsed URL (multi-host: see ``_hosts``).
+
+        psycopg runs the host loop of async connections itself, with a
+        timeout per host; libpq checks each host's role.
+        """
         kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg.AsyncConnection.connect(**kwargs))
+        target = libpq_target(url, connect_args)
+        native = libpq_does_it(target, pq.version())
+        return cls(
+            async_connector(
+                target,
+                kwargs,
+                awith_providers(psycopg.AsyncConnection.connect),
+                _async_role,
+                native=native,
+            )
+        )
 
     async def connect(self) -> Any:
         return await self._connect()

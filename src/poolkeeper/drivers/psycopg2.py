@@ -26,8 +26,10 @@ import psycopg2
 import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import with_providers
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
-from poolkeeper.drivers._libpq import libpq_kwargs
+from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
 from poolkeeper.drivers.base import TxStatus
 
 _transaction_status = ext.connection.get_transaction_status
@@ -100,11 +102,23 @@ def abort(conn: Any) -> None:
     shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
 
 
+class Connection(ext.connection):  # type: ignore[misc]
+    """psycopg2's connection as a Python class, the pool's default
+    ``connection_factory``: unlike its C base it can take the pool-aware
+    class that makes ``with pool.acquire() as conn:`` give it back (see
+    ``poolkeeper._held``). It keeps its base's module and name, so that it
+    reads as psycopg2's own wherever the module decides (error origins)."""
+
+    __module__ = ext.connection.__module__
+    __qualname__ = ext.connection.__qualname__
+
+
 class Psycopg2Driver:
     """Sync psycopg2 adapter."""
 
     name = "psycopg2"
     is_async = False
+    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -119,7 +133,13 @@ class Psycopg2Driver:
                 the URL and over poolkeeper's defaults.
         """
         kwargs = url_to_kwargs(url, connect_args)
-        return cls(lambda: psycopg2.connect(**kwargs))
+        kwargs.setdefault("connection_factory", Connection)
+        target = libpq_target(url, connect_args)
+        return cls(
+            sync_connector(
+                target, kwargs, with_providers(psycopg2.connect), ext.libpq_version()
+            )
+        )
 
     def connect(self) -> Any:
         return self._connect()

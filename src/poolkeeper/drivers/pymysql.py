@@ -22,13 +22,16 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 import pymysql
 
 from poolkeeper._config import URL
+from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
@@ -36,7 +39,8 @@ from poolkeeper.drivers._mysql import (
     session_setup_sql,
     tx_status,
 )
-from poolkeeper.drivers._options import Converter, to_bool, to_number
+from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
+from poolkeeper.drivers._options import Converter, Keepalive, to_bool, to_number
 from poolkeeper.drivers.base import TxStatus
 
 #: URL parameters accepted by ``mysql+pymysql://`` and their types.
@@ -66,7 +70,19 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: a query parameter is not supported or not convertible.
     """
-    return mysql_kwargs(url, connect_args, params=PARAMS)[0]
+    return _kwargs(url, connect_args)[0]
+
+
+def _kwargs(
+    url: URL, connect_args: dict[str, Any]
+) -> tuple[dict[str, Any], Keepalive, MysqlTls | None]:
+    return mysql_kwargs(
+        url, connect_args, params=PARAMS, tls_args=MysqlTls.pymysql_args
+    )
+
+
+def _uses_tls(conn: Any) -> bool:
+    return isinstance(getattr(conn, "_sock", None), ssl.SSLSocket)
 
 
 def _fd(conn: Any) -> int:
@@ -82,6 +98,7 @@ class PymysqlDriver:
 
     name = "pymysql"
     is_async = False
+    classify_connect_error = staticmethod(classify_mysql)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -95,10 +112,18 @@ class PymysqlDriver:
             connect_args: Extra ``pymysql.connect`` arguments (plus
                 ``keepalives*``); they win over the URL and the defaults.
         """
-        kwargs, keepalive = mysql_kwargs(url, connect_args, params=PARAMS)
+        kwargs, keepalive, tls = _kwargs(url, connect_args)
+        args = ConnectArgs(kwargs)
 
         def connect() -> Any:
-            conn = pymysql.connect(**kwargs)
+            conn = args.open(pymysql.connect)
+            # PyMySQL given TLS arguments refuses by itself; this keeps the
+            # promise should a version not (see drivers._mysql_tls).
+            if tls is not None and tls.enforced and not _uses_tls(conn):
+                conn.close()
+                raise pymysql.err.OperationalError(
+                    CR_SSL_CONNECTION_ERROR, tls.refusal()
+                )
             # PyMySQL exposes no keepalive timings; its socket attribute is
             # private but has been stable since the first release.
             keepalive.apply(getattr(conn, "_sock", None))

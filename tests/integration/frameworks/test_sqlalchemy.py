@@ -56,7 +56,7 @@ def test_article_orm_example(postgres_url: str, table_name: str) -> None:
                 ("John Doe", "john.doe@example.com")
             ]
         stats = engine.pool.poolkeeper_pool.stats()  # type: ignore[attr-defined]
-        assert (stats.min_size, stats.max_size) == (10, 30)
+        assert (stats.min_size, stats.max_size) == (0, 30)
         assert stats.in_use == 0
         assert "poolkeeper pool" in engine.pool.status()
         base.metadata.drop_all(engine)
@@ -90,7 +90,7 @@ def test_events_fire_and_pool_arguments_map(postgres_url: str, app_name: str) ->
         assert seen["connect"] == 1  # one connection, reused
         assert seen["checkout"] == seen["checkin"] == seen["reset"] == 3
         pk = engine.pool.poolkeeper_pool  # type: ignore[attr-defined]
-        assert (pk.stats().min_size, pk.stats().max_size) == (1, 3)
+        assert (pk.stats().min_size, pk.stats().max_size) == (0, 3)
     finally:
         engine.dispose()
 
@@ -254,7 +254,7 @@ async def test_article_orm_example_async(postgres_url: str, table_name: str) -> 
             )
             assert result.all() == [("John Doe", "john.doe@example.com")]
         stats = engine.pool.poolkeeper_pool.stats()  # type: ignore[attr-defined]
-        assert (stats.min_size, stats.max_size, stats.in_use) == (5, 20, 0)
+        assert (stats.min_size, stats.max_size, stats.in_use) == (0, 20, 0)
         async with engine.begin() as conn:
             await conn.run_sync(base.metadata.drop_all)
     finally:

@@ -59,23 +59,34 @@ def test_prometheus_exposition(postgres_url):
     assert closed == 1
 
 
-def test_connect_errors_and_timeouts_are_reported(otel_sdk):
+def test_connect_errors_and_timeouts_are_reported(postgres_url, otel_sdk):
+    import psycopg
+
     provider, reader = otel_sdk
     registry = CollectorRegistry()
     with (
-        poolkeeper.Pool(UNREACHABLE, min_size=0, max_size=1, name="down") as pool,
-        prometheus.register(pool, registry),
-        otel.instrument(pool, provider),
+        poolkeeper.Pool(UNREACHABLE, min_size=0, max_size=1, name="down") as down,
+        poolkeeper.Pool(postgres_url, min_size=0, max_size=1, name="busy") as busy,
+        prometheus.register(down, registry),
+        prometheus.register(busy, registry),
+        otel.instrument(down, provider),
+        otel.instrument(busy, provider),
     ):
+        # A refused port on a server never reached: the driver's error, at once.
+        with pytest.raises(psycopg.OperationalError):
+            down.acquire(timeout=0.3)
+        held = busy.acquire()
         with pytest.raises(poolkeeper.PoolTimeout):
-            pool.acquire(timeout=0.3)
+            busy.acquire(timeout=0.1)
+        busy.release(held)
         _, samples, _ = scrape(registry)
         points = otel_points(reader)
     assert value(samples, "poolkeeper_connect_errors_total", pool="down") >= 1
-    assert value(samples, "poolkeeper_timeouts_total", pool="down") == 1
+    assert value(samples, "poolkeeper_timeouts_total", pool="down") == 0
     assert value(samples, "poolkeeper_connections_created_total", pool="down") == 0
+    assert value(samples, "poolkeeper_timeouts_total", pool="busy") == 1
     timeouts = otel_point(
-        points, "db.client.connection.timeouts", {otel.POOL_NAME: "down"}
+        points, "db.client.connection.timeouts", {otel.POOL_NAME: "busy"}
     )
     assert timeouts.value == 1
 

@@ -72,17 +72,26 @@ class FakeCursor:
 class Factory:
     """A connect callable with scripted failures and latency."""
 
-    def __init__(self, *, fail: int = 0, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        fail: int = 0,
+        delay: float = 0.0,
+        error: type[Exception] = ConnectionResetError,
+    ) -> None:
         self.fail = fail
         self.delay = delay
+        self.error = error  # what a failing connect raises (default: transient)
+        self.calls = 0
         self.made: list[FakeConnection] = []
 
     async def __call__(self) -> FakeConnection:
+        self.calls += 1
         if self.delay:
             await asleep(self.delay)
         if self.fail:
             self.fail -= 1
-            raise ConnectionRefusedError("fake server refused the connection")
+            raise self.error("fake server: connection failed")
         conn = FakeConnection(len(self.made) + 1)
         self.made.append(conn)
         return conn
@@ -286,8 +295,12 @@ async def test_failing_configure_hook_does_not_leak() -> None:
 
     factory = Factory()
     async with AsyncPool(
-        factory, min_size=1, configure=configure, reconnect_min=0.01
+        factory, min_size=0, configure=configure, reconnect_min=0.01
     ) as pool:
+        # The hook's own error reaches the caller: no retry fixes a broken hook.
+        with pytest.raises(ValueError, match="configure failure"):
+            await pool.acquire(timeout=5.0)
+        await asleep(0.05)  # past the backoff: the next caller tries again
         async with pool.connection() as conn:
             assert conn.n == 2
         assert factory.made[0].closed and calls == [1, 2]
@@ -300,7 +313,7 @@ async def test_unreachable_server_times_out_with_cause() -> None:
     ) as pool:
         with pytest.raises(PoolTimeout) as info:
             await pool.acquire()
-        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
         stats = pool.stats()
         assert stats.connect_errors >= 2 and stats.size == 0
         # Backoff keeps the attempts few: at most one per reconnect_min.
@@ -326,7 +339,7 @@ async def test_open_wait_fails_fast_and_closes() -> None:
     with pytest.raises(PoolTimeout) as info:
         await pool.open(wait=True)
     assert time.monotonic() - started < 1.0
-    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert isinstance(info.value.__cause__, ConnectionResetError)
     with pytest.raises(PoolClosed):
         await pool.acquire()
 
@@ -651,18 +664,109 @@ class AuthError(Exception):
     sqlstate = "28P01"
 
 
-async def test_bad_credentials_fail_waiters_at_once() -> None:
+async def test_bad_credentials_reach_the_caller_at_once() -> None:
+    calls: list[int] = []
+
     async def connect() -> FakeConnection:
+        calls.append(1)
         raise AuthError("password authentication failed for user x")
 
     async with AsyncPool(connect, min_size=0, timeout=5.0, reconnect_min=0.5) as pool:
         started = time.monotonic()
-        with pytest.raises(PoolTimeout) as info:
+        with pytest.raises(AuthError, match="password authentication failed") as info:
             await pool.acquire()
         assert time.monotonic() - started < 0.5
+        # A copy per caller, chained to the error the connect raised.
         assert isinstance(info.value.__cause__, AuthError)
-        assert "password authentication failed" in str(info.value)
-        assert pool.stats().timeouts == 1 and pool.stats().waiting == 0
+        stats = pool.stats()
+        assert stats.timeouts == 0 and stats.waiting == 0 and stats.connect_errors == 1
+        # Within the backoff, the next caller gets the same error without a
+        # new attempt (no hammering of a server that locks accounts).
+        with pytest.raises(AuthError):
+            await pool.acquire()
+        assert len(calls) == 1
+
+
+async def test_refused_before_any_connect_reaches_the_caller_at_once() -> None:
+    factory = Factory(fail=1000, error=ConnectionRefusedError)
+    async with AsyncPool(factory, min_size=0, timeout=5.0, reconnect_min=0.05) as pool:
+        started = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            await pool.acquire()
+        assert time.monotonic() - started < 0.5
+        await asleep(0.1)  # past the backoff: a new caller tries again
+        with pytest.raises(ConnectionRefusedError):
+            await pool.acquire()
+        assert factory.calls == 2
+
+
+async def test_refused_after_a_success_waits_and_names_the_error() -> None:
+    factory = Factory()
+    async with AsyncPool(
+        factory, min_size=0, max_size=1, timeout=0.3, reconnect_min=0.02
+    ) as pool:
+        conn = await pool.acquire()
+        conn.closed = True  # the server went away under it
+        await pool.release(conn)
+        factory.fail, factory.error = 1000, ConnectionRefusedError
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            await pool.acquire()
+        assert time.monotonic() - started >= 0.3
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert (
+            "last connect error: ConnectionRefusedError: fake server: connection failed"
+            in str(info.value)
+        )
+
+
+async def test_waiters_queued_behind_a_failing_connect_all_get_its_error() -> None:
+    factory = Factory(fail=1000, delay=0.05, error=ConnectionRefusedError)
+    async with AsyncPool(factory, min_size=0, timeout=5.0) as pool:
+        results: list[BaseException] = []
+
+        async def caller() -> None:
+            try:
+                await pool.acquire()
+            except ConnectionRefusedError as exc:
+                results.append(exc)
+
+        started = time.monotonic()
+        await ajoin([aspawn(caller) for _ in range(3)], 5.0)
+        assert time.monotonic() - started < 1.0
+        assert len(results) == 3
+        assert len({id(r) for r in results}) == 3  # one copy per caller
+        assert pool.stats().waiting == 0 and pool.stats().timeouts == 0
+
+
+async def test_timeout_zero_connects_on_an_empty_pool() -> None:
+    factory = Factory(delay=0.05)
+    async with AsyncPool(factory, min_size=0, max_size=1) as pool:
+        conn = await pool.acquire(timeout=0)
+        assert conn.n == 1
+        # Full: no room to connect, so it never queues.
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0)
+        assert time.monotonic() - started < 0.04
+        await pool.release(conn)
+        assert (await pool.acquire(timeout=0)) is conn
+        await pool.release(conn)
+
+
+async def test_timeout_zero_gets_a_pool_timeout_naming_a_transient_error() -> None:
+    factory = Factory(fail=1, delay=0.02)
+    async with AsyncPool(factory, min_size=0, reconnect_min=0.5) as pool:
+        events: list[object] = []
+        pool.on("timeout", events.append)
+        with pytest.raises(PoolTimeout, match="ConnectionResetError") as info:
+            await pool.acquire(timeout=0)
+        assert len(events) == 1
+        assert isinstance(info.value.__cause__, ConnectionResetError)
+        # Backing off: no wait for the retry either.
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0)
+        assert factory.calls == 1 and pool.stats().timeouts == 2
 
 
 async def test_unfair_mode_serves_everyone_and_times_out_cleanly() -> None:
@@ -791,6 +895,78 @@ async def test_query_timeout_leaves_the_application_s_own_timeouts_alone() -> No
                 raise PoolTimeout("another pool's", pool_name="other", timeout=1.0)
         assert pool_error.value.pool_name == "other"
         assert pool.stats().query_timeouts == 2
+
+
+# -- connections not given back ------------------------------------------------
+
+
+async def forgetful_connect() -> FakeConnection:
+    """A connect callable that keeps no reference to what it makes."""
+    return FakeConnection(0)
+
+
+async def test_dropped_connection_is_taken_back_with_the_acquiring_line() -> None:
+    import gc
+    import sys
+    import warnings
+
+    async with AsyncPool(forgetful_connect, min_size=0, max_size=1) as pool:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            conn = await pool.acquire()
+            line = sys._getframe().f_lineno - 1
+            del conn
+            gc.collect()
+            started = time.monotonic()
+            conn = await pool.acquire(timeout=5)
+            assert time.monotonic() - started < 1.0
+        [warning] = [w for w in record if w.category is ConnectionLeakWarning]
+        assert (warning.filename, warning.lineno) == (__file__, line)
+        assert f"acquired at {__file__}:{line} was dropped" in str(warning.message)
+        stats = pool.stats()
+        assert (stats.leaks, stats.closed_by_reason["leaked"], stats.size) == (1, 1, 1)
+        await pool.release(conn)
+
+
+async def test_closed_connection_is_taken_back_and_its_release_accepted() -> None:
+    import warnings
+
+    factory = Factory()
+    async with AsyncPool(factory, min_size=0, max_size=1) as pool:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            closed = await pool.acquire()
+            await closed.close()
+            conn = await pool.acquire(timeout=5)
+        assert conn is not closed
+        assert [w.category for w in record] == [ConnectionLeakWarning]
+        assert "was closed without release()" in str(record[0].message)
+        await pool.release(closed)  # late, but accepted quietly
+        await pool.release(conn)
+        with pytest.raises(PoolError, match="not checked out"):
+            await pool.release(conn)
+        assert pool.stats().leaks == 1
+
+
+async def test_released_connections_are_never_taken_back() -> None:
+    """Held weakly only while lent by acquire(): a released connection that
+    its last user drops stays in the pool, as does one held by connection()."""
+    import gc
+
+    async with AsyncPool(forgetful_connect, min_size=0, max_size=1) as pool:
+        conn = await pool.acquire()
+        await pool.release(conn)
+        del conn
+        gc.collect()
+        assert pool.stats().idle == 1
+        async with pool.connection() as conn:
+            await conn.close()  # closed inside connection(): discarded on exit
+            with pytest.raises(PoolTimeout):
+                async with pool.connection(timeout=0.05):
+                    pass
+        stats = pool.stats()
+        assert (stats.leaks, stats.closed_by_reason["leaked"]) == (0, 0)
+        assert stats.closed_by_reason["broken"] == 1
 
 
 class Interrupt(BaseException):

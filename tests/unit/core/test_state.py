@@ -12,10 +12,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from poolkeeper._config import PoolConfig
+from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
-from poolkeeper.errors import ConfigError, PoolClosed, PoolError, TooManyWaiters
+from poolkeeper.errors import (
+    ConfigError,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    TooManyWaiters,
+)
 
 
 class Conn:
@@ -181,6 +188,41 @@ def test_discarded_connection_is_replaced() -> None:
     state.checkin(entry, 0.0, discard=True)
     assert state.closed_by_reason["broken"] == 1
     assert state.plan_connects(0.0) == 1
+
+
+def test_shed_retires_beyond_keep_idle_unless_callers_wait() -> None:
+    state = make_state(min_size=2, max_size=3)
+    fill(state)
+    first, second = state.checkout(0.0), state.checkout(0.0)
+    assert first is not None and second is not None
+    # Nothing idle yet: the first one back is kept.
+    assert state.shed(first, 1.0, keep_idle=1) is False
+    state.checkin(first, 1.0)
+    # One idle already: the next one back retires, without suspicion.
+    assert state.shed(second, 2.0, keep_idle=1) is True
+    assert second.close_reason == "idle" and state.closed_by_reason["idle"] == 1
+    assert not state.retired  # its user closes it
+    assert state.suspect_before == -math.inf
+    assert state.size == 1 and not state.in_use
+    # A waiting caller gets it instead.
+    entry = state.checkout(3.0)
+    assert entry is not None
+    state.enqueue(Waiter(None, 3.0))
+    assert state.shed(entry, 4.0, keep_idle=0) is False
+
+
+def test_shed_of_a_closed_connection_always_retires() -> None:
+    state = make_state(min_size=1, max_size=1)
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    state.enqueue(Waiter(None, 0.5))
+    assert state.shed(entry, 1.0, keep_idle=None) is True
+    assert state.closed_by_reason["broken"] == 1
+    assert state.suspect_before == -math.inf
+    assert state.plan_connects(1.0) == 1  # a replacement for the waiter
+    with pytest.raises(PoolError, match="not checked out"):
+        state.shed(entry, 1.0, keep_idle=None)
 
 
 def test_housekeeping_shrinks_idle_above_min_size_only() -> None:
@@ -435,7 +477,7 @@ def test_a_freeze_makes_every_idle_connection_suspect() -> None:
     assert all(state.needs_validation(e, thawed) for e in state.idle)
 
 
-def test_fatal_connect_error_fails_waiters_at_once() -> None:
+def test_permanent_connect_error_fails_waiters_of_an_empty_pool() -> None:
     class BadPassword(Exception):
         sqlstate = "28P01"
 
@@ -443,18 +485,56 @@ def test_fatal_connect_error_fails_waiters_at_once() -> None:
     waiter = Waiter(None, 0.0)
     state.enqueue(waiter)
     assert state.plan_connects(0.0) == 1
-    state.connect_failed(BadPassword("password authentication failed"), 0.1)
+    error = BadPassword("password authentication failed")
+    state.connect_failed(error, 0.1, ConnectFault.AUTH)
     assert state.failed_waiters == [waiter] and not state.waiters
-    assert isinstance(waiter.error, PoolError)
-    assert isinstance(waiter.error.__cause__, BadPassword)
+    # The driver's own error (a copy per caller), chained to the original.
+    assert isinstance(waiter.error, BadPassword) and waiter.error is not error
+    assert waiter.error.__cause__ is error
     # A transient error keeps callers waiting (they time out on their own).
+    state.failed_waiters.clear()
     other = Waiter(None, 1.0)
     state.enqueue(other)
-    state.connect_failed(ConnectionRefusedError("refused"), 1.0)
-    assert list(state.waiters) == [other]
+    state.connect_failed(ConnectionResetError("reset"), 1.0, ConnectFault.TRANSIENT)
+    assert list(state.waiters) == [other] and not state.failed_waiters
 
 
-def test_fatal_connect_error_message_masks_the_secrets() -> None:
+def test_refusal_is_permanent_only_until_the_first_connect() -> None:
+    state = make_state(min_size=0, max_size=2)
+    first = Waiter(None, 0.0)
+    state.enqueue(first)
+    state.plan_connects(0.0)
+    state.connect_failed(ConnectionRefusedError("refused"), 0.1, ConnectFault.REFUSED)
+    assert isinstance(first.error, ConnectionRefusedError)
+    # Connected once: a later refusal (a restart) makes callers wait.
+    state.plan_connects(10.0)
+    state.connected(object(), 10.0, 0.01)
+    entry = state.checkout(10.0)
+    assert entry is not None
+    state.checkin(entry, 10.0, discard=True)
+    waiter = Waiter(None, 11.0)
+    state.enqueue(waiter)
+    state.plan_connects(11.0)
+    state.connect_failed(ConnectionRefusedError("refused"), 11.0, ConnectFault.REFUSED)
+    assert waiter.error is None and list(state.waiters) == [waiter]
+    assert "last connect error: ConnectionRefusedError: refused" in str(
+        state.timeout_error(5.0)
+    )
+
+
+def test_new_callers_fail_fast_only_while_backing_off_from_a_permanent_error() -> None:
+    state = make_state(min_size=0, reconnect_min=1.0, reconnect_max=1.0)
+    state.enqueue(Waiter(None, 0.0))
+    state.plan_connects(0.0)
+    state.connect_failed(OSError("unknown database"), 0.0, ConnectFault.DATABASE)
+    with pytest.raises(OSError, match="unknown database"):
+        state.enqueue(Waiter(None, 0.5))  # next attempt at 0.8-1.0
+    late = Waiter(None, 1.5)
+    state.enqueue(late)  # past the backoff: it may try again
+    assert state.plan_connects(1.5) == 1
+
+
+def test_connect_error_message_and_driver_error_mask_the_secrets() -> None:
     state = PoolState(PoolConfig(min_size=0), "test", secrets=("pk-s3cret",))
     waiter = Waiter(None, 0.0)
     state.enqueue(waiter)
@@ -462,10 +542,28 @@ def test_fatal_connect_error_message_masks_the_secrets() -> None:
     error = PermissionError(
         "password authentication failed (dsn: password=pk-s3cret, pk-s3cret)"
     )
-    state.connect_failed(error, 0.1)
+    state.connect_failed(error, 0.1, ConnectFault.AUTH)
     assert "pk-s3cret" not in str(waiter.error)
     assert "password=***, ***" in str(waiter.error)
-    assert waiter.error is not None and waiter.error.__cause__ is error
+    assert "pk-s3cret" not in str(error)  # masked where it was raised, too
+    assert "pk-s3cret" not in str(state.timeout_error(1.0))
+
+
+def test_timeout_zero_waits_only_for_a_connect_started_for_it() -> None:
+    state = make_state(min_size=0, max_size=1)
+    waiter = Waiter(None, 0.0)
+    state.enqueue(waiter)
+    assert state.plan_connects(0.0) == 1
+    assert state.wait_for_connect(waiter, 0.0) > 0 and waiter.connect_only
+    # A second caller: no room left for a connect of its own.
+    other = Waiter(None, 0.0)
+    state.enqueue(other)
+    assert state.plan_connects(0.0) == 0
+    assert state.wait_for_connect(other, 0.0) == 0
+    # A transient failure fails the connect-only waiter with a PoolTimeout.
+    state.connect_failed(ConnectionResetError("reset"), 0.1, ConnectFault.TRANSIENT)
+    assert isinstance(waiter.error, PoolTimeout)
+    assert other.error is None
 
 
 def test_suspicion_lasts_a_grace_window_after_a_broken_connection() -> None:
@@ -603,6 +701,29 @@ def test_reported_acquires_never_go_down_when_a_validation_fails() -> None:
     assert state.stats().acquires == 2
 
 
+def test_reclaim_frees_the_slot_of_a_closed_or_dropped_connection() -> None:
+    state = make_state(min_size=0, max_size=2)
+    state.plan_connects(0.0)
+    state.waiters.append(Waiter(None, 0.0))
+    state.waiters.append(Waiter(None, 0.0))
+    assert state.plan_connects(0.0) == 2
+    state.connected(Conn(1), 0.0, 0.001)
+    state.connected(Conn(2), 0.0, 0.001)
+    closed, dropped = list(state.in_use.values())
+    dropped.conn = None  # collected while its caller held it
+    assert state.take_unreleased(closed, 1.0)
+    assert state.take_unreleased(dropped, 1.0)
+    assert not state.take_unreleased(closed, 1.0)  # only once
+    assert state.in_use == {} and state.size == 0
+    # The closed one still exists and is closed by the shell; the dropped one
+    # is gone already. Both count as leaked.
+    assert state.take_retired() == [closed]
+    assert state.closed_by_reason["leaked"] == 2 and state.leaks == 2
+    assert state.plan_connects(1.0) == 0  # nobody waits: min_size is 0
+    state.waiters.append(Waiter(None, 1.0))
+    assert state.plan_connects(1.0) == 1
+
+
 def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
     state = make_state(min_size=1, max_size=1, validate="always")
     state.validate_window = -math.inf
@@ -621,3 +742,22 @@ def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
     assert entry is not None
     state.validated(entry, 4.1)
     assert state.stats().acquires == 1
+
+
+def test_a_connection_the_pool_is_pinging_counts_as_idle_not_in_use() -> None:
+    # The pool's own pings (suspect checks, keepalives) lend nothing to a
+    # caller: stats() must not report them as in use (a background suspect
+    # check made `in_use` read 1 right after a caller's broken connection).
+    state = make_state(min_size=2, max_size=2, max_lifetime=None, keepalive=1.0)
+    fill(state)
+    busy = state.checkout(1.0)
+    assert busy is not None
+    state.checkin(busy, 2.0, discard=True)
+    (idle,) = state.take_idle(suspects_only=True)
+    stats = state.stats()
+    assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
+    state.give_back(idle, 2.5, ok=True)
+    (due,) = state.housekeep(10.0)[0]
+    assert due is idle
+    stats = state.stats()
+    assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)

@@ -1,0 +1,321 @@
+"""Run a slice of SQLAlchemy's own test suite with every engine on poolkeeper's pool.
+
+SQLAlchemy's wheel does not ship its tests; its source distribution does.
+This tool downloads the sdist of the *installed* SQLAlchemy version once (with
+pip, into ``.cache/``), then runs SQLAlchemy's pytest suite there on the
+local PostgreSQL: the synchronous files with psycopg, the asyncio file with
+asyncpg. The pytest plugin
+``tests/integration/frameworks/sqlalchemy_suite_plugin.py`` puts every engine
+on :class:`poolkeeper.sqlalchemy.Pool` (``AsyncPool`` for asyncio) and prints
+the classes the engines got; ``--pool stock`` runs the same slice on
+SQLAlchemy's own pools for comparison.
+
+Usage::
+
+    python tools/sqlalchemy_suite.py --fetch-only       # download only
+    python tools/sqlalchemy_suite.py                    # stock, then poolkeeper
+    python tools/sqlalchemy_suite.py --pool poolkeeper  # poolkeeper's pool only
+    python tools/sqlalchemy_suite.py --pool stock       # SQLAlchemy's pool only
+
+By default (``--pool compare``) it runs the slice with the stock pool, then
+with poolkeeper's, prints passed/failed/skipped counts for both, and checks
+every test that fails only with poolkeeper against the checked-in list
+``tests/integration/frameworks/sqlalchemy_suite_expected.txt`` (each with the
+QueuePool internal it relies on). Tests failing with the stock pool too fail
+for reasons of the environment (server settings such as
+``max_prepared_transactions``, multiple hosts) and are not poolkeeper's.
+The exit code is 0 when every poolkeeper-only failure is listed, 1
+otherwise, 2 when the suite is missing. ``tests/integration/frameworks/test_sqlalchemy_own_suite.py`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+from _sdist import extract_sdist
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+EXPECTED = (
+    ROOT / "tests" / "integration" / "frameworks" / "sqlalchemy_suite_expected.txt"
+)
+PLUGIN = "tests.integration.frameworks.sqlalchemy_suite_plugin"
+
+#: The files of SQLAlchemy's suite that exercise how a pool opens, checks,
+#: hands out, invalidates and disposes of connections, per driver.
+SYNC_FILES = [
+    "test/engine/test_pool.py",
+    "test/engine/test_reconnect.py",
+    "test/engine/test_transaction.py",
+    "test/engine/test_execute.py",
+    "test/orm/test_transaction.py",
+    "test/orm/test_session.py",
+    "test/dialect/postgresql/test_dialect.py",
+]
+ASYNC_FILES = ["test/ext/asyncio/test_engine.py"]
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def source_dir(sa_version: str | None = None) -> Path:
+    """Where the unpacked SQLAlchemy sdist for ``sa_version`` lives."""
+    return CACHE / f"sqlalchemy-{sa_version or version('sqlalchemy')}"
+
+
+def fetch(sa_version: str | None = None) -> Path:
+    """Download and unpack SQLAlchemy's sdist unless already there."""
+    sa_version = sa_version or version("sqlalchemy")
+    src = source_dir(sa_version)
+    if (src / "test" / "conftest.py").exists():
+        return src
+    top = f"sqlalchemy-{sa_version}/"
+    wanted = ("test/", "lib/", "setup.cfg", "pyproject.toml")
+    CACHE.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        extract_sdist(
+            f"sqlalchemy=={sa_version}",
+            Path(tmp),
+            lambda name: name.startswith(top) and name[len(top) :].startswith(wanted),
+        )
+        # Moved into place only when complete, so a half-unpacked tree is
+        # never taken for the suite.
+        (Path(tmp) / top.rstrip("/")).rename(src)
+    return src
+
+
+def with_driver(url: str, driver: str) -> str:
+    """Rewrite ``postgresql://...`` to ``postgresql+<driver>://...``."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}+{driver}{sep}{rest}"
+
+
+@dataclass
+class Result:
+    """Outcome counts and failing test ids of one pytest run."""
+
+    passed: int = 0
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    output: str = ""
+
+    def add(self, other: Result) -> None:
+        """Merge another run's outcome into this one."""
+        self.passed += other.passed
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.seconds += other.seconds
+        self.output += other.output
+
+
+def _parse_junit(path: Path) -> Result:
+    """Read one outcome per test: a test that failed in any phase (call,
+    setup, teardown: junit lists such a test more than once) failed."""
+    result = Result()
+    if not path.exists():
+        return result
+    outcomes: dict[str, str] = {}
+    for case in ET.parse(path).iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        tags = {child.tag for child in case}
+        if tags & {"failure", "error"}:
+            outcome = "failed"
+        elif "skipped" in tags:
+            outcome = "skipped"
+        else:
+            outcome = "passed"
+        if outcomes.get(name) != "failed":
+            outcomes[name] = outcome
+    for name, outcome in outcomes.items():
+        if outcome == "failed":
+            result.failed.append(name)
+        elif outcome == "skipped":
+            result.skipped.append(name)
+        else:
+            result.passed += 1
+    return result
+
+
+def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
+    """Run SQLAlchemy's pytest on ``files`` against ``dburi``; return the outcome."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["POOLKEEPER_SQLA_POOL"] = pool
+    env.pop("CI", None)  # no CI-specific behaviour inside SQLAlchemy's suite
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            PLUGIN,
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--tb=short",
+            "--timeout=300",
+            f"--junitxml={junit}",
+            f"--dburi={dburi}",
+            *files,
+        ]
+        started = time.monotonic()
+        proc = subprocess.run(
+            command, cwd=src, env=env, capture_output=True, text=True, check=False
+        )
+        result = _parse_junit(junit)
+    result.seconds = time.monotonic() - started
+    result.output = proc.stdout + proc.stderr
+    if proc.returncode not in (0, 1):  # 1: some tests failed
+        result.failed.append(f"pytest exited with {proc.returncode} for {files}")
+    return result
+
+
+#: The database the slice runs in, next to the one given: SQLAlchemy's tests
+#: create and drop common table names (``users``, ``addresses``) that other
+#: test runs on a shared server may be using at the same time.
+SUITE_DATABASE = "pk_sqlalchemy_suite"
+
+
+def prepare(postgres_url: str) -> str:
+    """Create the suite's database, extensions and schemas; return its URL.
+
+    Each pytest run issues ``CREATE EXTENSION IF NOT EXISTS`` for the
+    extensions; two runs at once race on it and one fails with a duplicate
+    key, so they are created here, once, up front.
+    """
+    import psycopg
+
+    # DuplicateDatabase, UniqueViolation: created by a concurrent session.
+    created_meanwhile = (
+        psycopg.errors.DuplicateDatabase,
+        psycopg.errors.UniqueViolation,
+    )
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (SUITE_DATABASE,)
+        ).fetchone()
+        if exists is None:
+            with contextlib.suppress(*created_meanwhile):
+                conn.execute(f"CREATE DATABASE {SUITE_DATABASE}")
+    suite_url = postgres_url.rsplit("/", 1)[0] + "/" + SUITE_DATABASE
+    with psycopg.connect(suite_url, autocommit=True) as conn:
+        for statement in (
+            "CREATE EXTENSION IF NOT EXISTS citext",
+            "CREATE EXTENSION IF NOT EXISTS hstore",
+            # The schemas README.unittests.rst asks for.
+            "CREATE SCHEMA IF NOT EXISTS test_schema",
+            "CREATE SCHEMA IF NOT EXISTS test_schema_2",
+        ):
+            with contextlib.suppress(*created_meanwhile):
+                conn.execute(statement)
+    return suite_url
+
+
+def run(pool: str, postgres_url: str) -> Result:
+    """Run the sync slice, then the asyncio slice; return the merged outcome.
+
+    One after the other: both create and drop the same tables (``users``)
+    in the suite's database (see :data:`SUITE_DATABASE`).
+    """
+    src = source_dir()
+    suite_url = prepare(postgres_url)
+    total = Result()
+    for files, driver in ((SYNC_FILES, "psycopg"), (ASYNC_FILES, "asyncpg")):
+        total.add(run_files(files, with_driver(suite_url, driver), pool, src))
+    return total
+
+
+def expected_failures(path: Path = EXPECTED) -> set[str]:
+    """The test ids listed in the expected-failures file (``id  # reason`` lines)."""
+    ids = set()
+    for line in path.read_text().splitlines():
+        test_id = line.partition("#")[0].strip()
+        if test_id:
+            ids.add(test_id)
+    return ids
+
+
+def _report(pool: str, result: Result, show_output: bool) -> None:
+    if show_output or not result.passed:
+        print(result.output)
+    else:
+        # The plugin's lines naming the pool classes the engines got.
+        for line in result.output.splitlines():
+            if line.startswith("poolkeeper:"):
+                print(line)
+    print(
+        f"{pool}: {result.passed} passed, {len(result.failed)} failed, "
+        f"{len(result.skipped)} skipped in {result.seconds:.0f} s"
+    )
+
+
+def main() -> int:
+    """Parse arguments, fetch the suite if needed, run it and report."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--fetch-only", action="store_true")
+    parser.add_argument(
+        "--pool",
+        choices=["compare", "poolkeeper", "stock"],
+        default="compare",
+        help="compare (default): run with the stock pool, then poolkeeper's",
+    )
+    parser.add_argument("--postgres-url", default=DEFAULT_URL)
+    parser.add_argument(
+        "--show-output", action="store_true", help="print pytest's output"
+    )
+    args = parser.parse_args()
+    if args.fetch_only:
+        print(f"SQLAlchemy test suite ready in {fetch()}")
+        return 0
+    if not (source_dir() / "test" / "conftest.py").exists():
+        print(f"{source_dir()} is missing: run tools/sqlalchemy_suite.py --fetch-only")
+        return 2
+    stock_failed: set[str] = set()
+    stock_skipped: set[str] = set()
+    if args.pool in ("compare", "stock"):
+        stock = run("stock", args.postgres_url)
+        _report("stock", stock, args.show_output)
+        for test_id in sorted(stock.failed):
+            print(f"failed with the stock pool too: {test_id}")
+        if args.pool == "stock":
+            return 0 if stock.passed else 1
+        stock_failed = set(stock.failed)
+        stock_skipped = set(stock.skipped)
+    result = run("poolkeeper", args.postgres_url)
+    _report("poolkeeper", result, args.show_output)
+    if stock_skipped:
+        for test_id in sorted(set(result.skipped) - stock_skipped):
+            print(f"skipped only with poolkeeper: {test_id}")
+    expected = expected_failures()
+    only_poolkeeper = set(result.failed) - stock_failed
+    unexpected = sorted(only_poolkeeper - expected)
+    for test_id in sorted(set(result.failed) & stock_failed):
+        print(f"failed with both pools: {test_id}")
+    for test_id in sorted(only_poolkeeper & expected):
+        print(f"expected failure (see {EXPECTED.name}): {test_id}")
+    label = "UNEXPECTED FAILURE" if args.pool == "compare" else "FAILED (not compared)"
+    for test_id in unexpected:
+        print(f"{label} {test_id}")
+    for test_id in sorted(expected - set(result.failed)):
+        print(f"now passing (remove from {EXPECTED.name}): {test_id}")
+    if not result.passed:
+        return 1
+    return 1 if unexpected else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
