@@ -244,14 +244,16 @@ def parse_wrk(out: str) -> dict[str, float]:
     return result
 
 
-def wrk(port: int, route: str, clients: int, duration: float) -> dict[str, float]:
+def wrk(
+    port: int, route: str, clients: int, duration: float, timeout: float = 2.0
+) -> dict[str, float]:
     cmd = [
         "wrk",
         "-t2",
         f"-c{clients}",
         f"-d{duration:g}s",
         "--timeout",
-        "2s",
+        f"{timeout:g}s",
         "--latency",
         f"http://127.0.0.1:{port}/{route}",
     ]
@@ -333,9 +335,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     with server(
                         app, pool, appname, args.dsn, args.pool_size, args.python
                     ) as (port, _pid):
-                        wrk(port, route, clients, 1.0)
+                        wrk(port, route, clients, 1.0, args.client_timeout)
                         with SessionSampler(args.dsn, appname) as sampler:
-                            res = wrk(port, route, clients, args.duration)
+                            res = wrk(
+                                port, route, clients, args.duration, args.client_timeout
+                            )
                     sample = Sample(
                         app=app,
                         route=route,
@@ -477,6 +481,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--duration", type=float, default=4.0, help="seconds per measured wrk run"
     )
     parser.add_argument("--pool-size", type=int, default=20)
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=2.0,
+        help="seconds before wrk gives up on a request (default 2)",
+    )
     parser.add_argument(
         "--hog", action="store_true", help="run a CPU hog beside the server"
     )
