@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import poolkeeper
 from poolkeeper import ConfigError
 from poolkeeper._config import parse_url, scrub
 from poolkeeper._credentials import (
@@ -136,6 +138,53 @@ async def test_async_provider_is_awaited() -> None:
     args = ConnectArgs(wrap_providers({"password": token}, secrets, is_async=True))
     assert await args.aopen(connect) == "from-coroutine"
     assert "from-coroutine" in set(secrets)
+
+
+class NoCredentials(Exception):
+    """What a cloud SDK raises when the machine has no credentials."""
+
+
+def no_token() -> str:
+    raise NoCredentials("no cloud credentials found")
+
+
+async def no_token_async() -> str:
+    raise NoCredentials("no cloud credentials found")
+
+
+# The provider raises before the driver is called: no server is reached.
+UNREACHED = "127.0.0.1:9/test"
+
+
+def test_a_failing_provider_reaches_the_caller_at_once() -> None:
+    pytest.importorskip("psycopg")
+    with poolkeeper.Pool(
+        f"postgresql+psycopg://u@{UNREACHED}",
+        min_size=0,
+        timeout=5,
+        connect_args={"password": no_token},
+    ) as pool:
+        started = time.monotonic()
+        with pytest.raises(NoCredentials, match="no cloud credentials"):
+            pool.acquire()
+        assert time.monotonic() - started < 1.0
+        assert pool.stats().connect_errors >= 1
+
+
+@pytest.mark.anyio
+async def test_a_failing_async_provider_reaches_the_caller_at_once() -> None:
+    pytest.importorskip("asyncpg")
+    async with poolkeeper.AsyncPool(
+        f"postgresql+asyncpg://u@{UNREACHED}",
+        min_size=0,
+        timeout=5,
+        connect_args={"password": no_token_async},
+    ) as pool:
+        started = time.monotonic()
+        with pytest.raises(NoCredentials, match="no cloud credentials"):
+            await pool.acquire()
+        assert time.monotonic() - started < 1.0
+        assert pool.stats().connect_errors >= 1
 
 
 @pytest.mark.parametrize(
