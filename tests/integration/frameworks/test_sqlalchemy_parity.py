@@ -12,6 +12,7 @@ Everything runs against the real PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -313,6 +314,38 @@ def test_pool_grows_lazily_and_closes_overflow_on_return(
         assert "Pool size: 2  Connections in pool: 2" in pool.status()
     finally:
         engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_pool_grows_lazily_and_closes_overflow_on_return(
+    postgres_url: str, admin: psycopg.Connection[tuple[object, ...]], app_name: str
+) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"),
+        poolclass=AsyncPool,
+        pool_size=2,
+        max_overflow=2,
+        pool_timeout=10,
+        connect_args={"server_settings": {"application_name": app_name}},
+    )
+    pool: Any = engine.sync_engine.pool
+    try:
+        async with engine.connect():
+            await asyncio.sleep(0.3)  # room for any background opening to show
+            assert backends(admin, app_name) == 1
+        conns = [await engine.connect() for _ in range(4)]
+        assert (pool.checkedout(), pool.overflow(), pool.checkedin()) == (4, 2, 0)
+        for conn in conns:
+            await conn.close()
+        assert (pool.checkedout(), pool.overflow(), pool.checkedin()) == (0, 0, 2)
+        deadline = time.monotonic() + 5
+        while backends(admin, app_name) > 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert backends(admin, app_name) == 2
+        assert pool.size() == 2
+        assert "Pool size: 2  Connections in pool: 2" in pool.status()
+    finally:
+        await engine.dispose()
 
 
 # -- 6. pool_timeout=0, connections without closed/open -----------------------------------
