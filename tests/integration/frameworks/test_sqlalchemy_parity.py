@@ -348,6 +348,30 @@ async def test_async_pool_grows_lazily_and_closes_overflow_on_return(
         await engine.dispose()
 
 
+@pytest.mark.anyio
+async def test_async_invalidated_connections_leave_the_pool(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"), poolclass=AsyncPool, pool_timeout=5
+    )
+    pool: Any = engine.sync_engine.pool
+    try:
+        async with engine.connect() as conn:
+            # Soft: closed and replaced at its next checkout (_claim).
+            (await conn.get_raw_connection()).invalidate(soft=True)
+        for _ in range(3):
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+                await conn.invalidate()  # hard: closed on the spot, out on return
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 2"))).scalar() == 2
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)
+        assert not [r for r in caplog.records if r.name.startswith("poolkeeper")]
+    finally:
+        await engine.dispose()
+
+
 # -- 6. pool_timeout=0, connections without closed/open -----------------------------------
 
 
