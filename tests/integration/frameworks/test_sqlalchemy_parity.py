@@ -137,6 +137,100 @@ def test_error_in_first_connect_initialisation_propagates(
         engine.dispose()
 
 
+@pytest.mark.parametrize("driver", SYNC_DRIVERS)
+def test_dialect_initialize_is_retried_until_it_succeeds(
+    postgres_url: str, driver: str
+) -> None:
+    # SQLAlchemy's test_dialect_initialize_retry_if_exception, on a real
+    # server and without reading QueuePool's queue: a connection whose
+    # first-connect initialisation failed is never pooled, the next connect
+    # (dispose() included) initialises again, and once it succeeded no
+    # connect initialises any more.
+    engine = _engine(postgres_url, driver)
+    real_initialize = engine.dialect.initialize
+    calls: list[bool] = []
+    fail = True
+
+    def initialize(connection: Any) -> None:
+        calls.append(fail)
+        if fail:
+            raise TypeError("initialize exploded")
+        real_initialize(connection)
+
+    engine.dialect.initialize = initialize  # type: ignore[method-assign]
+
+    def _counts(engine: Engine) -> tuple[int, int]:
+        pool: Any = engine.pool  # engine.dispose() makes a new one
+        return pool.checkedout(), pool.checkedin()
+
+    try:
+        for attempt in range(1, 4):
+            if attempt == 3:
+                engine.dispose()
+            with pytest.raises(TypeError, match="initialize exploded"):
+                engine.connect()
+            assert len(calls) == attempt
+            assert _counts(engine) == (0, 0)
+        fail = False
+        for _ in range(2):
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+            assert len(calls) == 4
+            assert _counts(engine) == (0, 1)
+        engine.dispose()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        assert len(calls) == 4
+        assert _counts(engine) == (0, 1)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_dialect_initialize_is_retried_until_it_succeeds(
+    postgres_url: str,
+) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"), poolclass=AsyncPool, pool_timeout=10
+    )
+    dialect = engine.sync_engine.dialect
+    real_initialize = dialect.initialize
+    calls: list[bool] = []
+    fail = True
+
+    def initialize(connection: Any) -> None:
+        calls.append(fail)
+        if fail:
+            raise TypeError("initialize exploded")
+        real_initialize(connection)
+
+    def counts() -> tuple[int, int]:
+        pool: Any = engine.sync_engine.pool  # dispose() makes a new one
+        return pool.checkedout(), pool.checkedin()
+
+    dialect.initialize = initialize  # type: ignore[method-assign]
+    try:
+        for attempt in range(1, 4):
+            if attempt == 3:
+                await engine.dispose()
+            with pytest.raises(TypeError, match="initialize exploded"):
+                await engine.connect()
+            assert len(calls) == attempt
+            assert counts() == (0, 0)
+        fail = False
+        for _ in range(2):
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+            assert len(calls) == 4
+            assert counts() == (0, 1)
+        await engine.dispose()
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+        assert len(calls) == 4
+    finally:
+        await engine.dispose()
+
+
 # -- 2. pool_pre_ping -------------------------------------------------------------
 
 
