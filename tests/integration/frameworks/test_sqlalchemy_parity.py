@@ -137,6 +137,28 @@ def test_error_in_first_connect_initialisation_propagates(
         engine.dispose()
 
 
+class _FailingInitialize:
+    """Replaces ``engine``'s dialect ``initialize``: raises while ``fail`` is set."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.real = engine.dialect.initialize
+        self.calls = 0
+        self.fail = True
+        engine.dialect.initialize = self  # type: ignore[method-assign]
+
+    def __call__(self, connection: Any) -> None:
+        self.calls += 1
+        if self.fail:
+            raise TypeError("initialize exploded")
+        self.real(connection)
+
+    def counts(self) -> tuple[int, int]:
+        """The pool's (checked out, checked in); dispose() makes a new pool."""
+        pool: Any = self.engine.pool
+        return pool.checkedout(), pool.checkedin()
+
+
 @pytest.mark.parametrize("driver", SYNC_DRIVERS)
 def test_dialect_initialize_is_retried_until_it_succeeds(
     postgres_url: str, driver: str
@@ -147,41 +169,21 @@ def test_dialect_initialize_is_retried_until_it_succeeds(
     # (dispose() included) initialises again, and once it succeeded no
     # connect initialises any more.
     engine = _engine(postgres_url, driver)
-    real_initialize = engine.dialect.initialize
-    calls: list[bool] = []
-    fail = True
-
-    def initialize(connection: Any) -> None:
-        calls.append(fail)
-        if fail:
-            raise TypeError("initialize exploded")
-        real_initialize(connection)
-
-    engine.dialect.initialize = initialize  # type: ignore[method-assign]
-
-    def _counts(engine: Engine) -> tuple[int, int]:
-        pool: Any = engine.pool  # engine.dispose() makes a new one
-        return pool.checkedout(), pool.checkedin()
-
+    init = _FailingInitialize(engine)
     try:
         for attempt in range(1, 4):
             if attempt == 3:
                 engine.dispose()
             with pytest.raises(TypeError, match="initialize exploded"):
                 engine.connect()
-            assert len(calls) == attempt
-            assert _counts(engine) == (0, 0)
-        fail = False
-        for _ in range(2):
+            assert (init.calls, init.counts()) == (attempt, (0, 0))
+        init.fail = False
+        for disposing in (False, False, True):
+            if disposing:
+                engine.dispose()
             with engine.connect() as conn:
                 assert conn.execute(text("SELECT 1")).scalar() == 1
-            assert len(calls) == 4
-            assert _counts(engine) == (0, 1)
-        engine.dispose()
-        with engine.connect() as conn:
-            assert conn.execute(text("SELECT 1")).scalar() == 1
-        assert len(calls) == 4
-        assert _counts(engine) == (0, 1)
+            assert (init.calls, init.counts()) == (4, (0, 1))
     finally:
         engine.dispose()
 
@@ -193,40 +195,21 @@ async def test_async_dialect_initialize_is_retried_until_it_succeeds(
     engine = create_async_engine(
         with_driver(postgres_url, "asyncpg"), poolclass=AsyncPool, pool_timeout=10
     )
-    dialect = engine.sync_engine.dialect
-    real_initialize = dialect.initialize
-    calls: list[bool] = []
-    fail = True
-
-    def initialize(connection: Any) -> None:
-        calls.append(fail)
-        if fail:
-            raise TypeError("initialize exploded")
-        real_initialize(connection)
-
-    def counts() -> tuple[int, int]:
-        pool: Any = engine.sync_engine.pool  # dispose() makes a new one
-        return pool.checkedout(), pool.checkedin()
-
-    dialect.initialize = initialize  # type: ignore[method-assign]
+    init = _FailingInitialize(engine.sync_engine)
     try:
         for attempt in range(1, 4):
             if attempt == 3:
                 await engine.dispose()
             with pytest.raises(TypeError, match="initialize exploded"):
                 await engine.connect()
-            assert len(calls) == attempt
-            assert counts() == (0, 0)
-        fail = False
-        for _ in range(2):
+            assert (init.calls, init.counts()) == (attempt, (0, 0))
+        init.fail = False
+        for disposing in (False, False, True):
+            if disposing:
+                await engine.dispose()
             async with engine.connect() as conn:
                 assert (await conn.execute(text("SELECT 1"))).scalar() == 1
-            assert len(calls) == 4
-            assert counts() == (0, 1)
-        await engine.dispose()
-        async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
-        assert len(calls) == 4
+            assert (init.calls, init.counts()) == (4, (0, 1))
     finally:
         await engine.dispose()
 
