@@ -53,7 +53,16 @@ REMEMBERED_CLOSED = 64
 class HeldConnections:
     """The bookkeeping of one pool for connections lent by ``acquire()``."""
 
-    __slots__ = ("__weakref__", "_aware", "_closed", "loop", "pending", "pool", "weak")
+    __slots__ = (
+        "__weakref__",
+        "_aware",
+        "_closed",
+        "loop",
+        "pending",
+        "pool",
+        "warn_unaware",
+        "weak",
+    )
 
     def __init__(self, pool: Any) -> None:
         self.pool = weakref.ref(pool)
@@ -66,6 +75,10 @@ class HeldConnections:
         self.loop: Any = None
         #: False once a connection turned out not to support weak references.
         self.weak = True
+        #: Whether to say that ``with pool.acquire()`` cannot give back a
+        #: connection of a C type (see :meth:`adopt`); off for the wrappers
+        #: (psycopg2's compat pools, Django) whose users never write it.
+        self.warn_unaware = True
         self._closed: dict[int, Any] = {}
         self._aware: dict[type, type | None] = {}
 
@@ -130,7 +143,8 @@ class HeldConnections:
                 conn.__class__ = cls
             except TypeError:  # a C type: the connection keeps its class
                 self._aware[base] = None
-                self._warn_not_aware(base)
+                if self.warn_unaware:
+                    self._warn_not_aware(base)
 
     def _warn_not_aware(self, base: type) -> None:
         """Say (once per pool and class) that ``with pool.acquire()`` would leak.
