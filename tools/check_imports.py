@@ -157,10 +157,10 @@ def shortest_path(
                 previous[nxt] = node
                 queue.append(nxt)
     path: list[str] = []
-    node: str | None = goal
-    while node is not None:
-        path.append(node)
-        node = previous.get(node)
+    step: str | None = goal
+    while step is not None:
+        path.append(step)
+        step = previous.get(step)
     return path[::-1]
 
 
