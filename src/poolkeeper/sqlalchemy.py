@@ -179,10 +179,16 @@ class _PoolkeeperPool(_SAPool):
             "name": name,
             "pool_options": pool_options,
         }
-        options = translate_options(
-            **{**self._pk_args, "name": name or kw.get("logging_name")}
-        )
         self._pk_pre_ping = pre_ping
+        self._pk_start(
+            translate_options(
+                **{**self._pk_args, "name": name or kw.get("logging_name")}
+            )
+        )
+
+    def _pk_start(self, options: dict[str, Any]) -> None:
+        """Make the poolkeeper pool from the translated ``options``."""
+        pool_size = self._pk_args["pool_size"]
         self._pk_max_size: int = options["max_size"]
         # QueuePool's pool_size=0 is an unbounded queue: every connection kept.
         self._pk_keep_idle = pool_size if pool_size > 0 else self._pk_max_size
