@@ -33,10 +33,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper._credentials import awith_providers, with_providers
-from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._abort import socket_probes
 from poolkeeper.drivers._connect_errors import classify_libpq
-from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
+from poolkeeper.drivers._hosts import ROLE_QUERY
 from poolkeeper.drivers._kept import keep, restore
+from poolkeeper.drivers._libpq import PQ_ACTIVE as _PQ_ACTIVE
+from poolkeeper.drivers._libpq import PQ_IDLE as _PQ_IDLE
+from poolkeeper.drivers._libpq import PQ_SETTLED as _PQ_SETTLED
+from poolkeeper.drivers._libpq import TX_STATUS as _TX
 from poolkeeper.drivers._libpq import (
     async_connector,
     libpq_does_it,
@@ -45,14 +49,6 @@ from poolkeeper.drivers._libpq import (
     sync_connector,
 )
 from poolkeeper.drivers.base import TxStatus
-
-_TX = {
-    pq.TransactionStatus.IDLE: TxStatus.IDLE,
-    pq.TransactionStatus.INTRANS: TxStatus.INTRANS,
-    pq.TransactionStatus.INERROR: TxStatus.INERROR,
-}
-_PQ_IDLE = int(pq.TransactionStatus.IDLE)
-_PQ_ACTIVE = int(pq.TransactionStatus.ACTIVE)
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -131,16 +127,6 @@ def _busy(conn: Any) -> bool:
     return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
 
 
-_PQ_SETTLED = frozenset(
-    int(x)
-    for x in (
-        pq.TransactionStatus.IDLE,
-        pq.TransactionStatus.INTRANS,
-        pq.TransactionStatus.INERROR,
-    )
-)
-
-
 def _settled(conn: Any) -> bool:
     # psycopg answers an interrupted command (a cancelled task, Ctrl-C) with
     # a cancel request and reads the reply before it re-raises, so a status
@@ -158,30 +144,35 @@ def _fd(conn: Any) -> int:
         return -1
 
 
-def _quiet(conn: Any) -> float | None:
-    return quiet_seconds(_fd(conn))
+_quiet, _abort = socket_probes(_fd, lambda conn: not conn.closed)
 
 
-def _abort(conn: Any) -> None:
-    fd = _fd(conn)
-    shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
+async def _fetch_role_row(conn: Any) -> Any:
+    cursor = await conn.execute(ROLE_QUERY)
+    row = await cursor.fetchone()
+    await conn.rollback()
+    return row
 
 
-async def _async_role(conn: Any) -> Role:
-    role = host_of(conn).role
-    if role == "unknown":
-        cursor = await conn.execute(ROLE_QUERY)
-        role = role_from(*(await cursor.fetchone()))
-        await conn.rollback()
-    return role
-
-
-class PsycopgDriver:
-    """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
+class _PsycopgState:
+    """What both psycopg adapters read and clear without I/O (no coroutines)."""
 
     name = "psycopg"
-    is_async = False
     classify_connect_error = staticmethod(classify_libpq)
+    transaction_status = staticmethod(_status)
+    is_broken = staticmethod(_broken)
+    is_idle = staticmethod(_idle)
+    baseline = staticmethod(_baseline)
+    busy = staticmethod(_busy)
+    quiet = staticmethod(_quiet)
+    abort = staticmethod(_abort)
+    settled = staticmethod(_settled)
+
+
+class PsycopgDriver(_PsycopgState):
+    """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
+
+    is_async = False
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -199,15 +190,6 @@ class PsycopgDriver:
 
     def connect(self) -> Any:
         return self._connect()
-
-    transaction_status = staticmethod(_status)
-    is_broken = staticmethod(_broken)
-    is_idle = staticmethod(_idle)
-    baseline = staticmethod(_baseline)
-    busy = staticmethod(_busy)
-    quiet = staticmethod(_quiet)
-    abort = staticmethod(_abort)
-    settled = staticmethod(_settled)
 
     def commit(self, conn: Any) -> None:
         _end_blocks(conn)
@@ -253,12 +235,10 @@ class PsycopgDriver:
             conn.close()
 
 
-class AsyncPsycopgDriver:
+class AsyncPsycopgDriver(_PsycopgState):
     """Asyncio psycopg 3 adapter (``postgresql+psycopg://`` with AsyncPool)."""
 
-    name = "psycopg"
     is_async = True
-    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -278,22 +258,13 @@ class AsyncPsycopgDriver:
                 target,
                 kwargs,
                 awith_providers(psycopg.AsyncConnection.connect),
-                _async_role,
+                _fetch_role_row,
                 native=native,
             )
         )
 
     async def connect(self) -> Any:
         return await self._connect()
-
-    transaction_status = staticmethod(_status)
-    is_broken = staticmethod(_broken)
-    is_idle = staticmethod(_idle)
-    baseline = staticmethod(_baseline)
-    busy = staticmethod(_busy)
-    quiet = staticmethod(_quiet)
-    abort = staticmethod(_abort)
-    settled = staticmethod(_settled)
 
     async def commit(self, conn: Any) -> None:
         _end_blocks(conn)
