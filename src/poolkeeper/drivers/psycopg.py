@@ -154,6 +154,23 @@ async def _fetch_role_row(conn: Any) -> Any:
     return row
 
 
+def ping(conn: Any) -> None:
+    """Run an empty query in autocommit mode (it opens no transaction).
+
+    The autocommit flag is put back as it was; Django's backend uses this as
+    its ``CONN_HEALTH_CHECKS`` check too.
+    """
+    if conn.autocommit:
+        conn.execute("")
+        return
+    conn.autocommit = True
+    try:
+        conn.execute("")
+    finally:
+        with contextlib.suppress(Exception):
+            conn.autocommit = False
+
+
 class _PsycopgState:
     """What both psycopg adapters read and clear without I/O (no coroutines)."""
 
@@ -204,15 +221,7 @@ class PsycopgDriver(_PsycopgState):
         _clear_state(conn)
 
     def ping(self, conn: Any) -> None:
-        if conn.autocommit:
-            conn.execute("")
-            return
-        conn.autocommit = True
-        try:
-            conn.execute("")
-        finally:
-            with contextlib.suppress(Exception):
-                conn.autocommit = False
+        ping(conn)
 
     def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` to drop every piece of session state.

@@ -60,19 +60,6 @@ from poolkeeper.django._pooled import (
 __all__ = ["DatabaseWrapper", "DjangoPool"]
 
 
-def _ping(conn: Any) -> None:
-    # In autocommit mode the empty query opens no transaction; the flag is
-    # restored because Django sets it itself only after the checkout.
-    if conn.autocommit:
-        conn.execute("")
-        return
-    conn.autocommit = True
-    try:
-        conn.execute("")
-    finally:
-        conn.autocommit = False
-
-
 class DatabaseFeatures(PooledDatabaseFeatures, pg_features.DatabaseFeatures):  # type: ignore[misc,unused-ignore]
     """Django's PostgreSQL features, with Django's test skips for pooled backends."""
 
@@ -87,6 +74,9 @@ class DatabaseWrapper(PooledDatabaseWrapper, pg_base.DatabaseWrapper):  # type: 
             raise ImproperlyConfigured(
                 "poolkeeper's Django backend needs psycopg 3: pip install 'psycopg[binary]'"
             )
+        # Imported here: the adapter imports psycopg 3, checked just above.
+        from poolkeeper.drivers.psycopg import ping as psycopg_ping
+
         # Pooled connections rest in autocommit mode; Django sets the mode it
         # wants after each checkout.
         connect_kwargs["autocommit"] = True
@@ -95,7 +85,9 @@ class DatabaseWrapper(PooledDatabaseWrapper, pg_base.DatabaseWrapper):  # type: 
         def connect() -> Any:
             return database.connect(**connect_kwargs)
 
-        return PoolHooks(connect, configure=self._configure_connection, check=_ping)
+        return PoolHooks(
+            connect, configure=self._configure_connection, check=psycopg_ping
+        )
 
     def _poolkeeper_checkout(self, pool: DjangoPool | None, params: Any) -> Any:
         # Django's own psycopg code borrows through ``self.pool.getconn()``
