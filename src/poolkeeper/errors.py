@@ -110,6 +110,6 @@ class PoolWarning(UserWarning):
 
 
 class ConnectionLeakWarning(PoolWarning):
-    """A connection was held longer than the pool's ``leak_timeout``."""
+    """A connection was held past ``leak_timeout``, or closed or dropped without release."""
 
     __module__ = "poolkeeper"

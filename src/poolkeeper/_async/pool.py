@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, NoReturn, TypeVar, overload
 
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.housekeeping import AsyncHousekeeper
@@ -62,7 +63,18 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._credentials import Secrets
+from poolkeeper._held import HeldConnections, is_closed
+from poolkeeper._misuse import needs_async_with, reject_unknown_options
 from poolkeeper._origin import from_driver
+from poolkeeper._sites import (
+    PACKAGE_DIR,
+    Mark,
+    Site,
+    caller_site,
+    format_site,
+    outside_frame,
+    site_of,
+)
 from poolkeeper.drivers.base import (
     AsyncDriver,
     QueryWatch,
@@ -92,6 +104,7 @@ ConnT = TypeVar("ConnT")
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
+_getframe = sys._getframe
 
 #: Seconds a checkout's validation ping may take even when the caller's
 #: deadline is nearer (raised to the mean connect time, see _ping_floor): a
@@ -101,6 +114,8 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
+#: Call sites a pool remembers having warned about (a bound on its memory).
+MAX_WARNED_SITES = 1000
 
 
 class AsyncPool(Generic[ConnT]):
@@ -262,7 +277,11 @@ class AsyncPool(Generic[ConnT]):
         leak_timeout: float | None = None,
         query_timeout: float | None = None,
         fair: bool = True,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # Not in the overloads: mypy still rejects a misspelt option.
+            reject_unknown_options(type(self).__name__, unknown, _option_names())
         config = PoolConfig(
             min_size=min_size,
             max_size=max_size,
@@ -338,6 +357,9 @@ class AsyncPool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: AsyncHousekeeper | None = None
         self._loop: Any = None
+        self._held = HeldConnections(self)
+        # Call sites whose rolled-back release was logged (see _warn_rollback).
+        self._rollback_sites: set[Site] = set()
 
     def _new_query_watch(self) -> QueryWatch | None:
         if self._config.query_timeout is None:
@@ -421,6 +443,7 @@ class AsyncPool(Generic[ConnT]):
         if IS_ASYNC:
             # Remembered to give a clear error when used from another loop.
             self._loop = current_loop()
+            self._held.loop = self._loop
         self._housekeeper = AsyncHousekeeper(self)
         self._housekeeper.start()
         fork_safety.register(self)
@@ -479,6 +502,16 @@ class AsyncPool(Generic[ConnT]):
         await self.open()
         return self
 
+    if IS_ASYNC:
+        # `with` instead of `async with`: say so, rather than Python's
+        # "does not support the context manager protocol".
+
+        def __enter__(self) -> NoReturn:
+            needs_async_with(type(self).__name__, "pool")
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -513,6 +546,11 @@ class AsyncPool(Generic[ConnT]):
     async def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
 
+        ``with pool.acquire() as conn:`` releases it at the end of the block.
+        A connection closed or dropped without :meth:`release` is noticed and
+        its slot taken back, with a :class:`~poolkeeper.ConnectionLeakWarning`
+        attributed to the line that acquired it.
+
         Raises:
             PoolTimeout: No connection within the timeout.
             TooManyWaiters: ``max_waiting`` callers are already waiting.
@@ -522,20 +560,33 @@ class AsyncPool(Generic[ConnT]):
         # PoolState.acquire) and no check hook or leak detection that needs
         # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        frame = _getframe(1)
         if IS_ASYNC:  # noqa: SIM102
             if current_loop() is not self._loop:
                 self._check_loop()
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
         if entry is None or self._watch_checkout:
-            return await self._acquire_slow(entry, now, timeout)
-        if self._events.checkout:
+            entry = await self._acquire_slow(entry, now, timeout)
+        elif self._events.checkout:
             self._emit_checkout(entry, now)
-        return entry.conn  # type: ignore[no-any-return]
+        # Note the acquiring site (one frame) and hold the connection weakly
+        # from here on (see _held.py); inlined: this is the hot path.
+        code = frame.f_code
+        if code.co_filename.startswith(PACKAGE_DIR):
+            frame = outside_frame(frame)
+            code = frame.f_code
+        entry.site = (code, frame.f_lasti)
+        conn: ConnT = entry.conn
+        if entry.ref is not None:
+            entry.conn = None
+        elif self._held.weak:
+            self._held.watch(entry)
+        return conn
 
     async def _acquire_slow(
         self, entry: PoolEntry | None, now: float, timeout: float | None
-    ) -> ConnT:
+    ) -> PoolEntry:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
         # A checkout served at once has its (0 s) wait recorded already.
@@ -543,6 +594,10 @@ class AsyncPool(Generic[ConnT]):
         if entry is None:
             if not self._opened:
                 await self.open()
+            if self._held.pending or state.size + state.connecting >= state.max_size:
+                # Before waiting: the slot of a connection an acquire() caller
+                # closed or dropped may be free.
+                self._take_unreleased()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
             entry = await self._wait(check_timeout_arg(timeout, self._timeout))
@@ -564,7 +619,7 @@ class AsyncPool(Generic[ConnT]):
                 state.obtained(_monotonic() - now)
         if self._events.checkout:
             self._emit_checkout(entry, now)
-        return entry.conn  # type: ignore[no-any-return]
+        return entry
 
     def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
         """Tell the checkout listeners; take the connection back if one raises
@@ -761,8 +816,9 @@ class AsyncPool(Generic[ConnT]):
     async def release(self, conn: ConnT) -> None:
         """Give back a connection taken with :meth:`acquire`.
 
-        An open transaction is rolled back. A broken connection is closed
-        rather than kept.
+        An open transaction is rolled back, and logged at WARNING once per
+        call site (:meth:`connection` commits instead). A broken connection
+        is closed rather than kept.
 
         Raises:
             PoolError: ``conn`` is not checked out from this pool (for example,
@@ -772,6 +828,8 @@ class AsyncPool(Generic[ConnT]):
         # cycle); AsyncConnectionContext.__aexit__ has the same lines.
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is not None and entry.conn is None and entry.ref() is conn:
+            entry.conn = conn  # held weakly since acquire(): strongly again
         if (
             entry is None
             or entry.conn is not conn
@@ -801,6 +859,8 @@ class AsyncPool(Generic[ConnT]):
         """
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is None and self._held.forget_closed(conn):
+            return  # closed by its user, and already taken back
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
@@ -902,6 +962,8 @@ class AsyncPool(Generic[ConnT]):
                             error = exc
                             discard = True
                     else:
+                        if commit is None:
+                            self._warn_rollback(status)
                         await driver.rollback(conn)
                 if self._clear_state is not None and not discard:
                     await self._clear_state(conn)
@@ -919,6 +981,84 @@ class AsyncPool(Generic[ConnT]):
                     self._describe(exc),
                 )
         return discard, error
+
+    def _warn_if_open(self, conn: ConnT) -> None:
+        """Warn as :meth:`_warn_rollback` if ``conn`` has a transaction to roll back."""
+        status = self._driver.transaction_status(conn)
+        if status is not TxStatus.IDLE:
+            self._warn_rollback(status)
+
+    def _take_unreleased(self) -> None:
+        """Take back the slots of connections that their ``acquire()`` callers
+        dropped (garbage collected) or closed without :meth:`release`."""
+        state = self._state
+        held = self._held
+        driver = self._driver
+        found: list[tuple[Mark | None, Any]] = []
+        with self._lock:
+            now = _monotonic()
+            while held.pending:
+                entry = held.pending.popleft()
+                site = entry.site
+                if (
+                    entry.conn is None
+                    and site is not None
+                    and state.take_unreleased(entry, now)
+                ):
+                    found.append((site, None))
+            for entry in list(state.in_use.values()):
+                conn = entry.live_conn() if entry.site is not None else None
+                if conn is not None and is_closed(driver, conn):
+                    found.append((entry.site, conn))
+                    held.give_back(entry, conn)
+                    state.take_unreleased(entry, now)
+                    held.remember_closed(conn)
+            n = state.plan_connects(now) if found else 0
+        if not found:
+            return
+        self._spawn_connects(n)
+        if state.retired:
+            self._spawn_close_retired()
+        for site, conn in found:
+            self._report_unreleased(site, conn)
+
+    def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
+        site = site_of(mark)
+        how = "dropped (garbage collected)" if conn is None else "closed"
+        message = (
+            f"pool {self.name!r}: a connection acquired at {format_site(site)} was "
+            f"{how} without release(); its slot was taken back. Give connections "
+            "back with release(), or use a with block: pool.connection() (commits) "
+            "or pool.acquire() (rolls back)"
+        )
+        try:
+            filename, lineno = site or ("<unknown>", 0)
+            warning = ConnectionLeakWarning(message)
+            warnings.warn_explicit(warning, ConnectionLeakWarning, filename, lineno)
+        except Warning:
+            # Turned into an error by a filter: not the current caller's to catch.
+            logger.warning("%s", message)
+        if self._events.leak:
+            self._emit("leak", conn, reason="closed" if conn is not None else "dropped")
+
+    def _warn_rollback(self, status: TxStatus) -> None:
+        """Say (once per call site) that release() rolls back an open transaction."""
+        if status is TxStatus.UNKNOWN:
+            return  # the driver cannot tell (mysqlclient): nothing to say
+        site = caller_site()
+        sites = self._rollback_sites
+        if site in sites or len(sites) >= MAX_WARNED_SITES:
+            return
+        sites.add(site)
+        logger.warning(
+            "pool %r: a connection came back with a transaction %s at %s; it was "
+            "rolled back: release() and acquire()'s with block roll back, while "
+            "connection()'s with block commits on normal exit. Commit before "
+            "releasing, or use connection(). (Logged once per call site.)",
+            self.name,
+            "in error" if status is TxStatus.INERROR else "open",
+            format_site(site),
+        )
 
     # -- background work ---------------------------------------------------------
 
@@ -955,6 +1095,9 @@ class AsyncPool(Generic[ConnT]):
                         if self._baseline is not None:
                             # What configure installed stays; see drivers.base.
                             self._baseline(conn)
+                        if not IS_ASYNC:
+                            # `with pool.acquire() as conn:` gives it back on exit.
+                            self._held.adopt(conn)
                         break
                     error, fault = hook_error, self._classify(hook_error)
                     if fault is ConnectFault.TRANSIENT and not from_driver(
@@ -1188,6 +1331,7 @@ class AsyncPool(Generic[ConnT]):
     async def _housekeep(self) -> None:
         """One housekeeping round: retire, ping, report leaks, refill, and
         abort stuck commands (``query_timeout``)."""
+        self._take_unreleased()
         now = _monotonic()
         with self._lock:
             due, leaked = self._state.housekeep(now)
@@ -1226,9 +1370,10 @@ class AsyncPool(Generic[ConnT]):
                 # Read the driver's state without I/O, with the lock released.
                 now = _monotonic()
                 try:
-                    busy = busy_of(entry.conn)
+                    conn = entry.live_conn()
+                    busy = busy_of(conn)
                     quiet = (
-                        quiet_of(entry.conn)
+                        quiet_of(conn)
                         if busy is not False and now - lent_at >= limit
                         else None
                     )
@@ -1259,7 +1404,7 @@ class AsyncPool(Generic[ConnT]):
                 if entry.close_reason is not None:
                     continue
                 try:
-                    abort(entry.conn)
+                    abort(entry.live_conn())
                 except Exception as exc:
                     logger.warning(
                         "pool %r: could not abort a stuck connection: %s",
@@ -1270,7 +1415,7 @@ class AsyncPool(Generic[ConnT]):
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
         message = (
-            f"pool {self.name!r}: connection {entry.conn!r} held for {held:.1f} s "
+            f"pool {self.name!r}: connection {entry.live_conn()!r} held for {held:.1f} s "
             f"(leak_timeout={self._config.leak_timeout}); acquired at:\n"
             f"{entry.stack or '(stack not captured)'}"
         )
@@ -1281,7 +1426,7 @@ class AsyncPool(Generic[ConnT]):
             # the housekeeper, where no caller can catch it: log it instead.
             logger.warning("%s", message)
         if self._events.leak:
-            self._emit("leak", entry.conn, duration=held, stack=entry.stack)
+            self._emit("leak", entry.live_conn(), duration=held, stack=entry.stack)
 
     async def _ping_entries(self, entries: list[PoolEntry]) -> None:
         """Ping connections the core lent out for a check, and give them back."""
@@ -1390,7 +1535,8 @@ class AsyncPool(Generic[ConnT]):
         """
         state = self._state
         held = (*state.idle, *state.in_use.values(), *state.retired)
-        fork_safety.quarantine([entry.conn for entry in held])
+        conns = [entry.live_conn() for entry in held]
+        fork_safety.quarantine([conn for conn in conns if conn is not None])
         self._lock = Lock()
         self._probe_lock = Lock()
         self._state = self._new_state()
@@ -1435,7 +1581,11 @@ class AsyncPool(Generic[ConnT]):
             as an async context manager that releases on exit
             (``async with pool.acquire() as conn``), as with asyncpg. It is
             also a coroutine: ``asyncio.create_task``, ``wait_for``,
-            ``gather``, ``shield`` and anyio task groups take it.
+            ``gather``, ``shield`` and anyio task groups take it. A
+            connection closed or dropped without :meth:`release` is noticed
+            and its slot taken back, with a
+            :class:`~poolkeeper.ConnectionLeakWarning` attributed to the line
+            that acquired it.
 
             Raises:
                 PoolTimeout: No connection within the timeout.
@@ -1466,6 +1616,16 @@ class AsyncConnectionContext(Generic[ConnT]):
     # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
     # and AsyncPool.release() (keep them in step): a Python call less on each.
 
+    if IS_ASYNC:
+
+        def __enter__(self) -> NoReturn:
+            needs_async_with(
+                f"{type(self._pool).__name__}.connection()", "pool.connection() as conn"
+            )
+
+        def __exit__(self, *exc_info: object) -> None:
+            return None
+
     async def __aenter__(self) -> ConnT:
         pool = self._pool
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
@@ -1475,7 +1635,8 @@ class AsyncConnectionContext(Generic[ConnT]):
         now = _monotonic()
         entry = pool._state.acquire(now, pool._lock)
         if entry is None or pool._watch_checkout:
-            conn: ConnT = await pool._acquire_slow(entry, now, self._timeout)
+            entry = await pool._acquire_slow(entry, now, self._timeout)
+            conn: ConnT = entry.conn
         else:
             conn = entry.conn
             if pool._events.checkout:
@@ -1512,6 +1673,12 @@ class AsyncConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
+
+
+def _option_names() -> list[str]:
+    code = AsyncPool.__init__.__code__
+    names = code.co_varnames[2 : code.co_argcount + code.co_kwonlyargcount]
+    return list(names)
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

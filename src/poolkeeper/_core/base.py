@@ -47,12 +47,13 @@ REASONS = (
     "error",
     "query_timeout",
     "cancelled",
+    "leaked",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
 #: make the other idle connections suspect (see needs_validation).
 _HARMLESS_REASONS = frozenset(
-    {"lifetime", "idle", "uses", "resize", "close", "cancelled"}
+    {"lifetime", "idle", "uses", "resize", "close", "cancelled", "leaked"}
 )
 
 
@@ -172,10 +173,11 @@ class StateBase:
     def _take_back(self, entry: PoolEntry) -> None:
         if self.in_use.pop(entry.key, None) is not entry:
             raise PoolError(
-                f"connection {entry.conn!r} is not checked out from pool {self.name!r} "
-                "(released twice?)",
+                f"connection {entry.live_conn()!r} is not checked out from pool "
+                f"{self.name!r} (released twice?)",
                 pool_name=self.name,
             )
+        entry.site = None
 
     def _keep(self, entry: PoolEntry, now: float) -> Waiter | None:
         """Place a healthy returned connection, unless a limit retires it."""

@@ -142,6 +142,7 @@ class CheckoutState(StateBase):
             ):
                 return self.checkin(entry, now)
             del in_use[key]
+            entry.site = None
             # Summary.add() inlined (see the comment above).
             usage = self.usage_time
             held = now - entry.checked_out_at
@@ -351,6 +352,26 @@ class CheckoutState(StateBase):
         """Count a checkout that ran out of time validating; return the waiters."""
         self.timeouts += 1
         return len(self.waiters)
+
+    def take_unreleased(self, entry: PoolEntry, now: float) -> bool:
+        """Take back the slot of a connection its ``acquire()`` caller closed,
+        or dropped, without :meth:`release`; return False if it is not lent.
+
+        A connection that still exists (``entry.conn`` set: closed by its
+        user) is retired for the shell to close; a dropped one is already
+        gone. Either way it counts as ``"leaked"`` and in ``leaks``.
+        """
+        if self.in_use.get(entry.key) is not entry:
+            return False
+        del self.in_use[entry.key]
+        self.usage_time.add(now - entry.checked_out_at)
+        self.leaks += 1
+        if entry.conn is not None:
+            self._retire(entry, "leaked")
+        else:
+            entry.close_reason = "leaked"
+            self.closed_by_reason["leaked"] += 1
+        return True
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
         """Retire a connection that a caller holds and found bad (e.g. a failed check)."""

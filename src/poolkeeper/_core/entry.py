@@ -27,6 +27,8 @@ class PoolEntry:
         "last_used_at",
         "leak_reported",
         "lent_at",
+        "ref",
+        "site",
         "stack",
         "unconfirmed",
         "uses",
@@ -57,6 +59,22 @@ class PoolEntry:
         self.unconfirmed = False
         """Lent to a caller but due a validation first: its checkout is not
         reported in ``acquires`` until the validation passes."""
+        self.site: tuple[Any, int] | None = None
+        """Where the caller holding it called ``acquire()`` (code object,
+        instruction offset: see ``poolkeeper._sites``); None when it is idle
+        or held by a ``connection()`` block."""
+        self.ref: Any = None
+        """A weak reference to ``conn`` (made on its first ``acquire()``); while
+        an ``acquire()`` caller holds the connection, ``conn`` is None and this
+        is the pool's only reference, so a connection the caller drops is
+        garbage collected and its slot taken back."""
+
+    def live_conn(self) -> Any:
+        """The connection, also while it is held weakly (None: it was dropped)."""
+        conn = self.conn
+        if conn is None and self.ref is not None:
+            conn = self.ref()
+        return conn
 
     def __repr__(self) -> str:
         return (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -60,7 +61,18 @@ from poolkeeper._core.events import emit as emit_event
 from poolkeeper._core.state import SUSPECT_GRACE, PoolState
 from poolkeeper._core.stats import PoolStats
 from poolkeeper._credentials import Secrets
+from poolkeeper._held import HeldConnections, is_closed
+from poolkeeper._misuse import reject_unknown_options
 from poolkeeper._origin import from_driver
+from poolkeeper._sites import (
+    PACKAGE_DIR,
+    Mark,
+    Site,
+    caller_site,
+    format_site,
+    outside_frame,
+    site_of,
+)
 from poolkeeper._sync.housekeeping import Housekeeper
 from poolkeeper._sync.recovery import recover
 from poolkeeper.drivers.base import (
@@ -89,6 +101,7 @@ ConnT = TypeVar("ConnT")
 
 logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
+_getframe = sys._getframe
 
 #: Seconds a checkout's validation ping may take even when the caller's
 #: deadline is nearer (raised to the mean connect time, see _ping_floor): a
@@ -98,6 +111,8 @@ PING_MIN_BUDGET = 0.1
 #: ...and the most that floor may grow to (connects slowed by an outage or a
 #: slow ``configure`` hook must not stretch every caller's timeout).
 PING_MAX_FLOOR = 1.0
+#: Call sites a pool remembers having warned about (a bound on its memory).
+MAX_WARNED_SITES = 1000
 
 
 class Pool(Generic[ConnT]):
@@ -259,7 +274,11 @@ class Pool(Generic[ConnT]):
         leak_timeout: float | None = None,
         query_timeout: float | None = None,
         fair: bool = True,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # Not in the overloads: mypy still rejects a misspelt option.
+            reject_unknown_options(type(self).__name__, unknown, _option_names())
         config = PoolConfig(
             min_size=min_size,
             max_size=max_size,
@@ -335,6 +354,9 @@ class Pool(Generic[ConnT]):
         self._tasks: set[Any] = set()
         self._housekeeper: Housekeeper | None = None
         self._loop: Any = None
+        self._held = HeldConnections(self)
+        # Call sites whose rolled-back release was logged (see _warn_rollback).
+        self._rollback_sites: set[Site] = set()
 
     def _new_query_watch(self) -> QueryWatch | None:
         if self._config.query_timeout is None:
@@ -507,22 +529,44 @@ class Pool(Generic[ConnT]):
     def _acquire(self, timeout: float | None = None) -> ConnT:
         """Borrow a connection until :meth:`release`.
 
+        ``with pool.acquire() as conn:`` releases it at the end of the block.
+        A connection closed or dropped without :meth:`release` is noticed and
+        its slot taken back, with a :class:`~poolkeeper.ConnectionLeakWarning`
+        attributed to the line that acquired it.
+
         Raises:
             PoolTimeout: No connection within the timeout.
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
+        # The fast path: an idle connection that can go out as is (see
+        # PoolState.acquire) and no check hook or leak detection that needs
+        # to see it (listeners are told here). The rest: _acquire_slow().
+        # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
+        frame = _getframe(1)
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
         if entry is None or self._watch_checkout:
-            return self._acquire_slow(entry, now, timeout)
-        if self._events.checkout:
+            entry = self._acquire_slow(entry, now, timeout)
+        elif self._events.checkout:
             self._emit_checkout(entry, now)
-        return entry.conn  # type: ignore[no-any-return]
+        # Note the acquiring site (one frame) and hold the connection weakly
+        # from here on (see _held.py); inlined: this is the hot path.
+        code = frame.f_code
+        if code.co_filename.startswith(PACKAGE_DIR):
+            frame = outside_frame(frame)
+            code = frame.f_code
+        entry.site = (code, frame.f_lasti)
+        conn: ConnT = entry.conn
+        if entry.ref is not None:
+            entry.conn = None
+        elif self._held.weak:
+            self._held.watch(entry)
+        return conn
 
     def _acquire_slow(
         self, entry: PoolEntry | None, now: float, timeout: float | None
-    ) -> ConnT:
+    ) -> PoolEntry:
         """Finish a checkout that left the fast path of :meth:`_acquire`."""
         state = self._state
         # A checkout served at once has its (0 s) wait recorded already.
@@ -530,6 +574,10 @@ class Pool(Generic[ConnT]):
         if entry is None:
             if not self._opened:
                 self.open()
+            if self._held.pending or state.size + state.connecting >= state.max_size:
+                # Before waiting: the slot of a connection an acquire() caller
+                # closed or dropped may be free.
+                self._take_unreleased()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
             entry = self._wait(check_timeout_arg(timeout, self._timeout))
@@ -551,7 +599,7 @@ class Pool(Generic[ConnT]):
                 state.obtained(_monotonic() - now)
         if self._events.checkout:
             self._emit_checkout(entry, now)
-        return entry.conn  # type: ignore[no-any-return]
+        return entry
 
     def _emit_checkout(self, entry: PoolEntry, started: float) -> None:
         """Tell the checkout listeners; take the connection back if one raises
@@ -748,8 +796,9 @@ class Pool(Generic[ConnT]):
     def release(self, conn: ConnT) -> None:
         """Give back a connection taken with :meth:`acquire`.
 
-        An open transaction is rolled back. A broken connection is closed
-        rather than kept.
+        An open transaction is rolled back, and logged at WARNING once per
+        call site (:meth:`connection` commits instead). A broken connection
+        is closed rather than kept.
 
         Raises:
             PoolError: ``conn`` is not checked out from this pool (for example,
@@ -759,6 +808,8 @@ class Pool(Generic[ConnT]):
         # cycle); AsyncConnectionContext.__aexit__ has the same lines.
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is not None and entry.conn is None and entry.ref() is conn:
+            entry.conn = conn  # held weakly since acquire(): strongly again
         if (
             entry is None
             or entry.conn is not conn
@@ -788,6 +839,8 @@ class Pool(Generic[ConnT]):
         """
         state = self._state
         entry = state.in_use.get(id(conn))
+        if entry is None and self._held.forget_closed(conn):
+            return  # closed by its user, and already taken back
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
@@ -889,6 +942,8 @@ class Pool(Generic[ConnT]):
                             error = exc
                             discard = True
                     else:
+                        if commit is None:
+                            self._warn_rollback(status)
                         driver.rollback(conn)
                 if self._clear_state is not None and not discard:
                     self._clear_state(conn)
@@ -906,6 +961,84 @@ class Pool(Generic[ConnT]):
                     self._describe(exc),
                 )
         return discard, error
+
+    def _warn_if_open(self, conn: ConnT) -> None:
+        """Warn as :meth:`_warn_rollback` if ``conn`` has a transaction to roll back."""
+        status = self._driver.transaction_status(conn)
+        if status is not TxStatus.IDLE:
+            self._warn_rollback(status)
+
+    def _take_unreleased(self) -> None:
+        """Take back the slots of connections that their ``acquire()`` callers
+        dropped (garbage collected) or closed without :meth:`release`."""
+        state = self._state
+        held = self._held
+        driver = self._driver
+        found: list[tuple[Mark | None, Any]] = []
+        with self._lock:
+            now = _monotonic()
+            while held.pending:
+                entry = held.pending.popleft()
+                site = entry.site
+                if (
+                    entry.conn is None
+                    and site is not None
+                    and state.take_unreleased(entry, now)
+                ):
+                    found.append((site, None))
+            for entry in list(state.in_use.values()):
+                conn = entry.live_conn() if entry.site is not None else None
+                if conn is not None and is_closed(driver, conn):
+                    found.append((entry.site, conn))
+                    held.give_back(entry, conn)
+                    state.take_unreleased(entry, now)
+                    held.remember_closed(conn)
+            n = state.plan_connects(now) if found else 0
+        if not found:
+            return
+        self._spawn_connects(n)
+        if state.retired:
+            self._spawn_close_retired()
+        for site, conn in found:
+            self._report_unreleased(site, conn)
+
+    def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
+        site = site_of(mark)
+        how = "dropped (garbage collected)" if conn is None else "closed"
+        message = (
+            f"pool {self.name!r}: a connection acquired at {format_site(site)} was "
+            f"{how} without release(); its slot was taken back. Give connections "
+            "back with release(), or use a with block: pool.connection() (commits) "
+            "or pool.acquire() (rolls back)"
+        )
+        try:
+            filename, lineno = site or ("<unknown>", 0)
+            warning = ConnectionLeakWarning(message)
+            warnings.warn_explicit(warning, ConnectionLeakWarning, filename, lineno)
+        except Warning:
+            # Turned into an error by a filter: not the current caller's to catch.
+            logger.warning("%s", message)
+        if self._events.leak:
+            self._emit("leak", conn, reason="closed" if conn is not None else "dropped")
+
+    def _warn_rollback(self, status: TxStatus) -> None:
+        """Say (once per call site) that release() rolls back an open transaction."""
+        if status is TxStatus.UNKNOWN:
+            return  # the driver cannot tell (mysqlclient): nothing to say
+        site = caller_site()
+        sites = self._rollback_sites
+        if site in sites or len(sites) >= MAX_WARNED_SITES:
+            return
+        sites.add(site)
+        logger.warning(
+            "pool %r: a connection came back with a transaction %s at %s; it was "
+            "rolled back: release() and acquire()'s with block roll back, while "
+            "connection()'s with block commits on normal exit. Commit before "
+            "releasing, or use connection(). (Logged once per call site.)",
+            self.name,
+            "in error" if status is TxStatus.INERROR else "open",
+            format_site(site),
+        )
 
     # -- background work ---------------------------------------------------------
 
@@ -942,6 +1075,8 @@ class Pool(Generic[ConnT]):
                         if self._baseline is not None:
                             # What configure installed stays; see drivers.base.
                             self._baseline(conn)
+                        # `with pool.acquire() as conn:` gives it back on exit.
+                        self._held.adopt(conn)
                         break
                     error, fault = hook_error, self._classify(hook_error)
                     if fault is ConnectFault.TRANSIENT and not from_driver(
@@ -1172,6 +1307,7 @@ class Pool(Generic[ConnT]):
     def _housekeep(self) -> None:
         """One housekeeping round: retire, ping, report leaks, refill, and
         abort stuck commands (``query_timeout``)."""
+        self._take_unreleased()
         now = _monotonic()
         with self._lock:
             due, leaked = self._state.housekeep(now)
@@ -1210,9 +1346,10 @@ class Pool(Generic[ConnT]):
                 # Read the driver's state without I/O, with the lock released.
                 now = _monotonic()
                 try:
-                    busy = busy_of(entry.conn)
+                    conn = entry.live_conn()
+                    busy = busy_of(conn)
                     quiet = (
-                        quiet_of(entry.conn)
+                        quiet_of(conn)
                         if busy is not False and now - lent_at >= limit
                         else None
                     )
@@ -1243,7 +1380,7 @@ class Pool(Generic[ConnT]):
                 if entry.close_reason is not None:
                     continue
                 try:
-                    abort(entry.conn)
+                    abort(entry.live_conn())
                 except Exception as exc:
                     logger.warning(
                         "pool %r: could not abort a stuck connection: %s",
@@ -1254,7 +1391,7 @@ class Pool(Generic[ConnT]):
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
         message = (
-            f"pool {self.name!r}: connection {entry.conn!r} held for {held:.1f} s "
+            f"pool {self.name!r}: connection {entry.live_conn()!r} held for {held:.1f} s "
             f"(leak_timeout={self._config.leak_timeout}); acquired at:\n"
             f"{entry.stack or '(stack not captured)'}"
         )
@@ -1265,7 +1402,7 @@ class Pool(Generic[ConnT]):
             # the housekeeper, where no caller can catch it: log it instead.
             logger.warning("%s", message)
         if self._events.leak:
-            self._emit("leak", entry.conn, duration=held, stack=entry.stack)
+            self._emit("leak", entry.live_conn(), duration=held, stack=entry.stack)
 
     def _ping_entries(self, entries: list[PoolEntry]) -> None:
         """Ping connections the core lent out for a check, and give them back."""
@@ -1372,7 +1509,8 @@ class Pool(Generic[ConnT]):
         """
         state = self._state
         held = (*state.idle, *state.in_use.values(), *state.retired)
-        fork_safety.quarantine([entry.conn for entry in held])
+        conns = [entry.live_conn() for entry in held]
+        fork_safety.quarantine([conn for conn in conns if conn is not None])
         self._lock = Lock()
         self._probe_lock = Lock()
         self._state = self._new_state()
@@ -1424,15 +1562,13 @@ class ConnectionContext(Generic[ConnT]):
         self._pool = pool
         self._timeout = timeout
 
-    # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
-    # and AsyncPool.release() (keep them in step): a Python call less on each.
-
     def __enter__(self) -> ConnT:
         pool = self._pool
         now = _monotonic()
         entry = pool._state.acquire(now, pool._lock)
         if entry is None or pool._watch_checkout:
-            conn: ConnT = pool._acquire_slow(entry, now, self._timeout)
+            entry = pool._acquire_slow(entry, now, self._timeout)
+            conn: ConnT = entry.conn
         else:
             conn = entry.conn
             if pool._events.checkout:
@@ -1469,6 +1605,12 @@ class ConnectionContext(Generic[ConnT]):
 
 
 _new_context = object.__new__
+
+
+def _option_names() -> list[str]:
+    code = Pool.__init__.__code__
+    names = code.co_varnames[2 : code.co_argcount + code.co_kwonlyargcount]
+    return list(names)
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:

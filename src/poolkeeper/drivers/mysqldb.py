@@ -179,6 +179,10 @@ class MysqldbDriver:
     def transaction_status(self, conn: Any) -> TxStatus:
         return TxStatus.UNKNOWN
 
+    def is_closed(self, conn: Any) -> bool:
+        """Whether the connection was closed (no I/O, unlike :meth:`is_broken`)."""
+        return not conn.open
+
     def is_broken(self, conn: Any) -> bool:
         if not conn.open:
             return True

@@ -91,6 +91,17 @@ def _fd(conn: Any) -> int:
 quiet, abort = socket_probes(_fd, lambda conn: not conn.closed)
 
 
+class Connection(ext.connection):  # type: ignore[misc]
+    """psycopg2's connection as a Python class, the pool's default
+    ``connection_factory``: unlike its C base it can take the pool-aware
+    class that makes ``with pool.acquire() as conn:`` give it back (see
+    ``poolkeeper._held``). It keeps its base's module and name, so that it
+    reads as psycopg2's own wherever the module decides (error origins)."""
+
+    __module__ = ext.connection.__module__
+    __qualname__ = ext.connection.__qualname__
+
+
 class Psycopg2Driver:
     """Sync psycopg2 adapter."""
 
@@ -111,6 +122,7 @@ class Psycopg2Driver:
                 the URL and over poolkeeper's defaults.
         """
         kwargs = url_to_kwargs(url, connect_args)
+        kwargs.setdefault("connection_factory", Connection)
         target = libpq_target(url, connect_args)
         return cls(
             sync_connector(

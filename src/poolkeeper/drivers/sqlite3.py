@@ -33,6 +33,18 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class Connection(sqlite3.Connection):
+    """``sqlite3.Connection`` as a Python class, the pool's default ``factory``.
+
+    Unlike its C base it supports weak references (so the pool notices one
+    dropped without release) and can take the pool-aware class that makes
+    ``with pool.acquire() as conn:`` give it back (see ``poolkeeper._held``).
+    It keeps its base's module and name.
+    """
+
+    __module__ = sqlite3.Connection.__module__
+
+
 class Sqlite3Driver:
     """Sync sqlite3 adapter."""
 
@@ -47,6 +59,7 @@ class Sqlite3Driver:
     def from_url(cls, url: URL, connect_args: dict[str, Any]) -> Sqlite3Driver:
         """Build the adapter for a parsed URL."""
         kwargs = url_to_kwargs(url, connect_args)
+        kwargs.setdefault("factory", Connection)
         return cls(lambda: sqlite3.connect(**kwargs))
 
     def connect(self) -> Any:

@@ -888,6 +888,78 @@ def test_query_timeout_leaves_the_application_s_own_timeouts_alone() -> None:
         assert pool.stats().query_timeouts == 2
 
 
+# -- connections not given back ------------------------------------------------
+
+
+def forgetful_connect() -> FakeConnection:
+    """A connect callable that keeps no reference to what it makes."""
+    return FakeConnection(0)
+
+
+def test_dropped_connection_is_taken_back_with_the_acquiring_line() -> None:
+    import gc
+    import sys
+    import warnings
+
+    with Pool(forgetful_connect, min_size=0, max_size=1) as pool:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            conn = pool.acquire()
+            line = sys._getframe().f_lineno - 1
+            del conn
+            gc.collect()
+            started = time.monotonic()
+            conn = pool.acquire(timeout=5)
+            assert time.monotonic() - started < 1.0
+        [warning] = [w for w in record if w.category is ConnectionLeakWarning]
+        assert (warning.filename, warning.lineno) == (__file__, line)
+        assert f"acquired at {__file__}:{line} was dropped" in str(warning.message)
+        stats = pool.stats()
+        assert (stats.leaks, stats.closed_by_reason["leaked"], stats.size) == (1, 1, 1)
+        pool.release(conn)
+
+
+def test_closed_connection_is_taken_back_and_its_release_accepted() -> None:
+    import warnings
+
+    factory = Factory()
+    with Pool(factory, min_size=0, max_size=1) as pool:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            closed = pool.acquire()
+            closed.close()
+            conn = pool.acquire(timeout=5)
+        assert conn is not closed
+        assert [w.category for w in record] == [ConnectionLeakWarning]
+        assert "was closed without release()" in str(record[0].message)
+        pool.release(closed)  # late, but accepted quietly
+        pool.release(conn)
+        with pytest.raises(PoolError, match="not checked out"):
+            pool.release(conn)
+        assert pool.stats().leaks == 1
+
+
+def test_released_connections_are_never_taken_back() -> None:
+    """Held weakly only while lent by acquire(): a released connection that
+    its last user drops stays in the pool, as does one held by connection()."""
+    import gc
+
+    with Pool(forgetful_connect, min_size=0, max_size=1) as pool:
+        conn = pool.acquire()
+        pool.release(conn)
+        del conn
+        gc.collect()
+        assert pool.stats().idle == 1
+        with pool.connection() as conn:
+            conn.close()  # closed inside connection(): discarded on exit
+            with pytest.raises(PoolTimeout):
+                with pool.connection(timeout=0.05):
+                    pass
+        stats = pool.stats()
+        assert (stats.leaks, stats.closed_by_reason["leaked"]) == (0, 0)
+        assert stats.closed_by_reason["broken"] == 1
+
+
 class Interrupt(BaseException):
     """What a listener may raise past the event bus (like KeyboardInterrupt)."""
 

@@ -701,6 +701,29 @@ def test_reported_acquires_never_go_down_when_a_validation_fails() -> None:
     assert state.stats().acquires == 2
 
 
+def test_reclaim_frees_the_slot_of_a_closed_or_dropped_connection() -> None:
+    state = make_state(min_size=0, max_size=2)
+    state.plan_connects(0.0)
+    state.waiters.append(Waiter(None, 0.0))
+    state.waiters.append(Waiter(None, 0.0))
+    assert state.plan_connects(0.0) == 2
+    state.connected(Conn(1), 0.0, 0.001)
+    state.connected(Conn(2), 0.0, 0.001)
+    closed, dropped = list(state.in_use.values())
+    dropped.conn = None  # collected while its caller held it
+    assert state.take_unreleased(closed, 1.0)
+    assert state.take_unreleased(dropped, 1.0)
+    assert not state.take_unreleased(closed, 1.0)  # only once
+    assert state.in_use == {} and state.size == 0
+    # The closed one still exists and is closed by the shell; the dropped one
+    # is gone already. Both count as leaked.
+    assert state.take_retired() == [closed]
+    assert state.closed_by_reason["leaked"] == 2 and state.leaks == 2
+    assert state.plan_connects(1.0) == 0  # nobody waits: min_size is 0
+    state.waiters.append(Waiter(None, 1.0))
+    assert state.plan_connects(1.0) == 1
+
+
 def test_acquires_are_not_one_too_high_after_a_validation_gives_up() -> None:
     state = make_state(min_size=1, max_size=1, validate="always")
     state.validate_window = -math.inf
