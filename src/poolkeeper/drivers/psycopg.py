@@ -33,20 +33,19 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper._credentials import awith_providers, with_providers
-from poolkeeper.drivers._abort import socket_probes
-from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._hosts import ROLE_QUERY
-from poolkeeper.drivers._kept import keep, restore
-from poolkeeper.drivers._libpq import PQ_ACTIVE as _PQ_ACTIVE
-from poolkeeper.drivers._libpq import PQ_IDLE as _PQ_IDLE
-from poolkeeper.drivers._libpq import PQ_SETTLED as _PQ_SETTLED
-from poolkeeper.drivers._libpq import TX_STATUS as _TX
 from poolkeeper.drivers._libpq import (
     async_connector,
     libpq_does_it,
     libpq_kwargs,
     libpq_target,
     sync_connector,
+)
+from poolkeeper.drivers._psycopg_state import (
+    PsycopgState,
+    clear_state,
+    end_blocks,
+    status,
 )
 from poolkeeper.drivers.base import TxStatus
 
@@ -60,91 +59,6 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return libpq_kwargs(
         url, connect_args, parse_conninfo=conninfo_to_dict, make_conninfo=make_conninfo
     )
-
-
-def _status(conn: Any) -> TxStatus:
-    return _TX.get(conn.pgconn.transaction_status, TxStatus.UNKNOWN)
-
-
-def _broken(conn: Any) -> bool:
-    return bool(conn.closed or conn.broken)
-
-
-#: psycopg's notice and notification handler lists (see ``_kept``).
-_KEPT = ("_notice_handlers", "_notify_handlers")
-
-
-#: psycopg 3.2+ queues notifications received with no handler for notifies().
-_BACKLOG = "_notifies_backlog"
-
-
-def _idle(conn: Any) -> bool:
-    # libpq reports PQTRANS_UNKNOWN for a closed or broken connection, so one
-    # compare says "open, healthy and outside a transaction"; the rest is
-    # psycopg's client-side state a borrower may leave (see _clear_state).
-    return conn.pgconn.transaction_status == _PQ_IDLE and not (
-        conn._num_transactions
-        or conn._tpc
-        # Attribute reads only (no calls): this runs on every return.
-        or conn._notice_handlers.changed
-        or conn._notify_handlers.changed
-        or conn._notifies_backlog
-    )
-
-
-def _baseline(conn: Any) -> None:
-    for attr in _KEPT:
-        keep(conn, attr)
-    if not hasattr(conn, _BACKLOG):
-        conn._notifies_backlog = None  # psycopg < 3.2: no backlog to check
-
-
-def _end_blocks(conn: Any) -> None:
-    # A conn.transaction() block the borrower left open (entered, never
-    # exited) makes psycopg refuse commit() and rollback(); the pool ends the
-    # transaction for it, so forget the block, as a fresh connection has none.
-    conn._num_transactions = 0
-
-
-def _clear_state(conn: Any) -> None:
-    # Called once the transaction is ended: forget a two-phase transaction
-    # left prepared (tpc_prepare() without tpc_commit()) and the handlers a
-    # borrower added; those configure added stay.
-    conn._num_transactions = 0
-    conn._tpc = None
-    for attr in _KEPT:
-        restore(conn, attr)
-    backlog = conn._notifies_backlog
-    if backlog:
-        # Notifications nobody read: the next borrower's notifies() must not
-        # start with them.
-        backlog.clear()
-
-
-def _busy(conn: Any) -> bool:
-    # ACTIVE: a command was sent and its results are not all read. A closed
-    # or broken connection reports UNKNOWN: nothing can be running on it.
-    return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
-
-
-def _settled(conn: Any) -> bool:
-    # psycopg answers an interrupted command (a cancelled task, Ctrl-C) with
-    # a cancel request and reads the reply before it re-raises, so a status
-    # other than ACTIVE (a command still running) or UNKNOWN (closed,
-    # broken) means the connection is between messages: a rollback cleans
-    # it. psycopg closes the connection itself if the server ignores the
-    # cancel for 5 s.
-    return not conn.closed and conn.pgconn.transaction_status in _PQ_SETTLED
-
-
-def _fd(conn: Any) -> int:
-    try:
-        return int(conn.pgconn.socket)
-    except Exception:  # closed: psycopg raises OperationalError
-        return -1
-
-
-_quiet, _abort = socket_probes(_fd, lambda conn: not conn.closed)
 
 
 async def _fetch_role_row(conn: Any) -> Any:
@@ -171,22 +85,7 @@ def ping(conn: Any) -> None:
             conn.autocommit = False
 
 
-class _PsycopgState:
-    """What both psycopg adapters read and clear without I/O (no coroutines)."""
-
-    name = "psycopg"
-    classify_connect_error = staticmethod(classify_libpq)
-    transaction_status = staticmethod(_status)
-    is_broken = staticmethod(_broken)
-    is_idle = staticmethod(_idle)
-    baseline = staticmethod(_baseline)
-    busy = staticmethod(_busy)
-    quiet = staticmethod(_quiet)
-    abort = staticmethod(_abort)
-    settled = staticmethod(_settled)
-
-
-class PsycopgDriver(_PsycopgState):
+class PsycopgDriver(PsycopgState):
     """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
 
     is_async = False
@@ -209,16 +108,16 @@ class PsycopgDriver(_PsycopgState):
         return self._connect()
 
     def commit(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         conn.commit()
 
     def rollback(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         conn.rollback()
 
     def clear_state(self, conn: Any) -> None:
         """Forget transaction blocks and the handlers a borrower added (no I/O)."""
-        _clear_state(conn)
+        clear_state(conn)
 
     def ping(self, conn: Any) -> None:
         ping(conn)
@@ -230,7 +129,7 @@ class PsycopgDriver(_PsycopgState):
         and ``LISTEN`` registrations. ``DISCARD ALL`` cannot run inside a
         transaction, hence the rollback and the autocommit switch.
         """
-        if _status(conn) is not TxStatus.IDLE:
+        if status(conn) is not TxStatus.IDLE:
             conn.rollback()
         autocommit = conn.autocommit
         conn.autocommit = True
@@ -244,7 +143,7 @@ class PsycopgDriver(_PsycopgState):
             conn.close()
 
 
-class AsyncPsycopgDriver(_PsycopgState):
+class AsyncPsycopgDriver(PsycopgState):
     """Asyncio psycopg 3 adapter (``postgresql+psycopg://`` with AsyncPool)."""
 
     is_async = True
@@ -276,16 +175,16 @@ class AsyncPsycopgDriver(_PsycopgState):
         return await self._connect()
 
     async def commit(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         await conn.commit()
 
     async def rollback(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         await conn.rollback()
 
     async def clear_state(self, conn: Any) -> None:
         """Forget transaction blocks and the handlers a borrower added (no I/O)."""
-        _clear_state(conn)
+        clear_state(conn)
 
     async def ping(self, conn: Any) -> None:
         if conn.autocommit:
@@ -300,7 +199,7 @@ class AsyncPsycopgDriver(_PsycopgState):
 
     async def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` (see :meth:`PsycopgDriver.reset_session`)."""
-        if _status(conn) is not TxStatus.IDLE:
+        if status(conn) is not TxStatus.IDLE:
             await conn.rollback()
         autocommit = conn.autocommit
         await conn.set_autocommit(True)
