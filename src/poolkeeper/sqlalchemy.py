@@ -346,6 +346,44 @@ class _PoolkeeperPool(_SAPool):
             f"size {s.size}/{s.max_size}, min {s.min_size}, waiting {s.waiting})"
         )
 
+    @staticmethod
+    def _pk_run(value: Any) -> Any:
+        """Finish a call on the poolkeeper pool: as is for the thread pool;
+        AsyncPool awaits it from SQLAlchemy's greenlet."""
+        return value
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        run = self._pk_run
+        self._release_orphans()
+        pk = self._pk
+        # A stale record is closed and another connection taken; the bound
+        # only guards against a pool that keeps producing stale connections.
+        for _ in range(self._pk_max_size + 1):
+            if not pk._opened:
+                run(pk.open())
+            # QueuePool's growth: a checkout that finds no idle connection
+            # and room in the pool connects in the caller, so a connect
+            # error (the driver's, the dialect's, first-connect
+            # initialisation's) reaches it at once for the engine to wrap.
+            run(pk._open_for_caller())
+            try:
+                conn = run(pk.acquire())
+            except poolkeeper.PoolTimeout as exc:
+                raise self._timeout_error(exc) from exc
+            record = self._claim(conn)
+            if record is not None:
+                return record
+        raise poolkeeper.PoolError(
+            f"pool {pk.name!r}: every connection was invalidated",
+            pool_name=pk.name,
+        )
+
+    def _release_orphans(self) -> None:
+        for conn, pk in self._adapter.closed_orphans():
+            # Closed by its owner: out of the pool without a second close.
+            if not self._leave(conn, pk, None):
+                self._pk_run(pk.release(conn))
+
     def _timeout_error(self, exc: poolkeeper.PoolTimeout) -> sa_exc.TimeoutError:
         return sa_exc.TimeoutError(f"{exc} (SQLAlchemy pool_timeout)", code="3o7r")
 
@@ -375,31 +413,6 @@ class Pool(_PoolkeeperPool):
     def _driver_close(self, pk: Any, conn: Any) -> None:
         pk._driver.close(conn)
 
-    def _do_get(self) -> ConnectionPoolEntry:
-        self._release_orphans()
-        pk = self._pk
-        # A stale record is closed and another connection taken; the bound
-        # only guards against a pool that keeps producing stale connections.
-        for _ in range(self._pk_max_size + 1):
-            if not pk._opened:
-                pk.open()
-            # QueuePool's growth: a checkout that finds no idle connection
-            # and room in the pool connects in the caller, so a connect
-            # error (the driver's, the dialect's, first-connect
-            # initialisation's) reaches it at once for the engine to wrap.
-            pk._open_for_caller()
-            try:
-                conn = pk.acquire()
-            except poolkeeper.PoolTimeout as exc:
-                raise self._timeout_error(exc) from exc
-            record = self._claim(conn)
-            if record is not None:
-                return record
-        raise poolkeeper.PoolError(
-            f"pool {pk.name!r}: every connection was invalidated",
-            pool_name=pk.name,
-        )
-
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         held = self._adapter.unhold(record)
         if held is None:
@@ -407,12 +420,6 @@ class Pool(_PoolkeeperPool):
         conn, pk = held
         if not self._shed(record, held):
             pk.release(conn)
-
-    def _release_orphans(self) -> None:
-        for conn, pk in self._adapter.closed_orphans():
-            # Closed by its owner: out of the pool without a second close.
-            if not self._leave(conn, pk, None):
-                pk.release(conn)
 
     def dispose(self) -> None:
         """Close every idle connection now and checked-out ones on return.
@@ -440,6 +447,11 @@ class AsyncPool(_PoolkeeperPool):
 
     _is_asyncio = True
     _pk_is_async = True
+
+    @staticmethod
+    def _pk_run(value: Any) -> Any:
+        return _await(value)
+
     _dialect = _AsyncConnDialect()  # until the engine sets its own dialect
 
     def _make_pool(self, options: dict[str, Any]) -> poolkeeper.AsyncPool[Any]:
@@ -466,25 +478,6 @@ class AsyncPool(_PoolkeeperPool):
     def _driver_close(self, pk: Any, conn: Any) -> None:
         _await(pk._driver.close(conn))
 
-    def _do_get(self) -> ConnectionPoolEntry:
-        self._release_orphans()
-        pk = self._pk
-        for _ in range(self._pk_max_size + 1):
-            if not pk._opened:
-                _await(pk.open())
-            _await(pk._open_for_caller())
-            try:
-                conn = _await(pk.acquire())
-            except poolkeeper.PoolTimeout as exc:
-                raise self._timeout_error(exc) from exc
-            record = self._claim(conn)
-            if record is not None:
-                return record
-        raise poolkeeper.PoolError(
-            f"pool {pk.name!r}: every connection was invalidated",
-            pool_name=pk.name,
-        )
-
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         held = self._adapter.unhold(record)
         if held is None:
@@ -500,11 +493,6 @@ class AsyncPool(_PoolkeeperPool):
             # (then closed) connection back to poolkeeper.
             with self._adapter.lock:
                 self._adapter.orphans.append(held)
-
-    def _release_orphans(self) -> None:
-        for conn, pk in self._adapter.closed_orphans():
-            if not self._leave(conn, pk, None):
-                _await(pk.release(conn))
 
     def dispose(self) -> None:
         """Close idle connections now, checked-out ones on return; stay usable.
