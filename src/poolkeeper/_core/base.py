@@ -23,6 +23,7 @@ from poolkeeper._config import PoolConfig
 from poolkeeper._core.connect_errors import first_line
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.stats import Summary
+from poolkeeper._sites import holders
 from poolkeeper.errors import PoolError, PoolTimeout
 
 #: Seconds after a sign of trouble during which idle connections stay suspect.
@@ -163,6 +164,10 @@ class StateBase:
         cause = self.last_connect_error
         if cause is not None:
             message += f"; last connect error: {first_line(cause, self.secrets)}"
+        elif self.in_use and len(self.in_use) >= self.max_size:
+            held = holders(entry.site for entry in self.in_use.values())
+            if held:
+                message += f"; {held}"
         error = PoolTimeout(
             message, pool_name=self.name, timeout=timeout, waiting=len(self.waiters)
         )

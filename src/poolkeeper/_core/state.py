@@ -35,7 +35,8 @@ the query watchdog). This module owns only the assembly and the stats
 snapshot.
 
 May not touch: any I/O, clock, lock, thread or event loop, and nothing above
-``_core`` except the options (``PoolConfig``) and the errors.
+``_core`` except the options (``PoolConfig``), the errors and
+``_sites`` (call-site summaries).
 """
 
 from __future__ import annotations
