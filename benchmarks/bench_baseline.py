@@ -7,7 +7,7 @@ temporary directory, with
 
 - every ``if self._events.<kind>: ...`` guard removed from both shells
   (every module of ``_async/`` and the generated ``_sync/``), and
-- the hot-path bookkeeping removed from ``_core/state.py``: the ``acquires``
+- the hot-path bookkeeping removed from ``PoolState`` (``_core/``): the ``acquires``
   counter and the wait and usage time summaries;
 
 then runs the same loop (one thread, ``max_size=1``, in-memory sqlite,
@@ -55,9 +55,13 @@ SHELLS = ("_async", "_sync")
 STATE_LINES = (
     ("_lend", "self.acquires += 1"),
     ("checkin", "self.usage_time.add(now - entry.checked_out_at)"),
-    ("served", "self.wait_time.add(now - waiter.enqueued_at)"),
+    ("obtained", "self.wait_time.add(waited)"),
     # The fast paths inline the same bookkeeping.
     ("acquire", "self.acquires += 1"),
+    ("acquire", "wait = self.wait_time"),
+    ("acquire", "wait.count += 1"),
+    ("acquire", "wait._samples[wait._i & _MASK] = 0.0"),
+    ("acquire", "wait._i += 1"),
     ("release", "usage = self.usage_time"),
     ("release", "held = now - entry.checked_out_at"),
     ("release", "usage.count += 1"),
@@ -155,23 +159,37 @@ def strip_shell(text: str) -> tuple[str, int]:
     return _drop_lines(text, spans), len(spans)
 
 
-def strip_state(text: str) -> str:
-    """Remove the hot-path counters and time summaries from ``PoolState``."""
-    tree = ast.parse(text)
-    methods = {
-        node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-    }
-    spans = []
+def strip_state(core: Path) -> None:
+    """Remove the hot-path counters and time summaries from ``PoolState``.
+
+    ``PoolState``'s methods live in several modules of ``core`` (``_core/``);
+    each listed method must be defined exactly once among them.
+    """
+    files = {path: path.read_text() for path in sorted(core.glob("*.py"))}
+    where: dict[str, tuple[Path, ast.FunctionDef]] = {}
+    for path, text in files.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef) and node.name in dict(STATE_LINES):
+                if node.name in where:
+                    raise SystemExit(f"_core: {node.name}() defined twice")
+                where[node.name] = (path, node)
+    spans: dict[Path, list[tuple[int, int]]] = {}
     for method, source in STATE_LINES:
+        if method not in where:
+            raise SystemExit(f"_core: no method {method}()")
+        path, function = where[method]
         found = [
             stmt
-            for stmt in ast.walk(methods[method])
+            for stmt in ast.walk(function)
             if isinstance(stmt, ast.stmt) and ast.unparse(stmt) == source
         ]
         if len(found) != 1:
-            raise SystemExit(f"state.py: {source!r} not found once in {method}()")
-        spans.append((found[0].lineno, found[0].end_lineno or found[0].lineno))
-    return _drop_lines(text, spans)
+            raise SystemExit(f"{path.name}: {source!r} not found once in {method}()")
+        spans.setdefault(path, []).append(
+            (found[0].lineno, found[0].end_lineno or found[0].lineno)
+        )
+    for path, file_spans in spans.items():
+        path.write_text(_drop_lines(files[path], file_spans))
 
 
 def build_stripped(into: Path, strip: str) -> Path:
@@ -194,8 +212,7 @@ def build_stripped(into: Path, strip: str) -> Path:
             if total < 5:
                 raise SystemExit(f"{shell}/: only {total} event guards found")
     if strip in ("stats", "all"):
-        state = package / "_core" / "state.py"
-        state.write_text(strip_state(state.read_text()))
+        strip_state(package / "_core")
     return src
 
 

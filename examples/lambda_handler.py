@@ -30,7 +30,7 @@ import os
 import sys
 from typing import Any
 
-from poolkeeper.integrations.serverless import ServerlessPool
+from poolkeeper.serverless import ServerlessPool
 
 db = ServerlessPool(
     os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),

@@ -164,7 +164,7 @@ def test_redaction_keeps_what_is_not_a_secret() -> None:
 
 def test_no_password_in_logs_errors_or_repr(monkeypatch, caplog) -> None:
     """A driver that quotes its connection string must not leak the password."""
-    from poolkeeper.integrations.pgbouncer import transaction_mode_options
+    from poolkeeper.presets import pgbouncer_transaction
 
     caplog.set_level(logging.DEBUG, logger="poolkeeper")
     secret, key_secret, arg_secret = "pk-Secr3t/pw", "pk-k3y", "pk-Arg-pw"
@@ -190,7 +190,7 @@ def test_no_password_in_logs_errors_or_repr(monkeypatch, caplog) -> None:
     shown += [str(info.value), repr(info.value), repr(pool), caplog.text]
     shown += [r.getMessage() for r in caplog.records]
     with pytest.raises(ConfigError) as config_error:
-        transaction_mode_options("mysql://alice:pk-Secr3t@h/db")
+        pgbouncer_transaction("mysql://alice:pk-Secr3t@h/db")
     shown.append(str(config_error.value))
     assert any("failed" in r.getMessage() for r in caplog.records)
     assert "alice" in repr(pool)

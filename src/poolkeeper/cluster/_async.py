@@ -39,7 +39,7 @@ class AsyncCluster(ClusterBase):
 
     async def refresh(self) -> None:
         """Re-read the membership, then probe every member's role and lag now."""
-        from poolkeeper import AsyncPool
+        from poolkeeper._async.pool import AsyncPool
 
         members = (
             await asyncio.to_thread(patroni_members, self._patroni, self.probe_timeout)

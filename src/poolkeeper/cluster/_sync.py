@@ -62,7 +62,7 @@ class Cluster(ClusterBase):
 
     def refresh(self) -> None:
         """Re-read the membership, then probe every member's role and lag now."""
-        from poolkeeper import Pool
+        from poolkeeper._sync.pool import Pool
 
         members = (
             patroni_members(self._patroni, self.probe_timeout)

@@ -1,5 +1,10 @@
-"""Short import paths for the Django backends: ``poolkeeper.django.postgresql``, ``poolkeeper.django.mysql``.
+"""Django database backends whose connections come from a poolkeeper pool.
 
-The code lives in :mod:`poolkeeper.integrations.django`; this package only
-re-exports it, so either name works as ``DATABASES[...]["ENGINE"]``.
+Set ``ENGINE`` to ``"poolkeeper.django.postgresql"`` (psycopg 3) or
+``"poolkeeper.django.mysql"`` (MySQL/MariaDB, mysqlclient) and put the pool
+settings under ``OPTIONS["pool"]``; see :mod:`poolkeeper.django.postgresql.base`,
+:mod:`poolkeeper.django.mysql.base` and, for what both share,
+:mod:`poolkeeper.django._pooled`. The older names
+``"poolkeeper.integrations.django.postgresql"`` / ``...mysql`` are deprecated
+aliases of these.
 """

@@ -17,6 +17,8 @@ everything here is a local system call on the connection's socket:
   descriptor is duplicated first and the driver is asked again whether it
   still owns that descriptor, so a number closed and reused meanwhile (by
   another connection) is never shut down.
+- :func:`socket_probes`: both of the above as a driver adapter's ``quiet``
+  and ``abort``, given how to find a connection's descriptor.
 
 Nothing here imports a database library.
 """
@@ -28,6 +30,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import Any
 
 #: ``struct tcp_info`` offsets (linux/tcp.h, unchanged since Linux 2.6) of
 #: ``tcpi_last_data_sent`` and ``tcpi_last_data_recv``, in milliseconds.
@@ -99,3 +102,27 @@ def shutdown_fd(fd: int, still_owned: Callable[[], bool]) -> bool:
         if dup >= 0:
             with contextlib.suppress(OSError):
                 os.close(dup)
+
+
+def socket_probes(
+    fd_of: Callable[[Any], int], is_open: Callable[[Any], bool]
+) -> tuple[Callable[[Any], float | None], Callable[[Any], None]]:
+    """Return an adapter's ``quiet`` and ``abort`` for connections on one socket.
+
+    Args:
+        fd_of: The connection's socket descriptor, or -1 when it has none
+            (closed); it must not raise.
+        is_open: Whether the connection is still open (asked, after the
+            descriptor was pinned, together with ``fd_of`` again).
+    """
+
+    def quiet(conn: Any) -> float | None:
+        """Seconds since data last moved on the connection's socket (None: unknown)."""
+        return quiet_seconds(fd_of(conn))
+
+    def abort(conn: Any) -> None:
+        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
+        fd = fd_of(conn)
+        shutdown_fd(fd, lambda: is_open(conn) and fd_of(conn) == fd)
+
+    return quiet, abort

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,6 +87,23 @@ def role_from(in_hot_standby: object, read_only: object) -> Role:
     if read_only is not None and str(read_only).lower() in _ON:
         return "read-only"
     return "primary"
+
+
+def role_of(conn: Any, fetch_role_row: Callable[[Any], Sequence[Any]]) -> Role:
+    """Return a connection's role: the driver's report, else :data:`ROLE_QUERY`'s.
+
+    ``fetch_role_row`` runs :data:`ROLE_QUERY` on ``conn`` and returns its row.
+    """
+    role = host_of(conn).role
+    return role_from(*fetch_role_row(conn)) if role == "unknown" else role
+
+
+async def async_role_of(
+    conn: Any, fetch_role_row: Callable[[Any], Awaitable[Sequence[Any]]]
+) -> Role:
+    """Return a connection's role, as :func:`role_of`, for an asyncio driver."""
+    role = host_of(conn).role
+    return role_from(*(await fetch_role_row(conn))) if role == "unknown" else role
 
 
 def role_matches(want: str, role: Role) -> bool:

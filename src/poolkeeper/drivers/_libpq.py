@@ -1,28 +1,32 @@
-"""URL -> libpq keyword arguments, shared by the libpq-based adapters.
+"""What the libpq-based adapters (psycopg 3, psycopg2, aiopg) share.
 
-psycopg (3), psycopg2 and aiopg all hand their arguments to libpq, so they
-share one translation: the URL's parts become ``host``/``port``/``user``/
-``password``/``dbname``, query parameters pass through as libpq keywords
-(``?host=/var/run/postgresql`` selects a Unix socket directory, as in libpq's
-own URIs), ``connect_args`` win over both, and poolkeeper's defaults fill in
-what nobody set.
+- URL -> libpq keyword arguments (:func:`libpq_kwargs`): the URL's parts
+  become ``host``/``port``/``user``/``password``/``dbname``, query parameters
+  pass through as libpq keywords (``?host=/var/run/postgresql`` selects a
+  Unix socket directory, as in libpq's own URIs), ``connect_args`` win over
+  both, and poolkeeper's defaults fill in what nobody set.
+- Multi-host connects (:func:`sync_connector`, :func:`async_connector`):
+  libpq's own host loop when it can do the whole job, else poolkeeper's.
+- libpq's transaction status codes and what they mean to the pool
+  (:data:`TX_STATUS`, :data:`PQ_SETTLED`), read without I/O by every adapter.
+
+Nothing here imports a driver: each adapter passes its driver's functions in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from poolkeeper._config import URL
 from poolkeeper.drivers._hosts import (
     ROLE_QUERY,
     HostTarget,
-    Role,
+    async_role_of,
     connect_hosts,
     connect_hosts_async,
-    host_of,
     host_target,
-    role_from,
+    role_of,
 )
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -31,7 +35,24 @@ from poolkeeper.drivers._options import (
     KEEPALIVE_INTERVAL,
     present,
 )
+from poolkeeper.drivers.base import TxStatus
 from poolkeeper.errors import ConfigError
+
+#: libpq's ``PGTransactionStatusType`` (``PQtransactionStatus()``), the same
+#: numbers whichever driver reads them.
+PQ_IDLE, PQ_ACTIVE, PQ_INTRANS, PQ_INERROR, PQ_UNKNOWN = range(5)
+
+#: The statuses of a connection between messages: no command in progress
+#: (``ACTIVE``) and not closed or broken (``UNKNOWN``).
+PQ_SETTLED = frozenset({PQ_IDLE, PQ_INTRANS, PQ_INERROR})
+
+#: libpq status -> the pool's :class:`TxStatus`; ``ACTIVE`` and ``UNKNOWN``
+#: are left to each adapter (absent: :attr:`TxStatus.UNKNOWN`).
+TX_STATUS: Mapping[int, TxStatus] = {
+    PQ_IDLE: TxStatus.IDLE,
+    PQ_INTRANS: TxStatus.INTRANS,
+    PQ_INERROR: TxStatus.INERROR,
+}
 
 #: libpq keywords poolkeeper sets unless the URL, ``connect_args`` or a
 #: ``dsn``/``conninfo`` string in ``connect_args`` already does. libpq ignores
@@ -165,18 +186,11 @@ def sync_connector(
     """
     if target.is_plain or libpq_does_it(target, libpq_version):
         return lambda: connect(**kwargs)
-
-    def role_of(conn: Any) -> Role:
-        role = host_of(conn).role
-        if role == "unknown":
-            with conn.cursor() as cursor:
-                cursor.execute(ROLE_QUERY)
-                role = role_from(*cursor.fetchone())
-            conn.rollback()
-        return role
-
     return lambda: connect_hosts(
-        target, lambda h, p: connect(**one_host(kwargs, h, p)), role_of, _close
+        target,
+        lambda h, p: connect(**one_host(kwargs, h, p)),
+        lambda conn: role_of(conn, _fetch_role_row),
+        _close,
     )
 
 
@@ -184,11 +198,15 @@ def async_connector(
     target: HostTarget,
     kwargs: Mapping[str, Any],
     connect: Callable[..., Awaitable[Any]],
-    role_of: Callable[[Any], Awaitable[Role]],
+    fetch_role_row: Callable[[Any], Awaitable[Sequence[Any]]],
     *,
     native: bool,
 ) -> Callable[[], Awaitable[Any]]:
-    """Return a zero-argument connect for an asyncio libpq driver (see :func:`sync_connector`)."""
+    """Return a zero-argument connect for an asyncio libpq driver (see :func:`sync_connector`).
+
+    ``fetch_role_row`` runs :data:`~poolkeeper.drivers._hosts.ROLE_QUERY` on a
+    new connection (when libpq does not report its role) and returns the row.
+    """
     if target.is_plain or native:
         return lambda: connect(**kwargs)
 
@@ -196,8 +214,19 @@ def async_connector(
         await conn.close()
 
     return lambda: connect_hosts_async(
-        target, lambda h, p: connect(**one_host(kwargs, h, p)), role_of, close
+        target,
+        lambda h, p: connect(**one_host(kwargs, h, p)),
+        lambda conn: async_role_of(conn, fetch_role_row),
+        close,
     )
+
+
+def _fetch_role_row(conn: Any) -> Sequence[Any]:
+    with conn.cursor() as cursor:
+        cursor.execute(ROLE_QUERY)
+        row: Sequence[Any] = cursor.fetchone()
+    conn.rollback()
+    return row
 
 
 def _close(conn: Any) -> None:

@@ -17,6 +17,10 @@ open a transaction), and ``UNKNOWN`` otherwise, which makes the pool roll back
 on return: one cheap round trip, and never a stale snapshot. MySQL has no
 "failed transaction" state: a failing statement leaves the transaction open
 and usable, so ``INERROR`` is never reported.
+
+Also here: the check that a connection asked to use TLS does
+(:func:`refuse_plain_text`), and the session setup replayed after
+``COM_RESET_CONNECTION`` (:func:`session_setup_sql`, :func:`reset_statements`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from poolkeeper._config import URL
-from poolkeeper.drivers._mysql_tls import MysqlTls, split_tls
+from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls, split_tls
 from poolkeeper.drivers._options import (
     DEFAULT_CONNECT_TIMEOUT,
     KEEPALIVE_PARAMS,
@@ -164,3 +168,45 @@ def session_setup_sql(
     if last:
         statements.append("SET " + ", ".join(last))
     return statements
+
+
+def reset_statements(conn: Any) -> list[str]:
+    """Return :func:`session_setup_sql` for a PyMySQL or aiomysql connection.
+
+    Both keep the connect-time settings on the connection object (aiomysql
+    has no ``collation``).
+    """
+    return session_setup_sql(
+        escape=conn.escape,
+        charset=conn.charset,
+        collation=getattr(conn, "collation", None),
+        sql_mode=conn.sql_mode,
+        init_command=conn.init_command,
+        autocommit=conn.autocommit_mode,
+    )
+
+
+def refuse_plain_text(
+    conn: Any,
+    tls: MysqlTls | None,
+    uses_tls: Callable[[Any], bool],
+    error: Callable[[int, str], Exception],
+) -> None:
+    """Close ``conn`` and raise if TLS was required and the connection has none.
+
+    Some drivers given TLS arguments still connect in plain text when the
+    server offers no TLS (see :mod:`~poolkeeper.drivers._mysql_tls`); this
+    keeps the promise for all of them.
+
+    Args:
+        conn: A new connection.
+        tls: The TLS settings from the URL and ``connect_args`` (None: none).
+        uses_tls: Tells whether ``conn`` runs over TLS.
+        error: The driver's ``OperationalError`` class (``(errno, message)``).
+
+    Raises:
+        Exception: ``error(CR_SSL_CONNECTION_ERROR, ...)``, once ``conn`` is closed.
+    """
+    if tls is not None and tls.enforced and not uses_tls(conn):
+        conn.close()
+        raise error(CR_SSL_CONNECTION_ERROR, tls.refusal())

@@ -38,10 +38,11 @@ from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
     mysql_kwargs,
-    session_setup_sql,
+    refuse_plain_text,
+    reset_statements,
     tx_status,
 )
-from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
+from poolkeeper.drivers._mysql_tls import MysqlTls
 from poolkeeper.drivers._options import Converter, Keepalive, to_bool
 from poolkeeper.drivers.base import TxStatus
 
@@ -114,12 +115,8 @@ class AiomysqlDriver:
 
         async def connect() -> Any:
             conn = await args.aopen(aiomysql.connect)
-            if tls is not None and tls.enforced and not _uses_tls(conn):
-                # aiomysql uses the SSLContext only if the server offers TLS.
-                conn.close()
-                raise pymysql.err.OperationalError(
-                    CR_SSL_CONNECTION_ERROR, tls.refusal()
-                )
+            # aiomysql uses the SSLContext only if the server offers TLS.
+            refuse_plain_text(conn, tls, _uses_tls, pymysql.err.OperationalError)
             keepalive.apply(_socket_of(conn))
             return conn
 
@@ -165,17 +162,9 @@ class AiomysqlDriver:
         """
         await conn._execute_command(COM_RESET_CONNECTION, "")
         await conn._read_ok_packet()
-        statements = session_setup_sql(
-            escape=conn.escape,
-            charset=conn.charset,
-            collation=None,
-            sql_mode=conn.sql_mode,
-            init_command=conn.init_command,
-            autocommit=conn.autocommit_mode,
-        )
         cursor = await conn.cursor()
         try:
-            for statement in statements:
+            for statement in reset_statements(conn):
                 await cursor.execute(statement)
         finally:
             await cursor.close()

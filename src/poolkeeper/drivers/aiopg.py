@@ -32,7 +32,7 @@ from poolkeeper._config import URL
 from poolkeeper._credentials import awith_providers
 from poolkeeper.drivers import psycopg2 as _psycopg2
 from poolkeeper.drivers._connect_errors import classify_libpq
-from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
+from poolkeeper.drivers._hosts import ROLE_QUERY
 from poolkeeper.drivers._libpq import async_connector, libpq_kwargs, libpq_target
 from poolkeeper.drivers._options import to_number
 from poolkeeper.drivers.base import TxStatus
@@ -68,16 +68,13 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-async def _role(conn: Any) -> Role:
-    role = host_of(conn).role
-    if role == "unknown":
-        cursor = await conn.cursor()
-        try:
-            await cursor.execute(ROLE_QUERY)
-            role = role_from(*(await cursor.fetchone()))
-        finally:
-            cursor.close()
-    return role
+async def _fetch_role_row(conn: Any) -> Any:
+    cursor = await conn.cursor()
+    try:
+        await cursor.execute(ROLE_QUERY)
+        return await cursor.fetchone()
+    finally:
+        cursor.close()
 
 
 class AiopgDriver:
@@ -107,7 +104,9 @@ class AiopgDriver:
         # libpq's asynchronous connect ignores connect_timeout, so a host
         # that does not answer would hold the whole list up: poolkeeper runs
         # the host loop, with the timeout on each host.
-        return cls(async_connector(target, kwargs, connect, _role, native=False))
+        return cls(
+            async_connector(target, kwargs, connect, _fetch_role_row, native=False)
+        )
 
     async def connect(self) -> Any:
         return await self._connect()

@@ -40,10 +40,9 @@ from poolkeeper.drivers._hosts import (
     ROLE_QUERY,
     HostTarget,
     Role,
+    async_role_of,
     connect_hosts_async,
-    host_of,
     host_target,
-    role_from,
 )
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
@@ -151,12 +150,12 @@ def _tuned(conn: Any, keepalive: Keepalive) -> Any:
     return conn
 
 
-async def _role(conn: Any) -> Role:
-    role = host_of(conn).role
-    if role == "unknown":
-        row = await conn.fetchrow(ROLE_QUERY)
-        role = role_from(row[0], row[1])
-    return role
+async def _fetch_role_row(conn: Any) -> Any:
+    return await conn.fetchrow(ROLE_QUERY)
+
+
+def _role(conn: Any) -> Awaitable[Role]:
+    return async_role_of(conn, _fetch_role_row)
 
 
 #: ``asyncpg.connect`` with credential providers called per connect.

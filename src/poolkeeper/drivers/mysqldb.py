@@ -42,8 +42,8 @@ from poolkeeper._config import URL
 from poolkeeper._credentials import ConnectArgs
 from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
 from poolkeeper.drivers._connect_errors import classify_mysql
-from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs
-from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
+from poolkeeper.drivers._mysql import COMMON_PARAMS, mysql_kwargs, refuse_plain_text
+from poolkeeper.drivers._mysql_tls import MysqlTls
 from poolkeeper.drivers._options import (
     Converter,
     Keepalive,
@@ -153,10 +153,8 @@ class MysqldbDriver:
 
         def connect() -> Any:
             conn = args.open(MySQLdb.connect)
-            if tls is not None and tls.enforced and not _uses_tls(conn):
-                # MariaDB Connector/C connects in plain text under REQUIRED.
-                conn.close()
-                raise MySQLdb.OperationalError(CR_SSL_CONNECTION_ERROR, tls.refusal())
+            # MariaDB Connector/C connects in plain text under REQUIRED.
+            refuse_plain_text(conn, tls, _uses_tls, MySQLdb.OperationalError)
             fd = conn.fileno()
             keepalive.apply_fd(fd)
             # For abort() and quiet(), which run in another thread.

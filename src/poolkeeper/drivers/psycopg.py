@@ -33,10 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper._credentials import awith_providers, with_providers
-from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
-from poolkeeper.drivers._connect_errors import classify_libpq
-from poolkeeper.drivers._hosts import ROLE_QUERY, Role, host_of, role_from
-from poolkeeper.drivers._kept import keep, restore
+from poolkeeper.drivers._hosts import ROLE_QUERY
 from poolkeeper.drivers._libpq import (
     async_connector,
     libpq_does_it,
@@ -44,15 +41,13 @@ from poolkeeper.drivers._libpq import (
     libpq_target,
     sync_connector,
 )
+from poolkeeper.drivers._psycopg_state import (
+    PsycopgState,
+    clear_state,
+    end_blocks,
+    status,
+)
 from poolkeeper.drivers.base import TxStatus
-
-_TX = {
-    pq.TransactionStatus.IDLE: TxStatus.IDLE,
-    pq.TransactionStatus.INTRANS: TxStatus.INTRANS,
-    pq.TransactionStatus.INERROR: TxStatus.INERROR,
-}
-_PQ_IDLE = int(pq.TransactionStatus.IDLE)
-_PQ_ACTIVE = int(pq.TransactionStatus.ACTIVE)
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -66,122 +61,34 @@ def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _status(conn: Any) -> TxStatus:
-    return _TX.get(conn.pgconn.transaction_status, TxStatus.UNKNOWN)
+async def _fetch_role_row(conn: Any) -> Any:
+    cursor = await conn.execute(ROLE_QUERY)
+    row = await cursor.fetchone()
+    await conn.rollback()
+    return row
 
 
-def _broken(conn: Any) -> bool:
-    return bool(conn.closed or conn.broken)
+def ping(conn: Any) -> None:
+    """Run an empty query in autocommit mode (it opens no transaction).
 
-
-#: psycopg's notice and notification handler lists (see ``_kept``).
-_KEPT = ("_notice_handlers", "_notify_handlers")
-
-
-#: psycopg 3.2+ queues notifications received with no handler for notifies().
-_BACKLOG = "_notifies_backlog"
-
-
-def _idle(conn: Any) -> bool:
-    # libpq reports PQTRANS_UNKNOWN for a closed or broken connection, so one
-    # compare says "open, healthy and outside a transaction"; the rest is
-    # psycopg's client-side state a borrower may leave (see _clear_state).
-    return conn.pgconn.transaction_status == _PQ_IDLE and not (
-        conn._num_transactions
-        or conn._tpc
-        # Attribute reads only (no calls): this runs on every return.
-        or conn._notice_handlers.changed
-        or conn._notify_handlers.changed
-        or conn._notifies_backlog
-    )
-
-
-def _baseline(conn: Any) -> None:
-    for attr in _KEPT:
-        keep(conn, attr)
-    if not hasattr(conn, _BACKLOG):
-        conn._notifies_backlog = None  # psycopg < 3.2: no backlog to check
-
-
-def _end_blocks(conn: Any) -> None:
-    # A conn.transaction() block the borrower left open (entered, never
-    # exited) makes psycopg refuse commit() and rollback(); the pool ends the
-    # transaction for it, so forget the block, as a fresh connection has none.
-    conn._num_transactions = 0
-
-
-def _clear_state(conn: Any) -> None:
-    # Called once the transaction is ended: forget a two-phase transaction
-    # left prepared (tpc_prepare() without tpc_commit()) and the handlers a
-    # borrower added; those configure added stay.
-    conn._num_transactions = 0
-    conn._tpc = None
-    for attr in _KEPT:
-        restore(conn, attr)
-    backlog = conn._notifies_backlog
-    if backlog:
-        # Notifications nobody read: the next borrower's notifies() must not
-        # start with them.
-        backlog.clear()
-
-
-def _busy(conn: Any) -> bool:
-    # ACTIVE: a command was sent and its results are not all read. A closed
-    # or broken connection reports UNKNOWN: nothing can be running on it.
-    return conn.pgconn.transaction_status == _PQ_ACTIVE  # type: ignore[no-any-return]
-
-
-_PQ_SETTLED = frozenset(
-    int(x)
-    for x in (
-        pq.TransactionStatus.IDLE,
-        pq.TransactionStatus.INTRANS,
-        pq.TransactionStatus.INERROR,
-    )
-)
-
-
-def _settled(conn: Any) -> bool:
-    # psycopg answers an interrupted command (a cancelled task, Ctrl-C) with
-    # a cancel request and reads the reply before it re-raises, so a status
-    # other than ACTIVE (a command still running) or UNKNOWN (closed,
-    # broken) means the connection is between messages: a rollback cleans
-    # it. psycopg closes the connection itself if the server ignores the
-    # cancel for 5 s.
-    return not conn.closed and conn.pgconn.transaction_status in _PQ_SETTLED
-
-
-def _fd(conn: Any) -> int:
+    The autocommit flag is put back as it was; Django's backend uses this as
+    its ``CONN_HEALTH_CHECKS`` check too.
+    """
+    if conn.autocommit:
+        conn.execute("")
+        return
+    conn.autocommit = True
     try:
-        return int(conn.pgconn.socket)
-    except Exception:  # closed: psycopg raises OperationalError
-        return -1
+        conn.execute("")
+    finally:
+        with contextlib.suppress(Exception):
+            conn.autocommit = False
 
 
-def _quiet(conn: Any) -> float | None:
-    return quiet_seconds(_fd(conn))
-
-
-def _abort(conn: Any) -> None:
-    fd = _fd(conn)
-    shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
-
-
-async def _async_role(conn: Any) -> Role:
-    role = host_of(conn).role
-    if role == "unknown":
-        cursor = await conn.execute(ROLE_QUERY)
-        role = role_from(*(await cursor.fetchone()))
-        await conn.rollback()
-    return role
-
-
-class PsycopgDriver:
+class PsycopgDriver(PsycopgState):
     """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
 
-    name = "psycopg"
     is_async = False
-    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -200,37 +107,20 @@ class PsycopgDriver:
     def connect(self) -> Any:
         return self._connect()
 
-    transaction_status = staticmethod(_status)
-    is_broken = staticmethod(_broken)
-    is_idle = staticmethod(_idle)
-    baseline = staticmethod(_baseline)
-    busy = staticmethod(_busy)
-    quiet = staticmethod(_quiet)
-    abort = staticmethod(_abort)
-    settled = staticmethod(_settled)
-
     def commit(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         conn.commit()
 
     def rollback(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         conn.rollback()
 
     def clear_state(self, conn: Any) -> None:
         """Forget transaction blocks and the handlers a borrower added (no I/O)."""
-        _clear_state(conn)
+        clear_state(conn)
 
     def ping(self, conn: Any) -> None:
-        if conn.autocommit:
-            conn.execute("")
-            return
-        conn.autocommit = True
-        try:
-            conn.execute("")
-        finally:
-            with contextlib.suppress(Exception):
-                conn.autocommit = False
+        ping(conn)
 
     def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` to drop every piece of session state.
@@ -239,7 +129,7 @@ class PsycopgDriver:
         and ``LISTEN`` registrations. ``DISCARD ALL`` cannot run inside a
         transaction, hence the rollback and the autocommit switch.
         """
-        if _status(conn) is not TxStatus.IDLE:
+        if status(conn) is not TxStatus.IDLE:
             conn.rollback()
         autocommit = conn.autocommit
         conn.autocommit = True
@@ -253,12 +143,10 @@ class PsycopgDriver:
             conn.close()
 
 
-class AsyncPsycopgDriver:
+class AsyncPsycopgDriver(PsycopgState):
     """Asyncio psycopg 3 adapter (``postgresql+psycopg://`` with AsyncPool)."""
 
-    name = "psycopg"
     is_async = True
-    classify_connect_error = staticmethod(classify_libpq)
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -278,7 +166,7 @@ class AsyncPsycopgDriver:
                 target,
                 kwargs,
                 awith_providers(psycopg.AsyncConnection.connect),
-                _async_role,
+                _fetch_role_row,
                 native=native,
             )
         )
@@ -286,26 +174,17 @@ class AsyncPsycopgDriver:
     async def connect(self) -> Any:
         return await self._connect()
 
-    transaction_status = staticmethod(_status)
-    is_broken = staticmethod(_broken)
-    is_idle = staticmethod(_idle)
-    baseline = staticmethod(_baseline)
-    busy = staticmethod(_busy)
-    quiet = staticmethod(_quiet)
-    abort = staticmethod(_abort)
-    settled = staticmethod(_settled)
-
     async def commit(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         await conn.commit()
 
     async def rollback(self, conn: Any) -> None:
-        _end_blocks(conn)
+        end_blocks(conn)
         await conn.rollback()
 
     async def clear_state(self, conn: Any) -> None:
         """Forget transaction blocks and the handlers a borrower added (no I/O)."""
-        _clear_state(conn)
+        clear_state(conn)
 
     async def ping(self, conn: Any) -> None:
         if conn.autocommit:
@@ -320,7 +199,7 @@ class AsyncPsycopgDriver:
 
     async def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` (see :meth:`PsycopgDriver.reset_session`)."""
-        if _status(conn) is not TxStatus.IDLE:
+        if status(conn) is not TxStatus.IDLE:
             await conn.rollback()
         autocommit = conn.autocommit
         await conn.set_autocommit(True)

@@ -27,8 +27,11 @@ import psycopg2.extensions as ext
 
 from poolkeeper._config import URL
 from poolkeeper._credentials import with_providers
-from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._abort import socket_probes
 from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._libpq import PQ_ACTIVE as _PQ_ACTIVE
+from poolkeeper.drivers._libpq import PQ_IDLE as _PQ_IDLE
+from poolkeeper.drivers._libpq import TX_STATUS as _TX_STATUS
 from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
 from poolkeeper.drivers.base import TxStatus
 
@@ -49,16 +52,9 @@ def clear_messages(conn: Any) -> None:
             clear()
 
 
-_TX = {
-    ext.TRANSACTION_STATUS_IDLE: TxStatus.IDLE,
-    # ACTIVE: a command is running, which a pooled connection at rest never
-    # has; reporting it as open makes the pool roll back to be safe.
-    ext.TRANSACTION_STATUS_ACTIVE: TxStatus.INTRANS,
-    ext.TRANSACTION_STATUS_INTRANS: TxStatus.INTRANS,
-    ext.TRANSACTION_STATUS_INERROR: TxStatus.INERROR,
-}
-_PQ_IDLE = ext.TRANSACTION_STATUS_IDLE
-_PQ_ACTIVE = ext.TRANSACTION_STATUS_ACTIVE
+#: ACTIVE: a command is running, which a pooled connection at rest never
+#: has; reporting it as open makes the pool roll back to be safe.
+_TX = {**_TX_STATUS, _PQ_ACTIVE: TxStatus.INTRANS}
 
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
@@ -91,15 +87,8 @@ def _fd(conn: Any) -> int:
         return -1
 
 
-def quiet(conn: Any) -> float | None:
-    """Seconds since data last moved on the connection's TCP socket, or None."""
-    return quiet_seconds(_fd(conn))
-
-
-def abort(conn: Any) -> None:
-    """Shut down the connection's socket so a blocked call fails at once."""
-    fd = _fd(conn)
-    shutdown_fd(fd, lambda: not conn.closed and _fd(conn) == fd)
+#: The connection's socket: seconds it has been quiet, and shutting it down.
+quiet, abort = socket_probes(_fd, lambda conn: not conn.closed)
 
 
 class Connection(ext.connection):  # type: ignore[misc]

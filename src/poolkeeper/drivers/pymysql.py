@@ -30,16 +30,17 @@ import pymysql
 
 from poolkeeper._config import URL
 from poolkeeper._credentials import ConnectArgs
-from poolkeeper.drivers._abort import quiet_seconds, shutdown_fd
+from poolkeeper.drivers._abort import socket_probes
 from poolkeeper.drivers._connect_errors import classify_mysql
 from poolkeeper.drivers._mysql import (
     COM_RESET_CONNECTION,
     COMMON_PARAMS,
     mysql_kwargs,
-    session_setup_sql,
+    refuse_plain_text,
+    reset_statements,
     tx_status,
 )
-from poolkeeper.drivers._mysql_tls import CR_SSL_CONNECTION_ERROR, MysqlTls
+from poolkeeper.drivers._mysql_tls import MysqlTls
 from poolkeeper.drivers._options import Converter, Keepalive, to_bool, to_number
 from poolkeeper.drivers.base import TxStatus
 
@@ -93,6 +94,9 @@ def _fd(conn: Any) -> int:
         return -1
 
 
+_quiet, _abort = socket_probes(_fd, lambda conn: bool(conn.open))
+
+
 class PymysqlDriver:
     """Sync PyMySQL adapter."""
 
@@ -118,12 +122,8 @@ class PymysqlDriver:
         def connect() -> Any:
             conn = args.open(pymysql.connect)
             # PyMySQL given TLS arguments refuses by itself; this keeps the
-            # promise should a version not (see drivers._mysql_tls).
-            if tls is not None and tls.enforced and not _uses_tls(conn):
-                conn.close()
-                raise pymysql.err.OperationalError(
-                    CR_SSL_CONNECTION_ERROR, tls.refusal()
-                )
+            # promise should a version not.
+            refuse_plain_text(conn, tls, _uses_tls, pymysql.err.OperationalError)
             # PyMySQL exposes no keepalive timings; its socket attribute is
             # private but has been stable since the first release.
             keepalive.apply(getattr(conn, "_sock", None))
@@ -142,14 +142,8 @@ class PymysqlDriver:
     def is_broken(self, conn: Any) -> bool:
         return not conn.open
 
-    def quiet(self, conn: Any) -> float | None:
-        """Seconds since data last moved on the connection's socket (None: unknown)."""
-        return quiet_seconds(_fd(conn))
-
-    def abort(self, conn: Any) -> None:
-        """Cut the connection off at once so a blocked call fails (``query_timeout``)."""
-        fd = _fd(conn)
-        shutdown_fd(fd, lambda: _fd(conn) == fd)
+    quiet = staticmethod(_quiet)
+    abort = staticmethod(_abort)
 
     def commit(self, conn: Any) -> None:
         conn.commit()
@@ -172,16 +166,8 @@ class PymysqlDriver:
         """
         conn._execute_command(COM_RESET_CONNECTION, "")
         conn._read_ok_packet()
-        statements = session_setup_sql(
-            escape=conn.escape,
-            charset=conn.charset,
-            collation=getattr(conn, "collation", None),
-            sql_mode=conn.sql_mode,
-            init_command=conn.init_command,
-            autocommit=conn.autocommit_mode,
-        )
         with conn.cursor() as cursor:
-            for statement in statements:
+            for statement in reset_statements(conn):
                 cursor.execute(statement)
 
     def close(self, conn: Any) -> None:

@@ -1,17 +1,15 @@
-"""Framework integrations: SQLAlchemy, Django, PgBouncer and serverless helpers.
+"""Deprecated aliases of the integrations' public homes.
 
-Each submodule imports its framework only when it is itself imported, so
-``import poolkeeper`` (and ``import poolkeeper.integrations``) stays free of
-optional dependencies.
+Each integration now lives at its own public path, and this package only
+re-exports it for code written against the older names:
 
-- :mod:`poolkeeper.integrations.sqlalchemy`: pool classes for
-  ``create_engine(..., poolclass=...)`` and ``create_async_engine``.
-- :mod:`poolkeeper.integrations.django`: a PostgreSQL database backend
-  (``ENGINE: "poolkeeper.integrations.django.postgresql"``).
-- :mod:`poolkeeper.integrations.pgbouncer`: driver settings for PgBouncer in
-  transaction mode (also reachable as :func:`poolkeeper.presets.pgbouncer_transaction`).
-- :mod:`poolkeeper.integrations.serverless`: a module-level pool that survives
-  warm invocations of a function (AWS Lambda and similar).
+- :mod:`poolkeeper.integrations.sqlalchemy` -> :mod:`poolkeeper.sqlalchemy`
+- :mod:`poolkeeper.integrations.django` -> :mod:`poolkeeper.django`
+  (``ENGINE: "poolkeeper.integrations.django.postgresql"`` keeps working)
+- :mod:`poolkeeper.integrations.pgbouncer` -> :func:`poolkeeper.presets.pgbouncer_transaction`
+- :mod:`poolkeeper.integrations.serverless` -> :mod:`poolkeeper.serverless`
+
+Importing a submodule imports its framework; ``import poolkeeper`` does not.
 """
 
 from __future__ import annotations

@@ -220,6 +220,55 @@ class _Flusher:
             self.wake()
 
 
+#: The observable up-down counters read from ``stats()``, besides the
+#: connection count: (name, unit, PoolStats attribute, description).
+_GAUGES: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "db.client.connection.max",
+        "{connection}",
+        "max_size",
+        "The maximum number of open connections allowed.",
+    ),
+    (
+        "db.client.connection.idle.max",
+        "{connection}",
+        "max_size",
+        "The maximum number of idle open connections allowed.",
+    ),
+    (
+        "db.client.connection.idle.min",
+        "{connection}",
+        "min_size",
+        "The minimum number of idle open connections allowed.",
+    ),
+    (
+        "db.client.connection.pending_requests",
+        "{request}",
+        "waiting",
+        "The number of current pending requests for an open connection.",
+    ),
+)
+
+#: The observable counters read from ``stats()``: as :data:`_GAUGES`.
+_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "db.client.connection.timeouts",
+        "{timeout}",
+        "timeouts",
+        "The number of connection timeouts that have occurred trying "
+        "to obtain a connection from the pool.",
+    ),
+    (
+        # Not in the semantic conventions: poolkeeper's own namespace.
+        "poolkeeper.query_timeouts",
+        "{connection}",
+        "query_timeouts",
+        "Checked-out connections aborted because a command was stuck "
+        "longer than query_timeout.",
+    ),
+)
+
+
 class _Instruments:
     """The instruments of one meter provider, shared by every pool instrumented on it.
 
@@ -244,52 +293,11 @@ class _Instruments:
             description="The number of connections that are currently in the state "
             "described by the state attribute.",
         )
-        for name, unit, attribute, description in (
-            (
-                "db.client.connection.max",
-                "{connection}",
-                "max_size",
-                "The maximum number of open connections allowed.",
-            ),
-            (
-                "db.client.connection.idle.max",
-                "{connection}",
-                "max_size",
-                "The maximum number of idle open connections allowed.",
-            ),
-            (
-                "db.client.connection.idle.min",
-                "{connection}",
-                "min_size",
-                "The minimum number of idle open connections allowed.",
-            ),
-            (
-                "db.client.connection.pending_requests",
-                "{request}",
-                "waiting",
-                "The number of current pending requests for an open connection.",
-            ),
-        ):
+        for name, unit, attribute, description in _GAUGES:
             updown(
                 name, [self._observer(attribute)], unit=unit, description=description
             )
-        for name, unit, attribute, description in (
-            (
-                "db.client.connection.timeouts",
-                "{timeout}",
-                "timeouts",
-                "The number of connection timeouts that have occurred trying "
-                "to obtain a connection from the pool.",
-            ),
-            (
-                # Not in the semantic conventions: poolkeeper's own namespace.
-                "poolkeeper.query_timeouts",
-                "{connection}",
-                "query_timeouts",
-                "Checked-out connections aborted because a command was stuck "
-                "longer than query_timeout.",
-            ),
-        ):
+        for name, unit, attribute, description in _COUNTERS:
             meter.create_observable_counter(
                 name, [self._observer(attribute)], unit=unit, description=description
             )

@@ -30,7 +30,7 @@ def _swap(poolclass: Any) -> Any:
     """Return poolkeeper's class in place of SQLAlchemy's queue pools."""
     from sqlalchemy import pool
 
-    from poolkeeper.integrations import sqlalchemy as pk_sa
+    from poolkeeper import sqlalchemy as pk_sa
 
     if poolclass is not None and isinstance(poolclass, type):
         if issubclass(poolclass, pk_sa.AsyncPool | pk_sa.Pool):
@@ -64,7 +64,7 @@ def _queue_pool_requirement() -> None:
     from sqlalchemy.testing import exclusions
     from sqlalchemy.testing import requirements as sa_requirements
 
-    from poolkeeper.integrations import sqlalchemy as pk_sa
+    from poolkeeper import sqlalchemy as pk_sa
 
     def queue_pool(self: Any) -> Any:
         def go(config: Any) -> bool:
@@ -94,7 +94,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     if MODE == "stock":
         return "poolkeeper: stock SQLAlchemy pools (comparison run)"
     return (
-        "poolkeeper: engines on poolkeeper.integrations.sqlalchemy.Pool "
+        "poolkeeper: engines on poolkeeper.sqlalchemy.Pool "
         "(AsyncPool for asyncio dialects)"
     )
 

@@ -63,9 +63,7 @@ class Backend:
     def wrapper(self) -> type[Any]:
         """poolkeeper's DatabaseWrapper (imported late: Django's MySQL backend
         refuses to import without mysqlclient, which only skips these tests)."""
-        module = importlib.import_module(
-            f"poolkeeper.integrations.django.{self.vendor}.base"
-        )
+        module = importlib.import_module(f"poolkeeper.django.{self.vendor}.base")
         wrapper: type[Any] = module.DatabaseWrapper
         return wrapper
 

@@ -78,5 +78,5 @@ def test_django_backend_and_transaction_tests_pass(
     assert int(ran.group(1)) >= 500
     assert re.search(r"^OK\b", output, re.MULTILINE), output[-2000:]
     # The backend really was poolkeeper's (no silent fallback to Django's).
-    wrapper = f"poolkeeper.integrations.django.{backend}.base.DatabaseWrapper"
+    wrapper = f"poolkeeper.django.{backend}.base.DatabaseWrapper"
     assert f"Django backend: {wrapper}" in output, output[-2000:]

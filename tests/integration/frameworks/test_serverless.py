@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import poolkeeper
-from poolkeeper.integrations.serverless import ServerlessPool
+from poolkeeper.serverless import ServerlessPool
 from tests.integration.frameworks.conftest import backends, terminate
 from tests.integration.frameworks.examples import load_example
 

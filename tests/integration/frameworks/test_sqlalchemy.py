@@ -17,7 +17,7 @@ from sqlalchemy import Column, Integer, String, create_engine, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import declarative_base, sessionmaker
 
-from poolkeeper.integrations.sqlalchemy import AsyncPool, Pool
+from poolkeeper.sqlalchemy import AsyncPool, Pool
 from tests.integration.frameworks.conftest import backends, terminate, with_driver
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -317,11 +317,21 @@ async def test_async_timeout(postgres_url: str) -> None:
         await engine.dispose()
 
 
-def test_short_import_paths() -> None:
+def test_deprecated_integration_paths_alias_the_public_homes() -> None:
+    import poolkeeper.django.mysql.base
+    import poolkeeper.django.postgresql.base
+    import poolkeeper.presets
     import poolkeeper.serverless
     import poolkeeper.sqlalchemy
-    from poolkeeper.integrations import serverless, sqlalchemy
+    from poolkeeper.integrations import pgbouncer, serverless, sqlalchemy
+    from poolkeeper.integrations.django.mysql import base as my_alias
+    from poolkeeper.integrations.django.postgresql import base as pg_alias
 
     assert poolkeeper.sqlalchemy.Pool is sqlalchemy.Pool
     assert poolkeeper.sqlalchemy.AsyncPool is sqlalchemy.AsyncPool
     assert poolkeeper.serverless.ServerlessPool is serverless.ServerlessPool
+    assert pgbouncer.transaction_mode_options is (
+        poolkeeper.presets.pgbouncer_transaction
+    )
+    assert pg_alias.DatabaseWrapper is poolkeeper.django.postgresql.base.DatabaseWrapper
+    assert my_alias.DatabaseWrapper is poolkeeper.django.mysql.base.DatabaseWrapper

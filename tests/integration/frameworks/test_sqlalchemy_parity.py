@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.util.concurrency import greenlet_spawn
 
-from poolkeeper.integrations.sqlalchemy import AsyncPool, Pool
+from poolkeeper.sqlalchemy import AsyncPool, Pool
 from tests.integration.frameworks.conftest import backends, terminate, with_driver
 from tests.support.faultproxy import FaultProxy
 

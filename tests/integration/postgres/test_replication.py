@@ -332,7 +332,7 @@ def test_sqlalchemy_primary_and_replica_engines(
 ) -> None:
     """The docs/CLUSTERS.md recipe: two engines with poolkeeper's pool class."""
     sqlalchemy = import_driver(pytestconfig, "sqlalchemy")
-    from poolkeeper.integrations.sqlalchemy import Pool
+    from poolkeeper.sqlalchemy import Pool
 
     hosts = "&".join(f"host=127.0.0.1:{m.port}" for m in rs.members)
     base = f"postgresql+psycopg://postgres@/postgres?{hosts}"

@@ -1,1 +1,1 @@
-"""Alias of :mod:`poolkeeper.integrations.django.mysql`."""
+"""MySQL/MariaDB (mysqlclient) backend for Django, pooled by poolkeeper."""

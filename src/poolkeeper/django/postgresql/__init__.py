@@ -1,1 +1,1 @@
-"""Alias of :mod:`poolkeeper.integrations.django.postgresql`."""
+"""PostgreSQL (psycopg 3) backend for Django, pooled by poolkeeper."""

@@ -1,1 +1,1 @@
-"""MySQL/MariaDB (mysqlclient) backend for Django, pooled by poolkeeper."""
+"""Deprecated alias of :mod:`poolkeeper.django.mysql`."""

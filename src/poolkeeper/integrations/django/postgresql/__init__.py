@@ -1,1 +1,1 @@
-"""PostgreSQL (psycopg 3) backend for Django, pooled by poolkeeper."""
+"""Deprecated alias of :mod:`poolkeeper.django.postgresql`."""
