@@ -63,6 +63,7 @@ def check_bench_schema(doc: dict[str, Any]) -> None:
     assert set(doc) == {
         "schema",
         "poolkeeper_version",
+        "build",
         "url",
         "driver",
         "mode",
@@ -74,6 +75,7 @@ def check_bench_schema(doc: dict[str, Any]) -> None:
         "speedup",
     }
     assert doc["mode"] in ("threads", "asyncio")
+    assert doc["build"] in ("compiled", "pure")
     assert isinstance(doc["concurrency"], int)
     assert isinstance(doc["pool_size"], int)
     assert isinstance(doc["duration_s"], float)
@@ -523,6 +525,46 @@ def test_plot_titles_name_concurrency_and_pool_size():
     advice = tune.recommend(results, budget=None, processes=1, concurrency=12)
     title = tune.plot_title(target, args, advice)
     assert "12 threads" in title and "max_size=4" in title
+
+
+def test_bench_names_the_build_it_measured():
+    import poolkeeper._core.state
+
+    expected = "compiled" if poolkeeper._core.state.__file__.endswith(".so") else "pure"
+    proc = run_cli("bench", *SHORT, "-c", "2", "--workload", "pooled")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{expected} build)" in proc.stdout.splitlines()[0]
+    proc = run_cli("bench", *SHORT, "-c", "2", "--workload", "pooled", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["build"] == expected
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("/site/poolkeeper/_core/state.cpython-311-x86_64-linux-gnu.so", "compiled"),
+        ("/site/poolkeeper/_core/state.abi3.so", "compiled"),
+        ("C:/site/poolkeeper/_core/state.cp311-win_amd64.pyd", "compiled"),
+        ("/site/poolkeeper/_core/state.py", "pure"),
+        ("/site/poolkeeper/_core/__pycache__/state.cpython-311.pyc", "pure"),
+        (None, "pure"),
+    ],
+)
+def test_build_is_read_from_the_core_module_file(
+    monkeypatch: pytest.MonkeyPatch, filename: str | None, expected: str
+):
+    import importlib.machinery
+    import types
+
+    from poolkeeper.cli import bench
+
+    # The suffixes of every platform in the table, whatever this one accepts.
+    suffixes = [".cpython-311-x86_64-linux-gnu.so", ".abi3.so", ".so", ".pyd"]
+    monkeypatch.setattr(importlib.machinery, "EXTENSION_SUFFIXES", suffixes)
+    module = types.ModuleType("state")
+    if filename is not None:
+        module.__file__ = filename
+    assert bench.build(module) == expected
 
 
 def test_bench_on_sqlite_says_a_connect_is_a_file_open():

@@ -1178,8 +1178,11 @@ class AsyncPool(Generic[ConnT]):
         state = self._state
         with self._lock:
             entry = state.in_use.get(id(conn))
-            if entry is None or entry.conn is not conn:
+            if entry is None or entry.live_conn() is not conn:
                 return False
+            # Held weakly since acquire() (dropped-connection detection):
+            # the pool owns it strongly again from here on.
+            entry.conn = conn
             if not state.shed(entry, _monotonic(), keep_idle):
                 return False
             n = state.plan_connects(_monotonic())

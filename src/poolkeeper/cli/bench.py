@@ -10,8 +10,10 @@ identified by :data:`SCHEMA`.
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import json
-from typing import Any
+from types import ModuleType
+from typing import Any, Literal
 
 import poolkeeper
 from poolkeeper.cli._common import (
@@ -41,6 +43,27 @@ examples:
   poolkeeper bench --query "SELECT name FROM items WHERE id = 7" --json
   poolkeeper bench --duration 5 --plot bench.png
 """
+
+
+def build(module: ModuleType | None = None) -> Literal["compiled", "pure"]:
+    """Say which build of poolkeeper's core is imported: ``compiled`` or ``pure``.
+
+    A compiled build (mypyc) replaces the core's modules with extension
+    modules, so the answer is whether ``poolkeeper._core.state`` was loaded
+    from a file with an extension-module suffix (``.so``, ``.pyd``).
+
+    Args:
+        module: the module to look at (default: ``poolkeeper._core.state``).
+
+    Returns:
+        ``"compiled"`` for an extension module, ``"pure"`` for Python source
+        or bytecode.
+    """
+    if module is None:
+        from poolkeeper._core import state as module
+    path = getattr(module, "__file__", None) or ""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return "compiled" if path.endswith(suffixes) else "pure"
 
 
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -253,7 +276,8 @@ def _print_table(
     title = (
         f"poolkeeper bench: {target.display} ({target.driver_name}, {args.concurrency} "
         f"{'asyncio tasks' if target.is_async else 'threads'}, "
-        f"{args.duration:g} s each, query {args.query!r})"
+        f"{args.duration:g} s each, query {args.query!r}; "
+        f"poolkeeper {poolkeeper.__version__}, {build()} build)"
     )
     columns = [
         "workload",
@@ -326,6 +350,7 @@ def to_json(
     return {
         "schema": SCHEMA,
         "poolkeeper_version": poolkeeper.__version__,
+        "build": build(),
         "url": target.display,
         "driver": target.driver_name,
         "mode": "asyncio" if target.is_async else "threads",

@@ -144,6 +144,17 @@ def test_acquire_release_and_double_release() -> None:
             pool.release(FakeConnection(99))
 
 
+def test_an_acquired_connection_can_be_taken_out_for_its_user_to_close() -> None:
+    # The SQLAlchemy integration sheds overflow with _take_out() on
+    # connections lent by acquire(), which the pool holds only weakly.
+    with Pool(Factory(), min_size=0, max_size=2) as pool:
+        conn = pool.acquire()
+        assert pool._take_out(conn, None) is True
+        stats = pool.stats()
+        assert (stats.in_use, stats.size) == (0, 0)
+        assert pool._take_out(conn, None) is False  # not the pool's any more
+
+
 def test_timeout_and_per_call_override() -> None:
     with Pool(Factory(), min_size=1, max_size=1, timeout=0.2) as pool:
         held = pool.acquire()

@@ -1,0 +1,1 @@
+"""Real applications under load: see ``benchmarks/apps/run.py``."""
