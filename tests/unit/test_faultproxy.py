@@ -85,10 +85,13 @@ def _proxy_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def echo() -> Iterator[EchoServer]:
-    before = threading.active_count()
+    # Threads this test started must be gone; threads of earlier tests may end
+    # meanwhile (an idle otel flush thread, a closed pool's housekeeper).
+    before = set(threading.enumerate())
     with EchoServer() as server:
         yield server
-    assert threading.active_count() == before, threading.enumerate()
+    left = [t for t in threading.enumerate() if t not in before]
+    assert not left, left
 
 
 @pytest.fixture
