@@ -29,7 +29,8 @@ Modes (one at a time, switchable at runtime, applied to live and new links):
 * ``truncate``: each link is closed (FIN, after flushing) once ``limit`` more bytes
   have been forwarded on it, counted in the chosen direction(s).
 * ``bandwidth``: cap each direction of each link at ``rate`` bytes per second
-  (bytes are written in slices of about 10 ms worth, then the writer pauses);
+  (bytes are written in slices of about 10 ms worth, each writer keeping to
+  a schedule that catches up a late wake-up of up to 0.1 s);
   may be combined with ``latency``/``jitter``. ``latency`` mode accepts a
   ``rate`` too, so the two are one link model.
 * ``deaf``: stop accepting. The listening socket stays open, so the kernel
