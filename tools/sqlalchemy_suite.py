@@ -186,8 +186,10 @@ def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
 
 #: The database the slice runs in, next to the one given: SQLAlchemy's tests
 #: create and drop common table names (``users``, ``addresses``) that other
-#: test runs on a shared server may be using at the same time.
-SUITE_DATABASE = "pk_sqlalchemy_suite"
+#: test runs on a shared server may be using at the same time; one database
+#: per run (named after the process), dropped at the end, so that two runs at
+#: once (two developers, two CI jobs) cannot break each other.
+SUITE_DATABASE = f"pk_sqlalchemy_suite_{os.getpid()}"
 
 
 def prepare(postgres_url: str) -> str:
@@ -234,9 +236,20 @@ def run(pool: str, postgres_url: str) -> Result:
     src = source_dir()
     suite_url = prepare(postgres_url)
     total = Result()
-    for files, driver in ((SYNC_FILES, "psycopg"), (ASYNC_FILES, "asyncpg")):
-        total.add(run_files(files, with_driver(suite_url, driver), pool, src))
+    try:
+        for files, driver in ((SYNC_FILES, "psycopg"), (ASYNC_FILES, "asyncpg")):
+            total.add(run_files(files, with_driver(suite_url, driver), pool, src))
+    finally:
+        drop(postgres_url)
     return total
+
+
+def drop(postgres_url: str) -> None:
+    """Drop this run's database (:data:`SUITE_DATABASE`)."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {SUITE_DATABASE} WITH (FORCE)")
 
 
 def expected_failures(path: Path = EXPECTED) -> set[str]:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Coroutine, Generator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from poolkeeper._misuse import needs_async_with
 
 if TYPE_CHECKING:
     from poolkeeper._async.pool import AsyncPool
@@ -71,6 +73,17 @@ class AcquireContext(Coroutine[Any, Any, ConnT]):
         return self._checkout().__await__()
 
     # -- the async context manager -----------------------------------------------
+
+    # `with pool.acquire()` instead of `async with`: say so, rather than
+    # Python's "does not support the context manager protocol". Nothing has
+    # started yet (the checkout coroutine is made lazily), so nothing leaks.
+    def __enter__(self) -> NoReturn:
+        needs_async_with(
+            f"{type(self._pool).__name__}.acquire()", "pool.acquire() as conn"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
     async def __aenter__(self) -> ConnT:
         self._conn = await self._checkout()

@@ -23,10 +23,16 @@ Rules:
   connection string it returns, is masked like any password: the last
   :data:`RECENT_SECRETS` such values are scrubbed from the pool's log lines
   and error messages.
+- An exception raised by a provider itself (no cloud credentials, a secret
+  store that refuses) is not a connect error a retry could fix within a
+  caller's timeout: like a ``configure`` hook's error, it reaches the waiting
+  callers at once (see :func:`raised_by_provider`), and the pool backs off
+  before asking again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import threading
@@ -55,6 +61,9 @@ CALLABLE_ARGS = frozenset(
 
 #: How many values from providers a pool remembers in order to mask them.
 RECENT_SECRETS = 32
+
+#: The attribute that marks an exception raised by a provider.
+_FROM_PROVIDER = "_poolkeeper_from_provider"
 
 #: SQLSTATEs and MySQL error codes of an authentication failure.
 _AUTH_SQLSTATES = frozenset({"28000", "28P01"})
@@ -124,22 +133,42 @@ class Provider:
 
     def get(self) -> Any:
         """Call the provider (sync pools: a plain function)."""
-        value = self.function()
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            raise ConfigError(
-                f"connect_args[{self.key!r}] returned an awaitable; a Pool needs a "
-                "plain function (coroutine functions are for AsyncPool)"
-            )
+        try:
+            value = self.function()
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                raise ConfigError(
+                    f"connect_args[{self.key!r}] returned an awaitable; a Pool needs "
+                    "a plain function (coroutine functions are for AsyncPool)"
+                )
+        except Exception as exc:
+            _mark_from_provider(exc)
+            raise
         return self._record(value)
 
     async def aget(self) -> Any:
         """Call the provider and await its result if it is awaitable."""
-        value = self.function()
-        if inspect.isawaitable(value):
-            value = await value
+        try:
+            value = self.function()
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            _mark_from_provider(exc)
+            raise
         return self._record(value)
+
+
+def _mark_from_provider(exc: Exception) -> None:
+    # A type that refuses attributes (rare: a C type with no __dict__) stays
+    # unmarked and is sorted as any connect error.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, _FROM_PROVIDER, True)
+
+
+def raised_by_provider(exc: BaseException) -> bool:
+    """Tell whether ``exc`` was raised by a credential provider, not the driver."""
+    return getattr(exc, _FROM_PROVIDER, False) is True
 
 
 def is_provider_value(key: str, value: object) -> bool:

@@ -31,14 +31,19 @@ from __future__ import annotations
 import _thread
 import contextlib
 import functools
+import logging
+import warnings
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from poolkeeper._core.entry import PoolEntry
+from poolkeeper.errors import PoolWarning
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+logger = logging.getLogger(__name__)
 
 #: How many connections closed by their users (and taken back) a pool
 #: remembers, so that a late ``release()`` of one is accepted quietly.
@@ -48,7 +53,16 @@ REMEMBERED_CLOSED = 64
 class HeldConnections:
     """The bookkeeping of one pool for connections lent by ``acquire()``."""
 
-    __slots__ = ("__weakref__", "_aware", "_closed", "loop", "pending", "pool", "weak")
+    __slots__ = (
+        "__weakref__",
+        "_aware",
+        "_closed",
+        "loop",
+        "pending",
+        "pool",
+        "warn_unaware",
+        "weak",
+    )
 
     def __init__(self, pool: Any) -> None:
         self.pool = weakref.ref(pool)
@@ -61,6 +75,10 @@ class HeldConnections:
         self.loop: Any = None
         #: False once a connection turned out not to support weak references.
         self.weak = True
+        #: Whether to say that ``with pool.acquire()`` cannot give back a
+        #: connection of a C type (see :meth:`adopt`); off for the wrappers
+        #: (psycopg2's compat pools, Django) whose users never write it.
+        self.warn_unaware = True
         self._closed: dict[int, Any] = {}
         self._aware: dict[type, type | None] = {}
 
@@ -125,6 +143,30 @@ class HeldConnections:
                 conn.__class__ = cls
             except TypeError:  # a C type: the connection keeps its class
                 self._aware[base] = None
+                if self.warn_unaware:
+                    self._warn_not_aware(base)
+
+    def _warn_not_aware(self, base: type) -> None:
+        """Say (once per pool and class) that ``with pool.acquire()`` would leak.
+
+        Runs at the first connect, often in a pool thread: a filter that makes
+        the warning an error must not fail the connect, so it is logged then.
+        """
+        pool = self.pool()
+        name = pool.name if pool is not None else "?"
+        message = (
+            f"pool {name!r}: connections of {base.__module__}.{base.__qualname__} "
+            "(a C type) cannot be made to come back to the pool at the end of "
+            "'with pool.acquire() as conn:': the driver's own with block runs "
+            "instead and the slot stays taken until release(). Use 'with "
+            "pool.connection() as conn:', or make your connect callable create "
+            "a subclass (psycopg2: connection_factory=, sqlite3: factory=), or "
+            "pass a URL"
+        )
+        try:
+            warnings.warn(PoolWarning(message), stacklevel=2)
+        except Warning:
+            logger.warning("%s", message)
 
 
 def is_closed(driver: Any, conn: Any) -> bool:

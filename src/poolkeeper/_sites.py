@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from types import CodeType, FrameType
 
 #: Frames from files under this directory are poolkeeper's own.
@@ -57,3 +59,33 @@ def format_site(site: Site | None) -> str:
     if site is None:
         return "(unknown site)"
     return f"{site[0]}:{site[1]}"
+
+
+#: How many sites a PoolTimeout message names at most.
+MAX_NAMED_SITES = 3
+
+
+def holders(marks: Iterable[Mark | None]) -> str:
+    """Say where the connections of a full pool were acquired, most held first.
+
+    ``marks`` are the sites of the checked-out connections; an empty string
+    unless every one was lent by ``acquire()`` (has a site), since then those
+    call sites are where a missing ``release()`` would be.
+    """
+    sites: list[Site] = []
+    for mark in marks:
+        site = site_of(mark)
+        if site is None:
+            return ""
+        sites.append(site)
+    if not sites:
+        return ""
+    counts = Counter(sites).most_common()
+    named = ", ".join(
+        f"{format_site(site)}{f' (x{n})' if n > 1 else ''}"
+        for site, n in counts[:MAX_NAMED_SITES]
+    )
+    more = len(counts) - MAX_NAMED_SITES
+    if more > 0:
+        named += f" and {more} more site{'s' if more > 1 else ''}"
+    return f"every connection is held through acquire(), from {named}"

@@ -91,7 +91,10 @@ def test_query_timeout_on_a_callable_that_cannot_abort_is_said_once(
         connect, sql, lost = _mysqldb_connect(request), "SELECT 1", True
     with pytest.warns(poolkeeper.PoolWarning) as said:
         _run_with_query_timeout(connect, sql, lost)
-    messages = [str(w.message) for w in said]
+    # (A bare sqlite3 connection also gets the "with pool.acquire()" warning.)
+    messages = [
+        str(w.message) for w in said if "with pool.acquire()" not in str(w.message)
+    ]
     assert len(messages) == 1 and "cannot cut a stuck command" in messages[0]
     assert not any("could not abort" in r.getMessage() for r in caplog.records)
 

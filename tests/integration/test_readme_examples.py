@@ -193,3 +193,66 @@ def test_fastapi_app_serves_one_request(postgres_url: str, tmp_path: Path) -> No
             proc.wait(timeout=5)
         log.close()
     assert "Application shutdown complete" in (tmp_path / "server.log").read_text()
+
+
+def _run(
+    cmd: list[str], timeout: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
+    )
+
+
+@pytest.mark.slow
+def test_readme_example_runs_from_the_wheel_in_a_fresh_venv(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # What a new user does: the package with its quickstart extra in a venv
+    # of its own (here from the wheel, with its dependencies from the index),
+    # then the README's first python block, verbatim, outside the source tree.
+    built = _run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--outdir",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        timeout=180,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "dist").glob("poolkeeper-*.whl")
+    venv = tmp_path / "venv"
+    made = _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    assert made.returncode == 0, made.stderr
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--quiet"]
+    # The index (pip's own configuration) must answer; without it only CI fails.
+    probe = _run(
+        [*pip, "download", "--no-deps", "--dest", str(tmp_path / "probe"), "asyncpg"],
+        timeout=60,
+    )
+    if probe.returncode != 0 and not os.environ.get("CI"):
+        pytest.skip(f"the package index is unreachable: {probe.stderr.strip()[-300:]}")
+    assert probe.returncode == 0, probe.stderr
+    installed = _run([*pip, "install", f"{wheel}[quickstart]"], timeout=180)
+    assert installed.returncode == 0, installed.stderr
+    script = tmp_path / "readme_example.py"
+    script.write_text(blocks(README.read_text(), "python")[0])
+    proc = _run([str(venv / "bin" / "python"), str(script)], timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "(1,)"  # psycopg's row
+    assert lines[1].startswith("PoolStats(")
+    assert lines[-1] == "1"  # asyncpg's fetchval
+    where = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import poolkeeper; print(poolkeeper.__file__)",
+        ],
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert str(venv) in where.stdout  # the wheel's copy, not the source tree

@@ -16,7 +16,7 @@ from typing import Any
 
 from poolkeeper._config import parse_url
 
-__all__ = ["GenericConnection", "generic_connect"]
+__all__ = ["GenericConnection", "bare_connect", "generic_connect"]
 
 
 class GenericConnection:
@@ -71,3 +71,23 @@ def generic_connect(
 
         return connect
     raise ValueError(f"no generic wrapper for {library!r}")
+
+
+def bare_connect(library: str, url: str) -> Callable[[], Any]:
+    """Return a connect callable for ``library`` giving the driver's own connection.
+
+    Args:
+        library: ``psycopg2`` or ``pymysql``.
+        url: The server URL, as for :func:`generic_connect`.
+    """
+    if library == "psycopg2":
+        import psycopg2
+
+        dsn = "postgresql://" + url.partition("://")[2]
+        return lambda: psycopg2.connect(dsn)
+    if library == "pymysql":
+        import pymysql
+
+        kwargs = _mysql_kwargs(url)
+        return lambda: pymysql.connect(**kwargs)
+    raise ValueError(f"no bare connect for {library!r}")

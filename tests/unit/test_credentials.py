@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import poolkeeper
 from poolkeeper import ConfigError
 from poolkeeper._config import parse_url, scrub
 from poolkeeper._credentials import (
@@ -136,6 +140,53 @@ async def test_async_provider_is_awaited() -> None:
     args = ConnectArgs(wrap_providers({"password": token}, secrets, is_async=True))
     assert await args.aopen(connect) == "from-coroutine"
     assert "from-coroutine" in set(secrets)
+
+
+class NoCredentials(Exception):
+    """What a cloud SDK raises when the machine has no credentials."""
+
+
+def no_token() -> str:
+    raise NoCredentials("no cloud credentials found")
+
+
+async def no_token_async() -> str:
+    raise NoCredentials("no cloud credentials found")
+
+
+# The provider raises before the driver is called: no server is reached.
+UNREACHED = "127.0.0.1:9/test"
+
+
+@contextlib.contextmanager
+def raised_at_once(pool: Any) -> Iterator[None]:
+    """Expect the provider's own error, well within the pool's 5 s timeout."""
+    started = time.monotonic()
+    with pytest.raises(NoCredentials, match="no cloud credentials"):
+        yield
+    assert time.monotonic() - started < 1.0
+    assert pool.stats().connect_errors >= 1
+
+
+def test_a_failing_provider_reaches_the_caller_at_once() -> None:
+    pytest.importorskip("psycopg")
+    url = f"postgresql+psycopg://u@{UNREACHED}"
+    args = {"password": no_token}
+    pool = poolkeeper.Pool(url, min_size=0, timeout=5, connect_args=args)
+    with pool, raised_at_once(pool):
+        pool.acquire()
+
+
+@pytest.mark.anyio
+async def test_a_failing_async_provider_reaches_the_caller_at_once() -> None:
+    pytest.importorskip("asyncpg")
+    url = f"postgresql+asyncpg://u@{UNREACHED}"
+    args = {"password": no_token_async}
+    async with poolkeeper.AsyncPool(
+        url, min_size=0, timeout=5, connect_args=args
+    ) as pool:
+        with raised_at_once(pool):
+            await pool.acquire()
 
 
 @pytest.mark.parametrize(

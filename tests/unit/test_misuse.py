@@ -74,5 +74,14 @@ def test_with_on_an_async_pool_says_async_with() -> None:
         pool.connection(),
     ):
         pytest.fail("entered")
+    with (
+        pytest.raises(
+            TypeError,
+            match=r"AsyncPool\.acquire\(\) is asynchronous: write "
+            r"'async with pool\.acquire\(\) as conn'",
+        ),
+        pool.acquire(),
+    ):
+        pytest.fail("entered")
     # Nothing was started: the pool can still be closed as usual.
     assert pool.stats().size == 0

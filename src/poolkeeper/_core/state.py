@@ -45,6 +45,7 @@ from poolkeeper._core.connect_errors import (
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry, query_stalled_for
 from poolkeeper._core.stats import _MASK, PoolStats, StatsCopy, Summary
+from poolkeeper._sites import holders
 from poolkeeper.errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 
 #: Seconds after a sign of trouble during which idle connections stay suspect.
@@ -363,6 +364,10 @@ class PoolState:
         cause = self.last_connect_error
         if cause is not None:
             message += f"; last connect error: {first_line(cause, self.secrets)}"
+        elif self.in_use and len(self.in_use) >= self.max_size:
+            held = holders(entry.site for entry in self.in_use.values())
+            if held:
+                message += f"; {held}"
         error = PoolTimeout(
             message, pool_name=self.name, timeout=timeout, waiting=len(self.waiters)
         )

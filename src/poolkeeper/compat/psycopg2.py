@@ -124,6 +124,10 @@ class AbstractConnectionPool:
             **options,
         )
         """The :class:`poolkeeper.Pool` doing the work (stats, events, checks)."""
+        # psycopg2's own connections, lent by getconn(): their `with` keeps
+        # psycopg2's meaning, so the pool's warning about `with acquire()`
+        # on them does not concern this pool's users.
+        self.pool._held.warn_unaware = False
         try:
             self.pool.open(wait=minconn > 0)
         except PoolTimeout as exc:

@@ -223,15 +223,24 @@ def query_watch(driver: Driver | AsyncDriver) -> QueryWatch | None:
 def connect_classifier(
     driver: Driver | AsyncDriver,
 ) -> Callable[[BaseException], ConnectFault]:
-    """Return the driver's ``classify_connect_error``, or the catch-all one."""
-    classify: Callable[[BaseException], ConnectFault] | None = getattr(
-        driver, "classify_connect_error", None
-    )
-    if classify is not None:
-        return classify
+    """Return the driver's ``classify_connect_error``, or the catch-all one.
+
+    Either way an exception raised by a credential provider (not by the
+    driver) is a configuration fault: it reaches waiting callers at once.
+    """
+    from poolkeeper._credentials import raised_by_provider
     from poolkeeper.drivers._connect_errors import classify_any
 
-    return classify_any
+    classify: Callable[[BaseException], ConnectFault] = (
+        getattr(driver, "classify_connect_error", None) or classify_any
+    )
+
+    def classify_connect_error(exc: BaseException) -> ConnectFault:
+        if raised_by_provider(exc):
+            return ConnectFault.CONFIG
+        return classify(exc)
+
+    return classify_connect_error
 
 
 def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:

@@ -12,6 +12,7 @@ Everything runs against the real PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -134,6 +135,83 @@ def test_error_in_first_connect_initialisation_propagates(
         assert len(calls) == 2
     finally:
         engine.dispose()
+
+
+class _FailingInitialize:
+    """Replaces ``engine``'s dialect ``initialize``: raises while ``fail`` is set."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.real = engine.dialect.initialize
+        self.calls = 0
+        self.fail = True
+        engine.dialect.initialize = self  # type: ignore[method-assign]
+
+    def __call__(self, connection: Any) -> None:
+        self.calls += 1
+        if self.fail:
+            raise TypeError("initialize exploded")
+        self.real(connection)
+
+    def counts(self) -> tuple[int, int]:
+        """The pool's (checked out, checked in); dispose() makes a new pool."""
+        pool: Any = self.engine.pool
+        return pool.checkedout(), pool.checkedin()
+
+
+@pytest.mark.parametrize("driver", SYNC_DRIVERS)
+def test_dialect_initialize_is_retried_until_it_succeeds(
+    postgres_url: str, driver: str
+) -> None:
+    # SQLAlchemy's test_dialect_initialize_retry_if_exception, on a real
+    # server and without reading QueuePool's queue: a connection whose
+    # first-connect initialisation failed is never pooled, the next connect
+    # (dispose() included) initialises again, and once it succeeded no
+    # connect initialises any more.
+    engine = _engine(postgres_url, driver)
+    init = _FailingInitialize(engine)
+    try:
+        for attempt in range(1, 4):
+            if attempt == 3:
+                engine.dispose()
+            with pytest.raises(TypeError, match="initialize exploded"):
+                engine.connect()
+            assert (init.calls, init.counts()) == (attempt, (0, 0))
+        init.fail = False
+        for disposing in (False, False, True):
+            if disposing:
+                engine.dispose()
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+            assert (init.calls, init.counts()) == (4, (0, 1))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_dialect_initialize_is_retried_until_it_succeeds(
+    postgres_url: str,
+) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"), poolclass=AsyncPool, pool_timeout=10
+    )
+    init = _FailingInitialize(engine.sync_engine)
+    try:
+        for attempt in range(1, 4):
+            if attempt == 3:
+                await engine.dispose()
+            with pytest.raises(TypeError, match="initialize exploded"):
+                await engine.connect()
+            assert (init.calls, init.counts()) == (attempt, (0, 0))
+        init.fail = False
+        for disposing in (False, False, True):
+            if disposing:
+                await engine.dispose()
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+            assert (init.calls, init.counts()) == (4, (0, 1))
+    finally:
+        await engine.dispose()
 
 
 # -- 2. pool_pre_ping -------------------------------------------------------------
@@ -325,6 +403,62 @@ def test_pool_grows_lazily_and_closes_overflow_on_return(
         assert "Pool size: 2  Connections in pool: 2" in pool.status()
     finally:
         engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_pool_grows_lazily_and_closes_overflow_on_return(
+    postgres_url: str, admin: psycopg.Connection[tuple[object, ...]], app_name: str
+) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"),
+        poolclass=AsyncPool,
+        pool_size=2,
+        max_overflow=2,
+        pool_timeout=10,
+        connect_args={"server_settings": {"application_name": app_name}},
+    )
+    pool: Any = engine.sync_engine.pool
+    try:
+        async with engine.connect():
+            await asyncio.sleep(0.3)  # room for any background opening to show
+            assert backends(admin, app_name) == 1
+        conns = [await engine.connect() for _ in range(4)]
+        assert (pool.checkedout(), pool.overflow(), pool.checkedin()) == (4, 2, 0)
+        for conn in conns:
+            await conn.close()
+        assert (pool.checkedout(), pool.overflow(), pool.checkedin()) == (0, 0, 2)
+        deadline = time.monotonic() + 5
+        while backends(admin, app_name) > 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert backends(admin, app_name) == 2
+        assert pool.size() == 2
+        assert "Pool size: 2  Connections in pool: 2" in pool.status()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_invalidated_connections_leave_the_pool(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"), poolclass=AsyncPool, pool_timeout=5
+    )
+    pool: Any = engine.sync_engine.pool
+    try:
+        async with engine.connect() as conn:
+            # Soft: closed and replaced at its next checkout (_claim).
+            (await conn.get_raw_connection()).invalidate(soft=True)
+        for _ in range(3):
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+                await conn.invalidate()  # hard: closed on the spot, out on return
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 2"))).scalar() == 2
+        assert (pool.checkedout(), pool.checkedin()) == (0, 1)
+        assert not [r for r in caplog.records if r.name.startswith("poolkeeper")]
+    finally:
+        await engine.dispose()
 
 
 # -- 6. pool_timeout=0, connections without closed/open -----------------------------------

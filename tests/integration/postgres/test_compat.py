@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +94,22 @@ def test_minconn_opened_by_the_constructor(dsn: str, app_name: str, admin: Any) 
     finally:
         pool.closeall()
     assert settle(lambda: backends(admin, app_name) == 0)
+
+
+def test_psycopg2_compat_pool_does_not_warn_about_with_acquire(dsn: str) -> None:
+    # Its users lend connections with getconn(): the pool's warning for a
+    # bare psycopg2 connection (with pool.acquire() cannot give it back) is
+    # not for them.
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        pool = compat_psycopg2.ThreadedConnectionPool(2, 2, dsn)
+        try:
+            conn = pool.getconn()
+            assert type(conn) is psycopg2.extensions.connection
+            pool.putconn(conn)
+        finally:
+            pool.closeall()
+    assert not [w for w in record if issubclass(w.category, UserWarning)]
 
 
 def test_keyword_arguments_reach_psycopg2_connect(app_name: str, dsn: str) -> None:

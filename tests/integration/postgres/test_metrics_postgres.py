@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -136,3 +137,62 @@ async def test_async_pool_both_exporters(postgres_url, otel_sdk):
         {otel.POOL_NAME: "pg-async", otel.STATE: "used"},
     )
     assert used.value == 1
+
+
+def _with_password(url: str, password: str, port: int | None = None) -> str:
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{port or parts.port or 5432}"
+    netloc = f"{parts.username or 'postgres'}:{password}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def test_no_secret_in_metric_labels_or_exports(postgres_url, otel_sdk):
+    # The local server trusts every login, so any password connects.
+    url_secret, token = "Url-Pw-7f3e91", "Provider-Token-52ab8c"
+    provided = 0
+
+    def provider() -> str:
+        nonlocal provided
+        provided += 1
+        return token
+
+    meter_provider, reader = otel_sdk
+    registry = CollectorRegistry()
+    pools = [
+        # A URL with a password; the same URL plus a provider for it; the same
+        # URL at a port where nothing listens, so failed connects are counted.
+        poolkeeper.Pool(_with_password(postgres_url, url_secret), max_size=2),
+        poolkeeper.Pool(
+            _with_password(postgres_url, url_secret),
+            max_size=2,
+            connect_args={"password": provider},
+        ),
+        poolkeeper.Pool(_with_password(postgres_url, url_secret, port=1), min_size=0),
+    ]
+    exports = []
+    try:
+        for pool in pools:
+            prometheus.register(pool, registry)
+            otel.instrument(pool, meter_provider)
+        for pool in pools[:2]:
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+        with pytest.raises(Exception, match=r"refused|failed"):
+            pools[2].acquire(timeout=1.0)
+        text, samples, _ = scrape(registry)
+        data = reader.get_metrics_data()
+        assert data is not None
+        exports.append(data.to_json())
+    finally:
+        for pool in pools:
+            pool.close()
+
+    assert provided >= 1  # the provider's token was really used
+    assert value(samples, "poolkeeper_connect_errors_total", pool=pools[2].name) >= 1
+    labels = {v for _name, label_set in samples for _k, v in label_set}
+    assert {p.name for p in pools} <= labels
+    assert all(f'"{p.name}"' in exports[0] for p in pools)
+    for secret in (url_secret, token):
+        assert secret not in text
+        assert not any(secret in label for label in labels)
+        assert secret not in exports[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,45 @@ def test_aiosqlite_tasks(tmp_path: Path) -> None:
                 return int(row[0])
 
     assert asyncio.run(main()) == 50
+
+
+class _SubclassedConnection(sqlite3.Connection):
+    """What the warning below suggests: ``sqlite3.connect(factory=...)``."""
+
+
+@pytest.mark.parametrize("factory", [None, _SubclassedConnection])
+def test_with_acquire_on_a_callable_connection(
+    tmp_path: Path, factory: type[sqlite3.Connection] | None
+) -> None:
+    path = str(tmp_path / "db.sqlite")
+
+    def connect() -> sqlite3.Connection:
+        if factory is None:
+            return sqlite3.connect(path, check_same_thread=False)
+        return sqlite3.connect(path, check_same_thread=False, factory=factory)
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        pool = poolkeeper.Pool(connect, min_size=2, max_size=2, timeout=0.5)
+        with pool:
+            pool.open(wait=True, timeout=5.0)
+            for _ in range(3):
+                if factory is None:
+                    conn = pool.acquire()  # the with block would keep the slot
+                    conn.execute("SELECT 1")
+                    pool.release(conn)
+                    continue
+                # The subclass gets the pool's with block, which gives it back.
+                with pool.acquire() as conn:
+                    conn.execute("SELECT 1")
+            assert pool.stats().in_use == 0
+    said = [str(w.message) for w in record if w.category is poolkeeper.PoolWarning]
+    if factory is None:
+        # A bare sqlite3.Connection (a C type) keeps sqlite3's own with block:
+        # said once, at the first connect, however many connects.
+        assert len(said) == 1, said
+        assert "sqlite3.Connection" in said[0]
+        assert "'with pool.acquire() as conn:'" in said[0]
+        assert "factory=" in said[0]
+    else:
+        assert said == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,6 +171,35 @@ def test_timeout_and_per_call_override() -> None:
         assert time.monotonic() - started < 0.18
         assert pool.stats().timeouts == 2 and pool.stats().waiting == 0
         pool.release(held)
+
+
+#: This file's lines, to find the acquiring sites a message names.
+SOURCE_LINES = Path(__file__).read_text().splitlines()
+
+
+def test_timeout_names_where_acquire_holds_every_connection() -> None:
+    with Pool(Factory(), min_size=0, max_size=3, timeout=0.05) as pool:
+        held = [pool.acquire() for _ in range(2)]  # site A (twice)
+        with pool.connection():
+            # One held by a connection() block: no site to name.
+            with pytest.raises(PoolTimeout) as info:
+                pool.acquire()
+            assert "held through acquire()" not in str(info.value)
+        held.append(pool.acquire())  # site B
+        with pytest.raises(PoolTimeout) as info:
+            pool.acquire()
+        message = str(info.value)
+        lines = [
+            n
+            for n, text in enumerate(SOURCE_LINES, 1)
+            if "# site A" in text or "# site B" in text
+        ]
+        assert (
+            f"every connection is held through acquire(), from "
+            f"{__file__}:{lines[0]} (x2), {__file__}:{lines[1]}"
+        ) in message, message
+        for conn in held:
+            pool.release(conn)
 
 
 def test_max_waiting_rejects_at_once() -> None:

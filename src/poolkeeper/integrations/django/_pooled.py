@@ -164,7 +164,7 @@ class PooledDatabaseWrapper(BaseDatabaseWrapper):  # type: ignore[misc,unused-ig
         hooks = self._poolkeeper_hooks(self.get_connection_params())
         check = hooks.check if self.settings_dict.get("CONN_HEALTH_CHECKS") else None
         try:
-            return DjangoPool(
+            pool = DjangoPool(
                 hooks.connect,
                 configure=hooks.configure,
                 check=check,
@@ -174,6 +174,9 @@ class PooledDatabaseWrapper(BaseDatabaseWrapper):  # type: ignore[misc,unused-ig
             raise ImproperlyConfigured(
                 f"database {self.alias!r}: invalid OPTIONS['pool']: {exc}"
             ) from exc
+        # Django lends connections itself: nobody writes `with pool.acquire()`.
+        pool._held.warn_unaware = False
+        return pool
 
     def close_pool(self) -> None:
         """Close the alias's pool; the next connection opens a new one."""
