@@ -85,10 +85,13 @@ def _proxy_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def echo() -> Iterator[EchoServer]:
-    before = threading.active_count()
+    # Threads this test started must be gone; threads of earlier tests may end
+    # meanwhile (an idle otel flush thread, a closed pool's housekeeper).
+    before = set(threading.enumerate())
     with EchoServer() as server:
         yield server
-    assert threading.active_count() == before, threading.enumerate()
+    left = [t for t in threading.enumerate() if t not in before]
+    assert not left, left
 
 
 @pytest.fixture
@@ -359,7 +362,9 @@ def test_bandwidth_caps_throughput_per_direction(proxy: FaultProxy) -> None:
     # Up and down are paced separately but overlap: ~0.4 s, not 0.8 s. The
     # first slice goes out at once, hence a little under 0.4 s is possible.
     assert 0.3 <= elapsed < 0.9, elapsed
-    assert fast < 0.1
+    # Uncapped: well under the 0.4 s the cap would take for 40 KiB, with room
+    # for a loaded machine (a capped round trip cannot take less than 0.39 s).
+    assert fast < 0.3, fast
 
 
 @pytest.mark.timing

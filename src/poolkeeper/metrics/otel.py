@@ -187,6 +187,9 @@ class _Flusher:
     def __init__(self, buffers: list[_Buffer]) -> None:
         self._buffers = buffers  # shared with _Instruments (appended under its lock)
         self._lock = threading.Lock()
+        # One drain at a time: a duration the flush thread has popped but not
+        # yet recorded is in its histogram before a collection's drain returns.
+        self._drain_lock = threading.Lock()
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -204,10 +207,15 @@ class _Flusher:
                 )
                 self._thread.start()
 
-    def drain(self) -> None:
-        """Record everything buffered so far, in the calling thread."""
-        for buffer in list(self._buffers):
-            buffer.drain()
+    def drain(self, buffers: Iterable[_Buffer] | None = None) -> None:
+        """Record everything buffered so far (in ``buffers``, default all), here.
+
+        Waits for a drain in progress in another thread, so every duration
+        buffered before the call is in its histogram when this returns.
+        """
+        with self._drain_lock:
+            for buffer in list(self._buffers if buffers is None else buffers):
+                buffer.drain()
 
     def _run(self) -> None:
         while self._event.wait(_FLUSH_IDLE):
@@ -338,8 +346,7 @@ class _Instruments:
 
     def remove(self, state: _PoolState) -> None:
         """Stop reporting ``state``'s pool (its buffered durations are recorded first)."""
-        for buffer in state.buffers:
-            buffer.drain()
+        self.flusher.drain(state.buffers)
         with self._lock:
             if state in self._pools:
                 self._pools.remove(state)

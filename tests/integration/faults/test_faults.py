@@ -325,13 +325,19 @@ def test_unreachable_server_backs_off_and_recovers(
         attempts = pool.stats().connect_errors
         # Backoff from 0.1 s doubling to 0.4 s: a handful of tries in 2 s, not hundreds.
         assert 3 <= attempts <= 15, attempts
+        # When each successful connect began (its event comes once it is done).
+        began: list[float] = []
+        pool.on("connect", lambda e: began.append(time.monotonic() - e.duration))
         fault_proxy.pass_through()
         back_at = time.monotonic()
         assert settle(lambda: pool.stats().size == 2, within=3)
         print(
             f"\nrefusing server back: pool full again in {time.monotonic() - back_at:.3f} s"
         )
-        assert time.monotonic() - back_at <= 0.4 + 0.5
+        # The backoff promise: the next try starts within reconnect_max. How
+        # long the server then takes to accept is the server's (and the
+        # machine's load), not the pool's.
+        assert began and began[0] - back_at <= 0.4 + TOLERANCE, began[0] - back_at
         assert pg_cluster.backends(name) == 2
 
 

@@ -130,6 +130,10 @@ def test_disconnect_invalidates_and_next_checkout_reconnects(
         pool_size=2,
         max_overflow=0,
         connect_args={"application_name": app_name},
+        # The error must reach SQLAlchemy: poolkeeper's idle validation would
+        # otherwise catch the terminated session at checkout whenever the
+        # steps below take longer than validate_after (a loaded machine).
+        pool_options={"validate": "never"},
     )
     invalidated: list[object] = []
     event.listen(engine, "invalidate", lambda *a: invalidated.append(a[0]))
@@ -267,14 +271,23 @@ async def test_async_invalidation_and_pre_ping(
 ) -> None:
     url = with_driver(postgres_url, "asyncpg")
     args = {"server_settings": {"application_name": app_name}}
+    # validate="never": the terminated sessions must reach SQLAlchemy, not be
+    # caught by poolkeeper's idle validation first on a slow run.
+    never = {"validate": "never"}
     engine = create_async_engine(
-        url, poolclass=AsyncPool, pool_size=2, max_overflow=0, connect_args=args
+        url,
+        poolclass=AsyncPool,
+        pool_size=2,
+        max_overflow=0,
+        connect_args=args,
+        pool_options=never,
     )
     pinged = create_async_engine(
         url,
         poolclass=AsyncPool,
         pool_size=2,
         max_overflow=0,
+        pool_options=never,
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": app_name + "-p"}},
     )

@@ -249,7 +249,15 @@ def test_pre_ping_replaces_a_killed_connection_and_fires_handle_error(
     admin: psycopg.Connection[tuple[object, ...]],
     app_name: str,
 ) -> None:
-    engine = _app_engine(postgres_url, driver, app_name, pool_pre_ping=True)
+    # validate="never": SQLAlchemy's pre-ping, not poolkeeper's idle validation
+    # (after validate_after on a loaded machine), must meet the dead session.
+    engine = _app_engine(
+        postgres_url,
+        driver,
+        app_name,
+        pool_pre_ping=True,
+        pool_options={"validate": "never"},
+    )
     _listen(engine, errors)
     try:
         engine.connect().close()
@@ -274,7 +282,11 @@ def test_pre_ping_with_the_database_down_raises_at_once(
     with FaultProxy((url.host or "127.0.0.1", url.port or 5432)) as proxy:
         proxied = url.set(host="127.0.0.1", port=proxy.port)
         engine = create_engine(
-            proxied, poolclass=Pool, pool_pre_ping=True, pool_timeout=10
+            proxied,
+            poolclass=Pool,
+            pool_pre_ping=True,
+            pool_timeout=10,
+            pool_options={"validate": "never"},  # the pre-ping meets the cut link
         )
         _listen(engine, errors)
         try:

@@ -262,6 +262,35 @@ def test_histograms_are_recorded_off_the_callers_path(reader, provider, monkeypa
     assert not _flush_threads()
 
 
+def test_collection_waits_for_a_flush_in_progress(reader, provider, monkeypatch):
+    # The flush thread pops a duration, then records it: a collection in
+    # between must wait for that record, or the duration is missing from it.
+    warmup = poolkeeper.Pool(SQLITE, name="warmup")
+    otel.instrument(warmup, provider, histograms=False).uninstrument()
+    histogram = otel._providers[provider].wait_time
+    original = histogram.record
+    in_flight = threading.Event()
+
+    def slow_in_flush_thread(value, attributes=None, context=None):
+        flushing = threading.current_thread().name == "poolkeeper-otel-flush"
+        if flushing and not in_flight.is_set():
+            in_flight.set()
+            time.sleep(0.5)  # holds one popped duration while main collects
+        return original(value, attributes)
+
+    monkeypatch.setattr(histogram, "record", slow_in_flush_thread)
+    pool = poolkeeper.Pool(SQLITE, min_size=1, max_size=1, name="inflight")
+    with otel.instrument(pool, provider), pool:
+        cycles = otel.FLUSH_AT
+        for _ in range(cycles):
+            with pool.connection():
+                pass
+        assert in_flight.wait(5.0)
+        points = otel_points(reader)
+    wait = otel_point(points, "db.client.connection.wait_time", {NAME: "inflight"})
+    assert wait.count == cycles
+
+
 def test_uninstrument_records_what_is_still_buffered(reader, provider):
     pool = poolkeeper.Pool(SQLITE, min_size=1, max_size=1, name="tail")
     with pool:
