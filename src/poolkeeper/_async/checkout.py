@@ -239,11 +239,11 @@ class AsyncConnectionContext(Generic[ConnT]):
         state = pool._state
         entry = state.in_use.get(id(conn))
         if (
-            entry is None
+            exc is not None
+            or entry is None
             or entry.conn is not conn
             or pool._reset is not None
             or pool._idle_probe(conn) != pool._idle_value
-            or exc is not None
         ):
             # Commit (normal exit) or roll back (exception) an open transaction.
             await pool._return(conn, exc_type is None, exc)

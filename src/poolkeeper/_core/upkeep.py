@@ -223,6 +223,9 @@ class UpkeepState(StateBase):
         entry.key = ~id(entry)  # negative: never the id() of a connection
         entry.checked_out_at = math.inf
         entry.lent_at = now
+        # No longer its caller's: never reported as unreleased (a release()
+        # interrupted while ending the transaction did give it back).
+        entry.site = None
         self.in_use[entry.key] = entry
 
     def give_back(

@@ -761,3 +761,16 @@ def test_a_connection_the_pool_is_pinging_counts_as_idle_not_in_use() -> None:
     assert due is idle
     stats = state.stats()
     assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
+
+
+def test_a_reclaimed_connection_is_no_longer_its_callers_to_report() -> None:
+    # A release() interrupted while ending the transaction gave the connection
+    # back: the shell's scan for unreleased acquire() connections (entries
+    # with a call site) must not report it as leaked while it is recovered.
+    state = make_state(min_size=1, max_size=1, max_lifetime=None)
+    fill(state)
+    entry = state.checkout(1.0)
+    assert entry is not None
+    entry.site = (object(), 0)  # lent by acquire(), as the shell records it
+    state.reclaim(entry, 2.0)
+    assert [e for e in state.in_use.values() if e.site is not None] == []
