@@ -15,6 +15,7 @@ from __future__ import annotations
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.validation import AsyncValidation
 from poolkeeper._concurrency import acall
+from poolkeeper._core.entry import PoolEntry
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
 from poolkeeper.drivers.base import TxStatus
@@ -28,11 +29,19 @@ class AsyncCheckin(AsyncValidation[ConnT]):
     """The slow return path (see the module docstring)."""
 
     async def _return(
-        self, conn: ConnT, commit: bool | None, exc: BaseException | None = None
+        self,
+        conn: ConnT,
+        commit: bool | None,
+        exc: BaseException | None = None,
+        entry: PoolEntry | None = None,
+        dirty: bool = False,
     ) -> None:
         """Give back ``conn``; ``commit``: end an open transaction with a commit
         (True), a rollback (False: an exception left the block), or a rollback
         (None: :meth:`release`). ``exc``: what left the ``connection()`` block.
+        ``entry``: the record of ``conn`` if the caller looked it up already;
+        ``dirty``: the caller found that ``conn`` needs cleaning (a reset
+        hook, or not idle), so the driver is not probed again.
 
         Raises:
             QueryTimeout: the query watchdog aborted the connection and the
@@ -40,9 +49,10 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                 a transaction to commit was lost.
         """
         state = self._state
-        entry = state.in_use.get(id(conn))
-        if entry is None and self._held.forget_closed(conn):
-            return  # closed by its user, and already taken back
+        if entry is None:
+            entry = state.in_use.get(id(conn))
+            if entry is None and self._held.forget_closed(conn):
+                return  # closed by its user, and already taken back
         if entry is None or entry.conn is not conn:
             raise PoolError(
                 f"connection {conn!r} is not checked out from pool {self.name!r} "
@@ -56,18 +66,24 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             # Its socket is shut down: nothing to end or reset.
             discard = True
             lost = commit is True and exc is None and self._in_transaction(conn)
-        elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
+        elif (
+            dirty
+            or self._reset is not None
+            or self._idle_probe(conn) != self._idle_value
+        ):
             discard, error = await self._clean(conn, commit)
             if error is not None and not isinstance(error, Exception):
                 # Interrupted while ending the transaction (a cancelled task).
                 if self._events.checkin:
-                    held = _monotonic() - entry.checked_out_at
-                    self._emit("checkin", conn, duration=held)
+                    # What a listener raises past the bus is dropped here:
+                    # the interruption is raised either way.
+                    self._emit_checkin(conn, _monotonic() - entry.checked_out_at)
                 self._reclaim(entry, None, 0.0, withdraw=False)
                 raise error
         now = _monotonic()
+        interrupt = None
         if self._events.checkin:
-            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+            interrupt = self._emit_checkin(conn, now - entry.checked_out_at)
         if discard:
             # A driver that closes a connection when a task is cancelled in
             # the middle of a command (aiopg, aiomysql) says nothing about
@@ -81,6 +97,8 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
             await self._after_checkin(waiter, discard)
+        if interrupt is not None:
+            raise interrupt
         if entry.aborted:
             # Aborted before or while the block ended (a commit, say). Only
             # what the abort caused becomes QueryTimeout: the driver's errors
@@ -90,6 +108,28 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
+
+    def _emit_checkin(self, conn: ConnT, held: float) -> BaseException | None:
+        """Tell the checkin listeners; return (not raise) what a listener
+        raised past the event bus (KeyboardInterrupt: the bus only swallows
+        Exception), for the caller to raise once the connection is back."""
+        try:
+            self._emit("checkin", conn, duration=held)
+        except BaseException as exc:
+            return exc
+        return None
+
+    async def _release_told(self, entry: PoolEntry, conn: ConnT, now: float) -> None:
+        """The fast return (``release()``, a ``connection()`` block's exit)
+        when there are checkin listeners: they are told first, and the
+        connection goes back even if one raises past the event bus."""
+        interrupt = self._emit_checkin(conn, now - entry.checked_out_at)
+        state = self._state
+        waiter = state.release(entry, now, self._lock)
+        if waiter is not None or state.retired:
+            await self._after_checkin(waiter, False)
+        if interrupt is not None:
+            raise interrupt
 
     def _in_transaction(self, conn: ConnT) -> bool:
         try:

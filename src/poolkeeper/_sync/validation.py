@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from poolkeeper._concurrency import Overrun, call, call_within
-from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.lifecycle import Lifecycle
@@ -37,22 +36,24 @@ class Validation(Lifecycle[ConnT]):
     """Checkout validation (see the module docstring)."""
 
     def _validate(
-        self, entry: PoolEntry, timeout: float | None, started: float
+        self, entry: PoolEntry, limit: float, started: float, due: bool
     ) -> PoolEntry:
         """Ping and/or run the ``check`` hook; on failure discard and try another.
 
-        Retries stay within the caller's timeout, counted from ``started``
-        (when the checkout began); the caller never sees the failure.
+        Retries stay within the caller's timeout ``limit`` (resolved: see
+        ``check_timeout_arg``), counted from ``started`` (when the checkout
+        began); the caller never sees the failure. ``due``: whether ``entry``
+        needs a ping (the caller has asked ``needs_validation``); asked again
+        for each connection tried after it.
         """
         state = self._state
-        limit = check_timeout_arg(timeout, self._timeout)
         deadline = started + limit
         while True:
             # The ping of a caller cancelled meanwhile, handed over to finish
             # in the background (see recovery.py).
             handover: list[Any] = []
             try:
-                if state.needs_validation(entry, _monotonic()):
+                if due:
                     if self._driver.is_broken(entry.conn):
                         raise ConnectionError("the driver reports it closed")
                     if self._abort is None:
@@ -106,6 +107,7 @@ class Validation(Lifecycle[ConnT]):
             if fresh is None:
                 fresh = self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
+            due = state.needs_validation(entry, _monotonic())
 
     def _reclaim(
         self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool

@@ -1044,6 +1044,44 @@ async def test_a_checkout_listener_raising_base_exception_leaks_nothing(
         assert pool.stats().acquires == 1
 
 
+@pytest.mark.parametrize("reset", [False, True])
+async def test_a_checkin_listener_raising_base_exception_strands_nothing(
+    reset: bool,
+) -> None:
+    """The connection goes back before what the listener raised is raised:
+    release(), a connection() block's exit, and (a reset hook) the slow return."""
+    factory = Factory()
+
+    async def no_reset(conn: object) -> None:
+        pass
+
+    async with AsyncPool(
+        factory, min_size=1, max_size=1, reset=no_reset if reset else None
+    ) as pool:
+        await pool.open(wait=True)
+
+        def listener(event: object) -> None:
+            raise Interrupt
+
+        pool.on("checkin", listener)
+        for _ in range(2):
+            conn = await pool.acquire(timeout=1)
+            with pytest.raises(Interrupt):
+                await pool.release(conn)
+            assert pool.stats().in_use == 0
+            with pytest.raises(Interrupt):
+                async with pool.connection(timeout=1):
+                    pass
+            assert pool.stats().in_use == 0
+        pool.off("checkin", listener)
+        stats = pool.stats()
+        assert stats.idle == 1 and stats.acquires == 4
+        # The only connection is still there to be had, at once.
+        conn = await pool.acquire(timeout=0)
+        assert conn is factory.made[0]
+        await pool.release(conn)
+
+
 async def test_wait_time_counts_every_checkout_zero_waits_included() -> None:
     factory = Factory()
     async with AsyncPool(factory, min_size=1, max_size=1) as pool:
