@@ -140,15 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wall", action="store_true", help="time ns/cycle instead")
     parser.add_argument("--rounds", type=int, default=7, help="--wall runs per case")
-    parser.add_argument("--cycles", type=int, default=0, help="default: 20,000 or 200,000 (--wall)")
+    parser.add_argument(
+        "--cycles", type=int, default=0, help="default: 20,000 or 200,000 (--wall)"
+    )
     parser.add_argument("--forms", default=",".join(FORMS))
     parser.add_argument("--drivers", default="sqlite,psycopg")
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="user@host:port/db")
     parser.add_argument(
         "--src", action="append", default=[], help="label=DIR: another source tree"
     )
+    parser.add_argument(
+        "--skip-this", action="store_true", help="measure only the --src trees"
+    )
     args = parser.parse_args(argv)
-    builds = {"this": ROOT / "src"}
+    builds = {} if args.skip_this else {"this": ROOT / "src"}
     for item in args.src:
         label, _, path = item.partition("=")
         builds[label] = Path(path).resolve()

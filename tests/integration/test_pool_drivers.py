@@ -555,15 +555,18 @@ async def test_a_checkin_listener_raising_base_exception_strands_nothing(
         else:
             pool.release(conn)
 
+    async def block(in_transaction: bool) -> None:
+        async with _connection(pool) as conn:
+            if in_transaction:
+                await _rows(case, conn, "BEGIN")
+
     try:
         async with _connection(pool) as conn:
             await _rows(case, conn, "SELECT 1")
         pool.on("checkin", listener)
         for in_transaction in (False, True):
             with pytest.raises(_Interrupt):
-                async with _connection(pool) as conn:
-                    if in_transaction:
-                        await _rows(case, conn, "BEGIN")
+                await block(in_transaction)
             assert pool.stats().in_use == 0
             if isinstance(pool, poolkeeper.AsyncPool):
                 conn = await pool.acquire(timeout=5)
