@@ -192,9 +192,14 @@ def contenders(
         "dbutils": dbutils_cycle,
     }
     if threads <= size:
-        floor = FloorPool([psycopg2.connect(dsn) for _ in range(size)])
-        bare = FloorPool([psycopg2.connect(dsn) for _ in range(size)], stats=False)
-        closers.extend(e.conn.close for f in (floor, bare) for e in f.idle)
+        # psycopg2's pool's connections: the contenders run one at a time, and
+        # each gives every connection back (the server's slots are shared
+        # with other work).
+        conns = [threaded.getconn() for _ in range(size)]
+        for conn in conns:
+            threaded.putconn(conn)
+        floor = FloorPool(conns)
+        bare = FloorPool(conns, stats=False)
         forms["floor"] = lambda: floor.release(floor.acquire())
         forms["floor-no-stats"] = lambda: bare.release(bare.acquire())
     pools = [("", pool)]

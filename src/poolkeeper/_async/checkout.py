@@ -191,12 +191,15 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
 class AsyncConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
 
-    __slots__ = ("_conn", "_pool", "_timeout")
+    __slots__ = ("_conn", "_entry", "_pool", "_timeout")
 
     # Set by AsyncCheckout.connection() (no __init__: see there).
     _pool: AsyncCheckout[ConnT]
     _timeout: float | None
+    # Set on enter: the exit needs no lookup (PoolState.release checks, under
+    # the lock, that the entry is still lent).
     _conn: ConnT
+    _entry: PoolEntry
 
     # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
     # and AsyncPool.release() (keep them in step): a Python call less on each.
@@ -227,6 +230,7 @@ class AsyncConnectionContext(Generic[ConnT]):
             if pool._events.checkout:
                 pool._emit_checkout(entry, now)
         self._conn = conn
+        self._entry = entry
         return conn
 
     async def __aexit__(
@@ -237,9 +241,8 @@ class AsyncConnectionContext(Generic[ConnT]):
     ) -> None:
         pool = self._pool
         conn = self._conn
-        state = pool._state
-        entry = state.in_use.get(id(conn))
-        if exc is not None or entry is None or entry.conn is not conn:
+        entry = self._entry
+        if exc is not None or entry.conn is not conn:
             # Roll back (exception) an open transaction; or a PoolError.
             await pool._return(conn, exc_type is None, exc, entry)
             return
@@ -251,6 +254,7 @@ class AsyncConnectionContext(Generic[ConnT]):
         if pool._events.checkin:
             await pool._release_told(entry, conn, now)
             return
+        state = pool._state
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             await pool._after_checkin(waiter, False)

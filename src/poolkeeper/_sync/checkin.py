@@ -40,9 +40,9 @@ class Checkin(Validation[ConnT]):
         """Give back ``conn``; ``commit``: end an open transaction with a commit
         (True), a rollback (False: an exception left the block), or a rollback
         (None: :meth:`release`). ``exc``: what left the ``connection()`` block.
-        ``entry``: the record of ``conn`` if the caller looked it up already;
-        ``dirty``: the caller found that ``conn`` needs cleaning (a reset
-        hook, or not idle), so the driver is not probed again.
+        ``entry``: the record of ``conn`` if the caller has it (used only if
+        still lent); ``dirty``: the caller found that ``conn`` needs cleaning
+        (a reset hook, or not idle), so the driver is not probed again.
 
         Raises:
             QueryTimeout: the query watchdog aborted the connection and the
@@ -50,7 +50,7 @@ class Checkin(Validation[ConnT]):
                 a transaction to commit was lost.
         """
         state = self._state
-        if entry is None:
+        if entry is None or state.in_use.get(entry.key) is not entry:
             entry = state.in_use.get(id(conn))
             if entry is None and self._held.forget_closed(conn):
                 return  # closed by its user, and already taken back

@@ -186,12 +186,15 @@ class Checkout(Checkin[ConnT]):
 class ConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
 
-    __slots__ = ("_conn", "_pool", "_timeout")
+    __slots__ = ("_conn", "_entry", "_pool", "_timeout")
 
     # Set by AsyncCheckout.connection() (no __init__: see there).
     _pool: Checkout[ConnT]
     _timeout: float | None
+    # Set on enter: the exit needs no lookup (PoolState.release checks, under
+    # the lock, that the entry is still lent).
     _conn: ConnT
+    _entry: PoolEntry
 
     def __enter__(self) -> ConnT:
         pool = self._pool
@@ -205,6 +208,7 @@ class ConnectionContext(Generic[ConnT]):
             if pool._events.checkout:
                 pool._emit_checkout(entry, now)
         self._conn = conn
+        self._entry = entry
         return conn
 
     def __exit__(
@@ -215,9 +219,8 @@ class ConnectionContext(Generic[ConnT]):
     ) -> None:
         pool = self._pool
         conn = self._conn
-        state = pool._state
-        entry = state.in_use.get(id(conn))
-        if exc is not None or entry is None or entry.conn is not conn:
+        entry = self._entry
+        if exc is not None or entry.conn is not conn:
             # Roll back (exception) an open transaction; or a PoolError.
             pool._return(conn, exc_type is None, exc, entry)
             return
@@ -229,6 +232,7 @@ class ConnectionContext(Generic[ConnT]):
         if pool._events.checkin:
             pool._release_told(entry, conn, now)
             return
+        state = pool._state
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             pool._after_checkin(waiter, False)
