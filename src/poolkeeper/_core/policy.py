@@ -46,6 +46,33 @@ def backoff_delay(
     return max(base, ceiling * (1.0 - BACKOFF_JITTER + BACKOFF_JITTER * rand()))
 
 
+#: A failed connect that took less than this many seconds failed fast: the
+#: host answered (refused, "starting up", a reset) rather than timing out.
+FAST_FAILURE = 0.25
+
+
+def retry_delay(
+    failures: int,
+    base: float,
+    cap: float,
+    rand: Callable[[], float],
+    fast_interval: float | None,
+) -> float:
+    """Return the wait before the next connect attempt, given how the last one failed.
+
+    ``fast_interval`` is None unless the last attempt failed fast (see
+    :data:`FAST_FAILURE`) while callers wait: then the retry comes after that
+    short fixed interval (the server answers, it is only not ready yet, and
+    each attempt costs it little), or the backoff if that is shorter. Other
+    failures (timeouts, too many connections, nobody waiting) back off
+    exponentially (:func:`backoff_delay`).
+    """
+    delay = backoff_delay(failures, base, cap, rand)
+    if fast_interval is None:
+        return delay
+    return min(delay, fast_interval)
+
+
 def query_stalled_for(
     *,
     busy: bool | None,
