@@ -94,6 +94,7 @@ class StateBase:
         # failure brings the next attempt forward (hurry_reconnect).
         self.last_failed_at = -math.inf
         self.last_failure_fast = False
+        self.last_warned_at = -math.inf
         self.last_connect_error: BaseException | None = None
         # Connect errors that reach the caller (see _fail_waiters): whether
         # any connect ever succeeded (a refusal is permanent until then), and

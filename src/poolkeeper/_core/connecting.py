@@ -27,6 +27,9 @@ from poolkeeper._core.connect_errors import (
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import FAST_FAILURE, expiry, retry_delay
 
+#: Seconds between the WARNINGs of connect failures retried on the fast interval.
+FAST_RETRY_LOG_EVERY = 5.0
+
 
 class ConnectState(StateBase):
     """Connect planning and backoff; see the module docstring."""
@@ -136,13 +139,7 @@ class ConnectState(StateBase):
         grown while nobody waited. Returns whether the retry moved earlier
         (the shell then wakes the sleeping connect worker).
         """
-        fast = self.config.reconnect_fast_interval
-        if not (
-            fast is not None
-            and self.connect_failures
-            and self.last_failure_fast
-            and self.waiters
-        ):
+        if not (self.connect_failures and self._fast_retry()):
             return False
         due = self.last_failed_at + self._retry_delay()
         if due >= self.next_connect_at:
@@ -150,16 +147,38 @@ class ConnectState(StateBase):
         self.next_connect_at = due
         return True
 
+    def log_connect_failure(self, now: float) -> bool:
+        """Tell whether the connect failure just recorded deserves a WARNING.
+
+        Every failure does, except those retried on the fast interval: of
+        those (up to ~20 a second), one per :data:`FAST_RETRY_LOG_EVERY`
+        seconds; the others are logged at DEBUG.
+        """
+        if (
+            self.connect_failures > 1
+            and self._fast_retry()
+            and now - self.last_warned_at < FAST_RETRY_LOG_EVERY
+        ):
+            return False
+        self.last_warned_at = now
+        return True
+
+    def _fast_retry(self) -> bool:
+        """Whether the next retry is paced by ``reconnect_fast_interval``."""
+        return (
+            self.last_failure_fast
+            and bool(self.waiters)
+            and self.config.reconnect_fast_interval is not None
+        )
+
     def _retry_delay(self) -> float:
         cfg = self.config
-        fast = cfg.reconnect_fast_interval
-        hurry = self.last_failure_fast and bool(self.waiters)
         return retry_delay(
             self.connect_failures,
             cfg.reconnect_min,
             cfg.reconnect_max,
             self.rand,
-            fast if hurry else None,
+            cfg.reconnect_fast_interval if self._fast_retry() else None,
         )
 
     def reserve_connect(self) -> bool:

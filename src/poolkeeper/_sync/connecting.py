@@ -14,6 +14,7 @@ open/close; it sits directly on ``base`` and imports nothing above it.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -211,12 +212,13 @@ class Connecting(PoolBase[ConnT]):
             retry = state.connect_failed(error, now, fault, took)
             delay = state.connect_delay(now)
             failures = state.connect_failures
+            loud = state.log_connect_failure(now)
             failed, state.failed_waiters = state.failed_waiters, []
         for failed_waiter in failed:
             failed_waiter.signal.set()
         if self._events.connect_error:
             self._emit("connect_error", None, error=error)
-        self._log_connect_failure(error, failures, delay if retry else None)
+        self._log_connect_failure(error, failures, delay if retry else None, loud)
         return retry
 
     def _check_adapter(self, conn: Any) -> None:
@@ -272,10 +274,13 @@ class Connecting(PoolBase[ConnT]):
         return None
 
     def _log_connect_failure(
-        self, exc: BaseException, failures: int, retry_in: float | None
+        self, exc: BaseException, failures: int, retry_in: float | None, loud: bool
     ) -> None:
+        # Fast retries (20 a second) are logged at WARNING only now and then.
+        level = logging.WARNING if loud else logging.DEBUG
         if retry_in is None:
-            logger.warning(
+            logger.log(
+                level,
                 "pool %r: connect to %s failed (%d in a row): %s",
                 self.name,
                 self._target,
@@ -283,7 +288,8 @@ class Connecting(PoolBase[ConnT]):
                 self._describe(exc),
             )
         else:
-            logger.warning(
+            logger.log(
+                level,
                 "pool %r: connect to %s failed (%d in a row), retrying in %.2f s: %s",
                 self.name,
                 self._target,

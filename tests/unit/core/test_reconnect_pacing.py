@@ -162,3 +162,21 @@ def test_reconnect_fast_interval_accepts_none_and_seconds() -> None:
     assert PoolConfig(reconnect_fast_interval=None).reconnect_fast_interval is None
     assert PoolConfig(reconnect_fast_interval=0.2).reconnect_fast_interval == 0.2
     assert PoolConfig().reconnect_fast_interval == 0.05
+
+
+def test_fast_retries_warn_only_now_and_then() -> None:
+    state = waiting_state()
+    now, loud = 1.0, []
+    for _ in range(200):  # 10 s of fast retries
+        now += state.connect_delay(now) + 0.001
+        state.connect_failed(REFUSED, now, ConnectFault.REFUSED, 0.001)
+        loud.append(state.log_connect_failure(now))
+    assert loud[0] and 2 <= sum(loud) <= 3  # the first, then one per 5 s
+    # Backed-off failures always warn.
+    state = make_state(min_size=1, reconnect_max=0.2)
+    assert state.plan_connects(0.0) == 1
+    now = 0.0
+    for _ in range(10):
+        now += state.connect_delay(now) + 2.0
+        state.connect_failed(TimeoutError(), now, ConnectFault.TRANSIENT, 2.0)
+        assert state.log_connect_failure(now)
