@@ -12,7 +12,9 @@ case for pacing: the whole retry interval is still ahead), see
 ``tests/support/outage.py``.
 
 Columns: ``down`` seconds the server was away; ``att/s`` the pool's failed
-connect attempts per second while callers waited; ``first ms`` from the
+connect attempts per second while callers waited; ``try ms`` from the
+server accepting again to the start of the connect that succeeded (the
+pacing; the rest is the connect, slow on a loaded machine); ``first ms`` from the
 server accepting again (proxy back to pass; for a restart the first moment a
 probe connecting every 5 ms got in) to the first successful checkout;
 ``timeouts`` ``PoolTimeout`` raised to callers and the longest wait before
@@ -49,10 +51,15 @@ def _row(result: OutageResult, policy: str) -> str:
         if result.first_checkout is not None
         else "   never"
     )
+    attempt = (
+        f"{result.first_attempt * 1000:7.1f}"
+        if result.first_attempt is not None
+        else "      -"
+    )
     longest = max(result.timeouts, default=0.0)
     return (
         f"{result.driver:<14} {result.kind:<8} {policy:<8} {result.outage:6.2f} "
-        f"{result.rate:6.1f} {first} {len(result.timeouts):5d} {longest:6.3f}  "
+        f"{result.rate:6.1f} {attempt} {first} {len(result.timeouts):5d} {longest:6.3f}  "
         f"{len(result.errors)} {'; '.join(sorted(set(result.errors)))[:60]}"
     )
 
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         policies.append(("backoff", {"reconnect_fast_interval": None}))
     print(
         f"{'driver':<14} {'fault':<8} {'policy':<8} {'down':>6} {'att/s':>6} "
-        f"{'first ms':>8} {'tmo':>5} {'max':>6}  errors"
+        f"{'try ms':>7} {'first ms':>8} {'tmo':>5} {'max':>6}  errors"
     )
     with PgCluster() as cluster:
         cluster.start()

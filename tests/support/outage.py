@@ -65,6 +65,9 @@ class OutageResult:
     """The pool's failed connect attempts during ``window``."""
     first_checkout: float | None = None
     """Seconds from the server accepting again to the first checkout."""
+    first_attempt: float | None = None
+    """Seconds from the server accepting again to the start of the connect
+    attempt that succeeded (the pacing; the rest is the connect itself)."""
     timeouts: list[float] = field(default_factory=list)
     """How long each caller that got ``PoolTimeout`` had waited."""
     errors: list[str] = field(default_factory=list)
@@ -83,8 +86,13 @@ class _Calls:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.successes: list[float] = []
+        self.connects: list[float] = []
         self.timeouts: list[float] = []
         self.errors: list[str] = []
+
+    def connected(self, event: Any) -> None:
+        with self.lock:
+            self.connects.append(time.monotonic() - event.duration)
 
     def ok(self, at: float) -> None:
         with self.lock:
@@ -185,6 +193,8 @@ def _finish(
 ) -> None:
     later = [t for t in calls.successes if t >= back_at]
     result.first_checkout = min(later) - back_at if later else None
+    began = [t for t in calls.connects if t >= back_at - 0.005]
+    result.first_attempt = min(began) - back_at if began else None
     result.outage = back_at - gone_at
     result.window = back_at - gone_at - 0.6
     result.timeouts = list(calls.timeouts)
@@ -219,6 +229,7 @@ def run_outage(
         pool.open(wait=True)
         with pool.connection():
             pass
+        pool.on("connect", calls.connected)
         gone_at = time.monotonic()
         fault.down()
         time.sleep(0.6)
@@ -249,6 +260,7 @@ async def _run_async(
         await pool.open(wait=True)
         async with pool.connection():
             pass
+        pool.on("connect", calls.connected)
         gone_at = time.monotonic()
         await asyncio.to_thread(fault.down)
         await asyncio.sleep(0.6)
