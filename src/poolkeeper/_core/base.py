@@ -88,6 +88,8 @@ class StateBase:
         self.failed_waiters: list[Waiter] = []
         # Reconnect state: consecutive failures and when the next try may start.
         self.connect_failures = 0
+        # Of those, the ones that failed slowly (see ConnectState.connect_failed).
+        self.slow_failures = 0
         self.next_connect_at = 0.0
         # When the last connect failed, and whether it failed fast (see
         # ConnectState.connect_failed): a caller arriving after a fast

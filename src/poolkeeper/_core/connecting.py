@@ -67,6 +67,7 @@ class ConnectState(StateBase):
         """Add a new connection; return the waiter it was handed to, if any."""
         self.connecting -= 1
         self.connect_failures = 0
+        self.slow_failures = 0
         self.next_connect_at = 0.0
         self.last_failure_fast = False
         # The outage is over: a later PoolTimeout (plain exhaustion) must not
@@ -104,13 +105,14 @@ class ConnectState(StateBase):
         for the shell to wake (see :meth:`_fail_waiters`). Any secret in
         ``error``'s text is masked.
 
-        Pacing: an attempt that failed fast (in under
-        :data:`~poolkeeper._core.policy.FAST_FAILURE` seconds, with an error
-        a retry may fix that is not "too many connections": refused,
-        "starting up", a reset) is retried after ``reconnect_fast_interval``
-        while callers wait, so they get the server within that interval of
-        its return; anything else (timeouts, a full server, no caller
-        waiting) backs off exponentially up to ``reconnect_max``.
+        Pacing (:func:`~poolkeeper._core.policy.retry_delay`): an attempt
+        that failed fast (refused, or in under
+        :data:`~poolkeeper._core.policy.FAST_FAILURE` seconds with an error
+        a retry may fix that is not "too many connections": a reset,
+        "starting up") is retried after ``reconnect_fast_interval`` while
+        callers wait, so they get the server within that interval of its
+        return; anything else (timeouts, a full server, no caller waiting)
+        backs off exponentially up to ``reconnect_max``.
         """
         # The driver's text may quote its connection string.
         mask_error(error, self.secrets)
@@ -120,9 +122,12 @@ class ConnectState(StateBase):
         self.connect_failures += 1
         self.last_connect_error = error
         self.last_failed_at = now
-        self.last_failure_fast = (
-            not permanent and fault is not ConnectFault.BUSY and took < FAST_FAILURE
+        self.last_failure_fast = not permanent and (
+            fault is ConnectFault.REFUSED
+            or (fault is not ConnectFault.BUSY and took < FAST_FAILURE)
         )
+        if not self.last_failure_fast:
+            self.slow_failures += 1
         self._fail_waiters(error, permanent)
         self.next_connect_at = now + self._retry_delay()
         demand = bool(self.waiters) or self._total() - 1 < self.min_size
@@ -174,11 +179,14 @@ class ConnectState(StateBase):
     def _retry_delay(self) -> float:
         cfg = self.config
         return retry_delay(
-            self.connect_failures,
-            cfg.reconnect_min,
-            cfg.reconnect_max,
-            self.rand,
-            cfg.reconnect_fast_interval if self._fast_retry() else None,
+            failures=self.connect_failures,
+            slow_failures=self.slow_failures,
+            fast=self.last_failure_fast,
+            waiting=bool(self.waiters),
+            base=cfg.reconnect_min,
+            cap=cfg.reconnect_max,
+            fast_interval=cfg.reconnect_fast_interval,
+            rand=self.rand,
         )
 
     def reserve_connect(self) -> bool:

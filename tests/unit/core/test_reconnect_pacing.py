@@ -57,7 +57,9 @@ def test_fast_failures_retry_on_the_short_interval_while_a_caller_waits() -> Non
 
 def test_slow_failures_back_off_even_while_a_caller_waits() -> None:
     state = waiting_state()
-    delays = fail_in_a_row(state, 10, took=FAST_FAILURE + 1.0)
+    delays = fail_in_a_row(
+        state, 10, took=FAST_FAILURE + 1.0, fault=ConnectFault.TRANSIENT
+    )
     assert delays[0] == pytest.approx(0.05)  # never below reconnect_min
     assert delays[-1] == pytest.approx(5.0 * 0.9)  # capped (rand=0.5: 10% off)
     assert all(b >= a for a, b in itertools.pairwise(delays))
@@ -146,10 +148,40 @@ def test_success_clears_the_fast_flag() -> None:
 
 
 def test_retry_delay_rule() -> None:
-    assert retry_delay(10, 0.05, 5.0, lambda: 1.0, None) == pytest.approx(5.0)
-    assert retry_delay(10, 0.05, 5.0, lambda: 1.0, 0.05) == pytest.approx(0.05)
+    def delay(**kw: object) -> float:
+        args: dict[str, object] = {
+            "failures": 10,
+            "slow_failures": 0,
+            "fast": True,
+            "waiting": True,
+            "base": 0.05,
+            "cap": 5.0,
+            "fast_interval": 0.05,
+            "rand": lambda: 1.0,
+        }
+        args.update(kw)
+        return retry_delay(**args)  # type: ignore[arg-type]
+
+    assert delay() == pytest.approx(0.05)
+    assert delay(waiting=False) == pytest.approx(5.0)
+    assert delay(fast_interval=None) == pytest.approx(5.0)
+    assert delay(fast=False, slow_failures=1) == pytest.approx(0.05)
+    assert delay(fast=False, slow_failures=4) == pytest.approx(0.4)
     # The backoff is shorter still on the first failures with a long interval.
-    assert retry_delay(1, 0.05, 5.0, lambda: 1.0, 0.2) == pytest.approx(0.05)
+    assert delay(failures=1, fast_interval=0.2) == pytest.approx(0.05)
+
+
+def test_one_slow_failure_amid_fast_ones_costs_a_short_step() -> None:
+    """Regression (benchmark on a loaded machine): one attempt that took
+    longer than FAST_FAILURE after 70 fast ones backed off to the 5 s cap."""
+    state = waiting_state()
+    fail_in_a_row(state, 70, took=0.002, fault=ConnectFault.TRANSIENT)
+    fail_in_a_row(state, 1, took=FAST_FAILURE + 0.1, fault=ConnectFault.TRANSIENT)
+    assert state.slow_failures == 1
+    assert state.next_connect_at - state.last_failed_at == pytest.approx(0.05)
+    # A refusal is fast however long it took (a loaded client).
+    fail_in_a_row(state, 1, took=FAST_FAILURE + 0.1, fault=ConnectFault.REFUSED)
+    assert state.last_failure_fast
 
 
 @pytest.mark.parametrize("value", [0, -0.1, float("nan"), float("inf"), "0.05", True])
