@@ -88,6 +88,8 @@ def test_libpq_sqlstate_wins_when_there_is_one() -> None:
         (pg_error("57P03"), F.TRANSIENT),
         (ConnectionRefusedError(111, "Connect call failed ('h', 1)"), F.REFUSED),
         (OSError("Multiple exceptions: [Errno 111] Connect call failed"), F.REFUSED),
+        # A listener that accepts and resets (asyncio's wording): not refused.
+        (ConnectionResetError(104, "Connect call failed ('h', 1)"), F.TRANSIENT),
         (socket.gaierror(-2, "Name or service not known"), F.HOST),
         (ConnectionError('server at "h:5432" rejected SSL upgrade'), F.TLS),
         (ssl.SSLCertVerificationError("certificate verify failed"), F.TLS),

@@ -148,7 +148,11 @@ def _os_fault(error: BaseException) -> ConnectFault | None:
         if isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
             return F.REFUSED
         if isinstance(exc, OSError) and "Connect call failed" in str(exc):
-            # asyncio's "Multiple exceptions" for a name with several addresses.
+            # asyncio's "Multiple exceptions" for a name with several addresses
+            # (no errno), or one address that answered with a reset: a peer
+            # that accepted and dropped the connection, not a refusal.
+            if exc.errno not in (None, errno.ECONNREFUSED):
+                return F.TRANSIENT
             return F.TRANSIENT if _TIMEOUT_TEXT.search(str(exc)) else F.REFUSED
     return None
 
