@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(names) > 1:
             first = results[(names[0], label)]
             row += "".join(
-                f"   {n} {(first / results[(n, label)] - 1) * 100:+.1f}%"
+                f"   {n} {(results[(n, label)] / first - 1) * 100:+.1f}%"
                 for n in names[1:]
             )
         print(f"{label:28}{row}")

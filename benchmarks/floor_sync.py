@@ -203,6 +203,13 @@ def contenders(
         forms["floor"] = lambda: floor.release(floor.acquire())
         forms["floor-no-stats"] = lambda: bare.release(bare.acquire())
     pools = [("", pool)]
+    if threads > size:
+        # Barging instead of FIFO hand-off, as the semaphore-gated psycopg2
+        # pool and DBUtils do.
+        unfair: Any = poolkeeper.Pool(url, min_size=size, max_size=size, fair=False)
+        unfair.open(wait=True, timeout=30.0)
+        closers.append(unfair.close)
+        pools.append((" fair=False", unfair))
     if psycopg:
         url3 = "postgresql+psycopg://" + dsn.partition("://")[2]
         pool3: Any = poolkeeper.Pool(url3, min_size=size, max_size=size)
