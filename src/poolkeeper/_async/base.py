@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, aspawn, current_loop
+from poolkeeper._concurrency import (
+    IS_ASYNC,
+    ADeadlines,
+    AEvent,
+    Lock,
+    aspawn,
+    current_loop,
+)
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
@@ -71,6 +78,8 @@ class AsyncPoolBase(Generic[ConnT]):
     _loop: Any
     _held: HeldConnections
     _rollback_sites: set[Site]
+    if IS_ASYNC:
+        _deadlines: ADeadlines
 
     def on(self, event: str, listener: Listener) -> None:
         """Call ``listener(event)`` with a :class:`~poolkeeper.PoolEvent` on each ``event``.

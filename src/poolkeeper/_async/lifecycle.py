@@ -109,6 +109,8 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         self._closing.set()
         for waiter in waiters:
             waiter.signal.set()
+        if IS_ASYNC:
+            self._deadlines.clear()
         await self._close_entries(retired)
         tasks = list(self._tasks)
         if self._housekeeper is not None:

@@ -20,7 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from poolkeeper._concurrency import Event, Lock, current_loop, spawn
+from poolkeeper._concurrency import (
+    Event,
+    Lock,
+    current_loop,
+    spawn,
+)
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
