@@ -146,6 +146,7 @@ _PACED = True
 #: sleeps :data:`_PAUSE` seconds (see :meth:`_Buffer.drain`).
 _BURST = 4
 _PAUSE = 0.00002
+_sleep = time.sleep
 #: Buffered durations past which a drain is not paced (falling behind).
 _CATCH_UP = 16 * FLUSH_AT
 
@@ -194,7 +195,7 @@ class _Buffer:
             for _ in range(len(samples) // _BURST):
                 for _ in range(_BURST):
                     record(popleft(), attributes)
-                time.sleep(_PAUSE)
+                _sleep(_PAUSE)
             return  # fewer than _BURST left: for the next drain
         while True:
             try:

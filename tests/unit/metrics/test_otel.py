@@ -332,7 +332,7 @@ def test_a_paced_drain_yields_and_ends_while_durations_keep_coming(monkeypatch):
     # thread gets the GIL back within a burst) and records only what was
     # buffered when it started, however fast new durations arrive.
     sleeps: list[float] = []
-    monkeypatch.setattr(time, "sleep", sleeps.append)
+    monkeypatch.setattr(otel, "_sleep", sleeps.append)
     recorded: list[float] = []
     arriving = [True]
 
