@@ -1,4 +1,4 @@
-"""What both metrics exporters cost per connection cycle, with a query and without.
+"""What the metrics exporters cost per connection cycle, with a query and without.
 
 One thread (or one asyncio task) loops ``acquire()`` + ``SELECT 1`` +
 ``release()`` on a pool of one connection to the local PostgreSQL (psycopg
@@ -7,15 +7,17 @@ bare figure). Configurations, interleaved in a rotating order every round on
 the same pool:
 
 - ``none``: no exporter;
-- ``both``: ``poolkeeper.metrics.prometheus.register`` on a private registry
-  and ``poolkeeper.metrics.otel.instrument`` (histograms on) on an SDK
-  ``MeterProvider`` with an in-memory reader, collected at the end of every
-  run (so the durations a run buffered are recorded inside the run's time);
-- ``both-unpaced``: the same, with the flush thread draining as it did before
-  it was paced (``otel._PACED = False``).
+- ``prometheus``: ``poolkeeper.metrics.prometheus.register`` on a private
+  registry;
+- ``otel``: ``poolkeeper.metrics.otel.instrument`` (histograms on) on an SDK
+  ``MeterProvider`` with an in-memory reader;
+- ``both``: both at once.
 
-Prints, per target, the median ops/s of ``none`` and the overhead of each
-other configuration (median over the rounds of the ratio within one round).
+The OpenTelemetry reader is collected at the end of every run and the
+collection counts in the run's time, so the durations a run buffered are
+recorded inside it (nothing is left for later). Prints, per target, the median
+ops/s of ``none`` and the overhead of each other configuration: the median over
+rounds of the ``none``/config ratio within one round.
 
 Example::
 
@@ -39,25 +41,24 @@ from prometheus_client import CollectorRegistry
 import poolkeeper
 from poolkeeper.metrics import otel, prometheus
 
-CONFIGS = ("none", "both", "both-unpaced")
+CONFIGS = ("none", "prometheus", "otel", "both")
 
 
 def attach(config: str, pool: Any) -> Callable[[], None]:
     """Attach ``config``'s exporters; return what collects and detaches them."""
-    if config == "none":
-        return lambda: None
-    otel._PACED = config == "both"
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    prom = prometheus.register(pool, CollectorRegistry())
-    handle = otel.instrument(pool, provider)
+    done: list[Callable[[], None]] = []
+    if config in ("prometheus", "both"):
+        done.append(prometheus.register(pool, CollectorRegistry()).unregister)
+    if config in ("otel", "both"):
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        done.append(reader.get_metrics_data)  # records what is still buffered
+        done.append(otel.instrument(pool, provider).uninstrument)
+        done.append(provider.shutdown)
 
     def detach() -> None:
-        reader.get_metrics_data()  # records what is still buffered
-        handle.uninstrument()
-        prom.unregister()
-        provider.shutdown()
-        otel._PACED = True
+        for step in done:
+            step()
 
     return detach
 

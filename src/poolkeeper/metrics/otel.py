@@ -139,16 +139,6 @@ class _PoolState:
 FLUSH_AT = 256
 #: Seconds the flush thread waits for more work before it exits.
 _FLUSH_IDLE = 1.0
-#: Whether the flush thread paces its drains (False only to measure the
-#: difference: benchmarks/otel_cost.py).
-_PACED = True
-#: The flush thread records at most this many durations at a time, then
-#: sleeps :data:`_PAUSE` seconds (see :meth:`_Buffer.drain`).
-_BURST = 4
-_PAUSE = 0.00002
-_sleep = time.sleep
-#: Buffered durations past which a drain is not paced (falling behind).
-_CATCH_UP = 16 * FLUSH_AT
 
 
 class _Buffer:
@@ -178,25 +168,11 @@ class _Buffer:
 
         return listener
 
-    def drain(self, pace: bool = False) -> None:
-        """Record every buffered duration.
-
-        ``pace``: sleep :data:`_PAUSE` after every :data:`_BURST` records, so
-        that a thread waiting for the GIL (the application, back from its
-        database) gets it within one burst rather than one switch interval
-        (5 ms); not once :data:`_CATCH_UP` durations are waiting.
-        """
-        samples = self.samples
-        popleft = samples.popleft
+    def drain(self) -> None:
+        """Record every buffered duration."""
+        popleft = self.samples.popleft
         record = self.record
         attributes = self.attributes
-        if pace and len(samples) < _CATCH_UP:
-            # What is there now, no more: a collection waits for this drain.
-            for _ in range(len(samples) // _BURST):
-                for _ in range(_BURST):
-                    record(popleft(), attributes)
-                _sleep(_PAUSE)
-            return  # fewer than _BURST left: for the next drain
         while True:
             try:
                 value = popleft()
@@ -231,23 +207,20 @@ class _Flusher:
                 )
                 self._thread.start()
 
-    def drain(
-        self, buffers: Iterable[_Buffer] | None = None, pace: bool = False
-    ) -> None:
+    def drain(self, buffers: Iterable[_Buffer] | None = None) -> None:
         """Record everything buffered so far (in ``buffers``, default all), here.
 
         Waits for a drain in progress in another thread, so every duration
         buffered before the call is in its histogram when this returns.
-        ``pace``: see :meth:`_Buffer.drain` (the flush thread's drains).
         """
         with self._drain_lock:
             for buffer in list(self._buffers if buffers is None else buffers):
-                buffer.drain(pace)
+                buffer.drain()
 
     def _run(self) -> None:
         while self._event.wait(_FLUSH_IDLE):
             self._event.clear()
-            self.drain(pace=_PACED)
+            self.drain()
         with self._lock:
             if self._thread is threading.current_thread():
                 self._thread = None

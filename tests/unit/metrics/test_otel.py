@@ -325,31 +325,3 @@ def test_query_timeouts(reader, provider):
         pool.release(held)
         points = otel_points(reader)
     assert otel_point(points, "poolkeeper.query_timeouts", {NAME: "qt"}).value == 1
-
-
-def test_a_paced_drain_yields_and_ends_while_durations_keep_coming(monkeypatch):
-    # The flush thread's drain sleeps between short bursts (the application
-    # thread gets the GIL back within a burst) and records only what was
-    # buffered when it started, however fast new durations arrive.
-    sleeps: list[float] = []
-    monkeypatch.setattr(otel, "_sleep", sleeps.append)
-    recorded: list[float] = []
-    arriving = [True]
-
-    class Histogram:
-        def record(self, value: float, attributes: object = None) -> None:
-            recorded.append(value)
-            if arriving[0]:
-                buffer.samples.append(value + 1000)  # one more arrives meanwhile
-
-    buffer = otel._Buffer(Histogram(), {otel.POOL_NAME: "p"})  # type: ignore[arg-type]
-    buffer.samples.extend(float(i) for i in range(10 * otel._BURST + 1))
-    buffer.drain(pace=True)
-    assert recorded == [float(i) for i in range(10 * otel._BURST)]
-    assert sleeps == [otel._PAUSE] * 10
-    assert len(buffer.samples) == 1 + 10 * otel._BURST
-    # A collection's drain records everything, unpaced.
-    arriving[0] = False
-    buffer.drain()
-    assert not buffer.samples and len(recorded) == 1 + 20 * otel._BURST
-    assert len(sleeps) == 10
