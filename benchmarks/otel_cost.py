@@ -46,7 +46,7 @@ CONFIGS = ("none", "prometheus", "otel", "both")
 
 def attach(config: str, pool: Any) -> Callable[[], None]:
     """Attach ``config``'s exporters; return what collects and detaches them."""
-    done: list[Callable[[], None]] = []
+    done: list[Callable[[], object]] = []
     if config in ("prometheus", "both"):
         done.append(prometheus.register(pool, CollectorRegistry()).unregister)
     if config in ("otel", "both"):
