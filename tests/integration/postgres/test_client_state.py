@@ -264,7 +264,8 @@ async def test_asyncpg_full_reset_is_one_round_trip(postgres_url: str) -> None:
                 )
                 == 0
             )
-            assert await again.fetchval("SELECT count(*) FROM pg_cursors") == 0
+            cursors = "SELECT count(*) FROM pg_cursors WHERE name = 'pk_cur'"
+            assert await again.fetchval(cursors) == 0
         assert pool.stats().connections_created == 1
 
 
