@@ -23,6 +23,7 @@ from poolkeeper._concurrency import (
     IS_ASYNC,
     ADeadlines,
     AEvent,
+    ASignal,
     Lock,
     aspawn,
     current_loop,
@@ -74,6 +75,9 @@ class AsyncPoolBase(Generic[ConnT]):
     _events: EventBus
     _opened: bool
     _closing: AEvent
+    # Set to wake a connect worker sleeping before its retry (see
+    # AsyncConnecting._sleep_before_retry); None when none sleeps.
+    _retry_wake: ASignal | None
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections
