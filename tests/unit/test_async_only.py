@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
-from poolkeeper import AsyncPool, PoolError
+from poolkeeper import AsyncPool, PoolError, PoolTimeout
 from tests.unit._async.test_pool import Factory, FakeConnection, FakeCursor, open_count
 
 pytestmark = pytest.mark.anyio
@@ -388,3 +389,35 @@ async def test_cancelled_tasks_wrapping_acquire_leak_nothing() -> None:
                     await pool.release(result)
             stats = pool.stats()
             assert stats.in_use == 0 and stats.waiting == 0
+
+
+def test_waiter_deadlines_work_in_a_new_loop_after_fork() -> None:
+    # A forked child starts the pool over (_after_fork) and may use it from a
+    # new event loop: the waiters' timer is the new loop's, not the parent's.
+    pool = AsyncPool(Factory(), min_size=1, max_size=1)
+    parent = asyncio.new_event_loop()
+
+    async def leave_a_waiter() -> None:
+        await pool.open(wait=True)
+        await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire(timeout=0.3))
+        while pool.stats().waiting < 1:
+            await asyncio.sleep(0)
+        waiter.cancel()  # its heap entry and the armed timer stay behind
+
+    parent.run_until_complete(leave_a_waiter())
+    parent.close()
+    pool._after_fork()
+
+    async def in_the_child() -> float:
+        held = await pool.acquire()
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await asyncio.wait_for(pool.acquire(timeout=0.5), 3.0)
+        waited = time.monotonic() - started
+        await pool.release(held)
+        await pool.close()
+        return waited
+
+    waited = asyncio.run(in_the_child())
+    assert 0.45 <= waited < 2.0
