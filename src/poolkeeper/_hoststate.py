@@ -27,8 +27,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from poolkeeper.drivers._hosts import HostInfo, HostPort, Role
+#: ``(host, port)`` as the driver reports it (None parts: the driver's defaults).
+HostPort = tuple[str | None, int | None]
+
+
+class Reached(Protocol):
+    """Where a new connection went (a :class:`~poolkeeper.drivers._hosts.HostInfo`)."""
+
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def role(self) -> str: ...
 
 
 @dataclass
@@ -37,7 +50,7 @@ class HostState:
 
     address: HostPort
     """``(host, port)`` as the driver reports it (None parts: its defaults)."""
-    role: Role = "unknown"
+    role: str = "unknown"
     """The role its newest connection reported."""
     connections: int = 0
     """Connections opened to it and not yet closed."""
@@ -60,7 +73,7 @@ class HostTable:
             state = self.hosts[address] = HostState(address)
         return state
 
-    def connected(self, info: HostInfo) -> HostState:
+    def connected(self, info: Reached) -> HostState:
         """Record a new connection to ``info``'s server, with the role it reported."""
         state = self.state_of((info.host, info.port))
         state.role = info.role
@@ -77,3 +90,18 @@ class HostTable:
     def suspect(self, address: HostPort, now: float) -> None:
         """Make the idle connections to ``address`` suspect (a sibling broke at ``now``)."""
         self.state_of(address).suspect_before = now
+
+    def suspect_all(self, now: float) -> None:
+        """Make every host suspect at ``now`` (a periodic role check is due)."""
+        for state in self.hosts.values():
+            state.suspect_before = now
+
+    def connections_by_host(self) -> dict[str, int]:
+        """Open connections per host, keyed ``"host:port"`` (hosts with none left out)."""
+        return {
+            f"{host or '(default)'}:{port if port is not None else '(default)'}": (
+                state.connections
+            )
+            for (host, port), state in self.hosts.items()
+            if state.connections
+        }

@@ -1,0 +1,191 @@
+"""Failover inside one pool, on a real primary with streaming replicas.
+
+A pool on ``postgresql://P,R1,R2/...?target_session_attrs=read-write`` with
+its connections on P goes through two failovers, every PostgreSQL driver,
+sync and async:
+
+1. **Stale primary** (what a switchover leaves behind): P turns read-only
+   (``ALTER SYSTEM SET default_transaction_read_only = on`` and a reload)
+   while R1 is promoted. The first write fails with the driver's own
+   SQLSTATE 25006 error; every write after it succeeds, and no checkout
+   hands out a connection to P again (before the pool knew hosts, every
+   write failed until ``max_lifetime``).
+2. **Crash**: R1, now the primary, is killed (``kill -9``) and R2 promoted.
+   The write on the dead connection fails; every write after it succeeds on R2.
+
+One primary serves the module; each test starts its own two replicas of it
+(a promoted or crashed replica is of no further use) and makes the primary
+writable again at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import poolkeeper
+from poolkeeper.cluster import host_of
+from tests.conftest import import_driver
+from tests.support.replication import Member, ReplicaSet, replica_set
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(90)]
+
+WRITE = "INSERT INTO beat VALUES (1)"
+#: Writes after each fault: the first may fail (the caller whose statement
+#: met the fault gets the driver's error); none after it may.
+WRITES = 6
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[ReplicaSet]:
+    with replica_set(0) as started:
+        started.primary.execute("CREATE TABLE IF NOT EXISTS beat (n int)")
+        yield started
+
+
+@pytest.fixture
+def trio(shared: ReplicaSet) -> Iterator[tuple[Member, Member, Member]]:
+    """The shared primary and two fresh streaming replicas of it."""
+    primary = shared.primary
+    fresh = [Member(primary, max_connections=30) for _ in range(2)]
+    try:
+        for member in fresh:
+            member.start()
+        deadline = time.monotonic() + 30
+        while (
+            primary.query(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+            )[0]
+            < 2
+        ):
+            assert time.monotonic() < deadline, "replicas not streaming in 30 s"
+            time.sleep(0.05)
+        yield primary, fresh[0], fresh[1]
+    finally:
+        for member in fresh:
+            member.destroy()
+        primary.set_guc("default_transaction_read_only", None)
+
+
+def url_of(driver: str, members: tuple[Member, ...]) -> str:
+    hosts = ",".join(f"127.0.0.1:{m.port}" for m in members)
+    return (
+        f"postgresql+{driver}://postgres@{hosts}/postgres"
+        "?target_session_attrs=read-write&connect_timeout=3"
+    )
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
+def check_outcomes(
+    outcomes: list[tuple[int | None, BaseException | None]],
+    bad: Member,
+    good: Member,
+    first_sqlstate: str | None,
+) -> None:
+    """The first write met the fault (on ``bad``); the rest all went to ``good``."""
+    (port, error), rest = outcomes[0], outcomes[1:]
+    assert port == bad.port
+    assert error is not None, "the first write after the fault should fail"
+    assert not isinstance(error, poolkeeper.PoolError), error
+    if first_sqlstate is not None:
+        assert sqlstate(error) == first_sqlstate, repr(error)
+    failed = [(p, repr(e)) for p, e in rest if e is not None]
+    assert not failed, f"writes after the first one failed: {failed}"
+    assert [p for p, _ in rest] == [good.port] * len(rest)
+
+
+# --- sync ----------------------------------------------------------------------
+
+
+def sync_write(pool: poolkeeper.Pool[Any], driver: str) -> tuple[int | None, Any]:
+    port = None
+    try:
+        with pool.connection(timeout=10) as conn:
+            port = host_of(conn).port
+            if driver == "psycopg":
+                conn.execute(WRITE)
+            else:
+                with conn.cursor() as cursor:
+                    cursor.execute(WRITE)
+    except Exception as exc:
+        return port, exc
+    return port, None
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_sync_pool_fails_over_without_failing_later_callers(
+    pytestconfig: pytest.Config, trio: tuple[Member, Member, Member], driver: str
+) -> None:
+    import_driver(pytestconfig, driver)
+    primary, first, second = trio
+    with poolkeeper.Pool(url_of(driver, trio), min_size=0, max_size=3) as pool:
+        warm = [pool.acquire() for _ in range(3)]
+        assert {host_of(c).port for c in warm} == {primary.port}
+        for conn in warm:
+            pool.release(conn)
+
+        primary.make_read_only()
+        first.promote()
+        stale = [sync_write(pool, driver) for _ in range(WRITES)]
+        check_outcomes(stale, primary, first, "25006")
+        assert pool.stats().closed_by_reason["role_changed"] == 3
+
+        first.crash()
+        second.promote()
+        crashed = [sync_write(pool, driver) for _ in range(WRITES)]
+        check_outcomes(crashed, first, second, None)
+
+
+# --- asyncio -------------------------------------------------------------------
+
+
+async def async_write(
+    pool: poolkeeper.AsyncPool[Any], driver: str
+) -> tuple[int | None, Any]:
+    port = None
+    try:
+        async with pool.connection(timeout=10) as conn:
+            port = host_of(conn).port
+            if driver == "aiopg":
+                cursor = await conn.cursor()
+                try:
+                    await cursor.execute(WRITE)
+                finally:
+                    cursor.close()
+            else:
+                await conn.execute(WRITE)
+    except Exception as exc:
+        return port, exc
+    return port, None
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg", "aiopg"])
+async def test_async_pool_fails_over_without_failing_later_callers(
+    pytestconfig: pytest.Config, trio: tuple[Member, Member, Member], driver: str
+) -> None:
+    import_driver(pytestconfig, driver)
+    primary, first, second = trio
+    async with poolkeeper.AsyncPool(
+        url_of(driver, trio), min_size=0, max_size=3
+    ) as pool:
+        warm = [await pool.acquire() for _ in range(3)]
+        assert {host_of(c).port for c in warm} == {primary.port}
+        for conn in warm:
+            await pool.release(conn)
+
+        primary.make_read_only()
+        first.promote()
+        stale = [await async_write(pool, driver) for _ in range(WRITES)]
+        check_outcomes(stale, primary, first, "25006")
+        assert pool.stats().closed_by_reason["role_changed"] == 3
+
+        first.crash()
+        second.promote()
+        crashed = [await async_write(pool, driver) for _ in range(WRITES)]
+        check_outcomes(crashed, first, second, None)
