@@ -20,6 +20,7 @@ writable again at the end.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -189,3 +190,71 @@ async def test_async_pool_fails_over_without_failing_later_callers(
         second.promote()
         crashed = [await async_write(pool, driver) for _ in range(WRITES)]
         check_outcomes(crashed, first, second, None)
+
+
+# --- role_check_interval: a switchover seen before any write fails -------------
+
+
+def wait_for_role_round(interval: float) -> None:
+    # The housekeeper marks every host suspect once per interval (it runs
+    # every interval / 4): after two intervals a round has surely passed.
+    time.sleep(2 * interval + 0.1)
+
+
+def test_sync_role_check_interval_moves_writes_before_any_fails(
+    pytestconfig: pytest.Config, trio: tuple[Member, Member, Member]
+) -> None:
+    # acquire()/release() in autocommit: the pool never sees a statement's
+    # error there, so only the periodic role check can notice the switchover.
+    import_driver(pytestconfig, "psycopg2")
+    primary, first, _ = trio
+    url = url_of("psycopg2", trio)
+    with poolkeeper.Pool(url, min_size=0, max_size=2, role_check_interval=0.2) as pool:
+        warm = [pool.acquire(), pool.acquire()]
+        assert {host_of(c).port for c in warm} == {primary.port}
+        for conn in warm:
+            pool.release(conn)
+        primary.make_read_only()
+        first.promote()
+        wait_for_role_round(0.2)
+        for _ in range(WRITES):
+            conn = pool.acquire(timeout=10)
+            try:
+                assert host_of(conn).port == first.port
+                conn.autocommit = True
+                with conn.cursor() as cursor:
+                    cursor.execute(WRITE)
+            finally:
+                pool.release(conn)
+        assert pool.stats().closed_by_reason["role_changed"] >= 1
+
+
+async def test_async_role_check_interval_moves_writes_before_any_fails(
+    pytestconfig: pytest.Config, trio: tuple[Member, Member, Member]
+) -> None:
+    import_driver(pytestconfig, "asyncpg")
+    primary, first, _ = trio
+    url = url_of("asyncpg", trio)
+    async with poolkeeper.AsyncPool(
+        url, min_size=0, max_size=2, role_check_interval=0.2
+    ) as pool:
+        warm = [await pool.acquire(), await pool.acquire()]
+        assert {host_of(c).port for c in warm} == {primary.port}
+        for conn in warm:
+            await pool.release(conn)
+        primary.make_read_only()
+        first.promote()
+        await asyncio.sleep(2 * 0.2 + 0.1)  # see wait_for_role_round
+        for _ in range(WRITES):
+            conn = await pool.acquire(timeout=10)
+            try:
+                assert host_of(conn).port == first.port
+                await conn.execute(WRITE)
+            finally:
+                await pool.release(conn)
+        assert pool.stats().closed_by_reason["role_changed"] >= 1
+
+
+def test_role_check_interval_is_checked_by_the_pool() -> None:
+    with pytest.raises(poolkeeper.ConfigError, match="role_check_interval"):
+        poolkeeper.Pool("postgresql://u@h/db", role_check_interval=-1)
