@@ -20,7 +20,7 @@ from poolkeeper._async.recovery import arecover
 from poolkeeper._concurrency import Overrun, acall, acall_within
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry
-from poolkeeper.drivers._hosts import role_matches
+from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.errors import PoolTimeout
 
 #: Seconds a checkout's validation ping may take even when the caller's
@@ -107,7 +107,11 @@ class AsyncValidation(AsyncLifecycle[ConnT]):
         if self._driver.is_broken(entry.conn):
             raise ConnectionError("the driver reports it closed")
         roles = self._roles
-        role_due = roles is not None and self._state.needs_role_check(entry)
+        # The role query is a ping too (one round trip): read the role
+        # whenever a ping is due anyway and the role can fail the target.
+        role_due = roles is not None and (
+            role_matters(roles[0]) or self._state.needs_role_check(entry)
+        )
         probe = roles[1] if roles is not None and role_due else self._driver.ping
         if self._abort is None:
             result = await probe(entry.conn)

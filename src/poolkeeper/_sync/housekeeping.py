@@ -28,7 +28,7 @@ from poolkeeper._held import is_closed
 from poolkeeper._sites import Mark, format_site, site_of
 from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.connecting import Connecting
-from poolkeeper.drivers._hosts import role_matches
+from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.drivers.base import QueryWatch
 from poolkeeper.errors import ConnectionLeakWarning
 
@@ -146,8 +146,10 @@ class Housekeeping(Connecting[ConnT]):
             reason = "check"
             if ok:
                 try:
-                    if roles is not None and self._state.needs_role_check(entry):
-                        # Its server turned suspect: the role query is the ping.
+                    if roles is not None and (
+                        role_matters(roles[0]) or self._state.needs_role_check(entry)
+                    ):
+                        # The role query is the ping (see AsyncValidation._probe).
                         role = roles[1](entry.conn)
                         if not role_matches(roles[0], role):
                             ok, reason = False, "role_changed"

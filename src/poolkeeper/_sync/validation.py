@@ -21,7 +21,7 @@ from poolkeeper._core.entry import PoolEntry
 from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.lifecycle import Lifecycle
 from poolkeeper._sync.recovery import recover
-from poolkeeper.drivers._hosts import role_matches
+from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.errors import PoolTimeout
 
 #: Seconds a checkout's validation ping may take even when the caller's
@@ -108,7 +108,11 @@ class Validation(Lifecycle[ConnT]):
         if self._driver.is_broken(entry.conn):
             raise ConnectionError("the driver reports it closed")
         roles = self._roles
-        role_due = roles is not None and self._state.needs_role_check(entry)
+        # The role query is a ping too (one round trip): read the role
+        # whenever a ping is due anyway and the role can fail the target.
+        role_due = roles is not None and (
+            role_matters(roles[0]) or self._state.needs_role_check(entry)
+        )
         probe = roles[1] if roles is not None and role_due else self._driver.ping
         if self._abort is None:
             result = probe(entry.conn)

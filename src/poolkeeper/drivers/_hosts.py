@@ -126,6 +126,12 @@ def is_failover_error(error: BaseException | None) -> bool:
     return False
 
 
+def role_matters(want: str) -> bool:
+    """Tell whether some role fails ``target_session_attrs=want`` (so a
+    connection's role is worth reading whenever it is pinged anyway)."""
+    return want not in ("any", "prefer-standby")
+
+
 def role_matches(want: str, role: Role | str) -> bool:
     """Tell whether a session of ``role`` satisfies ``target_session_attrs=want``."""
     if want in ("any", "prefer-standby"):
