@@ -10,17 +10,22 @@ module, never the reverse. Reading a connection's host and role is
 :func:`poolkeeper.drivers._hosts.host_of`; matching a role against
 ``target_session_attrs`` is :func:`~poolkeeper.drivers._hosts.role_matches`.
 
-The plan (the cluster work fills it in): today a pool knows one target and
-keeps one "suspect" window for all its connections (``PoolState.suspect_before``
-in the core). With multi-host URLs and clusters, a broken connection says
-something about *its* server only. So:
+How a pool uses it (failover inside one pool, docs/CLUSTERS.md):
 
-1. ``_connected`` in ``_async/connecting.py`` records each new connection's
-   :class:`~poolkeeper.drivers._hosts.HostInfo` here (:meth:`HostTable.connected`);
-2. a broken connection marks only its host suspect (:meth:`HostTable.suspect`),
-   and validation pings only that host's idle connections;
-3. the connect loop prefers hosts that are not suspect and whose last role
-   matches what the pool wants (routing by role), and backs off per host.
+1. the shell records each new connection's host and role here
+   (:meth:`HostTable.connected`, from ``host_of``; no I/O) and the connection's
+   ``PoolEntry.host`` points at its :class:`HostState`;
+2. a broken connection, a failover SQLSTATE (25006, 57P01-57P03) or a role
+   that no longer fits ``target_session_attrs`` makes that host suspect
+   (``PoolState.suspect_host``): its connections last known good before then
+   have their role read before their next checkout (``needs_role_check``),
+   and are retired (``role_changed``) if it no longer fits;
+3. ``role_check_interval`` makes every host suspect once per interval
+   (:meth:`HostTable.suspect_all`, from the housekeeping round).
+
+Not done yet: the connect loop does not prefer hosts by what this table
+knows, and there is no per-host backoff (libpq's host order, or the host
+loop in ``drivers/_hosts.py``, decide where a new connection goes).
 """
 
 from __future__ import annotations
