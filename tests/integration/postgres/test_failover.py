@@ -21,6 +21,7 @@ writable again at the end.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -290,3 +291,43 @@ def test_a_validation_ping_reads_the_role_so_no_write_fails(
         writes = [sync_write(pool, "psycopg") for _ in range(WRITES)]
         assert writes == [(first.port, None)] * WRITES
         assert pool.stats().closed_by_reason["role_changed"] == 3
+
+
+# --- under load: 4 writers through a pool of 4 (the scenario) ----------
+
+
+def test_sync_writers_under_load_fail_at_most_once_per_connection(
+    pytestconfig: pytest.Config, trio: tuple[Member, Member, Member]
+) -> None:
+    import_driver(pytestconfig, "psycopg")
+    primary, first, _ = trio
+    results: list[tuple[float, int | None, BaseException | None]] = []
+    stop = threading.Event()
+    options = {**ERROR_DRIVEN, "max_size": 4, "timeout": 10}
+    with poolkeeper.Pool(url_of("psycopg", trio), **options) as pool:
+
+        def writer() -> None:
+            while not stop.is_set():
+                port, error = sync_write(pool, "psycopg")
+                results.append((time.monotonic(), port, error))
+
+        workers = [threading.Thread(target=writer) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            time.sleep(0.2)
+            first.promote()
+            primary.make_read_only()
+            faulted = time.monotonic()
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(15)
+    errors = [(port, e) for _, port, e in results if e is not None]
+    # Each connection to the old primary fails at most once (4 writers, a
+    # pool of at most 4: at most 4 such connections).
+    assert len(errors) <= 4, errors
+    assert all(p == primary.port and sqlstate(e) == "25006" for p, e in errors)
+    later = [(p, e) for t, p, e in results if t > faulted + 0.5]
+    assert later and all(e is None and p == first.port for p, e in later)
