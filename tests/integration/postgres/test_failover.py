@@ -119,15 +119,26 @@ def check_outcomes(
 
 
 def sync_write(pool: poolkeeper.Pool[Any], driver: str) -> tuple[int | None, Any]:
+    """One write: psycopg in a ``connection()`` block, psycopg2 between
+    ``acquire()`` and ``release()`` (a failed write leaves its transaction
+    for release() to roll back)."""
+    if driver == "psycopg2":
+        conn = pool.acquire(timeout=10)
+        port = host_of(conn).port
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(WRITE)
+            conn.commit()
+        except Exception as exc:
+            return port, exc
+        finally:
+            pool.release(conn)
+        return port, None
     port = None
     try:
         with pool.connection(timeout=10) as conn:
             port = host_of(conn).port
-            if driver == "psycopg":
-                conn.execute(WRITE)
-            else:
-                with conn.cursor() as cursor:
-                    cursor.execute(WRITE)
+            conn.execute(WRITE)
     except Exception as exc:
         return port, exc
     return port, None
