@@ -121,16 +121,18 @@ class AsyncCheckin(AsyncValidation[ConnT]):
         except Exception:
             role = "unknown"
         changed = role != "unknown" and not role_matches(self._roles[0], role)
-        if changed or is_failover_error(exc):
-            with self._lock:
-                self._state.suspect_host(entry, _monotonic())
-            logger.info(
-                "pool %r: sign of failover on %s (%s): its connections' roles are "
-                "checked before reuse",
-                self.name,
-                entry.host.address if entry.host is not None else "a connection",
-                f"role {role}" if changed else self._describe(exc) if exc else "?",
-            )
+        if not changed and not is_failover_error(exc):
+            return False
+        with self._lock:
+            self._state.suspect_host(entry, _monotonic())
+        host = entry.host
+        logger.info(
+            "pool %r: sign of failover from %s (%s): the roles of its connections "
+            "are checked before reuse",
+            self.name,
+            f"{host.address[0]}:{host.address[1]}" if host else "a server",
+            f"it is now {role}" if changed or exc is None else self._describe(exc),
+        )
         return changed
 
     def _in_transaction(self, conn: ConnT) -> bool:
