@@ -99,7 +99,15 @@ class StateBase:
         self.failed_waiters: list[Waiter] = []
         # Reconnect state: consecutive failures and when the next try may start.
         self.connect_failures = 0
+        # Of those, the ones that failed slowly (see ConnectState.connect_failed).
+        self.slow_failures = 0
         self.next_connect_at = 0.0
+        # When the last connect failed, and whether it failed fast (see
+        # ConnectState.connect_failed): a caller arriving after a fast
+        # failure brings the next attempt forward (hurry_reconnect).
+        self.last_failed_at = -math.inf
+        self.last_failure_fast = False
+        self.last_warned_at = -math.inf
         self.last_connect_error: BaseException | None = None
         # Connect errors that reach the caller (see _fail_waiters): whether
         # any connect ever succeeded (a refusal is permanent until then), and
@@ -116,14 +124,11 @@ class StateBase:
         # connection last known good before this instant takes the slow path
         # (see suspect_all and suspect_host); needs_validation says what for.
         self.recheck_before = -math.inf
-        # Per-host state (None: the driver cannot tell a connection's host and
-        # role, or the pool was not built from a URL): set by the shell.
+        # Per-host state, the role connections must keep (target_session_attrs)
+        # and, with role_check_interval, when every host next turns suspect;
+        # set by the shell when the driver can tell hosts and roles.
         self.hosts: HostTable | None = None
-        # target_session_attrs: the role a connection must keep (see
-        # role_matches in drivers._hosts; the shell gives the verdict).
-        self.want_role = "any"
-        # With role_check_interval: when every host next turns suspect.
-        self.next_role_round = math.inf
+        self.want_role, self.next_role_round = "any", math.inf
         self.last_housekeep_at: float | None = None
         # Counters.
         self.acquires = 0
