@@ -92,11 +92,8 @@ class StateBase:
         self.size_limited = False
         self.idle: deque[PoolEntry] = deque()
         self.in_use: dict[int, PoolEntry] = {}
-        # FIFO of waiters. Its first and last waiters are always ``queued``;
-        # ``abandoned`` counts those in between that stopped waiting (left in
-        # place so that removing one is O(1); see unqueue()).
-        self.waiters: deque[Waiter] = deque()
-        self.abandoned = 0
+        self.waiters: deque[Waiter] = deque()  # FIFO; both ends always queued
+        self.abandoned = 0  # waiters in it that stopped waiting (see unqueue())
         self.connecting = 0
         self.closed = False
         self.retired: list[PoolEntry] = []
