@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from poolkeeper._concurrency import (
     IS_ASYNC,
+    ADeadlines,
     AEvent,
     ASignal,
     Lock,
@@ -84,6 +85,8 @@ class AsyncPoolBase(Generic[ConnT]):
     _loop: Any
     _held: HeldConnections
     _rollback_sites: set[Site]
+    if IS_ASYNC:
+        _deadlines: ADeadlines
 
     def on(self, event: str, listener: Listener) -> None:
         """Call ``listener(event)`` with a :class:`~poolkeeper.PoolEvent` on each ``event``.

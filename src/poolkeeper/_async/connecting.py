@@ -329,7 +329,10 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         self._spawn_connects(n)
         while True:
             try:
-                woken = await waiter.signal.wait(deadline - _monotonic())
+                if IS_ASYNC:
+                    woken = await self._deadlines.wait(waiter.signal, deadline)
+                else:
+                    woken = waiter.signal.wait(deadline - _monotonic())
             except BaseException:
                 # Cancelled: never keep a connection handed over meanwhile (it
                 # was not counted as a checkout: recall() leaves no trace).

@@ -15,7 +15,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from poolkeeper import _fork as fork_safety
-from poolkeeper._concurrency import Event, Lock, join
+from poolkeeper._concurrency import (
+    Event,
+    Lock,
+    join,
+)
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
 from poolkeeper._hoststate import HostTable
