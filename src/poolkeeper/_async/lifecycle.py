@@ -173,6 +173,7 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         self._closing = AEvent()
         self._tasks = set()
         self._housekeeper = None
+        self._watching = self._watch_again = False
         self._opened = False
         self._loop = None
 

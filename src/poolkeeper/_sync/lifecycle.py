@@ -157,6 +157,7 @@ class Lifecycle(Housekeeping[ConnT]):
         self._closing = Event()
         self._tasks = set()
         self._housekeeper = None
+        self._watching = self._watch_again = False
         self._opened = False
         self._loop = None
 
