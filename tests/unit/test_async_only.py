@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -353,3 +354,43 @@ async def test_cancelled_tasks_wrapping_acquire_leak_nothing() -> None:
                     await pool.release(result)
             stats = pool.stats()
             assert stats.in_use == 0 and stats.waiting == 0
+
+
+def _blocking_configure(started: asyncio.Event) -> Any:
+    async def configure(conn: FakeConnection) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    return configure
+
+
+async def test_connect_cancelled_in_the_configure_hook_closes_the_connection() -> None:
+    """close() cancels a background connect whose configure hook runs: the new
+    connection is closed then, not left to the garbage collector."""
+    factory = Factory()
+    started = asyncio.Event()
+    pool = AsyncPool(
+        factory, min_size=1, max_size=1, configure=_blocking_configure(started)
+    )
+    await pool.open()
+    await asyncio.wait_for(started.wait(), 5)
+    await pool.close(timeout=0)
+    assert len(factory.made) == 1 and factory.made[0].closed
+    assert pool.stats().connecting == 0
+
+
+async def test_connect_in_the_caller_cancelled_closes_the_connection() -> None:
+    """The same for a connect made in the caller (``_open_for_caller``, which
+    the SQLAlchemy integration uses), cancelled with the caller's task."""
+    factory = Factory()
+    started = asyncio.Event()
+    async with AsyncPool(
+        factory, min_size=0, max_size=1, configure=_blocking_configure(started)
+    ) as pool:
+        task = asyncio.ensure_future(pool._open_for_caller())
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(factory.made) == 1 and factory.made[0].closed
+        assert pool.stats().connecting == 0 and pool.stats().size == 0
