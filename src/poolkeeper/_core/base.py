@@ -49,12 +49,13 @@ REASONS = (
     "query_timeout",
     "cancelled",
     "leaked",
+    "detached",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
 #: make the other idle connections suspect (see needs_validation).
 _HARMLESS_REASONS = frozenset(
-    {"lifetime", "idle", "uses", "resize", "close", "cancelled", "leaked"}
+    {"lifetime", "idle", "uses", "resize", "close", "cancelled", "leaked", "detached"}
 )
 
 

@@ -179,13 +179,15 @@ class Connecting(PoolBase[ConnT]):
         except Exception as exc:
             self._log_close_error(exc)
 
-    def _take_out(self, conn: ConnT, keep_idle: int | None) -> bool:
+    def _take_out(
+        self, conn: ConnT, keep_idle: int | None, reason: str | None = None
+    ) -> bool:
         """Take a checked-out connection out of the pool; its user closes it.
 
         See :meth:`PoolState.shed`: with ``keep_idle``, only when no caller
         waits and that many are idle already; None: always (the user closed
-        it already). Returns whether it left; a replacement is opened for
-        waiting callers.
+        it already, or, with ``reason="detached"``, keeps it for itself).
+        Returns whether it left; a replacement is opened for waiting callers.
         """
         state = self._state
         with self._lock:
@@ -195,7 +197,7 @@ class Connecting(PoolBase[ConnT]):
             # Held weakly since acquire() (dropped-connection detection):
             # the pool owns it strongly again from here on.
             entry.conn = conn
-            if not state.shed(entry, _monotonic(), keep_idle):
+            if not state.shed(entry, _monotonic(), keep_idle, reason):
                 return False
             n = state.plan_connects(_monotonic())
         if self._events.discard:
