@@ -73,8 +73,8 @@ def fetch(apg_version: str | None = None) -> Path:
     return src
 
 
-def run(pool: str, postgres_url: str) -> Result:
-    """Run asyncpg's pool tests with ``pool`` (stock or poolkeeper)."""
+def run(pool: str, postgres_url: str, files: list[str] = FILES) -> Result:
+    """Run asyncpg's pool tests (``files``: paths or test ids) with ``pool``."""
     parts = urlsplit(postgres_url)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -106,7 +106,7 @@ def run(pool: str, postgres_url: str) -> Result:
             "--tb=short",
             "--timeout=120",
             f"--junitxml={junit}",
-            *FILES,
+            *files,
         ]
         started = time.monotonic()
         proc = subprocess.run(
@@ -123,6 +123,13 @@ def run(pool: str, postgres_url: str) -> Result:
     if proc.returncode not in (0, 1):  # 1: some tests failed
         result.failed.append(f"pytest exited with {proc.returncode}")
     return result
+
+
+def _node_id(test_id: str) -> str:
+    """``tests.test_pool.TestPool::test_x`` -> ``tests/test_pool.py::TestPool::test_x``."""
+    classname, _, name = test_id.partition("::")
+    module, _, cls = classname.rpartition(".")
+    return f"{module.replace('.', '/')}.py::{cls}::{name}"
 
 
 def _report(pool: str, result: Result, show_output: bool) -> None:
@@ -168,6 +175,16 @@ def main() -> int:
     expected = expected_failures(EXPECTED)
     only_poolkeeper = set(result.failed) - stock_failed
     unexpected = sorted(only_poolkeeper - expected)
+    if unexpected and len(unexpected) <= 3:
+        # Several of asyncpg's tests have 10-50 ms deadlines: on a loaded
+        # machine one may miss it once. Run those once more, alone; a test
+        # that fails again is a real difference.
+        ids = [_node_id(test_id) for test_id in unexpected]
+        again = run("poolkeeper", args.postgres_url, ids)
+        for test_id in unexpected:
+            if test_id not in again.failed:
+                print(f"passed when run again alone (timing): {test_id}")
+        unexpected = sorted(set(unexpected) & set(again.failed))
     for test_id in sorted(only_poolkeeper & expected):
         print(f"expected failure (see {EXPECTED.name}): {test_id}")
     for test_id in unexpected:
