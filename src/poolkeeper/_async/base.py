@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from poolkeeper._concurrency import (
     IS_ASYNC,
+    ADeadlines,
     AEvent,
     ASignal,
     Lock,
@@ -66,6 +67,9 @@ class AsyncPoolBase(Generic[ConnT]):
     _baseline: Callable[[Any], None] | None
     _clear_state: Callable[[Any], Any] | None
     _classify: Callable[[BaseException], ConnectFault]
+    # (target_session_attrs, the adapter's session_role): None when the
+    # driver cannot tell a connection's host and role (see drivers.base).
+    _roles: tuple[str, Callable[[Any], Any]] | None
     _query_watch: QueryWatch | None
     _abort: Callable[[Any], None] | None
     _lock: Lock
@@ -80,7 +84,13 @@ class AsyncPoolBase(Generic[ConnT]):
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections
+    #: Whether a task or thread looks for lent connections closed by their
+    #: callers while others wait (``_watch_closed``).
+    _watching: bool
+    _watch_again: bool
     _rollback_sites: set[Site]
+    if IS_ASYNC:
+        _deadlines: ADeadlines
 
     def on(self, event: str, listener: Listener) -> None:
         """Call ``listener(event)`` with a :class:`~poolkeeper.PoolEvent` on each ``event``.

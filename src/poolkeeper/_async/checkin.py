@@ -18,6 +18,7 @@ from poolkeeper._concurrency import acall
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
+from poolkeeper.drivers._hosts import host_of, is_failover_error, role_matches
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.errors import PoolError, QueryTimeout
 
@@ -37,28 +38,20 @@ class AsyncCheckin(AsyncValidation[ConnT]):
         dirty: bool = False,
     ) -> None:
         """Give back ``conn``; ``commit``: end an open transaction with a commit
-        (True), a rollback (False: an exception left the block), or a rollback
-        (None: :meth:`release`). ``exc``: what left the ``connection()`` block.
-        ``entry``: the record of ``conn`` if the caller has it (used only if
-        still lent); ``dirty``: the caller found that ``conn`` needs cleaning
-        (a reset hook, or not idle), so the driver is not probed again.
+        (True) or a rollback (False: an exception left the block; None:
+        :meth:`release`). ``exc``: what left the ``connection()`` block.
+        ``entry``: see :meth:`_lent_entry`; ``dirty``: the caller found ``conn``
+        needs cleaning (a reset hook, or not idle): no second probe.
 
         Raises:
+            PoolError: ``conn`` is not checked out from this pool.
             QueryTimeout: the query watchdog aborted the connection and the
                 block failed because of it (``exc`` or a failed commit), or
                 a transaction to commit was lost.
         """
-        state = self._state
-        if entry is None or state.in_use.get(entry.key) is not entry:
-            entry = state.in_use.get(id(conn))
-            if entry is None and self._held.forget_closed(conn):
-                return  # closed by its user, and already taken back
-        if entry is None or entry.conn is not conn:
-            raise PoolError(
-                f"connection {conn!r} is not checked out from pool {self.name!r} "
-                "(released twice, or from another pool?)",
-                pool_name=self.name,
-            )
+        entry = self._lent_entry(conn, entry)
+        if entry is None:
+            return  # closed by its user, and already taken back
         discard = False
         error: BaseException | None = None
         lost = False
@@ -74,28 +67,36 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             discard, error = await self._clean(conn, commit)
             if error is not None and not isinstance(error, Exception):
                 # Interrupted while ending the transaction (a cancelled task).
-                if self._events.checkin:
-                    # What a listener raises past the bus is dropped here:
-                    # the interruption is raised either way.
+                if self._events.checkin:  # (raised past the bus: dropped)
                     self._emit_checkin(conn, _monotonic() - entry.checked_out_at)
                 self._reclaim(entry, None, 0.0, withdraw=False)
                 raise error
+        # Off the fast path only: the block failed, or release() had a
+        # transaction to end. A broken connection is handled below.
+        role_changed = (
+            self._roles is not None
+            and not discard
+            and (exc is not None or commit is None)
+            and self._failover_seen(entry, conn, exc)
+        )
         now = _monotonic()
         interrupt = None
         if self._events.checkin:
             interrupt = self._emit_checkin(conn, now - entry.checked_out_at)
-        if discard:
+        if discard or role_changed:
             # A driver that closes a connection when a task is cancelled in
             # the middle of a command (aiopg, aiomysql) says nothing about
             # the server: no suspicion on the other connections.
             cancelled = exc is not None and not isinstance(exc, Exception)
-            discard = not cancelled  # whether to check the other connections
             reason = "cancelled" if cancelled else "broken"
+            if not discard:
+                reason = "role_changed"  # its host is suspect already
+            discard = discard and not cancelled  # check the other connections?
             with self._lock:
-                waiter = state.checkin(entry, now, discard=True, reason=reason)
+                waiter = self._state.checkin(entry, now, discard=True, reason=reason)
         else:
-            waiter = state.release(entry, now, self._lock)
-        if waiter is not None or state.retired:
+            waiter = self._state.release(entry, now, self._lock)
+        if waiter is not None or self._state.retired:
             await self._after_checkin(waiter, discard)
         if interrupt is not None:
             raise interrupt
@@ -108,6 +109,27 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
+
+    def _lent_entry(self, conn: ConnT, entry: PoolEntry | None) -> PoolEntry | None:
+        """The record of ``conn``, lent by this pool: ``entry`` if the caller
+        has it and it is still lent, else looked up. None: its user closed it
+        and the pool took it back already.
+
+        Raises:
+            PoolError: ``conn`` is not checked out from this pool.
+        """
+        state = self._state
+        if entry is None or state.in_use.get(entry.key) is not entry:
+            entry = state.in_use.get(id(conn))
+            if entry is None and self._held.forget_closed(conn):
+                return None
+        if entry is None or entry.conn is not conn:
+            raise PoolError(
+                f"connection {conn!r} is not checked out from pool {self.name!r} "
+                "(released twice, or from another pool?)",
+                pool_name=self.name,
+            )
+        return entry
 
     def _emit_checkin(self, conn: ConnT, held: float) -> BaseException | None:
         """Tell the checkin listeners; return (not raise) what a listener
@@ -130,6 +152,38 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             await self._after_checkin(waiter, False)
         if interrupt is not None:
             raise interrupt
+
+    def _failover_seen(
+        self, entry: PoolEntry, conn: ConnT, exc: BaseException | None
+    ) -> bool:
+        """Look for a sign of failover on a returned, unbroken connection.
+
+        A server answer of :data:`~poolkeeper.drivers._hosts.FAILOVER_SQLSTATES`
+        (read-only transaction, shutting down), or a role the server reports
+        (no I/O: it did so with its last answer) that no longer matches
+        ``target_session_attrs``, makes the connection's host suspect: its
+        other connections have their role checked before they are lent.
+        Returns whether this connection's own role no longer matches.
+        """
+        assert self._roles is not None
+        try:
+            role = host_of(conn).role
+        except Exception:
+            role = "unknown"
+        changed = role != "unknown" and not role_matches(self._roles[0], role)
+        if not changed and not is_failover_error(exc):
+            return False
+        with self._lock:
+            self._state.suspect_host(entry, _monotonic())
+        host = entry.host
+        logger.info(
+            "pool %r: sign of failover from %s (%s): the roles of its connections "
+            "are checked before reuse",
+            self.name,
+            f"{host.address[0]}:{host.address[1]}" if host else "a server",
+            f"it is now {role}" if changed or exc is None else self._describe(exc),
+        )
+        return changed
 
     def _in_transaction(self, conn: ConnT) -> bool:
         try:

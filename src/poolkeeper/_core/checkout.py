@@ -14,13 +14,11 @@ keep it that way (see the comment above ``acquire``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from poolkeeper._core.base import (
     _HARMLESS_REASONS,
     CONNECT_WAIT_LIMIT,
-    SUSPECT_GRACE,
     StateBase,
 )
 from poolkeeper._core.connect_errors import raisable
@@ -93,12 +91,10 @@ class CheckoutState(StateBase):
                 return None
             entry = idle[-1]
             window = self.validate_window
-            if entry.expires_at <= now or (
-                window is not None
-                and (
-                    now - entry.last_used_at >= window
-                    or entry.checked_at < self.suspect_before + SUSPECT_GRACE
-                )
+            if (
+                entry.expires_at <= now
+                or entry.checked_at < self.recheck_before
+                or (window is not None and now - entry.last_used_at >= window)
             ):
                 return None
             # pop(), not `del idle[-1]`: a deque deletes by index with two
@@ -185,14 +181,15 @@ class CheckoutState(StateBase):
         ):
             raise raisable(error)
         limit = self.config.max_waiting
-        if limit and len(self.waiters) >= limit:
+        if limit and self.waiting() >= limit:
             self.rejections += 1
             raise TooManyWaiters(
-                f"pool {self.name!r} already has {len(self.waiters)} callers waiting "
+                f"pool {self.name!r} already has {self.waiting()} callers waiting "
                 f"(max_waiting={limit}; size {self.size}/{self.max_size})",
                 pool_name=self.name,
-                waiting=len(self.waiters),
+                waiting=self.waiting(),
             )
+        waiter.queued = True
         self.waiters.append(waiter)
 
     def wait_for_connect(self, waiter: Waiter, now: float) -> float:
@@ -205,7 +202,7 @@ class CheckoutState(StateBase):
         none). Such a waiter is failed by the next failed connect.
         """
         backing_off = self.connect_failures and now < self.next_connect_at
-        if backing_off or self.connecting < len(self.waiters):
+        if backing_off or self.connecting < self.waiting():
             return 0.0
         waiter.connect_only = True
         return CONNECT_WAIT_LIMIT
@@ -244,8 +241,7 @@ class CheckoutState(StateBase):
         """
         if waiter.entry is not None:
             return waiter.entry
-        with contextlib.suppress(ValueError):  # already removed by close()
-            self.waiters.remove(waiter)
+        self.unqueue(waiter)
         if timed_out and (
             waiter.error is None or isinstance(waiter.error, PoolTimeout)
         ):
@@ -277,19 +273,25 @@ class CheckoutState(StateBase):
         entry.last_used_at = now
         if entry.aborted:
             # Its socket was shut down by the query watchdog: never reused.
-            self.suspect_before = now
+            self._trouble(entry, now)
             self._retire(entry, "query_timeout")
             return None
         if discard or self.closed:
             if discard and reason not in _HARMLESS_REASONS:
                 # The server may have gone away: check older idle connections
                 # before handing them out (see needs_validation).
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, "close" if self.closed and not discard else reason)
             return None
         return self._keep(entry, now)
 
-    def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
+    def shed(
+        self,
+        entry: PoolEntry,
+        now: float,
+        keep_idle: int | None,
+        reason: str | None = None,
+    ) -> bool:
         """Take back a connection that its user closes itself instead of returning.
 
         For an integration that keeps fewer idle connections than it may open
@@ -299,16 +301,20 @@ class CheckoutState(StateBase):
         True is returned; the caller must close it. Otherwise nothing changes
         and the caller gives it back as usual. ``keep_idle`` None: the caller
         has closed the connection already; it always leaves (reason
-        ``"broken"``, without making its siblings suspect). The shell does
-        not close a shed connection (its user does, exactly once).
+        ``"broken"``, without making its siblings suspect), or ``reason``
+        (``"detached"``: SQLAlchemy's ``detach()``, its user keeps it open).
+        The shell does not close a shed connection (its user does, exactly
+        once).
         """
         if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
             return False
         self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
-        reason = "idle" if keep_idle is not None else "broken"
+        if reason is None:
+            reason = "idle" if keep_idle is not None else "broken"
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
+        self._forget_host(entry)
         return True
 
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
@@ -337,7 +343,7 @@ class CheckoutState(StateBase):
         """
         if self.config.fair or not self.idle or not self.waiters:
             return None
-        return self.waiters.popleft()
+        return self.pop_waiter()
 
     def requeue(self, waiter: Waiter) -> None:
         """Put a nudged waiter that found nothing back at the head of the queue."""
@@ -346,12 +352,13 @@ class CheckoutState(StateBase):
                 f"pool {self.name!r} was closed while waiting", pool_name=self.name
             )
             return
+        waiter.queued = True
         self.waiters.appendleft(waiter)
 
     def validation_timed_out(self) -> int:
         """Count a checkout that ran out of time validating; return the waiters."""
         self.timeouts += 1
-        return len(self.waiters)
+        return self.waiting()
 
     def take_unreleased(self, entry: PoolEntry, now: float) -> bool:
         """Take back the slot of a connection its ``acquire()`` caller closed,
@@ -371,6 +378,7 @@ class CheckoutState(StateBase):
         else:
             entry.close_reason = "leaked"
             self.closed_by_reason["leaked"] += 1
+            self._forget_host(entry)
         return True
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
@@ -378,7 +386,7 @@ class CheckoutState(StateBase):
         if self.in_use.pop(entry.key, None) is entry:
             self.withdraw(entry)
             if reason not in _HARMLESS_REASONS:
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, "query_timeout" if entry.aborted else reason)
 
     def validated(self, entry: PoolEntry, now: float) -> None:

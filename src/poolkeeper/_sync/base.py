@@ -66,6 +66,9 @@ class PoolBase(Generic[ConnT]):
     _baseline: Callable[[Any], None] | None
     _clear_state: Callable[[Any], Any] | None
     _classify: Callable[[BaseException], ConnectFault]
+    # (target_session_attrs, the adapter's session_role): None when the
+    # driver cannot tell a connection's host and role (see drivers.base).
+    _roles: tuple[str, Callable[[Any], Any]] | None
     _query_watch: QueryWatch | None
     _abort: Callable[[Any], None] | None
     _lock: Lock
@@ -80,6 +83,10 @@ class PoolBase(Generic[ConnT]):
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections
+    #: Whether a task or thread looks for lent connections closed by their
+    #: callers while others wait (``_watch_closed``).
+    _watching: bool
+    _watch_again: bool
     _rollback_sites: set[Site]
 
     def on(self, event: str, listener: Listener) -> None:

@@ -42,6 +42,7 @@ from poolkeeper.drivers.base import (
     connect_classifier,
     idle_probe,
     query_watch,
+    role_support,
     state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
@@ -133,6 +134,7 @@ class Pool(Checkout[ConnT]):
         self._housekeeper = None
         self._loop = None
         self._held = HeldConnections(self)
+        self._watching = self._watch_again = False
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites = set()
 
@@ -146,6 +148,7 @@ class Pool(Checkout[ConnT]):
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
         self._classify = connect_classifier(self._driver)
+        self._roles = role_support(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -178,7 +181,7 @@ class Pool(Checkout[ConnT]):
         return (
             f"<{type(self).__name__} {self.name!r} {self._target} {status} "
             f"size={state.size}/{state.max_size} idle={len(state.idle)} "
-            f"waiting={len(state.waiters)}>"
+            f"waiting={state.waiting()}>"
         )
 
 

@@ -253,7 +253,9 @@ def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:
     is in progress on it, even after the call that used it was interrupted (a
     cancelled task): the protocol is between messages, so a rollback makes
     the connection as good as new. Only a driver that cancels an interrupted
-    command itself and reads its reply (psycopg 3) can say so; for the others
+    command itself and reads its reply can say so: psycopg 3 before it
+    re-raises, asyncpg in the background (its adapter's ``wait_settled``
+    coroutine, which the pool awaits first, waits for that); for the others
     an interrupted connection is in an unknown state and is discarded.
     """
     settled: Callable[[Any], bool] | None = getattr(driver, "settled", None)
@@ -279,3 +281,22 @@ def state_hooks(
 ) -> tuple[Callable[[Any], None] | None, Callable[[Any], Any] | None]:
     """Return the driver's ``(baseline, clear_state)`` methods; None for a missing one."""
     return getattr(driver, "baseline", None), getattr(driver, "clear_state", None)
+
+
+def role_support(
+    driver: Driver | AsyncDriver,
+) -> tuple[str, Callable[[Any], Any]] | None:
+    """The role a pool's connections must keep, and how to read one's role.
+
+    A PostgreSQL adapter built from a URL has ``target_session_attrs`` (the
+    URL's value, ``"any"`` by default) and ``session_role(conn)`` (one query,
+    no transaction left open; a coroutine function on an asyncio adapter),
+    so the pool can record each connection's host and role and retire those
+    whose role changed after a failover (see ``poolkeeper._hoststate``).
+    None: the adapter offers neither (or was built from a callable).
+    """
+    want = getattr(driver, "target_session_attrs", None)
+    session_role = getattr(driver, "session_role", None)
+    if not isinstance(want, str) or session_role is None:
+        return None
+    return want, session_role
