@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.validation import AsyncValidation
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import acall
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
@@ -24,6 +25,7 @@ from poolkeeper.errors import PoolError, QueryTimeout
 MAX_WARNED_SITES = 1000
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncCheckin(AsyncValidation[ConnT]):
     """The slow return path (see the module docstring)."""
 

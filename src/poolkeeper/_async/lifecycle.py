@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, ajoin, current_loop
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
@@ -23,6 +24,7 @@ from poolkeeper._misuse import needs_async_with
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncLifecycle(AsyncHousekeeping[ConnT]):
     """Open, close, resize, fork (see the module docstring)."""
 

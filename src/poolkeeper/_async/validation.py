@@ -17,6 +17,7 @@ from typing import Any
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.lifecycle import AsyncLifecycle
 from poolkeeper._async.recovery import arecover
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Overrun, acall, acall_within
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry
@@ -32,6 +33,7 @@ PING_MIN_BUDGET = 0.1
 PING_MAX_FLOOR = 1.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncValidation(AsyncLifecycle[ConnT]):
     """Checkout validation (see the module docstring)."""
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from poolkeeper._core.base import StateBase
 from poolkeeper._core.connect_errors import (
     ConnectFault,
     is_permanent,
@@ -23,9 +22,10 @@ from poolkeeper._core.connect_errors import (
 )
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import backoff_delay, expiry
+from poolkeeper._core.upkeep import UpkeepState
 
 
-class ConnectState(StateBase):
+class ConnectState(UpkeepState):
     """Connect planning and backoff; see the module docstring."""
 
     def plan_connects(self, now: float) -> int:

@@ -13,6 +13,7 @@ exit, in ``checkout``); it imports ``validation`` and the modules below it.
 
 from __future__ import annotations
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import call
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
@@ -25,6 +26,7 @@ from poolkeeper.errors import PoolError, QueryTimeout
 MAX_WARNED_SITES = 1000
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Checkin(Validation[ConnT]):
     """The slow return path (see the module docstring)."""
 

@@ -19,6 +19,7 @@ import sys
 from types import TracebackType
 from typing import Generic
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry, capture_stack
 from poolkeeper._sites import PACKAGE_DIR, outside_frame
@@ -28,6 +29,9 @@ from poolkeeper._sync.checkin import Checkin
 _getframe = sys._getframe
 
 
+# The pool class on top (pool.py) stays Python in the compiled build (mypyc
+# cannot compile its overloaded __init__), so it subclasses this native class.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Checkout(Checkin[ConnT]):
     """Checkout and the fast return (see the module docstring)."""
 
@@ -46,8 +50,9 @@ class Checkout(Checkin[ConnT]):
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
-        # Built without calling __init__: one Python call less per checkout.
-        context: ConnectionContext[ConnT] = _new_context(ConnectionContext)
+        # The class has no __init__: no Python call to build it (and in the
+        # compiled build a native allocation).
+        context: ConnectionContext[ConnT] = ConnectionContext()
         context._pool = self
         context._timeout = timeout
         return context
@@ -174,10 +179,6 @@ class Checkout(Checkin[ConnT]):
         if waiter is not None or state.retired:
             self._after_checkin(waiter, False)
 
-    # The thread pool's acquire() is the checkout itself: no wrapper call
-    # on the hot path.
-    acquire = _acquire
-
 
 class ConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
@@ -187,10 +188,6 @@ class ConnectionContext(Generic[ConnT]):
     _pool: Checkout[ConnT]
     _timeout: float | None
     _conn: ConnT
-
-    def __init__(self, pool: Checkout[ConnT], timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
 
     def __enter__(self) -> ConnT:
         pool = self._pool
@@ -232,6 +229,3 @@ class ConnectionContext(Generic[ConnT]):
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             pool._after_checkin(waiter, False)
-
-
-_new_context = object.__new__

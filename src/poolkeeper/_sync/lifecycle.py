@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from poolkeeper import _fork as fork_safety
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Event, Lock, join
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
@@ -23,6 +24,7 @@ from poolkeeper._sync.housekeeping import Housekeeper, Housekeeping
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Lifecycle(Housekeeping[ConnT]):
     """Open, close, resize, fork (see the module docstring)."""
 

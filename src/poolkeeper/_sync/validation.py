@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Overrun, call, call_within
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry
@@ -33,6 +34,7 @@ PING_MIN_BUDGET = 0.1
 PING_MAX_FLOOR = 1.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Validation(Lifecycle[ConnT]):
     """Checkout validation (see the module docstring)."""
 
