@@ -106,11 +106,12 @@ def _compile(src: Path, work: Path) -> list[Path]:
     # mypy names modules after their path: run from src/ so that
     # poolkeeper/_core/state.py is poolkeeper._core.state.
     os.chdir(src)
+    options = ["--config-file", str(config), "--cache-dir", str(work / "mypy_cache")]
+    # The drivers' packages are not in the build environment.
+    options.append("--ignore-missing-imports")
     try:
         extensions = mypycify(
-            # The drivers' packages are not in the build environment.
-            ["--config-file", str(config), "--ignore-missing-imports"]
-            + ["--cache-dir", str(work / "mypy_cache"), *COMPILED],
+            [*options, *COMPILED],
             opt_level="3",
             target_dir=str(work / "c"),
             group_name="poolkeeper",

@@ -250,4 +250,3 @@ class AsyncConnectionContext(Generic[ConnT]):
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             await pool._after_checkin(waiter, False)
-
