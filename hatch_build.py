@@ -16,6 +16,7 @@ and platform that built it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -116,6 +117,7 @@ def _compile(src: Path, work: Path) -> list[Path]:
             target_dir=str(work / "c"),
             group_name="poolkeeper",
         )
+        _patch_weaklist(work / "c")
         dist = Distribution({"name": "poolkeeper", "ext_modules": extensions})
         command: Any = dist.get_command_obj("build_ext")
         command.build_lib = str(work / "lib")
@@ -129,3 +131,35 @@ def _compile(src: Path, work: Path) -> list[Path]:
     if not built:
         raise RuntimeError("mypyc built no extension module")
     return built
+
+
+# The weak-reference list of a native class instance that has a __dict__ (a
+# generic class: Generic[...] is a Python base), before Python 3.12: mypyc
+# 2.4's tp_traverse visits it and its tp_clear, which the deallocator runs,
+# Py_CLEARs it as if it owned the first weak reference. A weakref.ref or
+# WeakSet entry of a Pool then outlives the pool and crashes the interpreter.
+# The list holds borrowed references: do not visit it, and clear it the way
+# CPython's own deallocator does.
+_WEAKLIST = r"\*\(\(PyObject \*\*\)\(\(char \*\)self \+ sizeof\(PyObject \*\) \+ sizeof\((\w+)\)\)\)"
+_VISIT = re.compile(r"Py_VISIT\(" + _WEAKLIST + r"\);")
+_CLEAR = re.compile(r"Py_CLEAR\(" + _WEAKLIST + r"\);")
+
+
+def _patch_weaklist(c_dir: Path) -> int:
+    """Fix the weak-reference list handling in mypyc's C output (see above)."""
+    patched = 0
+    for path in c_dir.rglob("*.c"):
+        text = path.read_text()
+        text, visits = _VISIT.subn("/* weak list: borrowed references */", text)
+        text, clears = _CLEAR.subn(
+            lambda m: (
+                "if (*((PyObject **)((char *)self + sizeof(PyObject *) + "
+                f"sizeof({m.group(1)}))) != NULL) "
+                "PyObject_ClearWeakRefs((PyObject *)self);"
+            ),
+            text,
+        )
+        if visits or clears:
+            path.write_text(text)
+            patched += visits + clears
+    return patched

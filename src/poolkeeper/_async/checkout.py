@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Generic, NoReturn
+from typing import Final, Generic, NoReturn
 
 from poolkeeper._async.base import ConnT, _monotonic
 from poolkeeper._async.checkin import AsyncCheckin
@@ -28,6 +28,16 @@ from poolkeeper._misuse import needs_async_with
 from poolkeeper._sites import PACKAGE_DIR, outside_frame
 
 _getframe = sys._getframe
+
+
+def _own_frames() -> int:
+    """1 where this module's functions run in frames of their own (pure
+    Python), 0 where they do not (compiled): how far up a caller's frame is."""
+    return 1 if _getframe(0).f_code.co_name == "_own_frames" else 0
+
+
+#: ``_getframe(_CALLER)`` in a method called from outside: the caller's frame.
+_CALLER: Final = _own_frames()
 
 
 # The pool class on top (pool.py) stays Python in the compiled build (mypyc
@@ -75,7 +85,7 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         # PoolState.acquire) and no check hook or leak detection that needs
         # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
-        frame = _getframe(1)
+        frame = _getframe(_CALLER)
         if IS_ASYNC:  # noqa: SIM102
             if current_loop() is not self._loop:
                 self._check_loop()

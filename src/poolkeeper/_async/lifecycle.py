@@ -19,6 +19,7 @@ from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
 from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, ajoin, current_loop
 from poolkeeper._config import check_timeout_arg
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.state import PoolState
 from poolkeeper._misuse import needs_async_with
 from poolkeeper.errors import PoolClosed, PoolTimeout
@@ -79,7 +80,7 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
             if state.connect_errors > errors_before or _monotonic() >= deadline:
                 error = state.last_connect_error
                 await self.close()
-                raise PoolTimeout(
+                timed_out = PoolTimeout(
                     f"pool {self.name!r} could not open {state.min_size} connections "
                     f"within {timeout:.1f} s ({state.size} open)"
                     + (
@@ -89,7 +90,8 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
                     ),
                     pool_name=self.name,
                     timeout=timeout,
-                ) from error
+                )
+                raise chained(timed_out, error)
             await self._closing.wait(0.005)
 
     async def close(self, timeout: float = 5.0) -> None:

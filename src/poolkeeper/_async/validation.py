@@ -20,6 +20,7 @@ from poolkeeper._async.recovery import arecover
 from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Overrun, acall, acall_within
 from poolkeeper._config import check_timeout_arg
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper.errors import PoolTimeout
 
@@ -100,7 +101,9 @@ class AsyncValidation(AsyncLifecycle[ConnT]):
                 if isinstance(exc, Overrun) and remaining <= 0:
                     # The server does not answer and the caller's time is up:
                     # do not start on the next idle connection.
-                    raise self._validation_timeout(limit, started) from exc
+                    raise chained(
+                        self._validation_timeout(limit, started), exc
+                    ) from exc
             remaining = deadline - _monotonic()
             with self._lock:
                 fresh = state.checkout(_monotonic())

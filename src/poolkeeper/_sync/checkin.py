@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import call
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
 from poolkeeper._sync.base import ConnT, _monotonic, logger
@@ -90,7 +91,7 @@ class Checkin(Validation[ConnT]):
             # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
             if lost or (cause is not None and from_driver(cause, conn)):
-                raise self._query_timeout_error() from cause
+                raise chained(self._query_timeout_error(), cause)
         if error is not None:
             raise error
 

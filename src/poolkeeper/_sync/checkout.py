@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Generic
+from typing import Final, Generic
 
 from poolkeeper._build import mypyc_attr
 from poolkeeper._config import check_timeout_arg
@@ -27,6 +27,16 @@ from poolkeeper._sync.base import ConnT, _monotonic
 from poolkeeper._sync.checkin import Checkin
 
 _getframe = sys._getframe
+
+
+def _own_frames() -> int:
+    """1 where this module's functions run in frames of their own (pure
+    Python), 0 where they do not (compiled): how far up a caller's frame is."""
+    return 1 if _getframe(0).f_code.co_name == "_own_frames" else 0
+
+
+#: ``_getframe(_CALLER)`` in a method called from outside: the caller's frame.
+_CALLER: Final = _own_frames()
 
 
 # The pool class on top (pool.py) stays Python in the compiled build (mypyc
@@ -74,7 +84,7 @@ class Checkout(Checkin[ConnT]):
         # PoolState.acquire) and no check hook or leak detection that needs
         # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
-        frame = _getframe(1)
+        frame = _getframe(_CALLER)
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
         if entry is None or self._watch_checkout:
