@@ -25,8 +25,10 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 #: The compiled modules, under src/: the core and the thread pool's shell
-#: (every mixin of Pool; Pool itself, in pool.py, stays Python: mypyc cannot
-#: compile its overloaded __init__). Package __init__ files gain nothing.
+#: (every mixin of Pool). Pool itself (pool.py) stays Python: mypyc cannot
+#: compile its overloaded __init__. So does persistent.py: its pins need weak
+#: references, which mypyc's native classes do not take. Package __init__
+#: files gain nothing.
 COMPILED = (
     "poolkeeper/_core/base.py",
     "poolkeeper/_core/checkout.py",
@@ -44,7 +46,6 @@ COMPILED = (
     "poolkeeper/_sync/connecting.py",
     "poolkeeper/_sync/housekeeping.py",
     "poolkeeper/_sync/lifecycle.py",
-    "poolkeeper/_sync/persistent.py",
     "poolkeeper/_sync/recovery.py",
     "poolkeeper/_sync/validation.py",
 )
