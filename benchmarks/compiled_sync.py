@@ -94,7 +94,8 @@ def _cycle(
     import poolkeeper
 
     url = f"postgresql+{driver}://" + dsn.partition("://")[2]
-    pool: Any = poolkeeper.Pool(url, min_size=size, max_size=size)
+    fair = os.environ.get("BENCH_FAIR", "1") == "1"
+    pool: Any = poolkeeper.Pool(url, min_size=size, max_size=size, fair=fair)
     pool.open(wait=True, timeout=30.0)
     acquire, release, connection = pool.acquire, pool.release, pool.connection
 
@@ -147,6 +148,7 @@ def _measure(
 ) -> float:
     env = dict(os.environ)
     env.pop("POOLKEEPER_PURE", None)
+    env["BENCH_FAIR"] = "0" if args.unfair else "1"
     if contender.startswith("compiled"):
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [args.compiled, env.get("PYTHONPATH")])
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drivers", default="psycopg,psycopg2")
     parser.add_argument("--compiled", default=str(ROOT / ".venv-compiled"))
     parser.add_argument("--json", help="write the raw samples here")
+    parser.add_argument(
+        "--unfair", action="store_true", help="poolkeeper pools with fair=False"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--driver", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)

@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--many", type=int, default=12_000)
     parser.add_argument("--time-cycles", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--time-only", action="store_true", help="skip valgrind: ns/cycle only"
+    )
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     parser.add_argument("--build", help=argparse.SUPPRESS)
     parser.add_argument("--cycles", type=int, help=argparse.SUPPRESS)
@@ -139,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     for form in FORMS:
         builds = ("-",) if form == "psycopg2 Threaded" else BUILDS
         for build in builds:
-            few = _instructions(form, build, args.few, args)
-            many = _instructions(form, build, args.many, args)
-            per_cycle = (many - few) / (args.many - args.few)
+            per_cycle = float("nan")
+            if not args.time_only:
+                few = _instructions(form, build, args.few, args)
+                many = _instructions(form, build, args.many, args)
+                per_cycle = (many - few) / (args.many - args.few)
             command = [
                 sys.executable, __file__, "--inner", form, "--build", build,
                 "--cycles", str(args.time_cycles), "--repeat", str(args.repeat),
