@@ -27,6 +27,7 @@ DEFAULT_MAX_IDLE = 600.0
 DEFAULT_MAX_CONNECTING = 2
 DEFAULT_RECONNECT_MIN = 0.05
 DEFAULT_RECONNECT_MAX = 5.0
+DEFAULT_RECONNECT_FAST_INTERVAL = 0.05
 DEFAULT_VALIDATE_AFTER = 0.5
 #: Checkout validation policies (see the pool's ``validate`` argument).
 VALIDATE_POLICIES = ("auto", "always", "idle", "never")
@@ -311,6 +312,7 @@ class PoolConfig:
     max_connecting: int = DEFAULT_MAX_CONNECTING
     reconnect_min: float = DEFAULT_RECONNECT_MIN
     reconnect_max: float = DEFAULT_RECONNECT_MAX
+    reconnect_fast_interval: float | None = DEFAULT_RECONNECT_FAST_INTERVAL
     lifetime_jitter: float = 0.05
     validate: str = "auto"
     validate_after: float = DEFAULT_VALIDATE_AFTER
@@ -318,6 +320,7 @@ class PoolConfig:
     leak_timeout: float | None = None
     query_timeout: float | None = None
     fair: bool = True
+    role_check_interval: float | None = None
 
     def __post_init__(self) -> None:
         check_int("min_size", self.min_size, minimum=0)
@@ -340,6 +343,9 @@ class PoolConfig:
                 f"reconnect_min ({self.reconnect_min}) must not exceed "
                 f"reconnect_max ({self.reconnect_max})"
             )
+        check_seconds(
+            "reconnect_fast_interval", self.reconnect_fast_interval, optional=True
+        )
         if self.validate not in VALIDATE_POLICIES:
             raise ConfigError(
                 f"validate must be one of {', '.join(map(repr, VALIDATE_POLICIES))}, "
@@ -351,6 +357,7 @@ class PoolConfig:
         check_seconds("keepalive", self.keepalive, optional=True)
         check_seconds("leak_timeout", self.leak_timeout, optional=True)
         check_seconds("query_timeout", self.query_timeout, optional=True)
+        check_seconds("role_check_interval", self.role_check_interval, optional=True)
         if not 0.0 <= self.lifetime_jitter < 0.5:
             raise ConfigError(
                 f"lifetime_jitter must be in [0, 0.5), got {self.lifetime_jitter!r}"

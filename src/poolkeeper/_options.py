@@ -76,6 +76,10 @@ class PoolOptions(TypedDict, total=False):
     exponential, each delay shortened by up to 20% at random)."""
     reconnect_max: float
     """Longest retry delay, in seconds, while the database is unreachable."""
+    reconnect_fast_interval: float | None
+    """Retry delay, in seconds, after a connect that failed fast (refused,
+    "starting up": well under a second) while callers wait, instead of the
+    backoff; None: always back off (docs/RELIABILITY.md)."""
     validate: str
     """When to ping a connection before checkout: ``"idle"`` (unused for
     ``validate_after`` s, a sibling just broke, or after a freeze),
@@ -114,6 +118,12 @@ class PoolOptions(TypedDict, total=False):
     oldest waiter; ``False`` lets a running caller take it ahead of the
     waiters (much higher throughput under heavy contention, but a waiter can
     time out while others are served)."""
+    role_check_interval: float | None
+    """PostgreSQL URLs: also check every connection's role (primary, standby)
+    at its first checkout after every this many seconds, with one query, and
+    close those that no longer match ``target_session_attrs``; None: only
+    after a sign of failover (a broken connection, a read-only or shutdown
+    error), see docs/CLUSTERS.md."""
 
 
 #: Every option name, in definition order.

@@ -20,7 +20,15 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from poolkeeper._build import mypyc_attr
-from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, aspawn, current_loop
+from poolkeeper._concurrency import (
+    IS_ASYNC,
+    ADeadlines,
+    AEvent,
+    ASignal,
+    Lock,
+    aspawn,
+    current_loop,
+)
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
@@ -61,6 +69,9 @@ class AsyncPoolBase(Generic[ConnT]):
     _baseline: Callable[[Any], None] | None
     _clear_state: Callable[[Any], Any] | None
     _classify: Callable[[BaseException], ConnectFault]
+    # (target_session_attrs, the adapter's session_role): None when the
+    # driver cannot tell a connection's host and role (see drivers.base).
+    _roles: tuple[str, Callable[[Any], Any]] | None
     _query_watch: QueryWatch | None
     _abort: Callable[[Any], None] | None
     _lock: Lock
@@ -69,10 +80,15 @@ class AsyncPoolBase(Generic[ConnT]):
     _events: EventBus
     _opened: bool
     _closing: AEvent
+    # Set to wake a connect worker sleeping before its retry (see
+    # AsyncConnecting._sleep_before_retry); None when none sleeps.
+    _retry_wake: ASignal | None
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections
     _rollback_sites: set[Site]
+    if IS_ASYNC:
+        _deadlines: ADeadlines
 
     def on(self, event: str, listener: Listener) -> None:
         """Call ``listener(event)`` with a :class:`~poolkeeper.PoolEvent` on each ``event``.

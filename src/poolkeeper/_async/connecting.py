@@ -13,6 +13,7 @@ open/close; it sits directly on ``base`` and imports nothing above it.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -24,6 +25,7 @@ from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._origin import from_driver
+from poolkeeper.drivers._hosts import HostInfo, host_of
 from poolkeeper.drivers.base import can_abort, cannot_abort
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import ConfigError, PoolTimeout, PoolWarning
@@ -63,9 +65,7 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         state = self._state
         try:
             while True:
-                with self._lock:
-                    delay = state.connect_delay(_monotonic())
-                if delay > 0 and await self._closing.wait(delay):
+                if not await self._sleep_before_retry():
                     with self._lock:
                         state.connect_cancelled()
                     return
@@ -92,7 +92,7 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
                     ):
                         # The application's own code failed: retrying will not fix it.
                         fault = ConnectFault.CONFIG
-                if not self._connect_failed(error, fault):
+                if not self._connect_failed(error, fault, _monotonic() - started):
                     return
             waiter, n = self._connected(conn, started)
         except BaseException:
@@ -105,15 +105,41 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         if state.retired:
             await self._close_retired()
 
+    async def _sleep_before_retry(self) -> bool:
+        """Wait until the next connect attempt is due; False: the pool is closing.
+
+        The due time can move earlier meanwhile (a caller queued after a fast
+        failure: ``hurry_reconnect``); :meth:`_wake_retry` then ends the sleep.
+        """
+        state = self._state
+        while True:
+            with self._lock:
+                # Read under the lock: close() sets _closing, then wakes.
+                if self._closing.is_set():
+                    return False
+                delay = state.connect_delay(_monotonic())
+                if delay <= 0:
+                    return True
+                wake = self._retry_wake = ASignal()
+            await wake.wait(delay)
+
+    def _wake_retry(self) -> None:
+        """End a connect worker's sleep before its retry (it re-reads when it is due)."""
+        with self._lock:
+            wake, self._retry_wake = self._retry_wake, None
+        if wake is not None:
+            wake.set()
+
     def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
         """Add a connection opened since ``started``: return the waiter it
         went to, if any, and how many connects to start next."""
         state = self._state
+        reached = _reached(conn) if self._roles is not None else None
         now = _monotonic()
         with self._lock:
             if state.validate_window is None:
                 state.validate_window = self._validate_window()
-            waiter = state.connected(conn, now, now - started)
+            waiter = state.connected(conn, now, now - started, reached)
             n = state.plan_connects(now)
         logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
         if self._events.connect:
@@ -178,21 +204,25 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         self._spawn_connects(n)
         return True
 
-    def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
-        """Record a failed connect (or configure hook), wake the waiters it
-        fails, tell listeners and the log; return whether to retry."""
+    def _connect_failed(
+        self, error: BaseException, fault: ConnectFault, took: float
+    ) -> bool:
+        """Record a failed connect (or configure hook) that lasted ``took``
+        seconds, wake the waiters it fails, tell listeners and the log;
+        return whether to retry."""
         state = self._state
         with self._lock:
             now = _monotonic()
-            retry = state.connect_failed(error, now, fault)
+            retry = state.connect_failed(error, now, fault, took)
             delay = state.connect_delay(now)
             failures = state.connect_failures
+            loud = state.log_connect_failure(now)
             failed, state.failed_waiters = state.failed_waiters, []
         for failed_waiter in failed:
             failed_waiter.signal.set()
         if self._events.connect_error:
             self._emit("connect_error", None, error=error)
-        self._log_connect_failure(error, failures, delay if retry else None)
+        self._log_connect_failure(error, failures, delay if retry else None, loud)
         return retry
 
     async def _check_adapter(self, conn: Any) -> None:
@@ -248,10 +278,13 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         return None
 
     def _log_connect_failure(
-        self, exc: BaseException, failures: int, retry_in: float | None
+        self, exc: BaseException, failures: int, retry_in: float | None, loud: bool
     ) -> None:
+        # Fast retries (20 a second) are logged at WARNING only now and then.
+        level = logging.WARNING if loud else logging.DEBUG
         if retry_in is None:
-            logger.warning(
+            logger.log(
+                level,
                 "pool %r: connect to %s failed (%d in a row): %s",
                 self.name,
                 self._target,
@@ -259,7 +292,8 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
                 self._describe(exc),
             )
         else:
-            logger.warning(
+            logger.log(
+                level,
                 "pool %r: connect to %s failed (%d in a row), retrying in %.2f s: %s",
                 self.name,
                 self._target,
@@ -276,6 +310,7 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         now = _monotonic()
         deadline = now + timeout
         waiter = Waiter(ASignal(), now)
+        hurried = False
         with self._lock:
             # A connection may have come back since the caller looked: with
             # no waiter queued it went to the idle stack, so take it rather
@@ -283,15 +318,23 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
             entry = state.checkout(now)
             if entry is None:
                 state.enqueue(waiter)
+                # After a fast failure the retry is due soon, not at the end
+                # of a backoff grown while nobody waited.
+                hurried = state.hurry_reconnect()
                 n = state.plan_connects(now)
                 if not timeout and may_connect:
                     deadline += state.wait_for_connect(waiter, now)
         if entry is not None:
             return entry
+        if hurried:
+            self._wake_retry()
         self._spawn_connects(n)
         while True:
             try:
-                woken = await waiter.signal.wait(deadline - _monotonic())
+                if IS_ASYNC:
+                    woken = await self._deadlines.wait(waiter.signal, deadline)
+                else:
+                    woken = waiter.signal.wait(deadline - _monotonic())
             except BaseException:
                 # Cancelled: never keep a connection handed over meanwhile (it
                 # was not counted as a checkout: recall() leaves no trace).
@@ -338,3 +381,12 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
         raise state.timeout_error(timeout)
+
+
+def _reached(conn: Any) -> HostInfo | None:
+    """Where a new connection went and its role, read without I/O (None:
+    the connection is not one :func:`host_of` knows, e.g. wrapped)."""
+    try:
+        return host_of(conn)
+    except Exception:
+        return None

@@ -17,10 +17,18 @@ from poolkeeper import _fork as fork_safety
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
 from poolkeeper._build import mypyc_attr
-from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, ajoin, current_loop
+from poolkeeper._concurrency import (
+    IS_ASYNC,
+    ADeadlines,
+    AEvent,
+    Lock,
+    ajoin,
+    current_loop,
+)
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.state import PoolState
+from poolkeeper._hoststate import HostTable
 from poolkeeper._misuse import needs_async_with
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
@@ -33,6 +41,14 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
         state.check_on_checkout = self._check is not None
+        if self._roles is not None:
+            # Per-host state: where each connection went, its role, and
+            # which hosts turned suspect (see _hoststate and docs/CLUSTERS.md).
+            state.hosts = HostTable()
+            state.want_role = self._roles[0]
+            interval = self._config.role_check_interval
+            if interval is not None:
+                state.next_role_round = _monotonic() + interval
         return state
 
     async def open(self, wait: bool = False, timeout: float | None = None) -> None:
@@ -111,8 +127,11 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
             waiters = self._state.close()
             retired = self._state.take_retired()
         self._closing.set()
+        self._wake_retry()
         for waiter in waiters:
             waiter.signal.set()
+        if IS_ASYNC:
+            self._deadlines.clear()
         await self._close_entries(retired)
         tasks = list(self._tasks)
         if self._housekeeper is not None:
@@ -175,10 +194,14 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = AEvent()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._opened = False
         self._loop = None
+        if IS_ASYNC:
+            # The parent's timer belongs to its event loop.
+            self._deadlines = ADeadlines()
 
 
 #: A pool class, for methods returning their own pool.

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from poolkeeper._async.checkout import AsyncCheckout
-from poolkeeper._concurrency import IS_ASYNC, AConnectFn, AEvent, Lock
+from poolkeeper._concurrency import IS_ASYNC, AConnectFn, ADeadlines, AEvent, Lock
 from poolkeeper._config import (
     check_callable,
     check_connect_args,
@@ -41,6 +41,7 @@ from poolkeeper.drivers.base import (
     connect_classifier,
     idle_probe,
     query_watch,
+    role_support,
     state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
@@ -132,12 +133,16 @@ class AsyncPool(AsyncCheckout[ConnT]):
         self._events = EventBus()
         self._opened = False
         self._closing = AEvent()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._loop = None
         self._held = HeldConnections(self)
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites = set()
+        if IS_ASYNC:
+            # One loop timer for the deadlines of every waiting caller.
+            self._deadlines = ADeadlines()
 
     def _init_driver_hooks(self) -> None:
         """Take from the driver what the hot path and the watchdog call."""
@@ -149,6 +154,7 @@ class AsyncPool(AsyncCheckout[ConnT]):
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
         self._classify = connect_classifier(self._driver)
+        self._roles = role_support(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -181,7 +187,7 @@ class AsyncPool(AsyncCheckout[ConnT]):
         return (
             f"<{type(self).__name__} {self.name!r} {self._target} {status} "
             f"size={state.size}/{state.max_size} idle={len(state.idle)} "
-            f"waiting={len(state.waiters)}>"
+            f"waiting={state.waiting()}>"
         )
 
     # -- asyncpg-style explicit form (async-only helper) -------------------------

@@ -23,6 +23,7 @@ from poolkeeper._config import PoolConfig
 from poolkeeper._core.connect_errors import first_line
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.stats import Summary
+from poolkeeper._hoststate import HostTable
 from poolkeeper._sites import holders
 from poolkeeper.errors import PoolError, PoolTimeout
 
@@ -49,12 +50,22 @@ REASONS = (
     "query_timeout",
     "cancelled",
     "leaked",
+    "role_changed",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
 #: make the other idle connections suspect (see needs_validation).
 _HARMLESS_REASONS = frozenset(
-    {"lifetime", "idle", "uses", "resize", "close", "cancelled", "leaked"}
+    {
+        "lifetime",
+        "idle",
+        "uses",
+        "resize",
+        "close",
+        "cancelled",
+        "leaked",
+        "role_changed",
+    }
 )
 
 
@@ -81,14 +92,23 @@ class StateBase:
         self.size_limited = False
         self.idle: deque[PoolEntry] = deque()
         self.in_use: dict[int, PoolEntry] = {}
-        self.waiters: deque[Waiter] = deque()
+        self.waiters: deque[Waiter] = deque()  # FIFO; both ends always queued
+        self.abandoned = 0  # waiters in it that stopped waiting (see unqueue())
         self.connecting = 0
         self.closed = False
         self.retired: list[PoolEntry] = []
         self.failed_waiters: list[Waiter] = []
         # Reconnect state: consecutive failures and when the next try may start.
         self.connect_failures = 0
+        # Of those, the ones that failed slowly (see ConnectState.connect_failed).
+        self.slow_failures = 0
         self.next_connect_at = 0.0
+        # When the last connect failed, and whether it failed fast (see
+        # ConnectState.connect_failed): a caller arriving after a fast
+        # failure brings the next attempt forward (hurry_reconnect).
+        self.last_failed_at = -math.inf
+        self.last_failure_fast = False
+        self.last_warned_at = -math.inf
         self.last_connect_error: BaseException | None = None
         # Connect errors that reach the caller (see _fail_waiters): whether
         # any connect ever succeeded (a refusal is permanent until then), and
@@ -101,6 +121,15 @@ class StateBase:
         # or when the process looks like it was frozen).
         self.validate_window: float | None = None
         self.suspect_before = -math.inf
+        # The fast checkout's one test for every kind of suspicion: a
+        # connection last known good before this instant takes the slow path
+        # (see suspect_all and suspect_host); needs_validation says what for.
+        self.recheck_before = -math.inf
+        # Per-host state, the role connections must keep (target_session_attrs)
+        # and, with role_check_interval, when every host next turns suspect;
+        # set by the shell when the driver can tell hosts and roles.
+        self.hosts: HostTable | None = None
+        self.want_role, self.next_role_round = "any", math.inf
         self.last_housekeep_at: float | None = None
         # Counters.
         self.acquires = 0
@@ -144,6 +173,10 @@ class StateBase:
         if self.check_on_checkout or self.needs_validation(entry, now):
             entry.unconfirmed = True
             self.unconfirmed += 1
+        elif entry.checked_at < self.recheck_before:
+            # Sent off the fast path by a suspicion that does not concern it
+            # (another host's): cleared, so its next checkout is fast again.
+            entry.checked_at = min(self.recheck_before, now)
 
     def _reserve(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
@@ -159,7 +192,7 @@ class StateBase:
         message = (
             f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
             f"connection (size {self.size}/{self.max_size}, "
-            f"{len(self.waiters)} waiting)"
+            f"{self.waiting()} waiting)"
         )
         cause = self.last_connect_error
         if cause is not None:
@@ -169,7 +202,7 @@ class StateBase:
             if held:
                 message += f"; {held}"
         error = PoolTimeout(
-            message, pool_name=self.name, timeout=timeout, waiting=len(self.waiters)
+            message, pool_name=self.name, timeout=timeout, waiting=self.waiting()
         )
         error.__cause__ = cause
         error.__suppress_context__ = True
@@ -201,7 +234,7 @@ class StateBase:
 
     def _place(self, entry: PoolEntry, now: float) -> Waiter | None:
         if self.waiters:
-            waiter = self.waiters.popleft()
+            waiter = self.pop_waiter()
             if self.config.fair:
                 # Direct hand-off: the oldest waiter owns it before it wakes
                 # (and the checkout counts when it takes it: served()).
@@ -216,6 +249,63 @@ class StateBase:
         self.idle.append(entry)
         return waiter
 
+    # -- the waiter queue ---------------------------------------------------------
+
+    def waiting(self) -> int:
+        """How many callers are waiting."""
+        return len(self.waiters) - self.abandoned
+
+    def pop_waiter(self) -> Waiter:
+        """Take the oldest waiter off the queue (which must not be empty)."""
+        waiter = self.waiters.popleft()
+        waiter.queued = False
+        if self.abandoned:
+            self._trim_waiters()
+        return waiter
+
+    def unqueue(self, waiter: Waiter) -> None:
+        """Take a waiter that stops waiting off the queue, in O(1).
+
+        One at either end of the queue leaves it at once; one in the middle
+        stays, no longer ``queued``, until it reaches an end or the queue is
+        compacted (when such waiters outnumber the live ones).
+        """
+        if not waiter.queued:
+            return  # already taken off (served, nudged, failed or closed)
+        waiter.queued = False
+        waiters = self.waiters
+        if waiters[0] is waiter:
+            waiters.popleft()
+        elif waiters[-1] is waiter:
+            waiters.pop()
+        else:
+            self.abandoned += 1
+            if self.abandoned > 16 and 2 * self.abandoned > len(waiters):
+                self.waiters = deque(w for w in waiters if w.queued)
+                self.abandoned = 0
+            return
+        if self.abandoned:
+            self._trim_waiters()
+
+    def _trim_waiters(self) -> None:
+        # Restore the invariant: both ends of the queue are waiting.
+        waiters = self.waiters
+        while waiters and not waiters[0].queued:
+            waiters.popleft()
+            self.abandoned -= 1
+        while waiters and not waiters[-1].queued:
+            waiters.pop()
+            self.abandoned -= 1
+
+    def take_waiters(self) -> list[Waiter]:
+        """Empty the queue; return the waiters that were waiting, oldest first."""
+        waiters = [w for w in self.waiters if w.queued]
+        for waiter in waiters:
+            waiter.queued = False
+        self.waiters = deque()
+        self.abandoned = 0
+        return waiters
+
     def withdraw(self, entry: PoolEntry) -> None:
         """Take back the checkout of a connection the caller will not get
         (its validation failed or was interrupted); it stays lent, to the
@@ -229,9 +319,48 @@ class StateBase:
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
         self.retired.append(entry)
+        self._forget_host(entry)
+
+    def _forget_host(self, entry: PoolEntry) -> None:
+        host = entry.host
+        if host is not None:
+            entry.host = None
+            if host.connections > 0:
+                host.connections -= 1
+
+    def suspect_all(self, now: float) -> None:
+        """A sign of trouble at ``now``: ping connections last known good
+        before it (for :data:`SUSPECT_GRACE` more seconds) before lending them."""
+        self.suspect_before = now
+        if self.validate_window is not None:
+            self.recheck_before = max(self.recheck_before, now + SUSPECT_GRACE)
+
+    def _trouble(self, entry: PoolEntry, now: float) -> None:
+        """``entry`` broke at ``now``: suspect every connection, and its host's role."""
+        self.suspect_all(now)
+        self.suspect_host(entry, now)
+
+    def suspect_host(self, entry: PoolEntry, now: float) -> None:
+        """Make ``entry``'s host suspect at ``now`` (it broke, or its server
+        answered "read-only", "shutting down"): its other connections have
+        their role checked before they are lent (see :meth:`needs_role_check`)."""
+        host = entry.host
+        if host is not None:
+            host.suspect_before = now
+            self.recheck_before = max(self.recheck_before, now)
+
+    def needs_role_check(self, entry: PoolEntry) -> bool:
+        """Tell whether ``entry``'s role must be read before it is lent: its
+        host turned suspect since it was last known good."""
+        host = entry.host
+        return host is not None and entry.checked_at < host.suspect_before
 
     def needs_validation(self, entry: PoolEntry, now: float) -> bool:
-        """Tell whether a connection being checked out should be pinged first."""
+        """Tell whether a connection being checked out should be pinged first
+        (or have its role checked, which is a ping too)."""
+        host = entry.host
+        if host is not None and entry.checked_at < host.suspect_before:
+            return True
         window = self.validate_window
         if window is None:
             return False

@@ -14,13 +14,11 @@ keep it that way (see the comment above ``acquire``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from poolkeeper._core.base import (
     _HARMLESS_REASONS,
     CONNECT_WAIT_LIMIT,
-    SUSPECT_GRACE,
 )
 from poolkeeper._core.connect_errors import raisable
 from poolkeeper._core.connecting import ConnectState
@@ -96,12 +94,10 @@ class CheckoutState(ConnectState):
                 return None
             entry = idle[-1]
             window = self.validate_window
-            if entry.expires_at <= now or (
-                window is not None
-                and (
-                    now - entry.last_used_at >= window
-                    or entry.checked_at < self.suspect_before + SUSPECT_GRACE
-                )
+            if (
+                entry.expires_at <= now
+                or entry.checked_at < self.recheck_before
+                or (window is not None and now - entry.last_used_at >= window)
             ):
                 return None
             del idle[-1]
@@ -188,14 +184,15 @@ class CheckoutState(ConnectState):
         ):
             raise raisable(error)
         limit = self.config.max_waiting
-        if limit and len(self.waiters) >= limit:
+        if limit and self.waiting() >= limit:
             self.rejections += 1
             raise TooManyWaiters(
-                f"pool {self.name!r} already has {len(self.waiters)} callers waiting "
+                f"pool {self.name!r} already has {self.waiting()} callers waiting "
                 f"(max_waiting={limit}; size {self.size}/{self.max_size})",
                 pool_name=self.name,
-                waiting=len(self.waiters),
+                waiting=self.waiting(),
             )
+        waiter.queued = True
         self.waiters.append(waiter)
 
     def wait_for_connect(self, waiter: Waiter, now: float) -> float:
@@ -208,7 +205,7 @@ class CheckoutState(ConnectState):
         none). Such a waiter is failed by the next failed connect.
         """
         backing_off = self.connect_failures and now < self.next_connect_at
-        if backing_off or self.connecting < len(self.waiters):
+        if backing_off or self.connecting < self.waiting():
             return 0.0
         waiter.connect_only = True
         return CONNECT_WAIT_LIMIT
@@ -247,8 +244,7 @@ class CheckoutState(ConnectState):
         """
         if waiter.entry is not None:
             return waiter.entry
-        with contextlib.suppress(ValueError):  # already removed by close()
-            self.waiters.remove(waiter)
+        self.unqueue(waiter)
         if timed_out and (
             waiter.error is None or isinstance(waiter.error, PoolTimeout)
         ):
@@ -280,14 +276,14 @@ class CheckoutState(ConnectState):
         entry.last_used_at = now
         if entry.aborted:
             # Its socket was shut down by the query watchdog: never reused.
-            self.suspect_before = now
+            self._trouble(entry, now)
             self._retire(entry, "query_timeout")
             return None
         if discard or self.closed:
             if discard and reason not in _HARMLESS_REASONS:
                 # The server may have gone away: check older idle connections
                 # before handing them out (see needs_validation).
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, "close" if self.closed and not discard else reason)
             return None
         return self._keep(entry, now)
@@ -312,6 +308,7 @@ class CheckoutState(ConnectState):
         reason = "idle" if keep_idle is not None else "broken"
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
+        self._forget_host(entry)
         return True
 
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
@@ -340,7 +337,7 @@ class CheckoutState(ConnectState):
         """
         if self.config.fair or not self.idle or not self.waiters:
             return None
-        return self.waiters.popleft()
+        return self.pop_waiter()
 
     def requeue(self, waiter: Waiter) -> None:
         """Put a nudged waiter that found nothing back at the head of the queue."""
@@ -349,12 +346,13 @@ class CheckoutState(ConnectState):
                 f"pool {self.name!r} was closed while waiting", pool_name=self.name
             )
             return
+        waiter.queued = True
         self.waiters.appendleft(waiter)
 
     def validation_timed_out(self) -> int:
         """Count a checkout that ran out of time validating; return the waiters."""
         self.timeouts += 1
-        return len(self.waiters)
+        return self.waiting()
 
     def take_unreleased(self, entry: PoolEntry, now: float) -> bool:
         """Take back the slot of a connection its ``acquire()`` caller closed,
@@ -374,6 +372,7 @@ class CheckoutState(ConnectState):
         else:
             entry.close_reason = "leaked"
             self.closed_by_reason["leaked"] += 1
+            self._forget_host(entry)
         return True
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
@@ -381,7 +380,7 @@ class CheckoutState(ConnectState):
         if self.in_use.pop(entry.key, None) is entry:
             self.withdraw(entry)
             if reason not in _HARMLESS_REASONS:
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, "query_timeout" if entry.aborted else reason)
 
     def validated(self, entry: PoolEntry, now: float) -> None:

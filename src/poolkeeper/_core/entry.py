@@ -6,6 +6,7 @@ import sys
 import traceback
 from typing import Any
 
+from poolkeeper._hoststate import HostState
 from poolkeeper._sites import outside_frame
 
 
@@ -25,6 +26,7 @@ class PoolEntry:
         "conn",
         "created_at",
         "expires_at",
+        "host",
         "key",
         "last_used_at",
         "leak_reported",
@@ -48,6 +50,8 @@ class PoolEntry:
         self.checked_at = created_at
         """Last instant the connection was known good (created or validated)."""
         self.uses = 0
+        self.host: HostState | None = None
+        """The server it reached (None: not tracked; see ``_hoststate``)."""
         self.close_reason: str | None = None
         self.stack: str | None = None
         """Where the current holder acquired it (only with leak detection on)."""
@@ -92,10 +96,13 @@ class Waiter:
     failed for good) before it hands the waiter back to the shell to wake;
     ``signal`` is the shell's wake-up primitive, opaque to the core.
     ``connect_only``: a ``timeout=0`` caller waiting only for the connect
-    started for it (see ``PoolState.wait_for_connect``).
+    started for it (see ``PoolState.wait_for_connect``). ``queued``: the
+    waiter is in the state's queue and still waiting; one that stops
+    waiting in the middle of the queue stays there, no longer ``queued``,
+    until the queue drops it (see ``StateBase.unqueue``).
     """
 
-    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "signal")
+    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "queued", "signal")
 
     def __init__(self, signal: Any, enqueued_at: float) -> None:
         self.signal = signal
@@ -103,6 +110,7 @@ class Waiter:
         self.entry: PoolEntry | None = None
         self.error: BaseException | None = None
         self.connect_only = False
+        self.queued = False
 
 
 def capture_stack(limit: int = 16) -> str:

@@ -89,7 +89,7 @@ class PoolState(CheckoutState):
                 "size": len(self.idle) + len(self.in_use),
                 "idle": len(self.idle) + held,
                 "in_use": len(self.in_use) - held,
-                "waiting": len(self.waiters),
+                "waiting": self.waiting(),
                 "connecting": self.connecting,
                 "min_size": self.min_size,
                 "max_size": self.max_size,
@@ -102,6 +102,9 @@ class PoolState(CheckoutState):
                 "connections_created": self.created,
                 "connect_errors": self.connect_errors,
                 "closed_by_reason": dict(self.closed_by_reason),
+                "connections_by_host": (
+                    self.hosts.connections_by_host() if self.hosts is not None else {}
+                ),
             },
             self.wait_time.copy(),
             self.usage_time.copy(),

@@ -21,7 +21,13 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from poolkeeper._build import mypyc_attr
-from poolkeeper._concurrency import Event, Lock, current_loop, spawn
+from poolkeeper._concurrency import (
+    Event,
+    Lock,
+    Signal,
+    current_loop,
+    spawn,
+)
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
@@ -62,6 +68,9 @@ class PoolBase(Generic[ConnT]):
     _baseline: Callable[[Any], None] | None
     _clear_state: Callable[[Any], Any] | None
     _classify: Callable[[BaseException], ConnectFault]
+    # (target_session_attrs, the adapter's session_role): None when the
+    # driver cannot tell a connection's host and role (see drivers.base).
+    _roles: tuple[str, Callable[[Any], Any]] | None
     _query_watch: QueryWatch | None
     _abort: Callable[[Any], None] | None
     _lock: Lock
@@ -70,6 +79,9 @@ class PoolBase(Generic[ConnT]):
     _events: EventBus
     _opened: bool
     _closing: Event
+    # Set to wake a connect worker sleeping before its retry (see
+    # AsyncConnecting._sleep_before_retry); None when none sleeps.
+    _retry_wake: Signal | None
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections

@@ -42,6 +42,7 @@ from poolkeeper.drivers.base import (
     connect_classifier,
     idle_probe,
     query_watch,
+    role_support,
     state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
@@ -128,6 +129,7 @@ class Pool(Checkout[ConnT]):
         self._events = EventBus()
         self._opened = False
         self._closing = Event()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._loop = None
@@ -145,6 +147,7 @@ class Pool(Checkout[ConnT]):
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
         self._classify = connect_classifier(self._driver)
+        self._roles = role_support(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.
@@ -177,7 +180,7 @@ class Pool(Checkout[ConnT]):
         return (
             f"<{type(self).__name__} {self.name!r} {self._target} {status} "
             f"size={state.size}/{state.max_size} idle={len(state.idle)} "
-            f"waiting={len(state.waiters)}>"
+            f"waiting={state.waiting()}>"
         )
 
     # The thread pool's acquire() is the checkout itself: no wrapper call

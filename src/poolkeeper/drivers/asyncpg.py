@@ -43,6 +43,7 @@ from poolkeeper.drivers._hosts import (
     async_role_of,
     connect_hosts_async,
     host_target,
+    role_from,
 )
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
@@ -82,6 +83,23 @@ _KEPT = ("_termination_listeners",) + (("_query_loggers",) if _QUERY_LOGGERS els
 _RESET_SQL = (
     "SET SESSION AUTHORIZATION DEFAULT; DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
 )
+
+
+#: The full reset script per reset query (a connection subclass may change
+#: ``get_reset_query``; in practice there is one entry per server version).
+_RESET_SCRIPTS: dict[str, str] = {}
+
+
+def _reset_script(conn: Any) -> str:
+    """``Connection.get_reset_query()`` followed by :data:`_RESET_SQL`, one script."""
+    get_query = getattr(conn, "get_reset_query", None)  # asyncpg >= 0.30
+    query: str = get_query() if get_query is not None else conn._get_reset_query()
+    script = _RESET_SCRIPTS.get(query)
+    if script is None:
+        script = f"{query.rstrip().rstrip(';')};\n{_RESET_SQL}" if query else _RESET_SQL
+        if len(_RESET_SCRIPTS) < 64:
+            _RESET_SCRIPTS[query] = script
+    return script
 
 
 def _forget_transaction(conn: Any) -> None:
@@ -192,6 +210,8 @@ class AsyncpgDriver:
     name = "asyncpg"
     is_async = True
     classify_connect_error = staticmethod(classify_asyncpg)
+    #: The URL's ``target_session_attrs`` (None: built from a callable).
+    target_session_attrs: str | None = None
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -211,12 +231,15 @@ class AsyncpgDriver:
             url, connect_args, timeout_keys=("timeout", "connect_timeout")
         )
         if not target.is_plain:
-            return cls(_host_loop(target, kwargs, keepalive))
+            driver = cls(_host_loop(target, kwargs, keepalive))
+        else:
 
-        async def connect() -> Any:
-            return _tuned(await _connect(**kwargs), keepalive)
+            async def connect() -> Any:
+                return _tuned(await _connect(**kwargs), keepalive)
 
-        return cls(connect)
+            driver = cls(connect)
+        driver.target_session_attrs = target.target_session_attrs
+        return driver
 
     async def connect(self) -> Any:
         return await self._connect()
@@ -285,20 +308,35 @@ class AsyncpgDriver:
         _forget_transaction(conn)
         await conn.execute("ROLLBACK")
 
+    async def session_role(self, conn: Any) -> Role:
+        """Read the session's role with one query (:data:`~poolkeeper.drivers._hosts.ROLE_QUERY`),
+        leaving no transaction open: the pool asks it of a connection whose
+        server turned suspect (see ``_hoststate``)."""
+        return role_from(*(await conn.fetchrow(ROLE_QUERY)))  # autocommit
+
     async def ping(self, conn: Any) -> None:
         await conn.execute("SELECT 1")
 
     async def reset_session(self, conn: Any) -> None:
         """Roll back and clear session state, keeping asyncpg's statement cache valid.
 
-        ``Connection.reset()`` rolls back, closes cursors, unlistens, resets
-        settings and releases advisory locks; then temporary tables, sequence
-        caches, cached plans and ``SET ROLE``/``SET SESSION AUTHORIZATION``
-        are discarded. Prepared statements are kept on purpose (see
-        :data:`_RESET_SQL`).
+        What ``Connection.reset()`` does (roll back, close cursors, unlisten,
+        reset settings, release advisory locks, drop listeners and asyncpg's
+        record of a transaction), then temporary tables, sequence caches,
+        cached plans and ``SET ROLE``/``SET SESSION AUTHORIZATION`` are
+        discarded, all in one round trip. Prepared statements are kept on
+        purpose (see :data:`_RESET_SQL`).
         """
-        await conn.reset()
-        await conn.execute(_RESET_SQL)
+        # One round trip: what ``Connection.reset()`` does client-side, then
+        # its reset query and ours in one simple-protocol message (asyncpg's
+        # execute() without arguments sends a script as one Query message).
+        _forget_transaction(conn)
+        conn._listeners.clear()
+        conn._log_listeners.clear()
+        script = _reset_script(conn)
+        if conn.is_in_transaction():
+            script = "ROLLBACK;\n" + script
+        await conn.execute(script)
 
     async def close(self, conn: Any) -> None:
         if conn.is_closed():
