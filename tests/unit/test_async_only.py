@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 import pytest
 
@@ -404,6 +405,13 @@ def test_waiter_deadlines_work_in_a_new_loop_after_fork() -> None:
         while pool.stats().waiting < 1:
             await asyncio.sleep(0)
         waiter.cancel()  # its heap entry and the armed timer stay behind
+        # The watcher for closed lent connections sees no waiter left and ends
+        # (a task left pending would be destroyed with the parent's loop).
+        for _ in range(100):
+            if not pool._watching:
+                break
+            await asyncio.sleep(0.01)
+        assert not pool._watching
 
     parent.run_until_complete(leave_a_waiter())
     parent.close()
@@ -421,3 +429,43 @@ def test_waiter_deadlines_work_in_a_new_loop_after_fork() -> None:
 
     waited = asyncio.run(in_the_child())
     assert 0.45 <= waited < 2.0
+
+
+def _blocking_configure(started: asyncio.Event) -> Any:
+    async def configure(conn: FakeConnection) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    return configure
+
+
+async def test_connect_cancelled_in_the_configure_hook_closes_the_connection() -> None:
+    """close() cancels a background connect whose configure hook runs: the new
+    connection is closed then, not left to the garbage collector."""
+    factory = Factory()
+    started = asyncio.Event()
+    pool = AsyncPool(
+        factory, min_size=1, max_size=1, configure=_blocking_configure(started)
+    )
+    await pool.open()
+    await asyncio.wait_for(started.wait(), 5)
+    await pool.close(timeout=0)
+    assert len(factory.made) == 1 and factory.made[0].closed
+    assert pool.stats().connecting == 0
+
+
+async def test_connect_in_the_caller_cancelled_closes_the_connection() -> None:
+    """The same for a connect made in the caller (``_open_for_caller``, which
+    the SQLAlchemy integration uses), cancelled with the caller's task."""
+    factory = Factory()
+    started = asyncio.Event()
+    async with AsyncPool(
+        factory, min_size=0, max_size=1, configure=_blocking_configure(started)
+    ) as pool:
+        task = asyncio.ensure_future(pool._open_for_caller())
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(factory.made) == 1 and factory.made[0].closed
+        assert pool.stats().connecting == 0 and pool.stats().size == 0

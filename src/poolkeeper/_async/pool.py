@@ -138,6 +138,7 @@ class AsyncPool(AsyncCheckout[ConnT]):
         self._housekeeper = None
         self._loop = None
         self._held = HeldConnections(self)
+        self._watching = self._watch_again = False
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites = set()
         if IS_ASYNC:

@@ -51,6 +51,7 @@ REASONS = (
     "cancelled",
     "leaked",
     "role_changed",
+    "detached",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
@@ -65,6 +66,7 @@ _HARMLESS_REASONS = frozenset(
         "cancelled",
         "leaked",
         "role_changed",
+        "detached",
     }
 )
 

@@ -288,7 +288,13 @@ class CheckoutState(ConnectState):
             return None
         return self._keep(entry, now)
 
-    def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
+    def shed(
+        self,
+        entry: PoolEntry,
+        now: float,
+        keep_idle: int | None,
+        reason: str | None = None,
+    ) -> bool:
         """Take back a connection that its user closes itself instead of returning.
 
         For an integration that keeps fewer idle connections than it may open
@@ -298,14 +304,17 @@ class CheckoutState(ConnectState):
         True is returned; the caller must close it. Otherwise nothing changes
         and the caller gives it back as usual. ``keep_idle`` None: the caller
         has closed the connection already; it always leaves (reason
-        ``"broken"``, without making its siblings suspect). The shell does
-        not close a shed connection (its user does, exactly once).
+        ``"broken"``, without making its siblings suspect), or ``reason``
+        (``"detached"``: SQLAlchemy's ``detach()``, its user keeps it open).
+        The shell does not close a shed connection (its user does, exactly
+        once).
         """
         if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
             return False
         self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
-        reason = "idle" if keep_idle is not None else "broken"
+        if reason is None:
+            reason = "idle" if keep_idle is not None else "broken"
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
         self._forget_host(entry)

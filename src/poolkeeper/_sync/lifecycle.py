@@ -176,6 +176,7 @@ class Lifecycle(Housekeeping[ConnT]):
         self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
+        self._watching = self._watch_again = False
         self._opened = False
         self._loop = None
 

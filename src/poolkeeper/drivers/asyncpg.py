@@ -300,6 +300,27 @@ class AsyncpgDriver:
         if not conn.is_closed():
             conn.terminate()
 
+    @staticmethod
+    def settled(conn: Any) -> bool:
+        """Whether ``conn`` is open and between messages (see
+        :func:`~poolkeeper.drivers.base.settled_check`).
+
+        asyncpg answers a command interrupted by a cancelled task with a
+        cancel request and reads the rest of the reply in the background;
+        while it does, its protocol is "cancelling". Once done (see
+        :meth:`wait_settled`), the connection is between messages, which is
+        what asyncpg's own pool waits for before it resets a returned
+        connection (asyncpg 0.32: ``_is_cancelling``,
+        ``_wait_for_cancellation``, private but used by its pool).
+        """
+        return not conn.is_closed() and not conn._protocol._is_cancelling()
+
+    @staticmethod
+    async def wait_settled(conn: Any) -> None:
+        """Wait until asyncpg has finished cancelling an interrupted command."""
+        if not conn.is_closed() and conn._protocol._is_cancelling():
+            await conn._protocol._wait_for_cancellation()
+
     async def commit(self, conn: Any) -> None:
         _forget_transaction(conn)
         await conn.execute("COMMIT")
