@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolkeeper.cluster._events import Change
 from poolkeeper.drivers._hosts import HostPort, Role
 
 
@@ -111,10 +112,18 @@ class Router:
     refreshes: int = 0
     refresh_errors: int = 0
     primary_changes: int = 0
+    changes: list[Change] = field(default_factory=list)
+    """Events not yet delivered (see :meth:`take_changes`)."""
 
     def add(self, hostport: HostPort, pool: Any) -> None:
         """Record a member and the pool the shell built for it."""
         self.members[hostport] = _Member(hostport[0], hostport[1], pool)
+        self.changes.append(("member_added", hostport, "unknown", None))
+
+    def take_changes(self) -> list[Change]:
+        """Return the events recorded since the last call, and forget them."""
+        changes, self.changes = self.changes, []
+        return changes
 
     def missing(self, hostports: Iterable[HostPort]) -> list[HostPort]:
         """Return the members named that have no pool yet."""
@@ -137,6 +146,9 @@ class Router:
             key = (obs.host, obs.port)
             member = self.members[key]
             seen.add(key)
+            if obs.healthy != member.healthy:
+                kind = "member_up" if obs.healthy else "member_down"
+                self.changes.append((kind, key, obs.role, None))
             member.role, member.lag, member.healthy = obs.role, obs.lag, obs.healthy
             member.name = obs.name or member.name
             if obs.healthy and obs.role == "primary":
@@ -146,10 +158,13 @@ class Router:
         if primary is not None and primary != self.primary:
             if self.primary is not None:
                 self.primary_changes += 1
+            self.changes.append(("primary_change", primary, "primary", self.primary))
             self.primary = primary
         gone = [hp for hp in self.members if complete and hp not in seen]
         if self.primary in gone:
             self.primary = None
+        for hp in gone:
+            self.changes.append(("member_removed", hp, self.members[hp].role, None))
         return [self.members.pop(hp).pool for hp in gone]
 
     def pick(self, readonly: bool, busy: Callable[[Any], int]) -> Any:
@@ -189,6 +204,7 @@ class Router:
                     self.writes += 1
                 elif key == self.primary or member.role != "standby":
                     self.read_fallbacks += 1
+                    self.changes.append(("read_fallback", key, member.role, None))
                 else:
                     self.reads += 1
                 return
