@@ -38,10 +38,12 @@ Per run, with ``t_w`` the instant the new primary accepts writes (polled every
 - ``first_ok``: seconds from ``t_w`` to the first successful write;
   ``all_ok``: to the moment every worker has had one (``-`` if one never did
   within ``--after`` seconds);
-- ``old_co``: checkouts of a connection to the old primary after it stopped
-  being one (the fault for ``crash`` and ``stale``; for ``patroni``, the
-  moment the old leader stopped answering as a writable primary);
-- ``conn/s``: driver connect calls per second during ``[t0, t_w)``, counted by
+- ``old_co``: checkouts of a connection to the old primary after ``t_stop``
+  (in brackets: after ``t_w``);
+- ``outage``: seconds from the old primary's end as one (``t_stop``: the fault
+  for ``crash``, the reload for ``stale``, for ``patroni`` the moment it stopped
+  answering as a writable primary) to ``t_w``;
+- ``conn/s``: driver connect calls per second during ``[t_stop, t_w)``, counted by
   wrapping each driver's connect function (``psycopg.Connection.connect``,
   ``psycopg.AsyncConnection.connect``, ``psycopg2.connect``,
   ``asyncpg.connect``, ``aiopg.connect``) for every contender alike; one call
@@ -631,8 +633,9 @@ def score(
     for o in sorted(after, key=lambda o: o.ended):
         if o.outcome == "ok":
             firsts.setdefault(o.worker, o.ended - tl.t_w)
-    outage = tl.t_w - tl.t0
-    n_conn = sum(1 for t in connects if tl.t0 <= t < tl.t_w)
+    # Down: from the old primary's end as one to the new one taking writes.
+    outage = tl.t_w - tl.t_stop
+    n_conn = sum(1 for t in connects if tl.t_stop <= t < tl.t_w)
 
     def old(o: Op) -> bool:
         return o.port == tl.old_port and o.acquired is not None
@@ -660,6 +663,7 @@ def score(
         else None,
         writes_after=sum(1 for o in after if o.outcome == "ok"),
         note=tl.error or "",
+        extra={"t0": tl.t0, "t_stop": tl.t_stop, "t_w": tl.t_w},
     )
 
 
@@ -730,7 +734,7 @@ def replica_run(scenario: str, index: int, s: Settings) -> Result:
             fault = lambda tl: fault_stale(rs, tl, s.delay)  # noqa: E731
         ops = drive(c, s, fault, tl)
         connects = list(CONNECTS)
-        server = server_sessions(rs.members, tl.t0, tl.t_w) if tl.t_w else None
+        server = server_sessions(rs.members, tl.t_stop, tl.t_w) if tl.t_w else None
         if not tl.t_w:
             raise RuntimeError(tl.error or "no failover")
         return score(scenario, c.name, ops, tl, connects, server)

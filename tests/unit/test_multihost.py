@@ -428,3 +428,15 @@ def test_cluster_event_listeners_are_checked_and_isolated(
     bus.off("member_down", seen.append)  # twice: no error
     bus.emit("c", [("member_down", ("h", 5), "unknown", None)])
     assert len(seen) == 1
+
+
+def test_least_busy_counts_connections_held_through_the_cluster() -> None:
+    r, _ = router()
+    observe(r, p=("primary", 0.0), a=("standby", 0.0), b=("standby", 0.0))
+    first = r.pick(True)
+    r.checked_out(first, True)
+    other = ({"a", "b"} - {first.name}).pop()
+    # Without a busy callable the router uses its own count: no stats() call.
+    assert [r.pick(True).name for _ in range(3)] == [other] * 3
+    r.checked_in(first)
+    assert {r.pick(True).name for _ in range(4)} == {"a", "b"}

@@ -162,7 +162,7 @@ class ClusterBase:
 
     def _pick(self, readonly: bool) -> Any:
         with self._lock:
-            pool = self._router.pick(readonly, _busy)
+            pool = self._router.pick(readonly)
             if pool is None:
                 router = self._router
                 if readonly and not router.fallback_to_primary:
@@ -198,6 +198,10 @@ class ClusterBase:
         if changes:
             self._events.emit(self.name, changes)
 
+    def _checked_in(self, pool: Any) -> None:
+        with self._lock:
+            self._router.checked_in(pool)
+
     def stats(self) -> ClusterStats:
         """Return a snapshot: each member's role, lag, checkouts and pool stats."""
         with self._lock:
@@ -208,10 +212,6 @@ class ClusterBase:
         """The ``(host, port)`` writes go to now (None: no primary seen)."""
         with self._lock:
             return self._router.primary
-
-
-def _busy(pool: Any) -> int:
-    return int(pool.stats().in_use)
 
 
 def _pool_stats(pool: Any) -> Any:

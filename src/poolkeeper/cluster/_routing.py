@@ -7,8 +7,9 @@ and ask :meth:`Router.pick` where each checkout goes:
 
 - writes (``readonly=False``) go to the one member whose role is ``primary``;
 - reads go to a healthy standby whose replay lag is at most ``max_lag``
-  seconds: the one with the fewest connections in use, ties broken round
-  robin; when none qualifies, to the primary if ``fallback_to_primary``.
+  seconds: the one with the fewest connections checked out through the
+  cluster, ties broken round robin; when none qualifies, to the primary if
+  ``fallback_to_primary``.
 
 A member that failed its last probe is unhealthy and gets no reads; a primary
 that failed stays the write target until an observation names another one,
@@ -88,6 +89,8 @@ class _Member:
     healthy: bool = False
     checkouts: int = 0
     name: str | None = None
+    held: int = 0
+    """Connections of this member checked out through the cluster right now."""
 
 
 @dataclass
@@ -167,13 +170,19 @@ class Router:
             self.changes.append(("member_removed", hp, self.members[hp].role, None))
         return [self.members.pop(hp).pool for hp in gone]
 
-    def pick(self, readonly: bool, busy: Callable[[Any], int]) -> Any:
+    def pick(self, readonly: bool, busy: Callable[[Any], int] | None = None) -> Any:
         """Return the pool a checkout should use, or None when no member qualifies.
 
         Args:
             readonly: The caller only reads.
-            busy: Connections in use in a pool (its ``stats().in_use``).
+            busy: Connections in use in a pool; by default the connections
+                checked out through the cluster (:meth:`checked_out` minus
+                :meth:`checked_in`), which costs nothing to read, unlike a
+                pool's ``stats()`` (it copies and sorts its time samples).
         """
+        if busy is None:
+            held = {id(m.pool): m.held for m in self.members.values()}
+            busy = lambda pool: held[id(pool)]  # noqa: E731
         if readonly:
             replicas = [
                 m
@@ -200,6 +209,7 @@ class Router:
         for key, member in self.members.items():
             if member.pool is pool:
                 member.checkouts += 1
+                member.held += 1
                 if not readonly:
                     self.writes += 1
                 elif key == self.primary or member.role != "standby":
@@ -207,6 +217,13 @@ class Router:
                     self.changes.append(("read_fallback", key, member.role, None))
                 else:
                     self.reads += 1
+                return
+
+    def checked_in(self, pool: Any) -> None:
+        """Count the return of a connection counted by :meth:`checked_out`."""
+        for member in self.members.values():
+            if member.pool is pool:
+                member.held -= 1
                 return
 
     def describe(self) -> str:
