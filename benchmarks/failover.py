@@ -878,6 +878,38 @@ def table(results: list[Result]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _median(values: list[float | None]) -> float | None:
+    """The median (the worse one of an even count), None (never) above any value."""
+    ordered = sorted(values, key=lambda v: (v is None, v or 0.0))
+    return ordered[len(ordered) // 2]
+
+
+def summary(results: list[Result]) -> str:
+    """Medians per scenario and contender over the repeats (``-``: never, in most runs)."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.scenario, r.contender), []).append(r)
+    head = (
+        "| scenario | contender | runs | errors down | errors after | first ok ms "
+        "(each run) | all ok ms | old-primary checkouts | connect calls/s "
+        "| server sessions/s |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for (scenario, name), rs in groups.items():
+        each = ", ".join(fmt(r.first_ok, 1000) for r in rs)
+        lines.append(
+            f"| {scenario} | {name} | {len(rs)} | "
+            f"{fmt(_median([r.err_down for r in rs]))} | "
+            f"{fmt(_median([r.err_after for r in rs]))} | "
+            f"{fmt(_median([r.first_ok for r in rs]), 1000)} ({each}) | "
+            f"{fmt(_median([r.all_ok for r in rs]), 1000)} | "
+            f"{fmt(_median([r.old_co for r in rs]))} | "
+            f"{fmt(_median([r.connects_per_s for r in rs]))} | "
+            f"{fmt(_median([r.server_per_s for r in rs]))} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
 def read_table(rows: list[dict[str, Any]], threads: int, driver: str) -> str:
     head = (
         f"| replicas | reads/s ({threads} threads, {driver}) | ratio to 0 |\n"
@@ -949,6 +981,10 @@ def main() -> None:
                     results.append(replica_run(scenario, i, s))
                     print(table(results[-1:]).splitlines()[-1], flush=True)
     text = table(results) if results else ""
+    if args.repeat > 1 and results:
+        text = (
+            f"Medians of {args.repeat} runs:\n\n{summary(results)}\nEach run:\n\n{text}"
+        )
     if args.reads or args.no_failover:
         rows = read_scaling(
             [0, 1, 2], args.read_threads, args.read_seconds, args.read_rounds, "psycopg"
