@@ -924,8 +924,53 @@ def read_table(rows: list[dict[str, Any]], threads: int, driver: str) -> str:
     )
 
 
+def compare(before_path: str, after_path: str) -> str:
+    """A before/after table (medians per scenario and contender) from two JSON files."""
+    runs = {}
+    for label, path in (("before", before_path), ("after", after_path)):
+        data = json.loads(Path(path).read_text())
+        runs[label] = [Result(**r) for r in data["results"]]
+    keys: list[tuple[str, str]] = []
+    for r in runs["before"] + runs["after"]:
+        if (r.scenario, r.contender) not in keys:
+            keys.append((r.scenario, r.contender))
+
+    def cell(
+        label: str, key: tuple[str, str], get: Callable[[Result], Any], unit: float
+    ) -> str:
+        values = [get(r) for r in runs[label] if (r.scenario, r.contender) == key]
+        return fmt(_median(values), unit) if values else "n/a"
+
+    head = (
+        "| scenario | contender | errors after t_w | first ok ms | all ok ms "
+        "| old-primary checkouts | connect calls/s while down |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for key in keys:
+        cols = [
+            (lambda r: r.err_after, 1.0),
+            (lambda r: r.first_ok, 1000.0),
+            (lambda r: r.all_ok, 1000.0),
+            (lambda r: r.old_co, 1.0),
+            (lambda r: r.connects_per_s, 1.0),
+        ]
+        cells = [
+            f"{cell('before', key, get, unit)} → {cell('after', key, get, unit)}"
+            for get, unit in cols
+        ]
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="JSON results to compare",
+    )
     p.add_argument("--scenarios", default="crash,stale,patroni")
     p.add_argument(
         "--only", default="", help="contender name substrings, comma-separated"
@@ -947,6 +992,9 @@ def main() -> None:
     p.add_argument("--read-rounds", type=int, default=3)
     p.add_argument("--label", default="run", help="results file name part")
     args = p.parse_args()
+    if args.compare:
+        print(compare(*args.compare))
+        return
     logging.getLogger("poolkeeper").setLevel(logging.CRITICAL)
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     s = Settings(
