@@ -802,6 +802,7 @@ def read_scaling(
             order = replicas if r % 2 == 0 else list(reversed(replicas))
             for n in order:
                 samples[n].append(reads_per_second(rs, n, threads, seconds, driver))
+        cost = pick_cost(rs)
         base = statistics.median(samples[replicas[0]])
         for n in replicas:
             med = statistics.median(samples[n])
@@ -813,7 +814,34 @@ def read_scaling(
                     "samples": [round(x) for x in samples[n]],
                 }
             )
+        rows.append({"pick_us": cost})
     return rows
+
+
+def pick_cost(rs: ReplicaSet, picks: int = 2000) -> dict[str, float]:
+    """Microseconds one replica choice takes, both ways, on one live cluster.
+
+    ``kept``: the cluster's own count of connections out (what it uses now);
+    ``stats``: each replica pool's ``stats().in_use`` (what it used before).
+    Interleaved in blocks of 100, so machine noise hits both alike.
+    """
+    hosts = ",".join(f"127.0.0.1:{m.port}" for m in rs.members)
+    totals = {"kept": 0.0, "stats": 0.0}
+    with poolkeeper.Cluster(
+        f"postgresql+psycopg://postgres@{hosts}/postgres", min_size=1, max_size=2
+    ) as cluster:
+        router = cluster._router
+
+        def by_stats(pool: Any) -> int:
+            return int(pool.stats().in_use)
+
+        for _ in range(picks // 100):
+            for way, busy in (("kept", None), ("stats", by_stats)):
+                start = time.perf_counter()
+                for _ in range(100):
+                    router.pick(True, busy)
+                totals[way] += time.perf_counter() - start
+    return {way: round(total / picks * 1e6, 1) for way, total in totals.items()}
 
 
 def reads_per_second(
@@ -912,16 +940,23 @@ def summary(results: list[Result]) -> str:
 
 def read_table(rows: list[dict[str, Any]], threads: int, driver: str) -> str:
     head = (
-        f"| replicas | reads/s ({threads} threads, {driver}) | ratio to 0 |\n"
-        "|---|---|---|\n"
+        f"| replicas | reads/s ({threads} threads, {driver}), median | ratio to 0 "
+        "| each round |\n|---|---|---|---|\n"
     )
-    return (
-        head
-        + "\n".join(
-            f"| {r['replicas']} | {r['reads_per_s']} | {r['ratio']:.2f} |" for r in rows
-        )
-        + "\n"
+    body = "\n".join(
+        f"| {r['replicas']} | {r['reads_per_s']} | {r['ratio']:.2f} | "
+        f"{', '.join(str(x) for x in r['samples'])} |"
+        for r in rows
+        if "replicas" in r
     )
+    cost = next((r["pick_us"] for r in rows if "pick_us" in r), None)
+    tail = (
+        f"\nChoosing a replica (2 replicas): {cost['kept']} µs with the cluster's "
+        f"own count, {cost['stats']} µs calling each replica pool's stats().\n"
+        if cost
+        else ""
+    )
+    return head + body + "\n" + tail
 
 
 def compare(before_path: str, after_path: str) -> str:
@@ -988,8 +1023,8 @@ def main() -> None:
     p.add_argument("--reads", action="store_true", help="also measure read scaling")
     p.add_argument("--no-failover", action="store_true", help="only read scaling")
     p.add_argument("--read-threads", type=int, default=8)
-    p.add_argument("--read-seconds", type=float, default=3.0)
-    p.add_argument("--read-rounds", type=int, default=3)
+    p.add_argument("--read-seconds", type=float, default=2.0)
+    p.add_argument("--read-rounds", type=int, default=5)
     p.add_argument("--label", default="run", help="results file name part")
     args = p.parse_args()
     if args.compare:
