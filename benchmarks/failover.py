@@ -55,7 +55,13 @@ Examples::
 
     PYTHONPATH=src python benchmarks/failover.py
     PYTHONPATH=src python benchmarks/failover.py --scenarios crash,stale --only pk-psycopg
-    PYTHONPATH=src python benchmarks/failover.py --reads   # read scaling (Cluster)
+    PYTHONPATH=src python benchmarks/failover.py --repeat 2 --label after
+    PYTHONPATH=src python benchmarks/failover.py --no-failover --label reads  # read scaling
+    python benchmarks/failover.py --compare benchmarks/results/failover-before.json \
+        benchmarks/results/failover-after.json
+
+A full run (three scenarios, nine contenders) takes about 8 minutes per
+``--repeat``; results go to ``benchmarks/results/failover-LABEL.{md,json}``.
 """
 
 from __future__ import annotations
