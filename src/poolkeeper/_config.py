@@ -27,6 +27,7 @@ DEFAULT_MAX_IDLE = 600.0
 DEFAULT_MAX_CONNECTING = 2
 DEFAULT_RECONNECT_MIN = 0.05
 DEFAULT_RECONNECT_MAX = 5.0
+DEFAULT_RECONNECT_FAST_INTERVAL = 0.05
 DEFAULT_VALIDATE_AFTER = 0.5
 #: Checkout validation policies (see the pool's ``validate`` argument).
 VALIDATE_POLICIES = ("auto", "always", "idle", "never")
@@ -311,6 +312,7 @@ class PoolConfig:
     max_connecting: int = DEFAULT_MAX_CONNECTING
     reconnect_min: float = DEFAULT_RECONNECT_MIN
     reconnect_max: float = DEFAULT_RECONNECT_MAX
+    reconnect_fast_interval: float | None = DEFAULT_RECONNECT_FAST_INTERVAL
     lifetime_jitter: float = 0.05
     validate: str = "auto"
     validate_after: float = DEFAULT_VALIDATE_AFTER
@@ -340,6 +342,9 @@ class PoolConfig:
                 f"reconnect_min ({self.reconnect_min}) must not exceed "
                 f"reconnect_max ({self.reconnect_max})"
             )
+        check_seconds(
+            "reconnect_fast_interval", self.reconnect_fast_interval, optional=True
+        )
         if self.validate not in VALIDATE_POLICIES:
             raise ConfigError(
                 f"validate must be one of {', '.join(map(repr, VALIDATE_POLICIES))}, "

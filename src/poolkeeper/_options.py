@@ -76,6 +76,10 @@ class PoolOptions(TypedDict, total=False):
     exponential, each delay shortened by up to 20% at random)."""
     reconnect_max: float
     """Longest retry delay, in seconds, while the database is unreachable."""
+    reconnect_fast_interval: float | None
+    """Retry delay, in seconds, after a connect that failed fast (refused,
+    "starting up": well under a second) while callers wait, instead of the
+    backoff; None: always back off (docs/RELIABILITY.md)."""
     validate: str
     """When to ping a connection before checkout: ``"idle"`` (unused for
     ``validate_after`` s, a sibling just broke, or after a freeze),

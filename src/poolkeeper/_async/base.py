@@ -19,7 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, aspawn, current_loop
+from poolkeeper._concurrency import (
+    IS_ASYNC,
+    AEvent,
+    ASignal,
+    Lock,
+    aspawn,
+    current_loop,
+)
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
@@ -67,6 +74,9 @@ class AsyncPoolBase(Generic[ConnT]):
     _events: EventBus
     _opened: bool
     _closing: AEvent
+    # Set to wake a connect worker sleeping before its retry (see
+    # AsyncConnecting._sleep_before_retry); None when none sleeps.
+    _retry_wake: ASignal | None
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections

@@ -107,6 +107,7 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
             waiters = self._state.close()
             retired = self._state.take_retired()
         self._closing.set()
+        self._wake_retry()
         for waiter in waiters:
             waiter.signal.set()
         await self._close_entries(retired)
@@ -171,6 +172,7 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = AEvent()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._opened = False

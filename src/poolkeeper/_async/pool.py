@@ -132,6 +132,7 @@ class AsyncPool(AsyncCheckout[ConnT]):
         self._events = EventBus()
         self._opened = False
         self._closing = AEvent()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._loop = None

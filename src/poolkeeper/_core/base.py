@@ -88,7 +88,15 @@ class StateBase:
         self.failed_waiters: list[Waiter] = []
         # Reconnect state: consecutive failures and when the next try may start.
         self.connect_failures = 0
+        # Of those, the ones that failed slowly (see ConnectState.connect_failed).
+        self.slow_failures = 0
         self.next_connect_at = 0.0
+        # When the last connect failed, and whether it failed fast (see
+        # ConnectState.connect_failed): a caller arriving after a fast
+        # failure brings the next attempt forward (hurry_reconnect).
+        self.last_failed_at = -math.inf
+        self.last_failure_fast = False
+        self.last_warned_at = -math.inf
         self.last_connect_error: BaseException | None = None
         # Connect errors that reach the caller (see _fail_waiters): whether
         # any connect ever succeeded (a refusal is permanent until then), and

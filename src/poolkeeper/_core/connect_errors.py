@@ -33,8 +33,12 @@ class ConnectFault(enum.Enum):
     """The driver rejected a connect option (an unknown keyword, a bad value)."""
     REFUSED = "refused"
     """Nothing listens at the address (TCP reset, no Unix socket)."""
+    BUSY = "busy"
+    """The server has no free connection slot (too many clients): a retry may
+    succeed, but never sooner than the backoff (the pool does not hammer a
+    server that is full)."""
     TRANSIENT = "transient"
-    """Anything else: a timeout, too many connections, a server starting up."""
+    """Anything else: a timeout, a server starting up or shutting down."""
 
 
 #: Faults that no retry within a caller's timeout can fix.

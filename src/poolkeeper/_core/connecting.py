@@ -2,8 +2,10 @@
 
 Owns: how many connects the shell starts (demand from waiters and
 ``min_size``, capped by ``max_size`` and ``max_connecting``), the reconnect
-backoff, placing a new connection, and which waiters a failed connect fails
-(with the driver's error, or a :class:`~poolkeeper.errors.PoolTimeout`).
+pacing (a short fixed interval after fast failures while callers wait,
+exponential backoff otherwise; see :meth:`ConnectState.connect_failed`),
+placing a new connection, and which waiters a failed connect fails (with the
+driver's error, or a :class:`~poolkeeper.errors.PoolTimeout`).
 
 May not touch: the connect itself (the shell runs the driver), checkout
 (``checkout``), maintenance (``upkeep``); no I/O, clock or lock.
@@ -11,6 +13,7 @@ May not touch: the connect itself (the shell runs the driver), checkout
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -22,7 +25,10 @@ from poolkeeper._core.connect_errors import (
     raisable,
 )
 from poolkeeper._core.entry import PoolEntry, Waiter
-from poolkeeper._core.policy import backoff_delay, expiry
+from poolkeeper._core.policy import FAST_FAILURE, expiry, retry_delay
+
+#: Seconds between the WARNINGs of connect failures retried on the fast interval.
+FAST_RETRY_LOG_EVERY = 5.0
 
 
 class ConnectState(StateBase):
@@ -61,7 +67,9 @@ class ConnectState(StateBase):
         """Add a new connection; return the waiter it was handed to, if any."""
         self.connecting -= 1
         self.connect_failures = 0
+        self.slow_failures = 0
         self.next_connect_at = 0.0
+        self.last_failure_fast = False
         # The outage is over: a later PoolTimeout (plain exhaustion) must not
         # be chained to an error from it.
         self.last_connect_error = None
@@ -86,14 +94,25 @@ class ConnectState(StateBase):
         error: BaseException,
         now: float,
         fault: ConnectFault = ConnectFault.TRANSIENT,
+        took: float = math.inf,
     ) -> bool:
         """Record a failed connect; return True if this worker should retry.
 
-        ``fault`` is the driver adapter's reading of ``error``. The worker
-        keeps its ``connecting`` slot when it retries; otherwise the slot is
-        released here. Waiters that must hear about the error now are moved
-        to :attr:`failed_waiters` for the shell to wake (see
-        :meth:`_fail_waiters`). Any secret in ``error``'s text is masked.
+        ``fault`` is the driver adapter's reading of ``error``, ``took`` how
+        long the attempt lasted. The worker keeps its ``connecting`` slot
+        when it retries; otherwise the slot is released here. Waiters that
+        must hear about the error now are moved to :attr:`failed_waiters`
+        for the shell to wake (see :meth:`_fail_waiters`). Any secret in
+        ``error``'s text is masked.
+
+        Pacing (:func:`~poolkeeper._core.policy.retry_delay`): an attempt
+        that failed fast (refused, or in under
+        :data:`~poolkeeper._core.policy.FAST_FAILURE` seconds with an error
+        a retry may fix that is not "too many connections": a reset,
+        "starting up") is retried after ``reconnect_fast_interval`` while
+        callers wait, so they get the server within that interval of its
+        return; anything else (timeouts, a full server, no caller waiting)
+        backs off exponentially up to ``reconnect_max``.
         """
         # The driver's text may quote its connection string.
         mask_error(error, self.secrets)
@@ -102,16 +121,73 @@ class ConnectState(StateBase):
         self.connect_errors += 1
         self.connect_failures += 1
         self.last_connect_error = error
-        cfg = self.config
-        self.next_connect_at = now + backoff_delay(
-            self.connect_failures, cfg.reconnect_min, cfg.reconnect_max, self.rand
+        self.last_failed_at = now
+        self.last_failure_fast = not permanent and (
+            fault is ConnectFault.REFUSED
+            or (fault is not ConnectFault.BUSY and took < FAST_FAILURE)
         )
+        if not self.last_failure_fast:
+            self.slow_failures += 1
         self._fail_waiters(error, permanent)
+        self.next_connect_at = now + self._retry_delay()
         demand = bool(self.waiters) or self._total() - 1 < self.min_size
         if self.closed or not demand or self.connecting > 1:
             self.connecting -= 1
             return False
         return True
+
+    def hurry_reconnect(self) -> bool:
+        """Bring a backed-off retry forward for a caller that just queued.
+
+        After a fast failure (see :meth:`connect_failed`) the next attempt is
+        due ``reconnect_fast_interval`` after it, not at the end of a backoff
+        grown while nobody waited. Returns whether the retry moved earlier
+        (the shell then wakes the sleeping connect worker).
+        """
+        if not (self.connect_failures and self._fast_retry()):
+            return False
+        due = self.last_failed_at + self._retry_delay()
+        if due >= self.next_connect_at:
+            return False
+        self.next_connect_at = due
+        return True
+
+    def log_connect_failure(self, now: float) -> bool:
+        """Tell whether the connect failure just recorded deserves a WARNING.
+
+        Every failure does, except those retried on the fast interval: of
+        those (up to ~20 a second), one per :data:`FAST_RETRY_LOG_EVERY`
+        seconds; the others are logged at DEBUG.
+        """
+        if (
+            self.connect_failures > 1
+            and self._fast_retry()
+            and now - self.last_warned_at < FAST_RETRY_LOG_EVERY
+        ):
+            return False
+        self.last_warned_at = now
+        return True
+
+    def _fast_retry(self) -> bool:
+        """Whether the next retry is paced by ``reconnect_fast_interval``."""
+        return (
+            self.last_failure_fast
+            and bool(self.waiters)
+            and self.config.reconnect_fast_interval is not None
+        )
+
+    def _retry_delay(self) -> float:
+        cfg = self.config
+        return retry_delay(
+            failures=self.connect_failures,
+            slow_failures=self.slow_failures,
+            fast=self.last_failure_fast,
+            waiting=bool(self.waiters),
+            base=cfg.reconnect_min,
+            cap=cfg.reconnect_max,
+            fast_interval=cfg.reconnect_fast_interval,
+            rand=self.rand,
+        )
 
     def reserve_connect(self) -> bool:
         """Reserve a connect slot for a caller that opens a connection itself.

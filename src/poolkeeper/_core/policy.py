@@ -46,6 +46,49 @@ def backoff_delay(
     return max(base, ceiling * (1.0 - BACKOFF_JITTER + BACKOFF_JITTER * rand()))
 
 
+#: A failed connect that took less than this many seconds failed fast: the
+#: host answered (a reset, "starting up") rather than letting a connect
+#: timeout run out (libpq's shortest is 2 s). A refusal is always fast.
+FAST_FAILURE = 0.5
+
+
+def retry_delay(
+    *,
+    failures: int,
+    slow_failures: int,
+    fast: bool,
+    waiting: bool,
+    base: float,
+    cap: float,
+    fast_interval: float | None,
+    rand: Callable[[], float],
+) -> float:
+    """Return the wait before the next connect attempt.
+
+    Args:
+        failures: Failed attempts in a row.
+        slow_failures: How many of them failed slowly (a connect timeout).
+        fast: Whether the last attempt failed fast (see :data:`FAST_FAILURE`).
+        waiting: Whether callers wait for a connection.
+        base, cap: ``reconnect_min`` and ``reconnect_max``.
+        fast_interval: ``reconnect_fast_interval`` (None: always back off).
+        rand: Uniform in [0, 1), for the jitter.
+
+    Rules: with nobody waiting (or no fast interval), the exponential
+    backoff over every failure (:func:`backoff_delay`). With callers waiting,
+    a fast failure is retried after ``fast_interval`` (or the backoff if that
+    is shorter): the server answered, it is only not ready yet, and each
+    attempt costs it little. A slow failure backs off over the slow failures
+    only, so one attempt slowed by a loaded machine amid fast ones costs a
+    short step, not the ``cap`` the fast ones grew the count to.
+    """
+    if fast_interval is None or not waiting:
+        return backoff_delay(failures, base, cap, rand)
+    if fast:
+        return min(fast_interval, backoff_delay(failures, base, cap, rand))
+    return backoff_delay(slow_failures, base, cap, rand)
+
+
 def query_stalled_for(
     *,
     busy: bool | None,

@@ -20,7 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from poolkeeper._concurrency import Event, Lock, current_loop, spawn
+from poolkeeper._concurrency import (
+    Event,
+    Lock,
+    Signal,
+    current_loop,
+    spawn,
+)
 from poolkeeper._config import PoolConfig, scrub
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry
@@ -68,6 +74,9 @@ class PoolBase(Generic[ConnT]):
     _events: EventBus
     _opened: bool
     _closing: Event
+    # Set to wake a connect worker sleeping before its retry (see
+    # AsyncConnecting._sleep_before_retry); None when none sleeps.
+    _retry_wake: Signal | None
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections

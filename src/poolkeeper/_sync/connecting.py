@@ -14,6 +14,7 @@ open/close; it sits directly on ``base`` and imports nothing above it.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from typing import Any
@@ -62,9 +63,7 @@ class Connecting(PoolBase[ConnT]):
         state = self._state
         try:
             while True:
-                with self._lock:
-                    delay = state.connect_delay(_monotonic())
-                if delay > 0 and self._closing.wait(delay):
+                if not self._sleep_before_retry():
                     with self._lock:
                         state.connect_cancelled()
                     return
@@ -90,7 +89,7 @@ class Connecting(PoolBase[ConnT]):
                     ):
                         # The application's own code failed: retrying will not fix it.
                         fault = ConnectFault.CONFIG
-                if not self._connect_failed(error, fault):
+                if not self._connect_failed(error, fault, _monotonic() - started):
                     return
             waiter, n = self._connected(conn, started)
         except BaseException:
@@ -102,6 +101,31 @@ class Connecting(PoolBase[ConnT]):
         self._spawn_connects(n)
         if state.retired:
             self._close_retired()
+
+    def _sleep_before_retry(self) -> bool:
+        """Wait until the next connect attempt is due; False: the pool is closing.
+
+        The due time can move earlier meanwhile (a caller queued after a fast
+        failure: ``hurry_reconnect``); :meth:`_wake_retry` then ends the sleep.
+        """
+        state = self._state
+        while True:
+            with self._lock:
+                # Read under the lock: close() sets _closing, then wakes.
+                if self._closing.is_set():
+                    return False
+                delay = state.connect_delay(_monotonic())
+                if delay <= 0:
+                    return True
+                wake = self._retry_wake = Signal()
+            wake.wait(delay)
+
+    def _wake_retry(self) -> None:
+        """End a connect worker's sleep before its retry (it re-reads when it is due)."""
+        with self._lock:
+            wake, self._retry_wake = self._retry_wake, None
+        if wake is not None:
+            wake.set()
 
     def _connected(self, conn: Any, started: float) -> tuple[Waiter | None, int]:
         """Add a connection opened since ``started``: return the waiter it
@@ -176,21 +200,25 @@ class Connecting(PoolBase[ConnT]):
         self._spawn_connects(n)
         return True
 
-    def _connect_failed(self, error: BaseException, fault: ConnectFault) -> bool:
-        """Record a failed connect (or configure hook), wake the waiters it
-        fails, tell listeners and the log; return whether to retry."""
+    def _connect_failed(
+        self, error: BaseException, fault: ConnectFault, took: float
+    ) -> bool:
+        """Record a failed connect (or configure hook) that lasted ``took``
+        seconds, wake the waiters it fails, tell listeners and the log;
+        return whether to retry."""
         state = self._state
         with self._lock:
             now = _monotonic()
-            retry = state.connect_failed(error, now, fault)
+            retry = state.connect_failed(error, now, fault, took)
             delay = state.connect_delay(now)
             failures = state.connect_failures
+            loud = state.log_connect_failure(now)
             failed, state.failed_waiters = state.failed_waiters, []
         for failed_waiter in failed:
             failed_waiter.signal.set()
         if self._events.connect_error:
             self._emit("connect_error", None, error=error)
-        self._log_connect_failure(error, failures, delay if retry else None)
+        self._log_connect_failure(error, failures, delay if retry else None, loud)
         return retry
 
     def _check_adapter(self, conn: Any) -> None:
@@ -246,10 +274,13 @@ class Connecting(PoolBase[ConnT]):
         return None
 
     def _log_connect_failure(
-        self, exc: BaseException, failures: int, retry_in: float | None
+        self, exc: BaseException, failures: int, retry_in: float | None, loud: bool
     ) -> None:
+        # Fast retries (20 a second) are logged at WARNING only now and then.
+        level = logging.WARNING if loud else logging.DEBUG
         if retry_in is None:
-            logger.warning(
+            logger.log(
+                level,
                 "pool %r: connect to %s failed (%d in a row): %s",
                 self.name,
                 self._target,
@@ -257,7 +288,8 @@ class Connecting(PoolBase[ConnT]):
                 self._describe(exc),
             )
         else:
-            logger.warning(
+            logger.log(
+                level,
                 "pool %r: connect to %s failed (%d in a row), retrying in %.2f s: %s",
                 self.name,
                 self._target,
@@ -274,6 +306,7 @@ class Connecting(PoolBase[ConnT]):
         now = _monotonic()
         deadline = now + timeout
         waiter = Waiter(Signal(), now)
+        hurried = False
         with self._lock:
             # A connection may have come back since the caller looked: with
             # no waiter queued it went to the idle stack, so take it rather
@@ -281,11 +314,16 @@ class Connecting(PoolBase[ConnT]):
             entry = state.checkout(now)
             if entry is None:
                 state.enqueue(waiter)
+                # After a fast failure the retry is due soon, not at the end
+                # of a backoff grown while nobody waited.
+                hurried = state.hurry_reconnect()
                 n = state.plan_connects(now)
                 if not timeout and may_connect:
                     deadline += state.wait_for_connect(waiter, now)
         if entry is not None:
             return entry
+        if hurried:
+            self._wake_retry()
         self._spawn_connects(n)
         while True:
             try:

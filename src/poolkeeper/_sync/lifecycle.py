@@ -103,6 +103,7 @@ class Lifecycle(Housekeeping[ConnT]):
             waiters = self._state.close()
             retired = self._state.take_retired()
         self._closing.set()
+        self._wake_retry()
         for waiter in waiters:
             waiter.signal.set()
         self._close_entries(retired)
@@ -155,6 +156,7 @@ class Lifecycle(Housekeeping[ConnT]):
         self._state = self._new_state()
         self._state.closed = state.closed
         self._closing = Event()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._opened = False

@@ -128,6 +128,7 @@ class Pool(Checkout[ConnT]):
         self._events = EventBus()
         self._opened = False
         self._closing = Event()
+        self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
         self._loop = None

@@ -41,16 +41,21 @@ _PG_SQLSTATES: dict[str, ConnectFault] = {
     "3D000": F.DATABASE,  # invalid_catalog_name
     "42704": F.CONFIG,  # undefined_object: unrecognized configuration parameter
     "22023": F.CONFIG,  # invalid_parameter_value
-    "53300": F.TRANSIENT,  # too_many_connections
+    "53300": F.BUSY,  # too_many_connections
     "57P03": F.TRANSIENT,  # cannot_connect_now (starting up, shutting down)
 }
 
-# libpq's connect messages, most specific first. Transient ones are checked
-# first: a multi-host error may mention both kinds, and then a retry can help.
+# libpq's connect messages, most specific first. Retryable ones (busy,
+# transient) are checked first: a multi-host error may mention several kinds,
+# and then a retry can help.
 _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
     (
+        re.compile(r"too many clients|remaining connection slots", re.IGNORECASE),
+        F.BUSY,
+    ),
+    (
         re.compile(
-            r"too many clients|remaining connection slots|starting up|"
+            r"starting up|"
             r"shutting down|in recovery mode|timeout expired|timed out|"
             # target_session_attrs found no host of the wanted role: a
             # failover or promotion may bring one (libpq's own wording).
@@ -115,7 +120,7 @@ _MYSQL_CODES: dict[int, ConnectFault] = {
     2026: F.TLS,  # SSL connection error
     1193: F.CONFIG,  # unknown system variable (init_command, sql_mode)
     1231: F.CONFIG,  # variable can't be set to the value
-    1040: F.TRANSIENT,  # too many connections
+    1040: F.BUSY,  # too many connections
 }
 #: "Can't connect" codes: refused, a timeout, or (PyMySQL, aiomysql) DNS.
 _MYSQL_CANNOT_CONNECT = frozenset({2002, 2003})
@@ -143,7 +148,11 @@ def _os_fault(error: BaseException) -> ConnectFault | None:
         if isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
             return F.REFUSED
         if isinstance(exc, OSError) and "Connect call failed" in str(exc):
-            # asyncio's "Multiple exceptions" for a name with several addresses.
+            # asyncio's "Multiple exceptions" for a name with several addresses
+            # (no errno), or one address that answered with a reset: a peer
+            # that accepted and dropped the connection, not a refusal.
+            if exc.errno not in (None, errno.ECONNREFUSED):
+                return F.TRANSIENT
             return F.TRANSIENT if _TIMEOUT_TEXT.search(str(exc)) else F.REFUSED
     return None
 
