@@ -320,6 +320,7 @@ class PoolConfig:
     leak_timeout: float | None = None
     query_timeout: float | None = None
     fair: bool = True
+    role_check_interval: float | None = None
 
     def __post_init__(self) -> None:
         check_int("min_size", self.min_size, minimum=0)
@@ -356,6 +357,7 @@ class PoolConfig:
         check_seconds("keepalive", self.keepalive, optional=True)
         check_seconds("leak_timeout", self.leak_timeout, optional=True)
         check_seconds("query_timeout", self.query_timeout, optional=True)
+        check_seconds("role_check_interval", self.role_check_interval, optional=True)
         if not 0.0 <= self.lifetime_jitter < 0.5:
             raise ConfigError(
                 f"lifetime_jitter must be in [0, 0.5), got {self.lifetime_jitter!r}"

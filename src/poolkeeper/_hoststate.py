@@ -10,25 +10,43 @@ module, never the reverse. Reading a connection's host and role is
 :func:`poolkeeper.drivers._hosts.host_of`; matching a role against
 ``target_session_attrs`` is :func:`~poolkeeper.drivers._hosts.role_matches`.
 
-The plan (the cluster work fills it in): today a pool knows one target and
-keeps one "suspect" window for all its connections (``PoolState.suspect_before``
-in the core). With multi-host URLs and clusters, a broken connection says
-something about *its* server only. So:
+How a pool uses it (failover inside one pool, docs/CLUSTERS.md):
 
-1. ``_connected`` in ``_async/connecting.py`` records each new connection's
-   :class:`~poolkeeper.drivers._hosts.HostInfo` here (:meth:`HostTable.connected`);
-2. a broken connection marks only its host suspect (:meth:`HostTable.suspect`),
-   and validation pings only that host's idle connections;
-3. the connect loop prefers hosts that are not suspect and whose last role
-   matches what the pool wants (routing by role), and backs off per host.
+1. the shell records each new connection's host and role here
+   (:meth:`HostTable.connected`, from ``host_of``; no I/O) and the connection's
+   ``PoolEntry.host`` points at its :class:`HostState`;
+2. a broken connection, a failover SQLSTATE (25006, 57P01-57P03) or a role
+   that no longer fits ``target_session_attrs`` makes that host suspect
+   (``PoolState.suspect_host``): its connections last known good before then
+   have their role read before their next checkout (``needs_role_check``),
+   and are retired (``role_changed``) if it no longer fits;
+3. ``role_check_interval`` makes every host suspect once per interval
+   (:meth:`HostTable.suspect_all`, from the housekeeping round).
+
+Not done yet: the connect loop does not prefer hosts by what this table
+knows, and there is no per-host backoff (libpq's host order, or the host
+loop in ``drivers/_hosts.py``, decide where a new connection goes).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from poolkeeper.drivers._hosts import HostInfo, HostPort, Role
+#: ``(host, port)`` as the driver reports it (None parts: the driver's defaults).
+HostPort = tuple[str | None, int | None]
+
+
+class Reached(Protocol):
+    """Where a new connection went (a :class:`~poolkeeper.drivers._hosts.HostInfo`)."""
+
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def role(self) -> str: ...
 
 
 @dataclass
@@ -37,7 +55,7 @@ class HostState:
 
     address: HostPort
     """``(host, port)`` as the driver reports it (None parts: its defaults)."""
-    role: Role = "unknown"
+    role: str = "unknown"
     """The role its newest connection reported."""
     connections: int = 0
     """Connections opened to it and not yet closed."""
@@ -60,7 +78,7 @@ class HostTable:
             state = self.hosts[address] = HostState(address)
         return state
 
-    def connected(self, info: HostInfo) -> HostState:
+    def connected(self, info: Reached) -> HostState:
         """Record a new connection to ``info``'s server, with the role it reported."""
         state = self.state_of((info.host, info.port))
         state.role = info.role
@@ -77,3 +95,18 @@ class HostTable:
     def suspect(self, address: HostPort, now: float) -> None:
         """Make the idle connections to ``address`` suspect (a sibling broke at ``now``)."""
         self.state_of(address).suspect_before = now
+
+    def suspect_all(self, now: float) -> None:
+        """Make every host suspect at ``now`` (a periodic role check is due)."""
+        for state in self.hosts.values():
+            state.suspect_before = now
+
+    def connections_by_host(self) -> dict[str, int]:
+        """Open connections per host, keyed ``"host:port"`` (hosts with none left out)."""
+        return {
+            f"{host or '(default)'}:{port if port is not None else '(default)'}": (
+                state.connections
+            )
+            for (host, port), state in self.hosts.items()
+            if state.connections
+        }

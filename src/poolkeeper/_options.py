@@ -118,6 +118,12 @@ class PoolOptions(TypedDict, total=False):
     oldest waiter; ``False`` lets a running caller take it ahead of the
     waiters (much higher throughput under heavy contention, but a waiter can
     time out while others are served)."""
+    role_check_interval: float | None
+    """PostgreSQL URLs: also check every connection's role (primary, standby)
+    at its first checkout after every this many seconds, with one query, and
+    close those that no longer match ``target_session_attrs``; None: only
+    after a sign of failover (a broken connection, a read-only or shutdown
+    error), see docs/CLUSTERS.md."""
 
 
 #: Every option name, in definition order.

@@ -15,8 +15,10 @@ from __future__ import annotations
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.validation import AsyncValidation
 from poolkeeper._concurrency import acall
+from poolkeeper._core.entry import PoolEntry
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
+from poolkeeper.drivers._hosts import host_of, is_failover_error, role_matches
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.errors import PoolError, QueryTimeout
 
@@ -65,16 +67,26 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                     self._emit("checkin", conn, duration=held)
                 self._reclaim(entry, None, 0.0, withdraw=False)
                 raise error
+        # Off the fast path only: the block failed, or release() had a
+        # transaction to end. A broken connection is handled below.
+        role_changed = (
+            self._roles is not None
+            and not discard
+            and (exc is not None or commit is None)
+            and self._failover_seen(entry, conn, exc)
+        )
         now = _monotonic()
         if self._events.checkin:
             self._emit("checkin", conn, duration=now - entry.checked_out_at)
-        if discard:
+        if discard or role_changed:
             # A driver that closes a connection when a task is cancelled in
             # the middle of a command (aiopg, aiomysql) says nothing about
             # the server: no suspicion on the other connections.
             cancelled = exc is not None and not isinstance(exc, Exception)
-            discard = not cancelled  # whether to check the other connections
             reason = "cancelled" if cancelled else "broken"
+            if not discard:
+                reason = "role_changed"  # its host is suspect already
+            discard = discard and not cancelled  # check the other connections?
             with self._lock:
                 waiter = state.checkin(entry, now, discard=True, reason=reason)
         else:
@@ -90,6 +102,38 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                 raise self._query_timeout_error() from cause
         if error is not None:
             raise error
+
+    def _failover_seen(
+        self, entry: PoolEntry, conn: ConnT, exc: BaseException | None
+    ) -> bool:
+        """Look for a sign of failover on a returned, unbroken connection.
+
+        A server answer of :data:`~poolkeeper.drivers._hosts.FAILOVER_SQLSTATES`
+        (read-only transaction, shutting down), or a role the server reports
+        (no I/O: it did so with its last answer) that no longer matches
+        ``target_session_attrs``, makes the connection's host suspect: its
+        other connections have their role checked before they are lent.
+        Returns whether this connection's own role no longer matches.
+        """
+        assert self._roles is not None
+        try:
+            role = host_of(conn).role
+        except Exception:
+            role = "unknown"
+        changed = role != "unknown" and not role_matches(self._roles[0], role)
+        if not changed and not is_failover_error(exc):
+            return False
+        with self._lock:
+            self._state.suspect_host(entry, _monotonic())
+        host = entry.host
+        logger.info(
+            "pool %r: sign of failover from %s (%s): the roles of its connections "
+            "are checked before reuse",
+            self.name,
+            f"{host.address[0]}:{host.address[1]}" if host else "a server",
+            f"it is now {role}" if changed or exc is None else self._describe(exc),
+        )
+        return changed
 
     def _in_transaction(self, conn: ConnT) -> bool:
         try:

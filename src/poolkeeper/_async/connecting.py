@@ -24,6 +24,7 @@ from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls
 from poolkeeper._core.connect_errors import ConnectFault
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._origin import from_driver
+from poolkeeper.drivers._hosts import HostInfo, host_of
 from poolkeeper.drivers.base import can_abort, cannot_abort
 from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import ConfigError, PoolTimeout, PoolWarning
@@ -131,11 +132,12 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         """Add a connection opened since ``started``: return the waiter it
         went to, if any, and how many connects to start next."""
         state = self._state
+        reached = _reached(conn) if self._roles is not None else None
         now = _monotonic()
         with self._lock:
             if state.validate_window is None:
                 state.validate_window = self._validate_window()
-            waiter = state.connected(conn, now, now - started)
+            waiter = state.connected(conn, now, now - started, reached)
             n = state.plan_connects(now)
         logger.debug("pool %r: connection opened in %.3f s", self.name, now - started)
         if self._events.connect:
@@ -369,3 +371,12 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
         raise state.timeout_error(timeout)
+
+
+def _reached(conn: Any) -> HostInfo | None:
+    """Where a new connection went and its role, read without I/O (None:
+    the connection is not one :func:`host_of` knows, e.g. wrapped)."""
+    try:
+        return host_of(conn)
+    except Exception:
+        return None

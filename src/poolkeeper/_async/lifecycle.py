@@ -19,6 +19,7 @@ from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
 from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, ajoin, current_loop
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
+from poolkeeper._hoststate import HostTable
 from poolkeeper._misuse import needs_async_with
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
@@ -30,6 +31,14 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         state = PoolState(self._config, self.name, secrets=self._secrets)
         state.validate_window = self._validate_window()
         state.check_on_checkout = self._check is not None
+        if self._roles is not None:
+            # Per-host state: where each connection went, its role, and
+            # which hosts turned suspect (see _hoststate and docs/CLUSTERS.md).
+            state.hosts = HostTable()
+            state.want_role = self._roles[0]
+            interval = self._config.role_check_interval
+            if interval is not None:
+                state.next_role_round = _monotonic() + interval
         return state
 
     async def open(self, wait: bool = False, timeout: float | None = None) -> None:

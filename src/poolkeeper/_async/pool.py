@@ -41,6 +41,7 @@ from poolkeeper.drivers.base import (
     connect_classifier,
     idle_probe,
     query_watch,
+    role_support,
     state_hooks,
 )
 from poolkeeper.drivers.session import supports_reset_session
@@ -150,6 +151,7 @@ class AsyncPool(AsyncCheckout[ConnT]):
         # listeners): remembered after configure, restored on a slow return.
         self._baseline, self._clear_state = state_hooks(self._driver)
         self._classify = connect_classifier(self._driver)
+        self._roles = role_support(self._driver)
         self._query_watch = self._new_query_watch()
         # Shuts a connection's socket down (None: the driver cannot): bounds
         # a checkout's validation ping by the caller's deadline.

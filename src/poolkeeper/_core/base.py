@@ -23,6 +23,7 @@ from poolkeeper._config import PoolConfig
 from poolkeeper._core.connect_errors import first_line
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.stats import Summary
+from poolkeeper._hoststate import HostTable
 from poolkeeper._sites import holders
 from poolkeeper.errors import PoolError, PoolTimeout
 
@@ -49,12 +50,22 @@ REASONS = (
     "query_timeout",
     "cancelled",
     "leaked",
+    "role_changed",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
 #: make the other idle connections suspect (see needs_validation).
 _HARMLESS_REASONS = frozenset(
-    {"lifetime", "idle", "uses", "resize", "close", "cancelled", "leaked"}
+    {
+        "lifetime",
+        "idle",
+        "uses",
+        "resize",
+        "close",
+        "cancelled",
+        "leaked",
+        "role_changed",
+    }
 )
 
 
@@ -109,6 +120,15 @@ class StateBase:
         # or when the process looks like it was frozen).
         self.validate_window: float | None = None
         self.suspect_before = -math.inf
+        # The fast checkout's one test for every kind of suspicion: a
+        # connection last known good before this instant takes the slow path
+        # (see suspect_all and suspect_host); needs_validation says what for.
+        self.recheck_before = -math.inf
+        # Per-host state, the role connections must keep (target_session_attrs)
+        # and, with role_check_interval, when every host next turns suspect;
+        # set by the shell when the driver can tell hosts and roles.
+        self.hosts: HostTable | None = None
+        self.want_role, self.next_role_round = "any", math.inf
         self.last_housekeep_at: float | None = None
         # Counters.
         self.acquires = 0
@@ -152,6 +172,10 @@ class StateBase:
         if self.check_on_checkout or self.needs_validation(entry, now):
             entry.unconfirmed = True
             self.unconfirmed += 1
+        elif entry.checked_at < self.recheck_before:
+            # Sent off the fast path by a suspicion that does not concern it
+            # (another host's): cleared, so its next checkout is fast again.
+            entry.checked_at = min(self.recheck_before, now)
 
     def _reserve(self, entry: PoolEntry, now: float) -> None:
         entry.checked_out_at = now
@@ -237,9 +261,48 @@ class StateBase:
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
         self.retired.append(entry)
+        self._forget_host(entry)
+
+    def _forget_host(self, entry: PoolEntry) -> None:
+        host = entry.host
+        if host is not None:
+            entry.host = None
+            if host.connections > 0:
+                host.connections -= 1
+
+    def suspect_all(self, now: float) -> None:
+        """A sign of trouble at ``now``: ping connections last known good
+        before it (for :data:`SUSPECT_GRACE` more seconds) before lending them."""
+        self.suspect_before = now
+        if self.validate_window is not None:
+            self.recheck_before = max(self.recheck_before, now + SUSPECT_GRACE)
+
+    def _trouble(self, entry: PoolEntry, now: float) -> None:
+        """``entry`` broke at ``now``: suspect every connection, and its host's role."""
+        self.suspect_all(now)
+        self.suspect_host(entry, now)
+
+    def suspect_host(self, entry: PoolEntry, now: float) -> None:
+        """Make ``entry``'s host suspect at ``now`` (it broke, or its server
+        answered "read-only", "shutting down"): its other connections have
+        their role checked before they are lent (see :meth:`needs_role_check`)."""
+        host = entry.host
+        if host is not None:
+            host.suspect_before = now
+            self.recheck_before = max(self.recheck_before, now)
+
+    def needs_role_check(self, entry: PoolEntry) -> bool:
+        """Tell whether ``entry``'s role must be read before it is lent: its
+        host turned suspect since it was last known good."""
+        host = entry.host
+        return host is not None and entry.checked_at < host.suspect_before
 
     def needs_validation(self, entry: PoolEntry, now: float) -> bool:
-        """Tell whether a connection being checked out should be pinged first."""
+        """Tell whether a connection being checked out should be pinged first
+        (or have its role checked, which is a ping too)."""
+        host = entry.host
+        if host is not None and entry.checked_at < host.suspect_before:
+            return True
         window = self.validate_window
         if window is None:
             return False

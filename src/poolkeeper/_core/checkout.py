@@ -20,7 +20,6 @@ from typing import Any
 from poolkeeper._core.base import (
     _HARMLESS_REASONS,
     CONNECT_WAIT_LIMIT,
-    SUSPECT_GRACE,
     StateBase,
 )
 from poolkeeper._core.connect_errors import raisable
@@ -93,12 +92,10 @@ class CheckoutState(StateBase):
                 return None
             entry = idle[-1]
             window = self.validate_window
-            if entry.expires_at <= now or (
-                window is not None
-                and (
-                    now - entry.last_used_at >= window
-                    or entry.checked_at < self.suspect_before + SUSPECT_GRACE
-                )
+            if (
+                entry.expires_at <= now
+                or entry.checked_at < self.recheck_before
+                or (window is not None and now - entry.last_used_at >= window)
             ):
                 return None
             del idle[-1]
@@ -277,14 +274,14 @@ class CheckoutState(StateBase):
         entry.last_used_at = now
         if entry.aborted:
             # Its socket was shut down by the query watchdog: never reused.
-            self.suspect_before = now
+            self._trouble(entry, now)
             self._retire(entry, "query_timeout")
             return None
         if discard or self.closed:
             if discard and reason not in _HARMLESS_REASONS:
                 # The server may have gone away: check older idle connections
                 # before handing them out (see needs_validation).
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, "close" if self.closed and not discard else reason)
             return None
         return self._keep(entry, now)
@@ -309,6 +306,7 @@ class CheckoutState(StateBase):
         reason = "idle" if keep_idle is not None else "broken"
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
+        self._forget_host(entry)
         return True
 
     def recall(self, entry: PoolEntry, now: float) -> Waiter | None:
@@ -371,6 +369,7 @@ class CheckoutState(StateBase):
         else:
             entry.close_reason = "leaked"
             self.closed_by_reason["leaked"] += 1
+            self._forget_host(entry)
         return True
 
     def discard_checked_out(self, entry: PoolEntry, reason: str, now: float) -> None:
@@ -378,7 +377,7 @@ class CheckoutState(StateBase):
         if self.in_use.pop(entry.key, None) is entry:
             self.withdraw(entry)
             if reason not in _HARMLESS_REASONS:
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, "query_timeout" if entry.aborted else reason)
 
     def validated(self, entry: PoolEntry, now: float) -> None:

@@ -26,6 +26,7 @@ from poolkeeper._core.connect_errors import (
 )
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import FAST_FAILURE, expiry, retry_delay
+from poolkeeper._hoststate import Reached
 
 #: Seconds between the WARNINGs of connect failures retried on the fast interval.
 FAST_RETRY_LOG_EVERY = 5.0
@@ -63,8 +64,14 @@ class ConnectState(StateBase):
         """Seconds a connect worker should wait before its next attempt (backoff)."""
         return max(0.0, self.next_connect_at - now)
 
-    def connected(self, conn: Any, now: float, took: float) -> Waiter | None:
-        """Add a new connection; return the waiter it was handed to, if any."""
+    def connected(
+        self, conn: Any, now: float, took: float, reached: Reached | None = None
+    ) -> Waiter | None:
+        """Add a new connection; return the waiter it was handed to, if any.
+
+        ``reached``: the server it reached and the role it reported (recorded
+        in :attr:`hosts` when the pool keeps them).
+        """
         self.connecting -= 1
         self.connect_failures = 0
         self.slow_failures = 0
@@ -81,6 +88,8 @@ class ConnectState(StateBase):
         entry = PoolEntry(
             conn, now, expiry(now, cfg.max_lifetime, cfg.lifetime_jitter, self.rand)
         )
+        if reached is not None and self.hosts is not None:
+            entry.host = self.hosts.connected(reached)
         if self.closed:
             self._retire(entry, "close")
             return None

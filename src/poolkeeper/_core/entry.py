@@ -6,6 +6,8 @@ import sys
 import traceback
 from typing import Any
 
+from poolkeeper._hoststate import HostState
+
 
 class PoolEntry:
     """One pooled connection and its bookkeeping.
@@ -23,6 +25,7 @@ class PoolEntry:
         "conn",
         "created_at",
         "expires_at",
+        "host",
         "key",
         "last_used_at",
         "leak_reported",
@@ -46,6 +49,8 @@ class PoolEntry:
         self.checked_at = created_at
         """Last instant the connection was known good (created or validated)."""
         self.uses = 0
+        self.host: HostState | None = None
+        """The server it reached (None: not tracked; see ``_hoststate``)."""
         self.close_reason: str | None = None
         self.stack: str | None = None
         """Where the current holder acquired it (only with leak detection on)."""

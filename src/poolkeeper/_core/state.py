@@ -103,6 +103,9 @@ class PoolState(CheckoutState, ConnectState, UpkeepState):
                 "connections_created": self.created,
                 "connect_errors": self.connect_errors,
                 "closed_by_reason": dict(self.closed_by_reason),
+                "connections_by_host": (
+                    self.hosts.connections_by_host() if self.hosts is not None else {}
+                ),
             },
             self.wait_time.copy(),
             self.usage_time.copy(),

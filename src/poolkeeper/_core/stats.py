@@ -130,7 +130,7 @@ class PoolStats:
     connections_closed: int
     connect_errors: int
     closed_by_reason: dict[str, int] = field(default_factory=dict)
-    """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error, query_timeout, cancelled."""
+    """Connections closed, by reason: lifetime, idle, uses, broken, check, resize, close, error, query_timeout, cancelled, leaked, role_changed."""
     wait_time: TimeSummary = field(default_factory=TimeSummary)
     """Time each checkout took to obtain its connection, 0 s for those served at
     once included (OpenTelemetry's ``db.client.connection.wait_time``)."""
@@ -140,6 +140,9 @@ class PoolStats:
     """Time each successful connect took."""
     query_timeouts: int = 0
     """Checked-out connections aborted by the ``query_timeout`` watchdog."""
+    connections_by_host: dict[str, int] = field(default_factory=dict)
+    """Open connections per server, keyed ``"host:port"`` (PostgreSQL URLs;
+    empty for other pools): where a multi-host URL's connections went."""
 
 
 class StatsCopy:

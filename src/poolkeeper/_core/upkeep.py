@@ -40,7 +40,13 @@ class UpkeepState(StateBase):
         """
         last, self.last_housekeep_at = self.last_housekeep_at, now
         if last is not None and now - last > 2 * self.housekeeping_interval() + 1.0:
-            self.suspect_before = now
+            self.suspect_all(now)
+        if now >= self.next_role_round and self.hosts is not None:
+            # role_check_interval: every connection has its role read at its
+            # next checkout (no round trip until then).
+            self.hosts.suspect_all(now)
+            self.recheck_before = max(self.recheck_before, now)
+            self.next_role_round = now + (self.config.role_check_interval or math.inf)
         self._retire_stale_idle(now)
         return self._due_keepalive(now), self._find_leaks(now)
 
@@ -98,7 +104,13 @@ class UpkeepState(StateBase):
         cfg = self.config
         limits = [
             x
-            for x in (cfg.max_idle, cfg.max_lifetime, cfg.keepalive, cfg.leak_timeout)
+            for x in (
+                cfg.max_idle,
+                cfg.max_lifetime,
+                cfg.keepalive,
+                cfg.leak_timeout,
+                cfg.role_check_interval,
+            )
             if x is not None
         ]
         shortest = min(limits, default=60.0)
@@ -237,12 +249,12 @@ class UpkeepState(StateBase):
         self.in_use.pop(entry.key, None)
         entry.key = id(entry.conn)
         if entry.aborted:
-            self.suspect_before = now
+            self._trouble(entry, now)
             self._retire(entry, "query_timeout")
             return None
         if not ok or self.closed:
             if not ok and reason not in _HARMLESS_REASONS:
-                self.suspect_before = now
+                self._trouble(entry, now)
             self._retire(entry, reason if not ok else "close")
             return None
         entry.checked_at = now

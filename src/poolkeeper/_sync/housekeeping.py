@@ -28,6 +28,7 @@ from poolkeeper._held import is_closed
 from poolkeeper._sites import Mark, format_site, site_of
 from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.connecting import Connecting
+from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.drivers.base import QueryWatch
 from poolkeeper.errors import ConnectionLeakWarning
 
@@ -139,11 +140,21 @@ class Housekeeping(Connecting[ConnT]):
 
     def _ping_entries(self, entries: list[PoolEntry]) -> None:
         """Ping connections the core lent out for a check, and give them back."""
+        roles = self._roles
         for entry in entries:
             ok = not self._driver.is_broken(entry.conn)
+            reason = "check"
             if ok:
                 try:
-                    self._driver.ping(entry.conn)
+                    if roles is not None and (
+                        role_matters(roles[0]) or self._state.needs_role_check(entry)
+                    ):
+                        # The role query is the ping (see AsyncValidation._probe).
+                        role = roles[1](entry.conn)
+                        if not role_matches(roles[0], role):
+                            ok, reason = False, "role_changed"
+                    else:
+                        self._driver.ping(entry.conn)
                 except Exception as exc:
                     logger.info(
                         "pool %r: ping failed, closing: %s",
@@ -152,7 +163,9 @@ class Housekeeping(Connecting[ConnT]):
                     )
                     ok = False
             with self._lock:
-                waiter = self._state.give_back(entry, _monotonic(), ok=ok)
+                waiter = self._state.give_back(
+                    entry, _monotonic(), ok=ok, reason=reason
+                )
             if waiter is not None:
                 waiter.signal.set()
         self._close_retired()

@@ -21,6 +21,7 @@ from poolkeeper._core.entry import PoolEntry
 from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.lifecycle import Lifecycle
 from poolkeeper._sync.recovery import recover
+from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.errors import PoolTimeout
 
 #: Seconds a checkout's validation ping may take even when the caller's
@@ -52,29 +53,17 @@ class Validation(Lifecycle[ConnT]):
             # in the background (see recovery.py).
             handover: list[Any] = []
             try:
+                role = None
                 if state.needs_validation(entry, _monotonic()):
-                    if self._driver.is_broken(entry.conn):
-                        raise ConnectionError("the driver reports it closed")
-                    if self._abort is None:
-                        self._driver.ping(entry.conn)
-                    else:
-                        # A server that hangs while its TCP stack still ACKs
-                        # would hold the ping, and the caller, for as long as
-                        # it hangs: past the caller's deadline the socket is
-                        # shut down and the connection discarded.
-                        budget = max(deadline - _monotonic(), self._ping_floor())
-                        call_within(
-                            self._driver.ping,
-                            entry.conn,
-                            budget,
-                            self._abort,
-                            handover.append,
-                        )
-                if self._check is not None:
-                    call(self._check, entry.conn)
-                with self._lock:
-                    state.validated(entry, _monotonic())
-                return entry
+                    role = self._probe(entry, deadline, handover)
+                if role is not None:
+                    self._role_changed(entry, role)
+                else:
+                    if self._check is not None:
+                        call(self._check, entry.conn)
+                    with self._lock:
+                        state.validated(entry, _monotonic())
+                    return entry
             except BaseException as exc:
                 if not isinstance(exc, Exception):
                     # Interrupted (a cancelled task): no sign of trouble with
@@ -106,6 +95,54 @@ class Validation(Lifecycle[ConnT]):
             if fresh is None:
                 fresh = self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
+
+    def _probe(
+        self, entry: PoolEntry, deadline: float, handover: list[Any]
+    ) -> str | None:
+        """Ping ``entry`` (or, its server being suspect, read its role, which
+        pings too); return the role when it no longer matches, else None.
+
+        Raises:
+            Exception: the connection is broken, or did not answer in time.
+        """
+        if self._driver.is_broken(entry.conn):
+            raise ConnectionError("the driver reports it closed")
+        roles = self._roles
+        # The role query is a ping too (one round trip): read the role
+        # whenever a ping is due anyway and the role can fail the target.
+        role_due = roles is not None and (
+            role_matters(roles[0]) or self._state.needs_role_check(entry)
+        )
+        probe = roles[1] if roles is not None and role_due else self._driver.ping
+        if self._abort is None:
+            result = probe(entry.conn)
+        else:
+            # A server that hangs while its TCP stack still ACKs would hold
+            # the ping, and the caller, for as long as it hangs: past the
+            # caller's deadline the socket is shut down and the connection
+            # discarded.
+            budget = max(deadline - _monotonic(), self._ping_floor())
+            result = call_within(
+                probe, entry.conn, budget, self._abort, handover.append
+            )
+        if roles is None or not role_due or role_matches(roles[0], str(result)):
+            return None
+        return str(result)
+
+    def _role_changed(self, entry: PoolEntry, role: str) -> None:
+        """Retire a connection whose server's role no longer matches
+        ``target_session_attrs``; a replacement goes to the current primary."""
+        with self._lock:
+            self._state.discard_checked_out(entry, "role_changed", _monotonic())
+            n = self._state.plan_connects(_monotonic())
+        self._spawn_connects(n)
+        self._spawn_close_retired()
+        logger.info(
+            "pool %r: a connection's server is now %s, not %s: closed",
+            self.name,
+            role,
+            self._state.want_role,
+        )
 
     def _reclaim(
         self, entry: PoolEntry, pending: Any, budget: float, *, withdraw: bool

@@ -106,7 +106,33 @@ async def async_role_of(
     return role_from(*(await fetch_role_row(conn))) if role == "unknown" else role
 
 
-def role_matches(want: str, role: Role) -> bool:
+#: Server answers that say a session's server is leaving its role: read-only
+#: transaction (a primary demoted by a switchover), administrator command,
+#: crash shutdown, cannot connect now (shutting down or starting up).
+FAILOVER_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+
+
+def is_failover_error(error: BaseException | None) -> bool:
+    """Tell whether ``error`` (or what caused it) carries a SQLSTATE of
+    :data:`FAILOVER_SQLSTATES` (psycopg's ``sqlstate``, psycopg2's and aiopg's
+    ``pgcode``, asyncpg's ``sqlstate``)."""
+    for _ in range(3):
+        if error is None:
+            return False
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code in FAILOVER_SQLSTATES:
+            return True
+        error = error.__cause__
+    return False
+
+
+def role_matters(want: str) -> bool:
+    """Tell whether some role fails ``target_session_attrs=want`` (so a
+    connection's role is worth reading whenever it is pinged anyway)."""
+    return want not in ("any", "prefer-standby")
+
+
+def role_matches(want: str, role: Role | str) -> bool:
     """Tell whether a session of ``role`` satisfies ``target_session_attrs=want``."""
     if want in ("any", "prefer-standby"):
         return True

@@ -32,7 +32,7 @@ from poolkeeper._config import URL
 from poolkeeper._credentials import awith_providers
 from poolkeeper.drivers import psycopg2 as _psycopg2
 from poolkeeper.drivers._connect_errors import classify_libpq
-from poolkeeper.drivers._hosts import ROLE_QUERY
+from poolkeeper.drivers._hosts import ROLE_QUERY, Role, role_from
 from poolkeeper.drivers._libpq import async_connector, libpq_kwargs, libpq_target
 from poolkeeper.drivers._options import to_number
 from poolkeeper.drivers.base import TxStatus
@@ -83,6 +83,8 @@ class AiopgDriver:
     name = "aiopg"
     is_async = True
     classify_connect_error = staticmethod(classify_libpq)
+    #: The URL's ``target_session_attrs`` (None: built from a callable).
+    target_session_attrs: str | None = None
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -104,9 +106,11 @@ class AiopgDriver:
         # libpq's asynchronous connect ignores connect_timeout, so a host
         # that does not answer would hold the whole list up: poolkeeper runs
         # the host loop, with the timeout on each host.
-        return cls(
+        driver = cls(
             async_connector(target, kwargs, connect, _fetch_role_row, native=False)
         )
+        driver.target_session_attrs = target.target_session_attrs
+        return driver
 
     async def connect(self) -> Any:
         return await self._connect()
@@ -157,6 +161,12 @@ class AiopgDriver:
     async def ping(self, conn: Any) -> None:
         # Autocommit mode: the ping never opens a transaction.
         await self._run(conn, "SELECT 1")
+
+    async def session_role(self, conn: Any) -> Role:
+        """Read the session's role with one query (:data:`~poolkeeper.drivers._hosts.ROLE_QUERY`),
+        leaving no transaction open: the pool asks it of a connection whose
+        server turned suspect (see ``_hoststate``)."""
+        return role_from(*(await _fetch_role_row(conn)))  # autocommit: no transaction
 
     async def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` to drop every piece of session state."""

@@ -43,6 +43,7 @@ from poolkeeper.drivers._hosts import (
     async_role_of,
     connect_hosts_async,
     host_target,
+    role_from,
 )
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._options import (
@@ -192,6 +193,8 @@ class AsyncpgDriver:
     name = "asyncpg"
     is_async = True
     classify_connect_error = staticmethod(classify_asyncpg)
+    #: The URL's ``target_session_attrs`` (None: built from a callable).
+    target_session_attrs: str | None = None
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -211,12 +214,15 @@ class AsyncpgDriver:
             url, connect_args, timeout_keys=("timeout", "connect_timeout")
         )
         if not target.is_plain:
-            return cls(_host_loop(target, kwargs, keepalive))
+            driver = cls(_host_loop(target, kwargs, keepalive))
+        else:
 
-        async def connect() -> Any:
-            return _tuned(await _connect(**kwargs), keepalive)
+            async def connect() -> Any:
+                return _tuned(await _connect(**kwargs), keepalive)
 
-        return cls(connect)
+            driver = cls(connect)
+        driver.target_session_attrs = target.target_session_attrs
+        return driver
 
     async def connect(self) -> Any:
         return await self._connect()
@@ -284,6 +290,12 @@ class AsyncpgDriver:
     async def rollback(self, conn: Any) -> None:
         _forget_transaction(conn)
         await conn.execute("ROLLBACK")
+
+    async def session_role(self, conn: Any) -> Role:
+        """Read the session's role with one query (:data:`~poolkeeper.drivers._hosts.ROLE_QUERY`),
+        leaving no transaction open: the pool asks it of a connection whose
+        server turned suspect (see ``_hoststate``)."""
+        return role_from(*(await conn.fetchrow(ROLE_QUERY)))  # autocommit
 
     async def ping(self, conn: Any) -> None:
         await conn.execute("SELECT 1")

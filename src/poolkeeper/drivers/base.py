@@ -276,3 +276,22 @@ def state_hooks(
 ) -> tuple[Callable[[Any], None] | None, Callable[[Any], Any] | None]:
     """Return the driver's ``(baseline, clear_state)`` methods; None for a missing one."""
     return getattr(driver, "baseline", None), getattr(driver, "clear_state", None)
+
+
+def role_support(
+    driver: Driver | AsyncDriver,
+) -> tuple[str, Callable[[Any], Any]] | None:
+    """The role a pool's connections must keep, and how to read one's role.
+
+    A PostgreSQL adapter built from a URL has ``target_session_attrs`` (the
+    URL's value, ``"any"`` by default) and ``session_role(conn)`` (one query,
+    no transaction left open; a coroutine function on an asyncio adapter),
+    so the pool can record each connection's host and role and retire those
+    whose role changed after a failover (see ``poolkeeper._hoststate``).
+    None: the adapter offers neither (or was built from a callable).
+    """
+    want = getattr(driver, "target_session_attrs", None)
+    session_role = getattr(driver, "session_role", None)
+    if not isinstance(want, str) or session_role is None:
+        return None
+    return want, session_role

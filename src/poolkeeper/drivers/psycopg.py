@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolkeeper._config import URL
 from poolkeeper._credentials import awith_providers, with_providers
-from poolkeeper.drivers._hosts import ROLE_QUERY
+from poolkeeper.drivers._hosts import ROLE_QUERY, Role, role_from
 from poolkeeper.drivers._libpq import (
     async_connector,
     libpq_does_it,
@@ -89,6 +89,8 @@ class PsycopgDriver(PsycopgState):
     """Sync psycopg 3 adapter (``postgresql+psycopg://``)."""
 
     is_async = False
+    #: The URL's ``target_session_attrs`` (None: built from a callable).
+    target_session_attrs: str | None = None
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -98,11 +100,13 @@ class PsycopgDriver(PsycopgState):
         """Build the adapter for a parsed URL (multi-host: see ``_hosts``)."""
         kwargs = url_to_kwargs(url, connect_args)
         target = libpq_target(url, connect_args)
-        return cls(
+        driver = cls(
             sync_connector(
                 target, kwargs, with_providers(psycopg.Connection.connect), pq.version()
             )
         )
+        driver.target_session_attrs = target.target_session_attrs
+        return driver
 
     def connect(self) -> Any:
         return self._connect()
@@ -121,6 +125,21 @@ class PsycopgDriver(PsycopgState):
 
     def ping(self, conn: Any) -> None:
         ping(conn)
+
+    def session_role(self, conn: Any) -> Role:
+        """Read the session's role with one query (:data:`~poolkeeper.drivers._hosts.ROLE_QUERY`),
+        leaving no transaction open: the pool asks it of a connection whose
+        server turned suspect (see ``_hoststate``)."""
+        if conn.autocommit:
+            row = conn.execute(ROLE_QUERY).fetchone()
+        else:
+            conn.autocommit = True
+            try:
+                row = conn.execute(ROLE_QUERY).fetchone()
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.autocommit = False
+        return role_from(*row)
 
     def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` to drop every piece of session state.
@@ -147,6 +166,8 @@ class AsyncPsycopgDriver(PsycopgState):
     """Asyncio psycopg 3 adapter (``postgresql+psycopg://`` with AsyncPool)."""
 
     is_async = True
+    #: The URL's ``target_session_attrs`` (None: built from a callable).
+    target_session_attrs: str | None = None
 
     def __init__(self, connect: Callable[[], Awaitable[Any]]) -> None:
         self._connect = connect
@@ -161,7 +182,7 @@ class AsyncPsycopgDriver(PsycopgState):
         kwargs = url_to_kwargs(url, connect_args)
         target = libpq_target(url, connect_args)
         native = libpq_does_it(target, pq.version())
-        return cls(
+        driver = cls(
             async_connector(
                 target,
                 kwargs,
@@ -170,6 +191,8 @@ class AsyncPsycopgDriver(PsycopgState):
                 native=native,
             )
         )
+        driver.target_session_attrs = target.target_session_attrs
+        return driver
 
     async def connect(self) -> Any:
         return await self._connect()
@@ -196,6 +219,21 @@ class AsyncPsycopgDriver(PsycopgState):
         finally:
             with contextlib.suppress(Exception):
                 await conn.set_autocommit(False)
+
+    async def session_role(self, conn: Any) -> Role:
+        """Read the session's role with one query (:data:`~poolkeeper.drivers._hosts.ROLE_QUERY`),
+        leaving no transaction open: the pool asks it of a connection whose
+        server turned suspect (see ``_hoststate``)."""
+        if conn.autocommit:
+            row = await (await conn.execute(ROLE_QUERY)).fetchone()
+        else:
+            await conn.set_autocommit(True)
+            try:
+                row = await (await conn.execute(ROLE_QUERY)).fetchone()
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.set_autocommit(False)
+        return role_from(*row)
 
     async def reset_session(self, conn: Any) -> None:
         """Roll back, then run ``DISCARD ALL`` (see :meth:`PsycopgDriver.reset_session`)."""

@@ -29,6 +29,7 @@ from poolkeeper._config import URL
 from poolkeeper._credentials import with_providers
 from poolkeeper.drivers._abort import socket_probes
 from poolkeeper.drivers._connect_errors import classify_libpq
+from poolkeeper.drivers._hosts import ROLE_QUERY, Role, role_from
 from poolkeeper.drivers._libpq import PQ_ACTIVE as _PQ_ACTIVE
 from poolkeeper.drivers._libpq import PQ_IDLE as _PQ_IDLE
 from poolkeeper.drivers._libpq import TX_STATUS as _TX_STATUS
@@ -108,6 +109,8 @@ class Psycopg2Driver:
     name = "psycopg2"
     is_async = False
     classify_connect_error = staticmethod(classify_libpq)
+    #: The URL's ``target_session_attrs`` (None: built from a callable).
+    target_session_attrs: str | None = None
 
     def __init__(self, connect: Callable[[], Any]) -> None:
         self._connect = connect
@@ -124,11 +127,13 @@ class Psycopg2Driver:
         kwargs = url_to_kwargs(url, connect_args)
         kwargs.setdefault("connection_factory", Connection)
         target = libpq_target(url, connect_args)
-        return cls(
+        driver = cls(
             sync_connector(
                 target, kwargs, with_providers(psycopg2.connect), ext.libpq_version()
             )
         )
+        driver.target_session_attrs = target.target_session_attrs
+        return driver
 
     def connect(self) -> Any:
         return self._connect()
@@ -178,6 +183,22 @@ class Psycopg2Driver:
         finally:
             if not conn.closed:
                 conn.autocommit = False
+
+    def session_role(self, conn: Any) -> Role:
+        """Read the session's role with one query (:data:`~poolkeeper.drivers._hosts.ROLE_QUERY`),
+        leaving no transaction open: the pool asks it of a connection whose
+        server turned suspect (see ``_hoststate``)."""
+        autocommit = conn.autocommit
+        if not autocommit:
+            conn.autocommit = True  # client-side only: no round trip
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(ROLE_QUERY)
+                row = cursor.fetchone()
+        finally:
+            if not autocommit and not conn.closed:
+                conn.autocommit = False
+        return role_from(*row)
 
     @staticmethod
     def _select_one(conn: Any) -> None:

@@ -605,7 +605,7 @@ def test_fast_acquire_takes_only_a_connection_that_can_go_out_as_is() -> None:
     # Past its lifetime: declined too (the full checkout retires it).
     assert state.acquire(200.0, NO_LOCK) is None and not state.retired
     # Suspect after a broken sibling: declined.
-    state.suspect_before = 0.35
+    state.suspect_all(0.35)
     assert state.acquire(0.4, NO_LOCK) is None
 
 
