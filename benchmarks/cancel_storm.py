@@ -12,10 +12,16 @@ connects counted by wrapping ``asyncpg.connect``). A driver that recovers a
 connection whose query was cancelled (a cancel request, then a rollback)
 creates no more than ``max_size`` connections.
 
+With ``--in-transaction`` the asyncpg rows' query opens a transaction first
+(``BEGIN; SELECT pg_sleep(0.001)``; asyncpg runs in autocommit otherwise),
+which the pool commits on the way out: cancellations then also land in the
+pool's own commit or rollback.
+
 Examples::
 
     PYTHONPATH=src python benchmarks/cancel_storm.py
     PYTHONPATH=src python benchmarks/cancel_storm.py -n 2000 --only psycopg aiomysql
+    PYTHONPATH=src python benchmarks/cancel_storm.py --in-transaction --only asyncpg
 """
 
 from __future__ import annotations
@@ -49,8 +55,17 @@ TARGETS = {
 }
 
 
+async def _in_transaction(conn: Any) -> None:
+    await conn.execute("BEGIN; SELECT pg_sleep(0.001)")
+
+
+#: name -> the query of --in-transaction, where it differs.
+TX_QUERIES = {"asyncpg": _in_transaction}
+_queries = dict(QUERIES)
+
+
 async def run_poolkeeper(name: str, n: int, seed: int) -> dict[str, Any]:
-    url, query = TARGETS[name], QUERIES[name]
+    url, query = TARGETS[name], _queries[name]
     pool: poolkeeper.AsyncPool[Any] = poolkeeper.AsyncPool(
         url, min_size=0, max_size=MAX_SIZE, timeout=1
     )
@@ -96,7 +111,7 @@ async def run_asyncpg_pool(n: int, seed: int) -> dict[str, Any]:
     async with pool:
         started = time.perf_counter()
         outcomes = await cancel_storm(
-            lambda: pool.acquire(timeout=1), QUERIES["asyncpg"], n, random.Random(seed)
+            lambda: pool.acquire(timeout=1), _queries["asyncpg"], n, random.Random(seed)
         )
         took = time.perf_counter() - started
     return {
@@ -114,9 +129,16 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=10_000, help="tasks per driver")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--in-transaction",
+        action="store_true",
+        help="asyncpg rows: the query opens a transaction the pool ends",
+    )
+    parser.add_argument(
         "--only", nargs="*", default=[*TARGETS, "asyncpg-pool"], help="what to run"
     )
     args = parser.parse_args()
+    if args.in_transaction:
+        _queries.update(TX_QUERIES)
     rows = []
     for name in args.only:
         if name == "asyncpg-pool":

@@ -6,10 +6,11 @@ of each way to reset a session, 5 interleaved rounds, median:
 * asyncpg's ``Connection.reset()`` (what asyncpg's pool runs on release: one
   message with advisory-unlock, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``);
 * poolkeeper's ``reset="full"`` on asyncpg (``AsyncpgDriver.reset_session``:
-  ``Connection.reset()``, then a second message discarding plans, temporary
-  objects, sequences and the session authorization);
-* the statements of both in one message: what a one-round-trip full reset
-  would cost (measured only: poolkeeper does not do this today).
+  asyncpg's client-side reset, then asyncpg's reset query and the statements
+  discarding plans, temporary objects, sequences and the session
+  authorization, in one message);
+* the statements of both in one message sent with a bare ``execute()``: the
+  floor of a one-round-trip full reset.
 
 Example::
 

@@ -4,8 +4,9 @@ The pool is chosen by the ``BENCH_POOL`` environment variable; everything else
 is the same code for every pool of a family:
 
 * asyncpg family (``asyncpg``, ``asyncpg-noreset``, ``pk-asyncpg``,
-  ``pk-asyncpg-full``): ``async with pool.acquire() as conn`` and asyncpg's
-  own ``fetchval`` / ``transaction()``. poolkeeper's ``AsyncPool`` offers the
+  ``pk-asyncpg-full``, ``pk-asyncpg-unfair`` with ``fair=False``):
+  ``async with pool.acquire() as conn`` and asyncpg's own ``fetchval`` /
+  ``transaction()``. poolkeeper's ``AsyncPool`` offers the
   same ``acquire()`` as asyncpg's pool, so the handlers do not change.
 * psycopg family (``psycopg_pool``, ``pk-psycopg``): ``async with
   pool.connection() as conn`` and psycopg 3's async ``execute`` /
@@ -130,7 +131,7 @@ async def open_pool() -> AsyncIterator[Any]:
             yield AsyncpgFamily(pool)
         finally:
             await pool.close()
-    elif POOL in ("pk-asyncpg", "pk-asyncpg-full", "pk-psycopg"):
+    elif POOL in ("pk-asyncpg", "pk-asyncpg-full", "pk-asyncpg-unfair", "pk-psycopg"):
         import poolkeeper
 
         if POOL == "pk-psycopg":
@@ -139,8 +140,9 @@ async def open_pool() -> AsyncIterator[Any]:
         else:
             url, args = _asyncpg_dsn(), {"server_settings": settings}
         reset = {"reset": "full"} if POOL == "pk-asyncpg-full" else {}
+        fair = POOL != "pk-asyncpg-unfair"
         async with poolkeeper.AsyncPool(
-            url, min_size=SIZE, max_size=SIZE, connect_args=args, **reset
+            url, min_size=SIZE, max_size=SIZE, connect_args=args, fair=fair, **reset
         ) as pk:
             await pk.open(wait=True, timeout=30)
             yield PsycopgFamily(pk) if POOL == "pk-psycopg" else AsyncpgFamily(pk)

@@ -79,12 +79,14 @@ ASGI_POOLS = [
     "pk-asyncpg-full",
     "pk-psycopg",
     "pk-sqlalchemy",
+    "pk-asyncpg-unfair",
 ]
 WSGI_POOLS = ["psycopg_pool", "sqlalchemy", "pk-psycopg", "pk-sqlalchemy"]
 # The default run leaves out poolkeeper under SQLAlchemy (same pool, one more
-# layer) to keep a full run near 20 minutes; name it with --asgi-pools /
-# --wsgi-pools to include it.
-DEFAULT_ASGI = ASGI_POOLS[:-1]
+# layer) to keep a full run near 20 minutes, and poolkeeper over asyncpg with
+# fair=False (hand-off order); name them with --asgi-pools / --wsgi-pools to
+# include them.
+DEFAULT_ASGI = ASGI_POOLS[:-2]
 DEFAULT_WSGI = WSGI_POOLS[:-1]
 CLIENTS = [64, 256, 1024]
 ROUTES = ["query", "tx"]
@@ -378,6 +380,7 @@ def is_poolkeeper(pool: str) -> bool:
 #: same reset on return (none, or asyncpg's full session reset), same layer.
 LIKE_FOR_LIKE = {
     "pk-asyncpg": "asyncpg-noreset",
+    "pk-asyncpg-unfair": "asyncpg-noreset",
     "pk-asyncpg-full": "asyncpg",
     "pk-psycopg": "psycopg_pool",
     "pk-sqlalchemy": "sqlalchemy",

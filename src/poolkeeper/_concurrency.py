@@ -12,6 +12,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ ConnectFn = Callable[[], _T]
 __all__ = [
     "IS_ASYNC",
     "AConnectFn",
+    "ADeadlines",
     "AEvent",
     "ASignal",
     "ConnectFn",
@@ -91,6 +93,89 @@ class ASignal:
 def _expire(fut: asyncio.Future[bool]) -> None:
     if not fut.done():
         fut.set_result(False)
+
+
+class ADeadlines:
+    """One event-loop timer for the deadlines of many :class:`ASignal` waits.
+
+    ``wait(signal, deadline)`` is ``signal.wait(deadline - now)`` without a
+    timer of its own: deadlines go on a heap, and one ``call_later`` handle
+    is armed for the earliest. When it fires, every signal past its deadline
+    is woken with False (a timeout) and the timer is armed for the next.
+    A wait that ends first (set, or its task cancelled) leaves its heap
+    entry behind, dropped when it reaches the top or when such entries make
+    up most of the heap, so a wait costs a heap push (O(1) when deadlines
+    come in order, as with one pool ``timeout``) and no timer handle. Use
+    from the one event loop of the pool that owns it.
+    """
+
+    __slots__ = ("_at", "_compact_at", "_handle", "_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._seq = itertools.count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf  # the deadline the timer is armed for
+        self._compact_at = _COMPACT_MIN
+
+    async def wait(self, signal: ASignal, deadline: float) -> bool:
+        """Wait for ``signal`` until ``deadline`` (``time.monotonic()``); False on timeout."""
+        fut = signal._fut
+        if fut.done():
+            return True
+        if deadline < math.inf:
+            if deadline <= time.monotonic():
+                return False
+            heap = self._heap
+            heapq.heappush(heap, (deadline, next(self._seq), fut))
+            if deadline < self._at:
+                self._arm(deadline)
+            if len(heap) > self._compact_at:
+                self._compact()
+        return await fut
+
+    def clear(self) -> None:
+        """Drop every deadline and the timer (the waits are over: pool closed)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._at = math.inf
+        self._heap.clear()
+        self._compact_at = _COMPACT_MIN
+
+    def _arm(self, deadline: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        delay = max(0.0, deadline - time.monotonic())
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+        self._at = deadline
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._at = math.inf
+        heap = self._heap
+        now = time.monotonic()
+        while heap:
+            deadline, _, fut = heap[0]
+            if deadline > now and not fut.done():
+                self._arm(deadline)
+                return
+            heapq.heappop(heap)
+            if not fut.done():
+                fut.set_result(False)
+
+    def _compact(self) -> None:
+        # Most entries belong to waits that ended: keep the others.
+        heap = [item for item in self._heap if not item[2].done()]
+        heapq.heapify(heap)
+        self._heap[:] = heap
+        self._compact_at = max(_COMPACT_MIN, 2 * len(heap))
+        if heap and heap[0][0] != self._at:
+            self._arm(heap[0][0])
+
+
+#: Heap size below which :class:`ADeadlines` never compacts.
+_COMPACT_MIN = 64
 
 
 class Signal:

@@ -90,6 +90,9 @@ class Adapter:
         # Driver connections SQLAlchemy detached from their record while still
         # open, with their pool: given back (and discarded) once closed.
         self.orphans: list[tuple[Any, Any]] = []
+        # Driver connections SQLAlchemy detached (``detach()``), to take out
+        # of their poolkeeper pool (see ``_PoolkeeperPool._take_detached``).
+        self.detached: list[tuple[Any, Any]] = []
         # ids of driver connections SQLAlchemy closed (Pool._close_connection):
         # tells a closed connection from a detached one when the driver has
         # no ``closed``/``open`` attribute to ask.
@@ -148,11 +151,7 @@ class Adapter:
             # detach(): the caller owns the still-open connection now.
             with self.lock:
                 self.records.pop(id(conn), None)
-                self.orphans.append(held)
-            logger.info(
-                "a connection was detached from the SQLAlchemy pool; its poolkeeper "
-                "slot stays taken until it is closed"
-            )
+                self.detached.append(held)
             return None
         if (
             record.driver_connection is not None

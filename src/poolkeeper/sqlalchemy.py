@@ -64,9 +64,9 @@ Limitations: connections poolkeeper retires by itself (lifetime, idle time,
 failed background check) are closed without SQLAlchemy's ``close`` event, and
 ``pool_use_lifo`` is not supported (poolkeeper serves waiters first-in,
 first-out and reuses the most recently returned connection). A connection
-taken out with ``detach()`` keeps its poolkeeper slot until the caller closes
-it, because the pool has no way yet to forget a checked-out connection. The
-caller-side connect and the closing of returned connections use the pool's
+taken out with ``detach()`` leaves the poolkeeper pool at once (counted in
+``closed_by_reason["detached"]``; its caller closes it), so its slot is free
+for a new connection, as with QueuePool. The caller-side connect and the closing of returned connections use the pool's
 private ``_open_for_caller()`` and ``_take_out()``: this module ships with
 poolkeeper and changes with it.
 """
@@ -378,7 +378,22 @@ class _PoolkeeperPool(_SAPool):
             pool_name=pk.name,
         )
 
+    def _take_detached(self) -> None:
+        """Free at once the slots of connections SQLAlchemy detached.
+
+        ``detach()`` hands the still-open connection to its caller for good;
+        as with QueuePool, the pool may open another in its place (the
+        connection leaves poolkeeper's pool as closed, reason
+        ``"detached"``; its caller closes it).
+        """
+        adapter = self._adapter
+        with adapter.lock:
+            detached, adapter.detached = adapter.detached, []
+        for conn, pk in detached:
+            pk._take_out(conn, None, "detached")
+
     def _release_orphans(self) -> None:
+        self._take_detached()
         for conn, pk in self._adapter.closed_orphans():
             # Closed by its owner: out of the pool without a second close.
             if not self._leave(conn, pk, None):
@@ -416,6 +431,7 @@ class Pool(_PoolkeeperPool):
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         held = self._adapter.unhold(record)
         if held is None:
+            self._take_detached()
             return
         conn, pk = held
         if not self._shed(record, held):
@@ -481,6 +497,9 @@ class AsyncPool(_PoolkeeperPool):
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         held = self._adapter.unhold(record)
         if held is None:
+            if in_greenlet():
+                # Else (garbage collection) at the next checkout.
+                self._take_detached()
             return
         conn, pk = held
         if in_greenlet():

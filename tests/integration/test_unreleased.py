@@ -10,7 +10,9 @@ On every driver, sync and async pools, against the real servers:
   back, with a :class:`~poolkeeper.ConnectionLeakWarning` attributed to the
   line that acquired it;
 * a connection closed by its user without release is taken back too, and its
-  late ``release()`` is accepted.
+  late ``release()`` is accepted;
+* a caller already waiting on a full pool is served as soon as a connection
+  is dropped, or closed by its holder (released or not).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import poolkeeper
 from tests.integration import test_pool_drivers
 from tests.integration.test_pool_drivers import Target, _close, _make_pool, _scalar
 from tests.support.generic_dbapi import bare_connect
+from tests.support.waiting import asettle
 
 #: The per-driver fixture (one connection URL per driver, cleaned up after).
 target = test_pool_drivers.target
@@ -241,6 +244,43 @@ async def test_waiter_gets_a_dropped_connections_slot(target: Target) -> None:
         assert took < 0.2 + AT_ONCE
         assert await _scalar(case, conn, "SELECT 5") == 5
         await _release(pool, conn)
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["closed", "closed-released"])
+async def test_waiter_gets_a_closed_connections_slot(
+    target: Target, released: bool
+) -> None:
+    """A caller already waiting on a full pool is served as soon as the
+    holder closes its connection (and releases it, or not), not at the next
+    housekeeping round (5 s later) nor at its timeout."""
+    case = target.case
+    async with _one_slot(target) as (pool, record):
+        holder = await _acquire(pool)
+        if case.is_async:
+            waiter = asyncio.ensure_future(_timed_acquire(pool))
+        else:  # a thread of its own waits
+            waiter = asyncio.ensure_future(
+                asyncio.to_thread(lambda: asyncio.run(_timed_acquire(pool)))
+            )
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        closed_at = time.monotonic()
+        await _close_conn(holder)
+        if released:
+            await _release(pool, holder)
+        conn, _ = await asyncio.wait_for(waiter, AT_ONCE)
+        assert time.monotonic() - closed_at < 1.0
+        assert conn is not holder
+        assert await _scalar(case, conn, "SELECT 6") == 6
+        await _release(pool, conn)
+        if not released:
+            # Reported once the slot is taken back, perhaps just after the
+            # replacement reached the waiter (in the pool's watcher).
+            await asettle(lambda: bool(record), within=AT_ONCE)
+            _check_warning(record, "closed")
+            await _release(pool, holder)  # late, accepted quietly
+        stats = pool.stats()
+        assert (stats.size, stats.in_use) == (1, 0)
 
 
 async def test_a_connection_reading_a_result_is_not_taken_back(target: Target) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from typing import Any
 
 import pytest
 
-from poolkeeper import AsyncPool, PoolError
+from poolkeeper import AsyncPool, PoolError, PoolTimeout
 from tests.unit._async.test_pool import Factory, FakeConnection, FakeCursor, open_count
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +37,41 @@ async def test_cancelled_waiter_gets_nothing_and_leaks_nothing() -> None:
         assert pool.stats().waiting == 0
         await pool.release(held)
         assert pool.stats().idle == 1 and pool.stats().in_use == 0
+
+
+async def test_waiters_cancelled_in_the_middle_keep_the_queue_in_order() -> None:
+    # Cancelled waiters leave the middle of the queue (in O(1), left behind
+    # and skipped): the count drops at once and hand-off order is kept.
+    async with AsyncPool(Factory(), min_size=1, max_size=1, timeout=10) as pool:
+        held = await pool.acquire()
+        order: list[int] = []
+
+        async def waiter(i: int) -> None:
+            async with pool.connection():
+                order.append(i)
+                await asyncio.sleep(0)
+
+        tasks = []
+        for i in range(200):
+            tasks.append(asyncio.ensure_future(waiter(i)))
+            await asyncio.sleep(0)
+        while pool.stats().waiting < 200:
+            await asyncio.sleep(0)
+        cancelled = {i for i in range(200) if i % 3 != 0 and i != 199}
+        for i in sorted(cancelled):
+            tasks[i].cancel()
+        await asyncio.sleep(0)
+        assert pool.stats().waiting == 200 - len(cancelled)
+        assert len(pool._state.waiters) < 200  # compacted along the way
+        # A late, short waiter times out in the middle of the queue.
+        with pytest.raises(TimeoutError):
+            await pool.acquire(timeout=0.05)
+        await pool.release(held)
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        assert order == [i for i in range(200) if i not in cancelled]
+        stats = pool.stats()
+        assert (stats.waiting, stats.in_use, stats.idle) == (0, 0, 1)
+        assert len(pool._state.waiters) == 0 and pool._state.abandoned == 0
 
 
 async def test_connection_handed_to_a_cancelled_waiter_comes_back() -> None:
@@ -353,3 +390,75 @@ async def test_cancelled_tasks_wrapping_acquire_leak_nothing() -> None:
                     await pool.release(result)
             stats = pool.stats()
             assert stats.in_use == 0 and stats.waiting == 0
+
+
+def test_waiter_deadlines_work_in_a_new_loop_after_fork() -> None:
+    # A forked child starts the pool over (_after_fork) and may use it from a
+    # new event loop: the waiters' timer is the new loop's, not the parent's.
+    pool = AsyncPool(Factory(), min_size=1, max_size=1)
+    parent = asyncio.new_event_loop()
+
+    async def leave_a_waiter() -> None:
+        await pool.open(wait=True)
+        await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire(timeout=0.3))
+        while pool.stats().waiting < 1:
+            await asyncio.sleep(0)
+        waiter.cancel()  # its heap entry and the armed timer stay behind
+
+    parent.run_until_complete(leave_a_waiter())
+    parent.close()
+    pool._after_fork()
+
+    async def in_the_child() -> float:
+        held = await pool.acquire()
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            await asyncio.wait_for(pool.acquire(timeout=0.5), 3.0)
+        waited = time.monotonic() - started
+        await pool.release(held)
+        await pool.close()
+        return waited
+
+    waited = asyncio.run(in_the_child())
+    assert 0.45 <= waited < 2.0
+
+
+def _blocking_configure(started: asyncio.Event) -> Any:
+    async def configure(conn: FakeConnection) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    return configure
+
+
+async def test_connect_cancelled_in_the_configure_hook_closes_the_connection() -> None:
+    """close() cancels a background connect whose configure hook runs: the new
+    connection is closed then, not left to the garbage collector."""
+    factory = Factory()
+    started = asyncio.Event()
+    pool = AsyncPool(
+        factory, min_size=1, max_size=1, configure=_blocking_configure(started)
+    )
+    await pool.open()
+    await asyncio.wait_for(started.wait(), 5)
+    await pool.close(timeout=0)
+    assert len(factory.made) == 1 and factory.made[0].closed
+    assert pool.stats().connecting == 0
+
+
+async def test_connect_in_the_caller_cancelled_closes_the_connection() -> None:
+    """The same for a connect made in the caller (``_open_for_caller``, which
+    the SQLAlchemy integration uses), cancelled with the caller's task."""
+    factory = Factory()
+    started = asyncio.Event()
+    async with AsyncPool(
+        factory, min_size=0, max_size=1, configure=_blocking_configure(started)
+    ) as pool:
+        task = asyncio.ensure_future(pool._open_for_caller())
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert len(factory.made) == 1 and factory.made[0].closed
+        assert pool.stats().connecting == 0 and pool.stats().size == 0

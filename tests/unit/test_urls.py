@@ -270,3 +270,23 @@ def test_secrets_of_finds_passwords_in_passed_through_connection_strings(
         assert secret not in scrub(
             f"driver said: {connect_args}", secrets_of(None, connect_args)
         )
+
+
+def test_a_subclass_of_a_driver_connection_gets_that_drivers_adapter() -> None:
+    """A connection class deriving from a driver's (asyncpg's
+    ``connection_class=``, sqlite3's ``factory=``) is that driver's
+    connection, whatever module the subclass is defined in."""
+    import sqlite3
+
+    from poolkeeper.drivers import ops_for_connection
+    from poolkeeper.drivers.sqlite3 import Sqlite3Driver
+
+    class MyConnection(sqlite3.Connection):
+        pass
+
+    conn = sqlite3.connect(":memory:", factory=MyConnection)
+    try:
+        assert type(conn).__module__ == __name__
+        assert ops_for_connection(conn, is_async=False) is Sqlite3Driver
+    finally:
+        conn.close()

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from poolkeeper._concurrency import (
     IS_ASYNC,
+    ADeadlines,
     AEvent,
     ASignal,
     Lock,
@@ -83,7 +84,13 @@ class AsyncPoolBase(Generic[ConnT]):
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections
+    #: Whether a task or thread looks for lent connections closed by their
+    #: callers while others wait (``_watch_closed``).
+    _watching: bool
+    _watch_again: bool
     _rollback_sites: set[Site]
+    if IS_ASYNC:
+        _deadlines: ADeadlines
 
     def on(self, event: str, listener: Listener) -> None:
         """Call ``listener(event)`` with a :class:`~poolkeeper.PoolEvent` on each ``event``.

@@ -16,7 +16,14 @@ from typing import Any, NoReturn, TypeVar
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
-from poolkeeper._concurrency import IS_ASYNC, AEvent, Lock, ajoin, current_loop
+from poolkeeper._concurrency import (
+    IS_ASYNC,
+    ADeadlines,
+    AEvent,
+    Lock,
+    ajoin,
+    current_loop,
+)
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
 from poolkeeper._hoststate import HostTable
@@ -119,6 +126,8 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         self._wake_retry()
         for waiter in waiters:
             waiter.signal.set()
+        if IS_ASYNC:
+            self._deadlines.clear()
         await self._close_entries(retired)
         tasks = list(self._tasks)
         if self._housekeeper is not None:
@@ -184,8 +193,12 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
         self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
+        self._watching = self._watch_again = False
         self._opened = False
         self._loop = None
+        if IS_ASYNC:
+            # The parent's timer belongs to its event loop.
+            self._deadlines = ADeadlines()
 
 
 #: A pool class, for methods returning their own pool.

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from poolkeeper._async.checkout import AsyncCheckout
-from poolkeeper._concurrency import IS_ASYNC, AConnectFn, AEvent, Lock
+from poolkeeper._concurrency import IS_ASYNC, AConnectFn, ADeadlines, AEvent, Lock
 from poolkeeper._config import (
     check_callable,
     check_connect_args,
@@ -138,8 +138,12 @@ class AsyncPool(AsyncCheckout[ConnT]):
         self._housekeeper = None
         self._loop = None
         self._held = HeldConnections(self)
+        self._watching = self._watch_again = False
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites = set()
+        if IS_ASYNC:
+            # One loop timer for the deadlines of every waiting caller.
+            self._deadlines = ADeadlines()
 
     def _init_driver_hooks(self) -> None:
         """Take from the driver what the hot path and the watchdog call."""
@@ -184,7 +188,7 @@ class AsyncPool(AsyncCheckout[ConnT]):
         return (
             f"<{type(self).__name__} {self.name!r} {self._target} {status} "
             f"size={state.size}/{state.max_size} idle={len(state.idle)} "
-            f"waiting={len(state.waiters)}>"
+            f"waiting={state.waiting()}>"
         )
 
     # -- asyncpg-style explicit form (async-only helper) -------------------------

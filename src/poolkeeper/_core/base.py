@@ -51,6 +51,7 @@ REASONS = (
     "cancelled",
     "leaked",
     "role_changed",
+    "detached",
 )
 
 #: Reasons that say nothing about the server: closing for one of them does not
@@ -65,6 +66,7 @@ _HARMLESS_REASONS = frozenset(
         "cancelled",
         "leaked",
         "role_changed",
+        "detached",
     }
 )
 
@@ -92,7 +94,8 @@ class StateBase:
         self.size_limited = False
         self.idle: deque[PoolEntry] = deque()
         self.in_use: dict[int, PoolEntry] = {}
-        self.waiters: deque[Waiter] = deque()
+        self.waiters: deque[Waiter] = deque()  # FIFO; both ends always queued
+        self.abandoned = 0  # waiters in it that stopped waiting (see unqueue())
         self.connecting = 0
         self.closed = False
         self.retired: list[PoolEntry] = []
@@ -191,7 +194,7 @@ class StateBase:
         message = (
             f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
             f"connection (size {self.size}/{self.max_size}, "
-            f"{len(self.waiters)} waiting)"
+            f"{self.waiting()} waiting)"
         )
         cause = self.last_connect_error
         if cause is not None:
@@ -201,7 +204,7 @@ class StateBase:
             if held:
                 message += f"; {held}"
         error = PoolTimeout(
-            message, pool_name=self.name, timeout=timeout, waiting=len(self.waiters)
+            message, pool_name=self.name, timeout=timeout, waiting=self.waiting()
         )
         error.__cause__ = cause
         error.__suppress_context__ = True
@@ -233,7 +236,7 @@ class StateBase:
 
     def _place(self, entry: PoolEntry, now: float) -> Waiter | None:
         if self.waiters:
-            waiter = self.waiters.popleft()
+            waiter = self.pop_waiter()
             if self.config.fair:
                 # Direct hand-off: the oldest waiter owns it before it wakes
                 # (and the checkout counts when it takes it: served()).
@@ -247,6 +250,63 @@ class StateBase:
             waiter = None
         self.idle.append(entry)
         return waiter
+
+    # -- the waiter queue ---------------------------------------------------------
+
+    def waiting(self) -> int:
+        """How many callers are waiting."""
+        return len(self.waiters) - self.abandoned
+
+    def pop_waiter(self) -> Waiter:
+        """Take the oldest waiter off the queue (which must not be empty)."""
+        waiter = self.waiters.popleft()
+        waiter.queued = False
+        if self.abandoned:
+            self._trim_waiters()
+        return waiter
+
+    def unqueue(self, waiter: Waiter) -> None:
+        """Take a waiter that stops waiting off the queue, in O(1).
+
+        One at either end of the queue leaves it at once; one in the middle
+        stays, no longer ``queued``, until it reaches an end or the queue is
+        compacted (when such waiters outnumber the live ones).
+        """
+        if not waiter.queued:
+            return  # already taken off (served, nudged, failed or closed)
+        waiter.queued = False
+        waiters = self.waiters
+        if waiters[0] is waiter:
+            waiters.popleft()
+        elif waiters[-1] is waiter:
+            waiters.pop()
+        else:
+            self.abandoned += 1
+            if self.abandoned > 16 and 2 * self.abandoned > len(waiters):
+                self.waiters = deque(w for w in waiters if w.queued)
+                self.abandoned = 0
+            return
+        if self.abandoned:
+            self._trim_waiters()
+
+    def _trim_waiters(self) -> None:
+        # Restore the invariant: both ends of the queue are waiting.
+        waiters = self.waiters
+        while waiters and not waiters[0].queued:
+            waiters.popleft()
+            self.abandoned -= 1
+        while waiters and not waiters[-1].queued:
+            waiters.pop()
+            self.abandoned -= 1
+
+    def take_waiters(self) -> list[Waiter]:
+        """Empty the queue; return the waiters that were waiting, oldest first."""
+        waiters = [w for w in self.waiters if w.queued]
+        for waiter in waiters:
+            waiter.queued = False
+        self.waiters = deque()
+        self.abandoned = 0
+        return waiters
 
     def withdraw(self, entry: PoolEntry) -> None:
         """Take back the checkout of a connection the caller will not get

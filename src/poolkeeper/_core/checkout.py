@@ -14,7 +14,6 @@ keep it that way (see the comment above ``acquire``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from poolkeeper._core.base import (
@@ -182,14 +181,15 @@ class CheckoutState(StateBase):
         ):
             raise raisable(error)
         limit = self.config.max_waiting
-        if limit and len(self.waiters) >= limit:
+        if limit and self.waiting() >= limit:
             self.rejections += 1
             raise TooManyWaiters(
-                f"pool {self.name!r} already has {len(self.waiters)} callers waiting "
+                f"pool {self.name!r} already has {self.waiting()} callers waiting "
                 f"(max_waiting={limit}; size {self.size}/{self.max_size})",
                 pool_name=self.name,
-                waiting=len(self.waiters),
+                waiting=self.waiting(),
             )
+        waiter.queued = True
         self.waiters.append(waiter)
 
     def wait_for_connect(self, waiter: Waiter, now: float) -> float:
@@ -202,7 +202,7 @@ class CheckoutState(StateBase):
         none). Such a waiter is failed by the next failed connect.
         """
         backing_off = self.connect_failures and now < self.next_connect_at
-        if backing_off or self.connecting < len(self.waiters):
+        if backing_off or self.connecting < self.waiting():
             return 0.0
         waiter.connect_only = True
         return CONNECT_WAIT_LIMIT
@@ -241,8 +241,7 @@ class CheckoutState(StateBase):
         """
         if waiter.entry is not None:
             return waiter.entry
-        with contextlib.suppress(ValueError):  # already removed by close()
-            self.waiters.remove(waiter)
+        self.unqueue(waiter)
         if timed_out and (
             waiter.error is None or isinstance(waiter.error, PoolTimeout)
         ):
@@ -286,7 +285,13 @@ class CheckoutState(StateBase):
             return None
         return self._keep(entry, now)
 
-    def shed(self, entry: PoolEntry, now: float, keep_idle: int | None) -> bool:
+    def shed(
+        self,
+        entry: PoolEntry,
+        now: float,
+        keep_idle: int | None,
+        reason: str | None = None,
+    ) -> bool:
         """Take back a connection that its user closes itself instead of returning.
 
         For an integration that keeps fewer idle connections than it may open
@@ -296,14 +301,17 @@ class CheckoutState(StateBase):
         True is returned; the caller must close it. Otherwise nothing changes
         and the caller gives it back as usual. ``keep_idle`` None: the caller
         has closed the connection already; it always leaves (reason
-        ``"broken"``, without making its siblings suspect). The shell does
-        not close a shed connection (its user does, exactly once).
+        ``"broken"``, without making its siblings suspect), or ``reason``
+        (``"detached"``: SQLAlchemy's ``detach()``, its user keeps it open).
+        The shell does not close a shed connection (its user does, exactly
+        once).
         """
         if keep_idle is not None and (self.waiters or len(self.idle) < keep_idle):
             return False
         self._take_back(entry)
         self.usage_time.add(now - entry.checked_out_at)
-        reason = "idle" if keep_idle is not None else "broken"
+        if reason is None:
+            reason = "idle" if keep_idle is not None else "broken"
         entry.close_reason = reason
         self.closed_by_reason[reason] += 1
         self._forget_host(entry)
@@ -335,7 +343,7 @@ class CheckoutState(StateBase):
         """
         if self.config.fair or not self.idle or not self.waiters:
             return None
-        return self.waiters.popleft()
+        return self.pop_waiter()
 
     def requeue(self, waiter: Waiter) -> None:
         """Put a nudged waiter that found nothing back at the head of the queue."""
@@ -344,12 +352,13 @@ class CheckoutState(StateBase):
                 f"pool {self.name!r} was closed while waiting", pool_name=self.name
             )
             return
+        waiter.queued = True
         self.waiters.appendleft(waiter)
 
     def validation_timed_out(self) -> int:
         """Count a checkout that ran out of time validating; return the waiters."""
         self.timeouts += 1
-        return len(self.waiters)
+        return self.waiting()
 
     def take_unreleased(self, entry: PoolEntry, now: float) -> bool:
         """Take back the slot of a connection its ``acquire()`` caller closed,

@@ -47,7 +47,7 @@ class ConnectState(StateBase):
         if self.closed:
             return 0
         total = self._total()
-        want = max(len(self.waiters) - self.connecting, self.min_size - total)
+        want = max(self.waiting() - self.connecting, self.min_size - total)
         n = min(
             want, self.max_size - total, self.config.max_connecting - self.connecting
         )
@@ -221,6 +221,8 @@ class ConnectState(StateBase):
         """
         keep: list[Waiter] = []
         for waiter in self.waiters:
+            if not waiter.queued:
+                continue  # stopped waiting (see unqueue)
             if permanent and (waiter.connect_only or not self.size):
                 waiter.error = raisable(error)
             elif waiter.connect_only:
@@ -228,9 +230,11 @@ class ConnectState(StateBase):
             else:
                 keep.append(waiter)
                 continue
+            waiter.queued = False
             self.failed_waiters.append(waiter)
         if len(keep) != len(self.waiters):
             self.waiters = deque(keep)
+            self.abandoned = 0
 
     def connect_cancelled(self) -> None:
         """Release the slot of a connect worker that stopped without a result."""

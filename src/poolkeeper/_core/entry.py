@@ -95,10 +95,13 @@ class Waiter:
     failed for good) before it hands the waiter back to the shell to wake;
     ``signal`` is the shell's wake-up primitive, opaque to the core.
     ``connect_only``: a ``timeout=0`` caller waiting only for the connect
-    started for it (see ``PoolState.wait_for_connect``).
+    started for it (see ``PoolState.wait_for_connect``). ``queued``: the
+    waiter is in the state's queue and still waiting; one that stops
+    waiting in the middle of the queue stays there, no longer ``queued``,
+    until the queue drops it (see ``StateBase.unqueue``).
     """
 
-    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "signal")
+    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "queued", "signal")
 
     def __init__(self, signal: Any, enqueued_at: float) -> None:
         self.signal = signal
@@ -106,6 +109,7 @@ class Waiter:
         self.entry: PoolEntry | None = None
         self.error: BaseException | None = None
         self.connect_only = False
+        self.queued = False
 
 
 def capture_stack(skip: int = 2, limit: int = 16) -> str:

@@ -90,7 +90,7 @@ class PoolState(CheckoutState, ConnectState, UpkeepState):
                 "size": len(self.idle) + len(self.in_use),
                 "idle": len(self.idle) + held,
                 "in_use": len(self.in_use) - held,
-                "waiting": len(self.waiters),
+                "waiting": self.waiting(),
                 "connecting": self.connecting,
                 "min_size": self.min_size,
                 "max_size": self.max_size,

@@ -136,8 +136,7 @@ class UpkeepState(StateBase):
         self.closed = True
         while self.idle:
             self._retire(self.idle.popleft(), "close")
-        waiters = list(self.waiters)
-        self.waiters.clear()
+        waiters = self.take_waiters()
         for waiter in waiters:
             waiter.error = PoolClosed(
                 f"pool {self.name!r} was closed while waiting", pool_name=self.name

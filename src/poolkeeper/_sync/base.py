@@ -83,6 +83,10 @@ class PoolBase(Generic[ConnT]):
     _tasks: set[Any]
     _loop: Any
     _held: HeldConnections
+    #: Whether a task or thread looks for lent connections closed by their
+    #: callers while others wait (``_watch_closed``).
+    _watching: bool
+    _watch_again: bool
     _rollback_sites: set[Site]
 
     def on(self, event: str, listener: Listener) -> None:

@@ -102,8 +102,10 @@ class Checkout(Checkin[ConnT]):
                 self.open()
             if self._held.pending or state.size + state.connecting >= state.max_size:
                 # Before waiting: the slot of a connection an acquire() caller
-                # closed or dropped may be free.
+                # closed or dropped may be free; and one it closes while
+                # this caller waits is noticed at once (_watch_closed).
                 self._take_unreleased()
+                self._watch_closed()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
             entry = self._wait(check_timeout_arg(timeout, self._timeout))

@@ -62,6 +62,10 @@ class Connecting(PoolBase[ConnT]):
     def _connect_worker(self) -> None:
         """Open one connection (retrying with backoff while it is needed) and place it."""
         state = self._state
+        # A connection opened and not yet placed in the pool: closed here if
+        # the worker is interrupted meanwhile (a cancelled task, the pool's
+        # close()), not left to the garbage collector.
+        unplaced: Any = None
         try:
             while True:
                 if not self._sleep_before_retry():
@@ -70,11 +74,14 @@ class Connecting(PoolBase[ConnT]):
                     return
                 started = _monotonic()
                 try:
-                    conn = self._driver.connect()
+                    conn = unplaced = self._driver.connect()
                     if not self._adapter_checked:
                         self._check_adapter(conn)
                 except Exception as exc:
                     error, fault = exc, self._classify(exc)
+                    if unplaced is not None and not isinstance(exc, ConfigError):
+                        self._close_unplaced(unplaced)  # else closed already
+                    unplaced = None
                 else:
                     hook_error = self._configure_new(conn)
                     if hook_error is None:
@@ -84,6 +91,7 @@ class Connecting(PoolBase[ConnT]):
                         # `with pool.acquire() as conn:` gives it back on exit.
                         self._held.adopt(conn)
                         break
+                    unplaced = None  # closed by _configure_new
                     error, fault = hook_error, self._classify(hook_error)
                     if fault is ConnectFault.TRANSIENT and not from_driver(
                         hook_error, conn
@@ -92,10 +100,13 @@ class Connecting(PoolBase[ConnT]):
                         fault = ConnectFault.CONFIG
                 if not self._connect_failed(error, fault, _monotonic() - started):
                     return
+            unplaced = None
             waiter, n = self._connected(conn, started)
         except BaseException:
             with self._lock:
                 state.connect_cancelled()
+            if unplaced is not None:
+                self._close_unplaced(unplaced)
             raise
         if waiter is not None:
             waiter.signal.set()
@@ -157,16 +168,22 @@ class Connecting(PoolBase[ConnT]):
             if not state.reserve_connect():
                 return False
         started = _monotonic()
+        unplaced: Any = None
         try:
-            conn = self._driver.connect()
+            conn = unplaced = self._driver.connect()
             if not self._adapter_checked:
                 self._check_adapter(conn)
             hook_error = self._configure_new(conn)  # closes conn on failure
             if hook_error is not None:
+                unplaced = None
                 raise hook_error
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 state.connect_cancelled()
+            if unplaced is not None and not isinstance(exc, ConfigError):
+                # Interrupted, or failed in _check_adapter (a ConfigError:
+                # closed there already).
+                self._close_unplaced(unplaced)
             raise
         if self._baseline is not None:
             self._baseline(conn)
@@ -178,13 +195,25 @@ class Connecting(PoolBase[ConnT]):
             self._close_retired()
         return True
 
-    def _take_out(self, conn: ConnT, keep_idle: int | None) -> bool:
+    def _close_unplaced(self, conn: Any) -> None:
+        """Close a new connection whose connect was interrupted before it
+        joined the pool (a cancelled configure hook, say): at once, so that
+        neither the server session nor the driver's socket waits for the
+        garbage collector."""
+        try:
+            self._driver.close(conn)
+        except Exception as exc:
+            self._log_close_error(exc)
+
+    def _take_out(
+        self, conn: ConnT, keep_idle: int | None, reason: str | None = None
+    ) -> bool:
         """Take a checked-out connection out of the pool; its user closes it.
 
         See :meth:`PoolState.shed`: with ``keep_idle``, only when no caller
         waits and that many are idle already; None: always (the user closed
-        it already). Returns whether it left; a replacement is opened for
-        waiting callers.
+        it already, or, with ``reason="detached"``, keeps it for itself).
+        Returns whether it left; a replacement is opened for waiting callers.
         """
         state = self._state
         with self._lock:
@@ -194,7 +223,7 @@ class Connecting(PoolBase[ConnT]):
             # Held weakly since acquire() (dropped-connection detection):
             # the pool owns it strongly again from here on.
             entry.conn = conn
-            if not state.shed(entry, _monotonic(), keep_idle):
+            if not state.shed(entry, _monotonic(), keep_idle, reason):
                 return False
             n = state.plan_connects(_monotonic())
         if self._events.discard:

@@ -32,6 +32,10 @@ from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.drivers.base import QueryWatch
 from poolkeeper.errors import ConnectionLeakWarning
 
+#: Seconds between two looks for connections closed by their ``acquire()``
+#: callers while others wait on a full pool (see ``_watch_closed``).
+CLOSED_WATCH_INTERVAL = 0.05
+
 
 class Housekeeping(Connecting[ConnT]):
     """Periodic and after-the-fact upkeep (see the module docstring)."""
@@ -211,6 +215,44 @@ class Housekeeping(Connecting[ConnT]):
         for site, conn in found:
             self._report_unreleased(site, conn)
 
+    def _watch_closed(self) -> None:
+        """Start watching for lent connections closed without :meth:`release`.
+
+        Called by a checkout that finds the pool full. The driver's own
+        connection is lent, so the pool cannot see its ``close()``; a caller
+        already waiting would otherwise be served only at the next
+        housekeeping round. One watcher per pool, whatever the number of
+        waiters, and only while a connection is lent through ``acquire()``.
+        """
+        state = self._state
+        with self._lock:
+            if self._watching:
+                # The running watcher may be about to find no waiter: this
+                # caller is not queued yet. It looks once more.
+                self._watch_again = True
+                return
+            if state.closed or not _lends(state.in_use):
+                return
+            self._watching = True
+        try:
+            self._background(self._closed_watch, "closed-watch")
+        except BaseException:
+            self._watching = False
+            raise
+
+    def _closed_watch(self) -> None:
+        state = self._state
+        try:
+            while not self._closing.wait(CLOSED_WATCH_INTERVAL):
+                with self._lock:
+                    again, self._watch_again = self._watch_again, False
+                    if not (state.waiters or again) or not _lends(state.in_use):
+                        return
+                self._take_unreleased()
+        finally:
+            with self._lock:
+                self._watching = self._watch_again = False
+
     def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
         site = site_of(mark)
         how = "dropped (garbage collected)" if conn is None else "closed"
@@ -259,6 +301,11 @@ class Housekeeping(Connecting[ConnT]):
                 self._ping_entries(entries)
             if self._closing.wait(SUSPECT_GRACE):
                 return
+
+
+def _lends(in_use: dict[int, PoolEntry]) -> bool:
+    """Whether a connection in use is lent through ``acquire()``."""
+    return any(entry.site is not None for entry in in_use.values())
 
 
 class Housekeeper:

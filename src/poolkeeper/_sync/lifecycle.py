@@ -15,7 +15,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from poolkeeper import _fork as fork_safety
-from poolkeeper._concurrency import Event, Lock, join
+from poolkeeper._concurrency import (
+    Event,
+    Lock,
+    join,
+)
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.state import PoolState
 from poolkeeper._hoststate import HostTable
@@ -168,6 +172,7 @@ class Lifecycle(Housekeeping[ConnT]):
         self._retry_wake = None
         self._tasks = set()
         self._housekeeper = None
+        self._watching = self._watch_again = False
         self._opened = False
         self._loop = None
 

@@ -134,6 +134,7 @@ class Pool(Checkout[ConnT]):
         self._housekeeper = None
         self._loop = None
         self._held = HeldConnections(self)
+        self._watching = self._watch_again = False
         # Call sites whose rolled-back release was logged (see _warn_rollback).
         self._rollback_sites = set()
 
@@ -180,7 +181,7 @@ class Pool(Checkout[ConnT]):
         return (
             f"<{type(self).__name__} {self.name!r} {self._target} {status} "
             f"size={state.size}/{state.max_size} idle={len(state.idle)} "
-            f"waiting={len(state.waiters)}>"
+            f"waiting={state.waiting()}>"
         )
 
 

@@ -13,7 +13,9 @@ background (the caller's cancellation is never delayed), makes it clean:
   back to the pool;
 * otherwise, if the driver can tell that no command is in progress any more
   (:func:`~poolkeeper.drivers.base.settled_check`; psycopg 3 cancels an
-  interrupted command on the server and reads the reply itself), the
+  interrupted command on the server and reads the reply itself; asyncpg
+  does so in the background, and the driver's ``wait_settled`` waits for it,
+  within :data:`SETTLE_TIMEOUT`), the
   transaction is rolled back, the client-side state a borrower left is
   cleared and the ``reset`` hook run, as on any return;
 * otherwise its state is unknown (a reply half read, a driver that closed it
@@ -39,6 +41,13 @@ logger = logging.getLogger("poolkeeper.pool")
 #: Seconds a rollback of a reclaimed connection may take before the
 #: connection is cut off and closed (psycopg waits as long for its cancel).
 RECOVER_TIMEOUT = 5.0
+
+#: Seconds a driver may take to finish an interrupted command in the
+#: background (asyncpg's cancel request and the rest of the reply) before
+#: the connection is cut off and closed. A cancel normally takes a round
+#: trip or two; one that takes longer means a slow or hung server, and the
+#: slot is worth more to the callers waiting for it than the connection.
+SETTLE_TIMEOUT = 0.5
 
 
 def recover(
@@ -91,7 +100,14 @@ def _settle(pool: Housekeeping[Any], conn: Any) -> bool:
     """Roll back and reset a connection whose driver says it is between messages."""
     driver = pool._driver
     settled = settled_check(driver)
-    if settled is None or not settled(conn):
+    if settled is None:
+        return False
+    wait = getattr(driver, "wait_settled", None)
+    if wait is not None:
+        # The driver finishes an interrupted command in the background
+        # (asyncpg's cancel request and the rest of the reply): let it.
+        call_within(wait, conn, SETTLE_TIMEOUT, _abort_of(pool))
+    if not settled(conn):
         return False
     if driver.transaction_status(conn) is not TxStatus.IDLE:
         if pool._abort is not None:

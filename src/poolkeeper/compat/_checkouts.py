@@ -18,8 +18,10 @@ class Checkouts:
     def __init__(self) -> None:
         self._held: dict[int, Any] = {}
         self._terminated: set[int] = set()
+        # Taken back and still on their way into the pool (rollback, reset).
+        self._returning = 0
         self.all_back = asyncio.Event()
-        """Set while no connection is out."""
+        """Set while no connection is out or on its way back."""
         self.all_back.set()
 
     def add(self, conn: Any) -> None:
@@ -28,11 +30,13 @@ class Checkouts:
         self.all_back.clear()
 
     def take_back(self, conn: Any) -> bool:
-        """Record ``conn`` as returned.
+        """Record ``conn`` as on its way back; call :meth:`returned` once
+        it is back in the pool (``close()`` waits until then, as asyncpg's).
 
         Returns:
-            True if the caller should give ``conn`` back to the pool; False
-            if it was dropped by :meth:`drop_all` already (nothing to do).
+            True if the caller should give ``conn`` back to the pool (and
+            then call :meth:`returned`); False if it was dropped by
+            :meth:`drop_all` already (nothing to do).
 
         Raises:
             LookupError: ``conn`` was never handed out by this pool, or was
@@ -43,14 +47,20 @@ class Checkouts:
                 return False
             raise LookupError(conn)
         del self._held[id(conn)]
-        if not self._held:
-            self.all_back.set()
+        self._returning += 1
         return True
+
+    def returned(self) -> None:
+        """Record that a connection taken back is back in the pool (or closed)."""
+        self._returning -= 1
+        if not self._held and not self._returning:
+            self.all_back.set()
 
     def drop_all(self) -> list[Any]:
         """Forget every connection still out (``terminate()``); return them."""
         held = list(self._held.values())
         self._terminated.update(self._held)
         self._held.clear()
-        self.all_back.set()
+        if not self._returning:
+            self.all_back.set()
         return held

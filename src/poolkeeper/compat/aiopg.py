@@ -297,7 +297,9 @@ class Pool:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        return asyncio.ensure_future(self.pool.release(conn))
+        returning = asyncio.ensure_future(self.pool.release(conn))
+        returning.add_done_callback(lambda _: self._out.returned())
+        return returning
 
     def cursor(
         self,

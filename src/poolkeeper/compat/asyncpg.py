@@ -61,6 +61,9 @@ __all__ = ["Pool", "PoolAcquireContext", "create_pool"]
 #: poolkeeper needs a finite number.
 WAIT_FOREVER = 365 * 24 * 3600.0
 
+#: Seconds an expired connection may take to close gracefully.
+RETIRE_TIMEOUT = 5.0
+
 #: poolkeeper arguments ``create_pool`` already decides.
 _RESERVED_OPTIONS = frozenset(
     {"connect", "min_size", "max_size", "max_uses", "max_idle", "configure", "reset"}
@@ -72,10 +75,12 @@ Hook = Callable[[Any], Awaitable[Any]]
 def create_pool(
     dsn: str | None = None,
     *,
+    init_size: int | None = None,
     min_size: int = 10,
     max_size: int = 10,
     max_queries: int = 50000,
     max_inactive_connection_lifetime: float = 300.0,
+    connect: Callable[..., Awaitable[Any]] | None = None,
     setup: Hook | None = None,
     init: Hook | None = None,
     reset: Hook | None = None,
@@ -88,13 +93,19 @@ def create_pool(
 
     Args:
         dsn: Connection string for ``asyncpg.connect``.
-        min_size: Connections opened by initialisation and kept open.
+        init_size: Connections opened by initialisation (default:
+            ``min_size``); between ``min_size`` and ``max_size``.
+        min_size: Connections kept open.
         max_size: Most connections open at once.
         max_queries: Checkouts after which a connection is replaced
             (poolkeeper ``max_uses``).
         max_inactive_connection_lifetime: Seconds after which an idle
             connection above ``min_size`` is closed; 0 disables it
             (poolkeeper ``max_idle``).
+        connect: Coroutine function called instead of ``asyncpg.connect``,
+            with the same arguments (``dsn``, ``connection_class``,
+            ``record_class``, ``loop`` and ``**connect_kwargs``); it must
+            return a ``connection_class`` instance.
         setup: Coroutine function called with the connection on every
             ``acquire()``.
         init: Coroutine function called once with each new connection
@@ -122,6 +133,8 @@ def create_pool(
     return Pool(
         dsn,
         connect_kwargs,
+        init_size=min_size if init_size is None else init_size,
+        connect=connect,
         min_size=min_size,
         max_size=max_size,
         max_queries=max_queries,
@@ -145,6 +158,8 @@ class Pool:
         dsn: str | None,
         connect_kwargs: dict[str, Any],
         *,
+        init_size: int,
+        connect: Callable[..., Awaitable[Any]] | None,
         min_size: int,
         max_size: int,
         max_queries: int,
@@ -156,6 +171,7 @@ class Pool:
     ) -> None:
         if max_queries <= 0:
             raise ValueError("max_queries is expected to be greater than zero")
+        _check_sizes(init_size, min_size, max_size)
         if max_inactive_connection_lifetime < 0:
             raise ValueError(
                 "max_inactive_connection_lifetime is expected to be greater "
@@ -168,17 +184,24 @@ class Pool:
         self._init = init
         # Every connection ever opened, so that terminate() can reach idle ones.
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        # The expire_connections() generation each connection was opened in.
+        self._born: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._generation = 0
         self._out = Checkouts()
         self._initialized = False
+        self._initializing = False
         self._closing = False
         self._shutdown: asyncio.Task[None] | None = None
 
-        async def connect() -> Any:
-            return await asyncpg.connect(dsn, **connect_kwargs)
-
+        self._init_size = init_size
+        self._min_size = min_size
+        self._connect_fn = connect
+        self._dsn = dsn
+        self._connect_kwargs = connect_kwargs
         self.pool: AsyncPool[Any] = AsyncPool(
-            connect,
-            min_size=min_size,
+            self._new_connection,
+            # Initialisation opens init_size, then min_size are kept.
+            min_size=init_size,
             max_size=max_size,
             timeout=WAIT_FOREVER,
             max_uses=max_queries,
@@ -192,8 +215,42 @@ class Pool:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} over {self.pool!r}>"
 
+    async def _new_connection(self) -> Any:
+        kwargs = self._connect_kwargs
+        if self._connect_fn is None:
+            return await asyncpg.connect(self._dsn, **kwargs)
+        cls = kwargs.get("connection_class", asyncpg.Connection)
+        conn = await self._connect_fn(
+            self._dsn,
+            loop=asyncio.get_running_loop(),
+            **{"connection_class": cls, "record_class": asyncpg.Record, **kwargs},
+        )
+        if not isinstance(conn, cls):
+            bad = type(conn)
+            bad_name = (
+                bad.__name__
+                if bad.__module__ == "builtins"
+                else f"{bad.__module__}.{bad.__name__}"
+            )
+            raise asyncpg.InterfaceError(
+                "expected pool connect callback to return an instance of "
+                f"'{cls.__module__}.{cls.__name__}', got '{bad_name}'"
+            )
+        return conn
+
+    def set_connect_args(self, dsn: str | None = None, **connect_kwargs: Any) -> None:
+        """Use new connection arguments for the connections opened from now on.
+
+        Connections already open stay until they are retired, as in asyncpg.
+        """
+        keep = ("connection_class", "record_class")
+        kept = {k: v for k, v in self._connect_kwargs.items() if k in keep}
+        self._dsn = dsn
+        self._connect_kwargs = {**connect_kwargs, **kept}
+
     async def _configure(self, conn: Any) -> None:
         self._conns.add(conn)
+        self._born[conn] = self._generation
         if self._init is not None:
             await self._init(conn)
 
@@ -219,12 +276,19 @@ class Pool:
             return self
         if self._closing:
             raise asyncpg.InterfaceError("pool is closed")
+        if self._initializing:
+            raise asyncpg.InterfaceError("pool is being initialized in another task")
+        self._initializing = True
         try:
             await self.pool.open(wait=True)
+            if self._init_size != self._min_size:
+                await self.pool.resize(min_size=self._min_size)
         except PoolTimeout as exc:
             if exc.__cause__ is None:
                 raise
             raise exc.__cause__ from None
+        finally:
+            self._initializing = False
         self._initialized = True
         return self
 
@@ -263,9 +327,13 @@ class Pool:
         for conn in list(self._conns):
             conn.terminate()
         held = self._out.drop_all()
-        self._shutdown = asyncio.get_running_loop().create_task(
-            self._finish_terminate(held)
-        )
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # Called outside the loop (asyncpg's terminate() is synchronous):
+            # the task runs when the pool's loop next does.
+            loop = self.pool._loop or asyncio.get_event_loop_policy().get_event_loop()
+        self._shutdown = loop.create_task(self._finish_terminate(held))
 
     async def _finish_terminate(self, held: Iterable[Any]) -> None:
         for conn in held:
@@ -295,11 +363,14 @@ class Pool:
         if self._closing:
             raise asyncpg.InterfaceError("pool is closing")
         if not self._initialized:
+            if self._initializing:
+                raise asyncpg.InterfaceError(
+                    "pool is being initialized, but not yet ready: likely there "
+                    "is a race between creating a pool and using it"
+                )
             raise asyncpg.InterfaceError("pool is not initialized")
         try:
-            conn = await self.pool.acquire(
-                timeout=WAIT_FOREVER if timeout is None else timeout
-            )
+            conn = await self._acquire_current(timeout)
         except PoolClosed as exc:
             raise asyncpg.InterfaceError("pool is closing") from exc
         except PoolTimeout as exc:
@@ -318,6 +389,35 @@ class Pool:
                 await self.release(conn)
                 raise
         return conn
+
+    async def _acquire_current(self, timeout: float | None) -> Any:
+        """Acquire a connection opened since the last :meth:`expire_connections`."""
+        limit = WAIT_FOREVER if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + limit
+        conn = await self.pool.acquire(timeout=limit)
+        while self._is_expired(conn):
+            await self._retire(conn)
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            conn = await self.pool.acquire(timeout=left)
+        return conn
+
+    def _is_expired(self, conn: Any) -> bool:
+        return self._born.get(conn, self._generation) < self._generation
+
+    async def _retire(self, conn: Any) -> None:
+        """Close an expired connection checked out of ``self.pool``, out of it."""
+        if self.pool._take_out(conn, None, "lifetime"):
+            try:
+                await conn.close(timeout=RETIRE_TIMEOUT)
+            except Exception:
+                conn.terminate()
+        else:  # not the pool's any more (terminated meanwhile)
+            conn.terminate()
+
+    async def expire_connections(self) -> None:
+        """Replace every open connection: idle ones at their next acquire,
+        acquired ones when they are released (as asyncpg's)."""
+        self._generation += 1
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         """Give back a connection taken with :meth:`acquire`.
@@ -338,20 +438,28 @@ class Pool:
             if not self._out.take_back(connection):
                 return
         except LookupError:
+            if _is_member(self._conns, connection):
+                return  # released already: nothing to do, as in asyncpg
             raise asyncpg.InterfaceError(
                 f"Pool.release() received invalid connection: {connection!r} "
                 "is not a member of this pool"
             ) from None
         conn = connection
-        # asyncpg's own release step: warn about listeners left behind, and
-        # make the borrower's transaction, cursor and prepared-statement
-        # objects refuse further use ("released back to the pool").
-        conn._on_release()
-        if timeout is None:
-            await self.pool.release(conn)
-        else:
-            # Cancelled midway, poolkeeper closes the connection.
-            await asyncio.wait_for(self.pool.release(conn), timeout)
+        try:
+            # asyncpg's own release step: warn about listeners left behind,
+            # and make the borrower's transaction, cursor and
+            # prepared-statement objects refuse further use ("released back
+            # to the pool").
+            conn._on_release()
+            if self._is_expired(conn):
+                await self._retire(conn)
+            elif timeout is None:
+                await self.pool.release(conn)
+            else:
+                # Cancelled midway, poolkeeper closes the connection.
+                await asyncio.wait_for(self.pool.release(conn), timeout)
+        finally:
+            self._out.returned()
 
     # -- sizes -------------------------------------------------------------------
 
@@ -363,9 +471,13 @@ class Pool:
         """Return the number of idle connections."""
         return self.pool.stats().idle
 
+    def get_init_size(self) -> int:
+        """Return the number of connections initialisation opens."""
+        return self._init_size
+
     def get_min_size(self) -> int:
         """Return the minimum number of connections kept open."""
-        return self.pool.stats().min_size
+        return self._min_size
 
     def get_max_size(self) -> int:
         """Return the maximum number of connections."""
@@ -450,6 +562,29 @@ class PoolAcquireContext:
     ) -> None:
         conn, self._conn = self._conn, None
         await self._pool.release(conn)
+
+
+def _is_member(conns: weakref.WeakSet[Any], conn: Any) -> bool:
+    try:
+        return conn in conns
+    except TypeError:  # not a connection (no weak reference to it)
+        return False
+
+
+def _check_sizes(init_size: int, min_size: int, max_size: int) -> None:
+    """Refuse the sizes asyncpg refuses, with asyncpg's messages."""
+    if max_size <= 0:
+        raise ValueError("max_size is expected to be greater than zero")
+    if min_size < 0:
+        raise ValueError("min_size is expected to be greater or equal to zero")
+    if min_size > max_size:
+        raise ValueError("min_size is greater than max_size")
+    if init_size < 0:
+        raise ValueError("init_size is expected to be greater or equal to zero")
+    if init_size > max_size:
+        raise ValueError("init_size is greater than max_size")
+    if init_size < min_size:
+        raise ValueError("init_size is smaller than min_size")
 
 
 async def _default_reset(conn: Any) -> None:

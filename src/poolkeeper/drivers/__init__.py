@@ -210,10 +210,18 @@ def _schemes_for(*, is_async: bool) -> list[str]:
 
 
 def ops_for_connection(conn: object, *, is_async: bool) -> Any:
-    """Return the adapter class that knows how to handle ``conn``, or None."""
-    root = type(conn).__module__.partition(".")[0]
-    scheme = CONNECTION_MODULES.get(root)
-    if scheme is None:
+    """Return the adapter class that knows how to handle ``conn``, or None.
+
+    Found from the module of the connection's class, or of the nearest base
+    class from a known driver: a subclass of a driver's connection class
+    (asyncpg's ``connection_class=``, psycopg2's ``connection_factory=``)
+    is that driver's connection.
+    """
+    for cls in type(conn).__mro__:
+        scheme = CONNECTION_MODULES.get(cls.__module__.partition(".")[0])
+        if scheme is not None:
+            break
+    else:
         return None
     spec = SCHEMES[scheme]
     class_name = spec.async_class if is_async else spec.sync_class

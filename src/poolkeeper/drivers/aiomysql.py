@@ -91,6 +91,26 @@ def _socket_of(conn: Any) -> Any:
     return writer.transport.get_extra_info("socket") if writer is not None else None
 
 
+async def _open(**kwargs: Any) -> Any:
+    """``aiomysql.connect(**kwargs)``, closing the half-made connection if the
+    connect fails or is interrupted.
+
+    aiomysql (0.2, 0.3) closes it itself on an ``Exception``, but not when
+    the task is cancelled outside a packet read (a cancellation is a
+    ``BaseException``): during the TLS upgrade, for example, it keeps the
+    transport it had before, and the ``Connection`` is left to the garbage
+    collector (a ``ResourceWarning``, "Unclosed connection"). ``close()``
+    is synchronous and idempotent.
+    """
+    conn = aiomysql.Connection(**kwargs)
+    try:
+        await conn._connect()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class AiomysqlDriver:
     """Asyncio aiomysql adapter."""
 
@@ -114,10 +134,14 @@ class AiomysqlDriver:
         args = ConnectArgs(kwargs)
 
         async def connect() -> Any:
-            conn = await args.aopen(aiomysql.connect)
-            # aiomysql uses the SSLContext only if the server offers TLS.
-            refuse_plain_text(conn, tls, _uses_tls, pymysql.err.OperationalError)
-            keepalive.apply(_socket_of(conn))
+            conn = await args.aopen(_open)
+            try:
+                # aiomysql uses the SSLContext only if the server offers TLS.
+                refuse_plain_text(conn, tls, _uses_tls, pymysql.err.OperationalError)
+                keepalive.apply(_socket_of(conn))
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
         return cls(connect)

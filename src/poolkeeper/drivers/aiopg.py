@@ -176,6 +176,12 @@ class AiopgDriver:
 
     async def close(self, conn: Any) -> None:
         # aiopg's close() is synchronous underneath (PQfinish) and returns a
-        # completed future: it cannot block.
+        # completed future: it cannot block. Never twice (aiopg 1.4): it
+        # keeps the socket's file number, and closing again stops the event
+        # loop watching that number, which a newer connection may have by
+        # now (a connection closed by its user, then retired by the pool:
+        # the replacement's connect would hang).
+        if conn.raw.closed == 1:
+            return
         with contextlib.suppress(Exception):
             await conn.close()

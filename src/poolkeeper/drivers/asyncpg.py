@@ -85,6 +85,23 @@ _RESET_SQL = (
 )
 
 
+#: The full reset script per reset query (a connection subclass may change
+#: ``get_reset_query``; in practice there is one entry per server version).
+_RESET_SCRIPTS: dict[str, str] = {}
+
+
+def _reset_script(conn: Any) -> str:
+    """``Connection.get_reset_query()`` followed by :data:`_RESET_SQL`, one script."""
+    get_query = getattr(conn, "get_reset_query", None)  # asyncpg >= 0.30
+    query: str = get_query() if get_query is not None else conn._get_reset_query()
+    script = _RESET_SCRIPTS.get(query)
+    if script is None:
+        script = f"{query.rstrip().rstrip(';')};\n{_RESET_SQL}" if query else _RESET_SQL
+        if len(_RESET_SCRIPTS) < 64:
+            _RESET_SCRIPTS[query] = script
+    return script
+
+
 def _forget_transaction(conn: Any) -> None:
     """End asyncpg's record of a ``Connection.transaction()`` left open.
 
@@ -283,6 +300,27 @@ class AsyncpgDriver:
         if not conn.is_closed():
             conn.terminate()
 
+    @staticmethod
+    def settled(conn: Any) -> bool:
+        """Whether ``conn`` is open and between messages (see
+        :func:`~poolkeeper.drivers.base.settled_check`).
+
+        asyncpg answers a command interrupted by a cancelled task with a
+        cancel request and reads the rest of the reply in the background;
+        while it does, its protocol is "cancelling". Once done (see
+        :meth:`wait_settled`), the connection is between messages, which is
+        what asyncpg's own pool waits for before it resets a returned
+        connection (asyncpg 0.32: ``_is_cancelling``,
+        ``_wait_for_cancellation``, private but used by its pool).
+        """
+        return not conn.is_closed() and not conn._protocol._is_cancelling()
+
+    @staticmethod
+    async def wait_settled(conn: Any) -> None:
+        """Wait until asyncpg has finished cancelling an interrupted command."""
+        if not conn.is_closed() and conn._protocol._is_cancelling():
+            await conn._protocol._wait_for_cancellation()
+
     async def commit(self, conn: Any) -> None:
         _forget_transaction(conn)
         await conn.execute("COMMIT")
@@ -303,14 +341,23 @@ class AsyncpgDriver:
     async def reset_session(self, conn: Any) -> None:
         """Roll back and clear session state, keeping asyncpg's statement cache valid.
 
-        ``Connection.reset()`` rolls back, closes cursors, unlistens, resets
-        settings and releases advisory locks; then temporary tables, sequence
-        caches, cached plans and ``SET ROLE``/``SET SESSION AUTHORIZATION``
-        are discarded. Prepared statements are kept on purpose (see
-        :data:`_RESET_SQL`).
+        What ``Connection.reset()`` does (roll back, close cursors, unlisten,
+        reset settings, release advisory locks, drop listeners and asyncpg's
+        record of a transaction), then temporary tables, sequence caches,
+        cached plans and ``SET ROLE``/``SET SESSION AUTHORIZATION`` are
+        discarded, all in one round trip. Prepared statements are kept on
+        purpose (see :data:`_RESET_SQL`).
         """
-        await conn.reset()
-        await conn.execute(_RESET_SQL)
+        # One round trip: what ``Connection.reset()`` does client-side, then
+        # its reset query and ours in one simple-protocol message (asyncpg's
+        # execute() without arguments sends a script as one Query message).
+        _forget_transaction(conn)
+        conn._listeners.clear()
+        conn._log_listeners.clear()
+        script = _reset_script(conn)
+        if conn.is_in_transaction():
+            script = "ROLLBACK;\n" + script
+        await conn.execute(script)
 
     async def close(self, conn: Any) -> None:
         if conn.is_closed():

@@ -250,7 +250,9 @@ def settled_check(driver: Driver | AsyncDriver) -> Callable[[Any], bool] | None:
     is in progress on it, even after the call that used it was interrupted (a
     cancelled task): the protocol is between messages, so a rollback makes
     the connection as good as new. Only a driver that cancels an interrupted
-    command itself and reads its reply (psycopg 3) can say so; for the others
+    command itself and reads its reply can say so: psycopg 3 before it
+    re-raises, asyncpg in the background (its adapter's ``wait_settled``
+    coroutine, which the pool awaits first, waits for that); for the others
     an interrupted connection is in an unknown state and is discarded.
     """
     settled: Callable[[Any], bool] | None = getattr(driver, "settled", None)

@@ -200,5 +200,12 @@ class AsyncCallableDriver(_QueryWatchDelegation, _StateDelegation):
         if clear is not None:
             await clear(conn)
 
+    async def wait_settled(self, conn: Any) -> None:
+        """Let the connection's adapter finish an interrupted command, if it
+        does that in the background (asyncpg)."""
+        wait = getattr(self._ops, "wait_settled", None)
+        if wait is not None:
+            await wait(conn)
+
     async def close(self, conn: Any) -> None:
         await self._ops.close(conn)

@@ -348,3 +348,62 @@ def test_deprecated_integration_paths_alias_the_public_homes() -> None:
     )
     assert pg_alias.DatabaseWrapper is poolkeeper.django.postgresql.base.DatabaseWrapper
     assert my_alias.DatabaseWrapper is poolkeeper.django.mysql.base.DatabaseWrapper
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+def test_detach_frees_the_slot_at_once(
+    backend: str, postgres_url: str, tmp_path: Any
+) -> None:
+    """As with QueuePool, a detached connection leaves the pool: a full pool
+    opens another at once, and the detached one stays its caller's, open."""
+    if backend == "postgres":
+        url = with_driver(postgres_url, "psycopg")
+    else:
+        url = f"sqlite:///{tmp_path / 'detach.sqlite'}"
+    engine = create_engine(
+        url, poolclass=Pool, pool_size=1, max_overflow=0, pool_timeout=0.5
+    )
+    try:
+        detached = engine.connect()
+        detached.detach()
+        started = time.monotonic()
+        with engine.connect() as other:  # no TimeoutError after 0.5 s
+            assert other.execute(text("SELECT 2")).scalar() == 2
+        assert time.monotonic() - started < 0.5
+        # Still open, and its caller's: not closed nor handed out by the pool.
+        assert detached.execute(text("SELECT 1")).scalar() == 1
+        stats = engine.pool._pk.stats()  # type: ignore[attr-defined]
+        assert (stats.size, stats.in_use) == (1, 0)
+        assert stats.closed_by_reason["detached"] == 1
+        detached.close()
+        with engine.connect() as again:
+            assert again.execute(text("SELECT 3")).scalar() == 3
+        assert engine.pool._pk.stats().size == 1  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_detach_frees_the_slot_at_once(postgres_url: str) -> None:
+    engine = create_async_engine(
+        with_driver(postgres_url, "asyncpg"),
+        poolclass=AsyncPool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=0.5,
+    )
+    try:
+        detached = await engine.connect()
+        await detached.run_sync(lambda sync: sync.detach())
+        async with engine.connect() as other:
+            assert (await other.execute(text("SELECT 2"))).scalar() == 2
+        assert (await detached.execute(text("SELECT 1"))).scalar() == 1
+        stats = engine.pool._pk.stats()  # type: ignore[attr-defined]
+        assert (stats.size, stats.in_use, stats.closed_by_reason["detached"]) == (
+            1,
+            0,
+            1,
+        )
+        await detached.close()
+    finally:
+        await engine.dispose()

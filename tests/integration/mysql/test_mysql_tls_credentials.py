@@ -15,6 +15,7 @@ open keep working.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from urllib.parse import urlencode
 import pytest
 
 import poolkeeper
+from tests.support.faultproxy import FaultProxy
 from tests.support.mariadb import MariaDbServer, mariadb_available
 from tests.support.matrix import (
     Driver,
@@ -35,11 +37,13 @@ from tests.support.matrix import (
     certs_or_skip,
     chain_text,
     checkout,
+    collect_leaks,
     driver_param,
     record,
     rotation,
 )
 from tests.support.tls import Certs
+from tests.support.waiting import settle
 
 USER = "pk_user"
 PASSWORD = "first-S3cret-pw"
@@ -219,11 +223,46 @@ def test_wrong_password(
     text = chain_text(outcome.error)
     assert "Access denied for user" in text
     assert outcome.elapsed < 1.0, outcome.elapsed
+    assert outcome.leaks == [], outcome.leaks
     for seen in (text, outcome.pool_repr, caplog.text):
         assert wrong not in seen
     # One login attempt for one checkout: an account lockout is not fed.
     time.sleep(0.3)
     assert _denied(tls_mariadb) == before + 1
+
+
+def test_aiomysql_connect_cancelled_during_tls_leaves_nothing(
+    tls_mariadb: MariaDbServer, mysql_certs: Certs
+) -> None:
+    """close() cancels a connect at every stage, the TLS upgrade included
+    (a proxy slows each packet down to make the stages last): aiomysql, which
+    closes a connection on cancel only during a packet read, must not leave
+    one to the garbage collector nor a session on the server."""
+    pytest.importorskip("aiomysql")
+    with FaultProxy((tls_mariadb.host, tls_mariadb.port)) as proxy:
+        proxy.latency(0.003)
+        base = f"mysql+aiomysql://{USER}:{PASSWORD}@localhost:{proxy.port}/"
+        for ca in (mysql_certs.ca, mysql_certs.other_ca):  # handshake ok / refused
+            query = urlencode({"ssl-mode": "VERIFY_IDENTITY", "ssl-ca": str(ca)})
+            url = f"{base}?{query}"
+            asyncio.run(_open_and_close(url, [i * 0.001 for i in range(45)]))
+            assert collect_leaks() == []
+    assert settle(lambda: _sessions_of(tls_mariadb, USER) == 0)
+
+
+async def _open_and_close(url: str, delays: list[float]) -> None:
+    for delay in delays:
+        pool = poolkeeper.AsyncPool(url, min_size=1, max_size=1, reconnect_max=0.05)
+        await pool.open()
+        await asyncio.sleep(delay)
+        await pool.close(timeout=0)
+
+
+def _sessions_of(server: MariaDbServer, user: str) -> int:
+    rows = server.execute(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = %s", (user,)
+    )
+    return int(rows[0][0])
 
 
 def test_rotated_provider_password(

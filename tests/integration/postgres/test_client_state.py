@@ -217,6 +217,58 @@ async def test_asyncpg_callbacks_do_not_reach_the_next_borrower(
     assert kept[-1] == "terminated"
 
 
+@pytest.mark.anyio
+async def test_asyncpg_full_reset_is_one_round_trip(postgres_url: str) -> None:
+    """reset="full" on asyncpg: one message clears what Connection.reset() and
+    the rest of DISCARD ALL clear, and the client-side state asyncpg keeps."""
+    sent: list[str] = []
+
+    def configure(conn: Any) -> None:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+
+    async with poolkeeper.AsyncPool(
+        _url(postgres_url, "postgresql+asyncpg"),
+        min_size=1,
+        max_size=1,
+        reset="full",
+        configure=configure,
+    ) as pool:
+        async with pool.connection() as conn:
+            default_timeout = await conn.fetchval("SHOW statement_timeout")
+            await conn.execute("SET statement_timeout = '4321ms'")
+            await conn.execute("CREATE TEMP TABLE pk_one_trip (x int)")
+            await conn.execute("SELECT pg_advisory_lock(4242)")
+            await conn.execute("DECLARE pk_cur CURSOR WITH HOLD FOR SELECT 1")
+            conn.add_log_listener(lambda *args: None)
+            await asyncio.sleep(0.01)  # asyncpg calls query loggers with call_soon
+            before = len(sent)
+        await asyncio.sleep(0.01)
+        returned = sent[before:]
+        async with pool.connection() as again:
+            assert again is conn
+            assert len(returned) == 1, returned  # one round trip
+            assert "RESET ALL" in returned[0] and "DISCARD TEMP" in returned[0]
+            assert not again._log_listeners and again._top_xact is None
+            assert await again.fetchval("SHOW statement_timeout") == default_timeout
+            assert (
+                await again.fetchval(
+                    "SELECT count(*) FROM pg_class"
+                    " WHERE relname = 'pk_one_trip' AND relpersistence = 't'"
+                )
+                == 0
+            )
+            assert (
+                await again.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND pid = pg_backend_pid()"
+                )
+                == 0
+            )
+            cursors = "SELECT count(*) FROM pg_cursors WHERE name = 'pk_cur'"
+            assert await again.fetchval(cursors) == 0
+        assert pool.stats().connections_created == 1
+
+
 # -- psycopg 3 --------------------------------------------------------------------
 
 

@@ -243,6 +243,44 @@ def test_waiters_are_served_in_fifo_order() -> None:
         assert order == list(range(6))
 
 
+def test_waiters_with_different_timeouts_each_time_out_on_time() -> None:
+    # Deadlines out of queue order: a later, shorter wait times out first,
+    # each at its own deadline, and those still waiting keep their order.
+    timeouts = [0.6, 0.1, 10.0, 0.35, 10.0, 0.2, 10.0]
+    outcomes: dict[int, tuple[str, float]] = {}
+    order: list[int] = []
+    with Pool(Factory(), min_size=1, max_size=1) as pool:
+        held = pool.acquire()
+
+        def waiter(i: int) -> None:
+            started = time.monotonic()
+            try:
+                with pool.connection(timeout=timeouts[i]):
+                    order.append(i)
+                    outcomes[i] = ("served", time.monotonic() - started)
+            except PoolTimeout:
+                outcomes[i] = ("timeout", time.monotonic() - started)
+
+        tasks = []
+        for i in range(len(timeouts)):
+            tasks.append(spawn(waiter, i))
+            while pool.stats().waiting < i + 1:
+                sleep(0.001)
+        while len(outcomes) < 4:
+            sleep(0.01)
+        assert pool.stats().waiting == 3 and pool.stats().timeouts == 4
+        pool.release(held)
+        join(tasks, 5.0)
+    for i, limit in enumerate(timeouts):
+        kind, waited = outcomes[i]
+        if limit < 1:
+            assert kind == "timeout" and limit * 0.9 <= waited < limit + 0.3, (
+                i,
+                waited,
+            )
+    assert order == [2, 4, 6]
+
+
 def test_close_wakes_waiters_with_pool_closed() -> None:
     factory = Factory()
     pool = Pool(factory, min_size=1, max_size=1)

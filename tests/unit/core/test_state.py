@@ -444,7 +444,13 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def waiters_in_fifo_order(self) -> None:
-        queued = list(self.state.waiters)
+        queue = self.state.waiters
+        # Both ends of the queue are waiting; any in between that stopped
+        # waiting are counted, and left out of the count of waiters.
+        assert not queue or (queue[0].queued and queue[-1].queued)
+        queued = [w for w in queue if w.queued]
+        assert len(queue) - len(queued) == self.state.abandoned
+        assert self.state.waiting() == len(queued)
         assert queued == [w for w in self.waiting if w in queued]
         times = [w.enqueued_at for w in self.served]
         assert times == sorted(times), "a later waiter was served first"
