@@ -405,6 +405,13 @@ def test_waiter_deadlines_work_in_a_new_loop_after_fork() -> None:
         while pool.stats().waiting < 1:
             await asyncio.sleep(0)
         waiter.cancel()  # its heap entry and the armed timer stay behind
+        # The watcher for closed lent connections sees no waiter left and ends
+        # (a task left pending would be destroyed with the parent's loop).
+        for _ in range(100):
+            if not pool._watching:
+                break
+            await asyncio.sleep(0.01)
+        assert not pool._watching
 
     parent.run_until_complete(leave_a_waiter())
     parent.close()
