@@ -1153,6 +1153,7 @@ async def test_a_return_needing_work_probes_the_driver_once() -> None:
         assert len(probed) == 2 and conn.commits == 1
 
 
+@patches_the_core
 async def test_a_checkout_off_the_fast_path_asks_for_validation_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

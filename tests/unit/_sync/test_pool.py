@@ -1144,6 +1144,7 @@ def test_a_return_needing_work_probes_the_driver_once() -> None:
         assert len(probed) == 2 and conn.commits == 1
 
 
+@patches_the_core
 def test_a_checkout_off_the_fast_path_asks_for_validation_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
