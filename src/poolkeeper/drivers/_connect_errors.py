@@ -50,7 +50,11 @@ _PG_SQLSTATES: dict[str, ConnectFault] = {
 # and then a retry can help.
 _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
     (
-        re.compile(r"too many clients|remaining connection slots", re.IGNORECASE),
+        # The server's limit, a role's or a database's CONNECTION LIMIT.
+        re.compile(
+            r"too many clients|too many connections|remaining connection slots",
+            re.IGNORECASE,
+        ),
         F.BUSY,
     ),
     (
@@ -121,6 +125,8 @@ _MYSQL_CODES: dict[int, ConnectFault] = {
     1193: F.CONFIG,  # unknown system variable (init_command, sql_mode)
     1231: F.CONFIG,  # variable can't be set to the value
     1040: F.BUSY,  # too many connections
+    1203: F.BUSY,  # the user's max_user_connections (MySQL)
+    1226: F.BUSY,  # the user's max_user_connections, max_connections_per_hour (MariaDB)
 }
 #: "Can't connect" codes: refused, a timeout, or (PyMySQL, aiomysql) DNS.
 _MYSQL_CANNOT_CONNECT = frozenset({2002, 2003})
