@@ -391,3 +391,55 @@ async def test_per_user_connection_limit_backs_off(
     # Backoff from 0.05 s doubling: attempts at about 0, 0.05, 0.15, 0.35,
     # 0.75 and 1.55 s.
     assert 2 <= errors <= 9, errors
+
+
+# -- roles that may not log in, databases they may not connect to ---------------
+
+
+@pytest.fixture(scope="module")
+def pg_refusing_grants(postgres_url: str) -> Iterator[tuple[str, str, str]]:
+    """A NOLOGIN role, and a LOGIN role with a database it has no CONNECT
+    privilege on; yields ``(nologin_role, login_role, database)``."""
+    import psycopg
+
+    tag = uuid.uuid4().hex[:8]
+    nologin, login, dbname = f"pk_nologin_{tag}", f"pk_noconn_{tag}", f"pk_noconn_{tag}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {nologin} NOLOGIN")
+        admin.execute(f"CREATE ROLE {login} LOGIN")
+        admin.execute(f"CREATE DATABASE {dbname}")
+        admin.execute(f"REVOKE CONNECT ON DATABASE {dbname} FROM PUBLIC")
+    try:
+        yield nologin, login, dbname
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {dbname}")
+            admin.execute(f"DROP ROLE IF EXISTS {nologin}")
+            admin.execute(f"DROP ROLE IF EXISTS {login}")
+
+
+@pytest.mark.parametrize("case", _case_params(("postgres",)))
+async def test_nologin_role_reaches_the_caller_at_once(
+    case: Case, request: pytest.FixtureRequest
+) -> None:
+    """'role ... is not permitted to log in' is permanent: before the fix
+    libpq's wording was read as transient, so the caller waited out its
+    timeout while the pool retried every 50 ms."""
+    import_driver(request.config, case.package)
+    nologin, _, _ = request.getfixturevalue("pg_refusing_grants")
+    server = request.getfixturevalue("postgres_url")
+    attempt = await _attempt(case, _with(server, scheme=case.scheme, user=nologin))
+    _assert_driver_error_at_once(case, attempt, r"not permitted to log in")
+
+
+@pytest.mark.parametrize("case", _case_params(("postgres",)))
+async def test_no_connect_privilege_reaches_the_caller_at_once(
+    case: Case, request: pytest.FixtureRequest
+) -> None:
+    """'permission denied for database' (42501) is permanent too."""
+    import_driver(request.config, case.package)
+    _, login, dbname = request.getfixturevalue("pg_refusing_grants")
+    server = request.getfixturevalue("postgres_url")
+    url = _with(server, scheme=case.scheme, user=login, path=f"/{dbname}")
+    attempt = await _attempt(case, url)
+    _assert_driver_error_at_once(case, attempt, r"permission denied for database")

@@ -38,6 +38,7 @@ F = ConnectFault
 _PG_SQLSTATES: dict[str, ConnectFault] = {
     "28000": F.AUTH,  # invalid_authorization_specification (pg_hba, role)
     "28P01": F.AUTH,  # invalid_password
+    "42501": F.AUTH,  # insufficient_privilege: no CONNECT on the database
     "3D000": F.DATABASE,  # invalid_catalog_name
     "42704": F.CONFIG,  # undefined_object: unrecognized configuration parameter
     "22023": F.CONFIG,  # invalid_parameter_value
@@ -72,7 +73,9 @@ _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
         re.compile(
             r"password authentication failed|authentication failed|"
             r'role "[^"]*" does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects|'
-            r"no password supplied|password is required",
+            r"no password supplied|password is required|"
+            # NOLOGIN (28000), no CONNECT privilege on the database (42501).
+            r'is not permitted to log in|permission denied for database "',
         ),
         F.AUTH,
     ),
