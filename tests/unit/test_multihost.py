@@ -363,3 +363,80 @@ def test_no_host_of_the_wanted_role_is_a_transient_connect_error() -> None:
         "standby mode\n- host: '127.0.0.1', port: '1': Connection refused"
     )
     assert classify_libpq(Exception(libpq)) is ConnectFault.TRANSIENT
+
+
+def test_router_records_cluster_events_in_order() -> None:
+    r, _ = router()
+    assert [(k, hp) for k, hp, _, _ in r.take_changes()] == [
+        ("member_added", ("p", 1)),
+        ("member_added", ("a", 1)),
+        ("member_added", ("b", 1)),
+    ]
+    observe(r, p=("primary", 0.0), a=("standby", 0.0), b=("standby", 0.0))
+    assert r.take_changes() == [
+        ("member_up", ("p", 1), "primary", None),
+        ("member_up", ("a", 1), "standby", None),
+        ("member_up", ("b", 1), "standby", None),
+        ("primary_change", ("p", 1), "primary", None),
+    ]
+    observe(r, p=("primary", 0.0), a=("standby", 0.0), b=("standby", 0.0))
+    assert r.take_changes() == []  # nothing changed
+    r.observe(
+        [
+            Observation("p", 1, "unknown", None, healthy=False),
+            Observation("a", 1, "primary", 0.0),
+            Observation("b", 1, "standby", 9.0),
+        ],
+        complete=False,
+    )
+    assert r.take_changes() == [
+        ("member_down", ("p", 1), "unknown", None),
+        ("primary_change", ("a", 1), "primary", ("p", 1)),
+    ]
+    take(r, True)  # b is a healthy standby: a read, no event
+    assert r.take_changes() == []
+    r.observe([Observation("a", 1, "primary", 0.0)], complete=True)
+    assert r.take_changes() == [
+        ("member_removed", ("p", 1), "unknown", None),
+        ("member_removed", ("b", 1), "standby", None),
+    ]
+    take(r, True)  # no standby left: the primary serves it
+    assert r.take_changes() == [("read_fallback", ("a", 1), "primary", None)]
+    assert r.take_changes() == []
+
+
+def test_cluster_event_listeners_are_checked_and_isolated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from poolkeeper.cluster import ClusterEvent
+    from poolkeeper.cluster._events import ClusterEvents
+
+    bus = ClusterEvents()
+    with pytest.raises(ConfigError, match="unknown cluster event 'nope'"):
+        bus.on("nope", print)
+    seen: list[ClusterEvent] = []
+
+    def broken(event: ClusterEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    bus.on("member_down", broken)
+    bus.on("member_down", seen.append)
+    bus.emit("c", [("member_down", ("h", 5), "unknown", None)])
+    assert seen == [ClusterEvent("member_down", "c", "h", 5, "unknown", None)]
+    assert "listener" in caplog.text and "member_down" in caplog.text
+    bus.off("member_down", seen.append)
+    bus.off("member_down", seen.append)  # twice: no error
+    bus.emit("c", [("member_down", ("h", 5), "unknown", None)])
+    assert len(seen) == 1
+
+
+def test_least_busy_counts_connections_held_through_the_cluster() -> None:
+    r, _ = router()
+    observe(r, p=("primary", 0.0), a=("standby", 0.0), b=("standby", 0.0))
+    first = r.pick(True)
+    r.checked_out(first, True)
+    other = ({"a", "b"} - {first.name}).pop()
+    # Without a busy callable the router uses its own count: no stats() call.
+    assert [r.pick(True).name for _ in range(3)] == [other] * 3
+    r.checked_in(first)
+    assert {r.pick(True).name for _ in range(4)} == {"a", "b"}

@@ -7,13 +7,21 @@
 """
 
 from poolkeeper.cluster._async import AsyncCluster
+from poolkeeper.cluster._events import (
+    CLUSTER_EVENT_KINDS,
+    ClusterEvent,
+    ClusterListener,
+)
 from poolkeeper.cluster._routing import ClusterStats, MemberStats
 from poolkeeper.cluster._sync import Cluster
 from poolkeeper.drivers._hosts import HostInfo, NoMatchingHost, Role, host_of
 
 __all__ = [
+    "CLUSTER_EVENT_KINDS",
     "AsyncCluster",
     "Cluster",
+    "ClusterEvent",
+    "ClusterListener",
     "ClusterStats",
     "HostInfo",
     "MemberStats",

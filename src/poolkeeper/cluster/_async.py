@@ -105,7 +105,10 @@ class AsyncCluster(ClusterBase):
                     if self._slice(deadline) <= 0:
                         raise
             self._checked_out(pool, readonly)
-            yield conn
+            try:
+                yield conn
+            finally:
+                self._checked_in(pool)
 
     async def close(self) -> None:
         """Stop refreshing and close every member pool."""

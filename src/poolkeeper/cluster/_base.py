@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from poolkeeper._config import DEFAULT_TIMEOUT, check_seconds
+from poolkeeper.cluster._events import ClusterEvents, ClusterListener
 from poolkeeper.cluster._probe import (
     member_url,
     members_of,
@@ -78,6 +79,28 @@ class ClusterBase:
         self._pool_options = pool_options
         self._router = Router(max_lag, fallback_to_primary)
         self._lock = threading.Lock()
+        self._events = ClusterEvents()
+
+    def on(self, kind: str, listener: ClusterListener) -> None:
+        """Call ``listener`` with a :class:`ClusterEvent` for each ``kind`` event.
+
+        Kinds (``poolkeeper.cluster.CLUSTER_EVENT_KINDS``): ``primary_change``,
+        ``member_added``, ``member_removed``, ``member_down``, ``member_up``,
+        ``read_fallback``. Listeners run after the cluster's lock is released,
+        in the refresh (or, for ``read_fallback``, the caller's) thread or task.
+
+        Raises:
+            ConfigError: ``kind`` is not a cluster event kind.
+        """
+        self._events.on(kind, listener)
+
+    def off(self, kind: str, listener: ClusterListener) -> None:
+        """Stop calling ``listener`` for ``kind`` events.
+
+        Raises:
+            ConfigError: ``kind`` is not a cluster event kind.
+        """
+        self._events.off(kind, listener)
 
     def _new_members(self, hostports: Sequence[HostPort]) -> list[tuple[HostPort, str]]:
         """Return ``(member, its URL)`` for members that have no pool yet."""
@@ -95,10 +118,12 @@ class ClusterBase:
         The caller then closes ``pool`` (never opened, so closing is cheap).
         """
         with self._lock:
-            if self._router.missing([hostport]):
+            added = bool(self._router.missing([hostport]))
+            if added:
                 self._router.add(hostport, pool)
-                return True
-            return False
+            changes = self._router.take_changes()
+        self._events.emit(self.name, changes)
+        return added
 
     def _pools(self) -> list[tuple[HostPort, Any]]:
         with self._lock:
@@ -123,7 +148,10 @@ class ClusterBase:
                 obs = Observation(obs.host, obs.port, "read-only", obs.lag, True, name)
             observations.append(obs)
         with self._lock:
-            return self._router.observe(observations, complete=patroni is not None)
+            gone = self._router.observe(observations, complete=patroni is not None)
+            changes = self._router.take_changes()
+        self._events.emit(self.name, changes)
+        return gone
 
     def _members_to_probe(
         self, patroni: Sequence[dict[str, Any]] | None
@@ -134,7 +162,7 @@ class ClusterBase:
 
     def _pick(self, readonly: bool) -> Any:
         with self._lock:
-            pool = self._router.pick(readonly, _busy)
+            pool = self._router.pick(readonly)
             if pool is None:
                 router = self._router
                 if readonly and not router.fallback_to_primary:
@@ -166,6 +194,13 @@ class ClusterBase:
     def _checked_out(self, pool: Any, readonly: bool) -> None:
         with self._lock:
             self._router.checked_out(pool, readonly)
+            changes = self._router.take_changes() if readonly else None
+        if changes:
+            self._events.emit(self.name, changes)
+
+    def _checked_in(self, pool: Any) -> None:
+        with self._lock:
+            self._router.checked_in(pool)
 
     def stats(self) -> ClusterStats:
         """Return a snapshot: each member's role, lag, checkouts and pool stats."""
@@ -177,10 +212,6 @@ class ClusterBase:
         """The ``(host, port)`` writes go to now (None: no primary seen)."""
         with self._lock:
             return self._router.primary
-
-
-def _busy(pool: Any) -> int:
-    return int(pool.stats().in_use)
 
 
 def _pool_stats(pool: Any) -> Any:

@@ -7,8 +7,9 @@ and ask :meth:`Router.pick` where each checkout goes:
 
 - writes (``readonly=False``) go to the one member whose role is ``primary``;
 - reads go to a healthy standby whose replay lag is at most ``max_lag``
-  seconds: the one with the fewest connections in use, ties broken round
-  robin; when none qualifies, to the primary if ``fallback_to_primary``.
+  seconds: the one with the fewest connections checked out through the
+  cluster, ties broken round robin; when none qualifies, to the primary if
+  ``fallback_to_primary``.
 
 A member that failed its last probe is unhealthy and gets no reads; a primary
 that failed stays the write target until an observation names another one,
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolkeeper.cluster._events import Change
 from poolkeeper.drivers._hosts import HostPort, Role
 
 
@@ -87,6 +89,8 @@ class _Member:
     healthy: bool = False
     checkouts: int = 0
     name: str | None = None
+    held: int = 0
+    """Connections of this member checked out through the cluster right now."""
 
 
 @dataclass
@@ -111,10 +115,18 @@ class Router:
     refreshes: int = 0
     refresh_errors: int = 0
     primary_changes: int = 0
+    changes: list[Change] = field(default_factory=list)
+    """Events not yet delivered (see :meth:`take_changes`)."""
 
     def add(self, hostport: HostPort, pool: Any) -> None:
         """Record a member and the pool the shell built for it."""
         self.members[hostport] = _Member(hostport[0], hostport[1], pool)
+        self.changes.append(("member_added", hostport, "unknown", None))
+
+    def take_changes(self) -> list[Change]:
+        """Return the events recorded since the last call, and forget them."""
+        changes, self.changes = self.changes, []
+        return changes
 
     def missing(self, hostports: Iterable[HostPort]) -> list[HostPort]:
         """Return the members named that have no pool yet."""
@@ -137,6 +149,9 @@ class Router:
             key = (obs.host, obs.port)
             member = self.members[key]
             seen.add(key)
+            if obs.healthy != member.healthy:
+                kind = "member_up" if obs.healthy else "member_down"
+                self.changes.append((kind, key, obs.role, None))
             member.role, member.lag, member.healthy = obs.role, obs.lag, obs.healthy
             member.name = obs.name or member.name
             if obs.healthy and obs.role == "primary":
@@ -146,19 +161,28 @@ class Router:
         if primary is not None and primary != self.primary:
             if self.primary is not None:
                 self.primary_changes += 1
+            self.changes.append(("primary_change", primary, "primary", self.primary))
             self.primary = primary
         gone = [hp for hp in self.members if complete and hp not in seen]
         if self.primary in gone:
             self.primary = None
+        for hp in gone:
+            self.changes.append(("member_removed", hp, self.members[hp].role, None))
         return [self.members.pop(hp).pool for hp in gone]
 
-    def pick(self, readonly: bool, busy: Callable[[Any], int]) -> Any:
+    def pick(self, readonly: bool, busy: Callable[[Any], int] | None = None) -> Any:
         """Return the pool a checkout should use, or None when no member qualifies.
 
         Args:
             readonly: The caller only reads.
-            busy: Connections in use in a pool (its ``stats().in_use``).
+            busy: Connections in use in a pool; by default the connections
+                checked out through the cluster (:meth:`checked_out` minus
+                :meth:`checked_in`), which costs nothing to read, unlike a
+                pool's ``stats()`` (it copies and sorts its time samples).
         """
+        if busy is None:
+            held = {id(m.pool): m.held for m in self.members.values()}
+            busy = lambda pool: held[id(pool)]  # noqa: E731
         if readonly:
             replicas = [
                 m
@@ -185,12 +209,21 @@ class Router:
         for key, member in self.members.items():
             if member.pool is pool:
                 member.checkouts += 1
+                member.held += 1
                 if not readonly:
                     self.writes += 1
                 elif key == self.primary or member.role != "standby":
                     self.read_fallbacks += 1
+                    self.changes.append(("read_fallback", key, member.role, None))
                 else:
                     self.reads += 1
+                return
+
+    def checked_in(self, pool: Any) -> None:
+        """Count the return of a connection counted by :meth:`checked_out`."""
+        for member in self.members.values():
+            if member.pool is pool:
+                member.held -= 1
                 return
 
     def describe(self) -> str:

@@ -123,7 +123,10 @@ class Cluster(ClusterBase):
                     if self._slice(deadline) <= 0:
                         raise
             self._checked_out(pool, readonly)
-            yield conn
+            try:
+                yield conn
+            finally:
+                self._checked_in(pool)
 
     def close(self) -> None:
         """Stop refreshing and close every member pool."""

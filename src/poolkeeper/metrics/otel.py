@@ -67,7 +67,17 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "pip install poolkeeper[otel]"
     ) from exc
 
-__all__ = ["Instrumentation", "instrument"]
+from poolkeeper.metrics._otel_cluster import (
+    ClusterInstrumentation,
+    instrument_cluster,
+)
+
+__all__ = [
+    "ClusterInstrumentation",
+    "Instrumentation",
+    "instrument",
+    "instrument_cluster",
+]
 
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"

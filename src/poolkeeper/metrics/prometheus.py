@@ -48,8 +48,15 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 from poolkeeper.errors import ConfigError
+from poolkeeper.metrics._cluster import (
+    Clusters,
+    ObservableCluster,
+    member_rows,
+    routes,
+)
 from poolkeeper.metrics.base import (
     CLOSE_REASONS,
     CONNECT_BUCKETS,
@@ -75,7 +82,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "pip install poolkeeper[prometheus]"
     ) from exc
 
-__all__ = ["Registration", "register"]
+__all__ = ["ClusterRegistration", "Registration", "register", "register_cluster"]
 
 _COUNTERS = (
     ("poolkeeper_acquires", "Successful connection checkouts.", "acquires"),
@@ -337,3 +344,186 @@ def register(
         entry.subscriptions.clear()
         raise
     return Registration(target, collector, entry)
+
+
+# ----------------------------------------------------------------- clusters
+
+_MEMBER_COUNTERS = (
+    (
+        "poolkeeper_cluster_member_checkouts",
+        "Connections the cluster handed out from this member.",
+        "checkouts",
+    ),
+    (
+        "poolkeeper_cluster_member_connect_errors",
+        "Failed connection attempts of this member's pool.",
+        "connect_errors",
+    ),
+    (
+        "poolkeeper_cluster_member_timeouts",
+        "PoolTimeouts raised by this member's pool.",
+        "timeouts",
+    ),
+)
+_CLUSTER_COUNTERS = (
+    (
+        "poolkeeper_cluster_primary_changes",
+        "Times the write target moved to another member.",
+        "primary_changes",
+    ),
+    ("poolkeeper_cluster_refreshes", "Role and lag refreshes.", "refreshes"),
+    (
+        "poolkeeper_cluster_refresh_errors",
+        "Members that failed a probe, plus refreshes that failed as a whole.",
+        "refresh_errors",
+    ),
+)
+
+
+class ClusterCollector(Collector):
+    """A ``prometheus_client`` collector for every cluster registered on one registry.
+
+    Built and registered by :func:`register_cluster`; reads each cluster's
+    ``stats()`` at scrape time, so members that come and go are followed.
+    """
+
+    def __init__(self) -> None:
+        """Create a collector with no clusters."""
+        self.clusters = Clusters()
+
+    def describe(self) -> Iterable[Metric]:
+        """Return the metric families without samples (for name-clash checks)."""
+        return self._families([])
+
+    def collect(self) -> Iterable[Metric]:
+        """Read every cluster's stats into metric families."""
+        return self._families(self.clusters.snapshots())
+
+    def _families(self, snapshots: list[tuple[str, Any]]) -> Iterator[Metric]:
+        member_labels = ["cluster", "member", "role"]
+        up = GaugeMetricFamily(
+            "poolkeeper_cluster_member_up",
+            "1 when the member answered its last probe, else 0.",
+            labels=member_labels,
+        )
+        lag = GaugeMetricFamily(
+            "poolkeeper_cluster_member_lag_seconds",
+            "Replay lag of the member at its last probe (0 on a primary).",
+            labels=member_labels,
+        )
+        connections = GaugeMetricFamily(
+            "poolkeeper_cluster_member_connections",
+            "Open connections of the member's pool, by state.",
+            labels=[*member_labels, "state"],
+        )
+        pending = GaugeMetricFamily(
+            "poolkeeper_cluster_member_pending_requests",
+            "Callers waiting on the member's pool.",
+            labels=member_labels,
+        )
+        counters = [
+            (CounterMetricFamily(name, doc, labels=["cluster", "member"]), field)
+            for name, doc, field in _MEMBER_COUNTERS
+        ]
+        checkouts = CounterMetricFamily(
+            "poolkeeper_cluster_checkouts",
+            "Checkouts by route: write, read (a replica), read_fallback (the primary).",
+            labels=["cluster", "route"],
+        )
+        totals = [
+            (CounterMetricFamily(name, doc, labels=["cluster"]), field)
+            for name, doc, field in _CLUSTER_COUNTERS
+        ]
+        for name, stats in snapshots:
+            for row in member_rows(stats):
+                labels = [name, row.member, row.role]
+                up.add_metric(labels, row.up)
+                if row.lag is not None:
+                    lag.add_metric(labels, row.lag)
+                connections.add_metric([*labels, "idle"], row.idle)
+                connections.add_metric([*labels, "used"], row.used)
+                pending.add_metric(labels, row.waiting)
+                for family, field in counters:
+                    family.add_metric([name, row.member], getattr(row, field))
+            for route, count in routes(stats).items():
+                checkouts.add_metric([name, route], count)
+            for family, field in totals:
+                family.add_metric([name], getattr(stats, field))
+        yield from (up, lag, connections, pending)
+        yield from (family for family, _ in counters)
+        yield checkouts
+        yield from (family for family, _ in totals)
+
+
+_cluster_collectors: weakref.WeakKeyDictionary[CollectorRegistry, ClusterCollector] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class ClusterRegistration:
+    """What :func:`register_cluster` returns: :meth:`unregister` stops reporting.
+
+    Also a context manager that unregisters on exit.
+    """
+
+    __slots__ = ("_cluster", "_collector", "_registry")
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        collector: ClusterCollector,
+        cluster: ObservableCluster,
+    ) -> None:
+        self._registry = registry
+        self._collector = collector
+        self._cluster: ObservableCluster | None = cluster
+
+    def unregister(self) -> None:
+        """Remove the cluster's series (safe to call twice)."""
+        cluster, self._cluster = self._cluster, None
+        if cluster is None:
+            return
+        with _collectors_lock:
+            if not self._collector.clusters.remove(cluster):
+                if _cluster_collectors.get(self._registry) is self._collector:
+                    del _cluster_collectors[self._registry]
+                self._registry.unregister(self._collector)
+
+    def __enter__(self) -> ClusterRegistration:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unregister()
+
+
+def register_cluster(
+    cluster: ObservableCluster, registry: CollectorRegistry | None = None
+) -> ClusterRegistration:
+    """Report a :class:`~poolkeeper.Cluster`'s members and routing on a registry.
+
+    Series carry ``cluster`` (the cluster's name), ``member`` (``HOST:PORT``)
+    and, on gauges, ``role``; see docs/OBSERVABILITY.md for the list.
+
+    Args:
+        cluster: A :class:`~poolkeeper.Cluster` or :class:`~poolkeeper.AsyncCluster`.
+        registry: The registry to report on (default: the global ``REGISTRY``).
+
+    Raises:
+        ConfigError: A cluster with the same name is already registered there.
+    """
+    target = REGISTRY if registry is None else registry
+    with _collectors_lock:
+        collector = _cluster_collectors.get(target)
+        if collector is None:
+            collector = ClusterCollector()
+            collector.clusters.add(cluster, "this Prometheus registry")
+            target.register(collector)
+            _cluster_collectors[target] = collector
+        else:
+            collector.clusters.add(cluster, "this Prometheus registry")
+    return ClusterRegistration(target, collector, cluster)

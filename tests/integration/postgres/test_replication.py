@@ -354,3 +354,170 @@ def test_sqlalchemy_primary_and_replica_engines(
     finally:
         writer.dispose()
         reader.dispose()
+
+
+# --- cluster events and metrics ----------------------------------------------------
+
+
+def test_cluster_events_and_metrics_follow_a_failover(
+    pytestconfig: pytest.Config,
+) -> None:
+    """Events, Prometheus and OpenTelemetry series by member and role, across a failover.
+
+    A fresh primary + replica: the old primary turns read-only and the replica
+    is promoted (a switchover), then the old primary crashes.
+    """
+    import_driver(pytestconfig, "prometheus_client")
+    import_driver(pytestconfig, "opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry
+
+    from poolkeeper.cluster import CLUSTER_EVENT_KINDS, ClusterEvent
+    from poolkeeper.metrics import otel, prometheus
+    from tests.unit.metrics.helpers import otel_point, otel_points, scrape, value
+
+    events: list[ClusterEvent] = []
+    registry = CollectorRegistry()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with replica_set(1) as fresh:
+        old, new = fresh.primary, fresh.replicas[0]
+        member = {m.port: f"127.0.0.1:{m.port}" for m in fresh.members}
+        cluster = poolkeeper.Cluster(
+            fresh.url("psycopg"), refresh_interval=60, min_size=0, name="shop"
+        )
+        for kind in CLUSTER_EVENT_KINDS:
+            cluster.on(kind, events.append)
+        try:
+            with (
+                prometheus.register_cluster(cluster, registry),
+                otel.instrument_cluster(cluster, provider),
+                cluster,
+            ):
+                assert sorted((e.kind, e.port) for e in events) == sorted(
+                    [
+                        ("member_added", old.port),
+                        ("member_added", new.port),
+                        ("member_up", old.port),
+                        ("member_up", new.port),
+                        ("primary_change", old.port),
+                    ]
+                )
+                assert events[-1].previous is None
+                assert {e.cluster_name for e in events} == {"shop"}
+                with cluster.connection() as conn:
+                    assert host_of(conn).port == old.port
+                with cluster.connection(readonly=True) as conn:
+                    assert host_of(conn).port == new.port
+                _, samples, types = scrape(registry)
+                up = "poolkeeper_cluster_member_up"
+                labels = {"cluster": "shop", "member": member[old.port]}
+                assert value(samples, up, role="primary", **labels) == 1
+                assert (
+                    value(
+                        samples,
+                        up,
+                        cluster="shop",
+                        member=member[new.port],
+                        role="standby",
+                    )
+                    == 1
+                )
+                checkouts = "poolkeeper_cluster_member_checkouts_total"
+                assert value(samples, checkouts, **labels) == 1
+                assert types["poolkeeper_cluster_checkouts"] == "counter"
+                route = "poolkeeper_cluster_checkouts_total"
+                assert value(samples, route, cluster="shop", route="read") == 1
+
+                del events[:]
+                old.make_read_only()
+                new.promote()
+                cluster.refresh()
+                assert [(e.kind, e.port, e.previous) for e in events] == [
+                    ("primary_change", new.port, ("127.0.0.1", old.port))
+                ]
+                with cluster.connection(readonly=True) as conn:  # no standby left
+                    assert host_of(conn).port == new.port
+                assert [(e.kind, e.port) for e in events[1:]] == [
+                    ("read_fallback", new.port)
+                ]
+                old.crash()
+                cluster.refresh()
+                assert [(e.kind, e.port, e.role) for e in events[2:]] == [
+                    ("member_down", old.port, "unknown")
+                ]
+
+                _, samples, _ = scrape(registry)
+                assert value(samples, up, role="unknown", **labels) == 0
+                assert (
+                    value(
+                        samples,
+                        up,
+                        cluster="shop",
+                        member=member[new.port],
+                        role="primary",
+                    )
+                    == 1
+                )
+                assert (
+                    value(
+                        samples,
+                        "poolkeeper_cluster_primary_changes_total",
+                        cluster="shop",
+                    )
+                    == 1
+                )
+                assert value(samples, route, cluster="shop", route="read_fallback") == 1
+                points = otel_points(reader)
+                base = {
+                    "poolkeeper.cluster.name": "shop",
+                    "poolkeeper.cluster.member": member[new.port],
+                }
+                role = {**base, "poolkeeper.cluster.member.role": "primary"}
+                assert (
+                    otel_point(points, "poolkeeper.cluster.member.up", role).value == 1
+                )
+                assert (
+                    otel_point(
+                        points, "poolkeeper.cluster.member.checkouts", base
+                    ).value
+                    == 2
+                )
+                fallback = {
+                    "poolkeeper.cluster.name": "shop",
+                    "poolkeeper.cluster.route": "read_fallback",
+                }
+                assert (
+                    otel_point(points, "poolkeeper.cluster.checkouts", fallback).value
+                    == 1
+                )
+            # Unregistered: the cluster's series are gone.
+            _, samples, _ = scrape(registry)
+            assert not any(name.startswith("poolkeeper_cluster") for name, _ in samples)
+        finally:
+            provider.shutdown()
+
+
+async def test_async_cluster_events(
+    pytestconfig: pytest.Config, rs: ReplicaSet
+) -> None:
+    import_driver(pytestconfig, "asyncpg")
+    from poolkeeper.cluster import ClusterEvent
+
+    events: list[ClusterEvent] = []
+    cluster = poolkeeper.AsyncCluster(
+        rs.url("asyncpg"), refresh_interval=60, min_size=0
+    )
+    cluster.on("primary_change", events.append)
+    cluster.on("member_up", events.append)
+    with pytest.raises(poolkeeper.ConfigError, match="unknown cluster event 'primary'"):
+        cluster.on("primary", events.append)
+    async with cluster:
+        pass
+    up = [e.port for e in events if e.kind == "member_up"]
+    assert len(up) == len(rs.members)
+    assert set(up) == {m.port for m in rs.members}
+    assert [(e.port, e.role) for e in events if e.kind == "primary_change"] == [
+        (rs.primary.port, "primary")
+    ]
