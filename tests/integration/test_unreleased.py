@@ -336,17 +336,16 @@ def test_sync_watcher_ending_does_not_swallow_a_new_waiters_watch(
     gap = threading.Event()  # the watcher found nobody waiting
 
     class WidenedLock:
-        def __enter__(self) -> Any:
-            return real_lock.__enter__()
+        def __enter__(self) -> None:
+            real_lock.acquire()
 
-        def __exit__(self, *exc: object) -> Any:
-            result = real_lock.__exit__(*exc)
+        def __exit__(self, *exc: object) -> None:
+            real_lock.release()
             me = threading.current_thread().name
             if "closed-watch" in me and not pool._state.waiting() and not gap.is_set():
                 # Released: between its decision to stop and its finally.
                 gap.set()
                 time.sleep(0.5)
-            return result
 
         def __getattr__(self, name: str) -> Any:
             return getattr(real_lock, name)
