@@ -20,6 +20,7 @@ import warnings
 import weakref
 from typing import Any
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import spawn
 from poolkeeper._config import scrub
 from poolkeeper._core.entry import PoolEntry, Waiter
@@ -37,6 +38,7 @@ from poolkeeper.errors import ConnectionLeakWarning
 CLOSED_WATCH_INTERVAL = 0.05
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Housekeeping(Connecting[ConnT]):
     """Periodic and after-the-fact upkeep (see the module docstring)."""
 
@@ -115,16 +117,15 @@ class Housekeeping(Connecting[ConnT]):
                 limit,
             )
             with self._probe_lock:
-                if entry.close_reason is not None:
-                    continue
-                try:
-                    abort(entry.live_conn())
-                except Exception as exc:
-                    logger.warning(
-                        "pool %r: could not abort a stuck connection: %s",
-                        self.name,
-                        self._describe(exc),
-                    )
+                if entry.close_reason is None:  # (not closed meanwhile)
+                    try:
+                        abort(entry.live_conn())
+                    except Exception as exc:
+                        logger.warning(
+                            "pool %r: could not abort a stuck connection: %s",
+                            self.name,
+                            self._describe(exc),
+                        )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
