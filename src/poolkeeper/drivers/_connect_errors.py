@@ -64,7 +64,12 @@ _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
             r"shutting down|in recovery mode|timeout expired|timed out|"
             # target_session_attrs found no host of the wanted role: a
             # failover or promotion may bring one (libpq's own wording).
-            r"in hot standby mode|session is read-only|session is not read-only",
+            r"in hot standby mode|session is read-only|session is not read-only|"
+            # The link closed in the middle of the TLS handshake (a restart,
+            # a proxy dropping it): an outage, not a TLS misconfiguration
+            # (libpq with OpenSSL 3: "SSL error: unexpected eof while reading").
+            r"unexpected eof|SSL SYSCALL error|closed the connection unexpectedly|"
+            r"SSL connection has been closed unexpectedly",
             re.IGNORECASE,
         ),
         F.TRANSIENT,
