@@ -247,11 +247,19 @@ class AsyncHousekeeping(AsyncConnecting[ConnT]):
                 with self._lock:
                     again, self._watch_again = self._watch_again, False
                     if not (state.waiters or again) or not _lends(state.in_use):
+                        # Stop in the same hold of the lock as the decision:
+                        # a caller arriving after it starts a new watcher
+                        # (cleared later, its request to look once more
+                        # would be lost, and nobody would watch for it).
+                        self._watching = False
                         return
                 self._take_unreleased()
-        finally:
+        except BaseException:
             with self._lock:
                 self._watching = self._watch_again = False
+            raise
+        with self._lock:
+            self._watching = self._watch_again = False  # the pool is closing
 
     def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
         site = site_of(mark)

@@ -390,6 +390,9 @@ class CheckoutState(ConnectState):
             self.withdraw(entry)
             if reason not in _HARMLESS_REASONS:
                 self._trouble(entry, now)
+            elif reason == "role_changed":
+                # Its server changed role: check its siblings' roles too.
+                self.suspect_host(entry, now)
             self._retire(entry, "query_timeout" if entry.aborted else reason)
 
     def validated(self, entry: PoolEntry, now: float) -> None:
