@@ -5,6 +5,13 @@ share one core, take a database URL or a connect callable, and hand out the
 driver's own connection objects.
 """
 
+# isort: off
+# First: with POOLKEEPER_PURE=1 it makes the modules below load from source.
+from poolkeeper import _build
+
+# isort: on
+import sys
+
 from poolkeeper._async.persistent import AsyncPersistentPool
 from poolkeeper._async.pool import AsyncPool
 from poolkeeper._core.events import EVENT_KINDS, PoolEvent
@@ -26,7 +33,13 @@ from poolkeeper.errors import (
 
 __version__ = "0.1.0"
 
+#: Which build of poolkeeper's core was imported: ``"compiled"`` (mypyc
+#: extension modules, from a compiled wheel) or ``"pure"`` (Python source; with
+#: ``POOLKEEPER_PURE=1`` even where compiled modules are installed).
+BUILD = _build.build_of(sys.modules["poolkeeper._core.state"])
+
 __all__ = [
+    "BUILD",
     "EVENT_KINDS",
     "AsyncCluster",
     "AsyncPersistentPool",

@@ -315,3 +315,131 @@ async def test_server_gone_after_a_success_times_out_naming_the_error(
     finally:
         scram_cluster.start()
         await _close(pool)
+
+
+# -- a full server for this user: retried gently, never on the fast interval ----
+
+
+@pytest.fixture(scope="module")
+def busy_pg_role(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL role that may not open any session (CONNECTION LIMIT 0):
+    every connect fails at once with "too many connections for role"."""
+    import psycopg
+
+    role = f"pk_busy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(
+        postgres_url.replace("postgresql://", "postgresql://", 1)
+    ) as admin:
+        admin.autocommit = True
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    try:
+        yield role
+    finally:
+        with psycopg.connect(postgres_url) as admin:
+            admin.autocommit = True
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.fixture(scope="module")
+def busy_mysql_user(mysql_url: str) -> Iterator[str]:
+    """A MariaDB user with MAX_USER_CONNECTIONS 1 and that one session held:
+    every connect fails at once (1226 on MariaDB, 1203 on MySQL)."""
+    admin = mysql_admin(mysql_url)
+    user = f"pk_busy_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{user}'@'%' WITH MAX_USER_CONNECTIONS 1")
+        cur.execute(f"GRANT ALL ON test.* TO '{user}'@'%'")
+    mysql = urlsplit(mysql_url)
+    held = mysql_admin(f"mysql://{user}@{mysql.hostname}:{mysql.port or 3306}/test")
+    try:
+        yield user
+    finally:
+        held.close()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+        admin.close()
+
+
+@pytest.mark.parametrize("case", _case_params(("postgres", "mysql")))
+async def test_per_user_connection_limit_backs_off(
+    case: Case, request: pytest.FixtureRequest
+) -> None:
+    """A per-role or per-user connection limit is "too many connections"
+    too: the pool backs off (a handful of attempts in 2 s), rather than
+    retrying every 50 ms while the caller waits (~40 attempts), which would
+    hammer a server that refuses for a reason no quick retry fixes."""
+    import_driver(request.config, case.package)
+    if case.server == "postgres":
+        role = request.getfixturevalue("busy_pg_role")
+        url = _with(
+            request.getfixturevalue("postgres_url"), scheme=case.scheme, user=role
+        )
+    else:
+        user = request.getfixturevalue("busy_mysql_user")
+        url = _with(request.getfixturevalue("mysql_url"), scheme=case.scheme, user=user)
+        url = _with(url, scheme=case.scheme, path="/test")
+    pool = _make_pool(_target_like(case, url), min_size=0, max_size=1, timeout=2.0)
+    try:
+        with pytest.raises(poolkeeper.PoolTimeout) as info:
+            await _acquire(pool)
+        assert re.search(
+            r"too many connections|max_user_connections", str(info.value.__cause__)
+        ), info.value.__cause__
+        errors = pool.stats().connect_errors
+    finally:
+        await _close(pool)
+    # Backoff from 0.05 s doubling: attempts at about 0, 0.05, 0.15, 0.35,
+    # 0.75 and 1.55 s.
+    assert 2 <= errors <= 9, errors
+
+
+# -- roles that may not log in, databases they may not connect to ---------------
+
+
+@pytest.fixture(scope="module")
+def pg_refusing_grants(postgres_url: str) -> Iterator[tuple[str, str, str]]:
+    """A NOLOGIN role, and a LOGIN role with a database it has no CONNECT
+    privilege on; yields ``(nologin_role, login_role, database)``."""
+    import psycopg
+
+    tag = uuid.uuid4().hex[:8]
+    nologin, login, dbname = f"pk_nologin_{tag}", f"pk_noconn_{tag}", f"pk_noconn_{tag}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {nologin} NOLOGIN")
+        admin.execute(f"CREATE ROLE {login} LOGIN")
+        admin.execute(f"CREATE DATABASE {dbname}")
+        admin.execute(f"REVOKE CONNECT ON DATABASE {dbname} FROM PUBLIC")
+    try:
+        yield nologin, login, dbname
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {dbname}")
+            admin.execute(f"DROP ROLE IF EXISTS {nologin}")
+            admin.execute(f"DROP ROLE IF EXISTS {login}")
+
+
+@pytest.mark.parametrize("case", _case_params(("postgres",)))
+async def test_nologin_role_reaches_the_caller_at_once(
+    case: Case, request: pytest.FixtureRequest
+) -> None:
+    """'role ... is not permitted to log in' is permanent: before the fix
+    libpq's wording was read as transient, so the caller waited out its
+    timeout while the pool retried every 50 ms."""
+    import_driver(request.config, case.package)
+    nologin, _, _ = request.getfixturevalue("pg_refusing_grants")
+    server = request.getfixturevalue("postgres_url")
+    attempt = await _attempt(case, _with(server, scheme=case.scheme, user=nologin))
+    _assert_driver_error_at_once(case, attempt, r"not permitted to log in")
+
+
+@pytest.mark.parametrize("case", _case_params(("postgres",)))
+async def test_no_connect_privilege_reaches_the_caller_at_once(
+    case: Case, request: pytest.FixtureRequest
+) -> None:
+    """'permission denied for database' (42501) is permanent too."""
+    import_driver(request.config, case.package)
+    _, login, dbname = request.getfixturevalue("pg_refusing_grants")
+    server = request.getfixturevalue("postgres_url")
+    url = _with(server, scheme=case.scheme, user=login, path=f"/{dbname}")
+    attempt = await _attempt(case, url)
+    _assert_driver_error_at_once(case, attempt, r"permission denied for database")

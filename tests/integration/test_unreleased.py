@@ -315,3 +315,69 @@ async def test_a_connection_reading_a_result_is_not_taken_back(target: Target) -
             assert conn.store_result().fetch_row() == ((7,),)
             pool.release(conn)
     assert not record, [str(w.message) for w in record]
+
+
+def test_sync_watcher_ending_does_not_swallow_a_new_waiters_watch(
+    postgres_url: str,
+) -> None:
+    """Threads: the closed-connection watcher decides to stop (nobody
+    waits) and only then, under the lock again, clears its flag. A caller
+    arriving in between saw the watcher running, asked it to look once
+    more, and was dropped with that request: nobody watched while it waited,
+    so a holder's close() reached it only at the next housekeeping round
+    (here: its 3 s timeout). The window is widened by delaying the watcher
+    thread right after it released the lock, having found nobody waiting."""
+    import threading
+
+    url = postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    pool = poolkeeper.Pool(url, min_size=0, max_size=1, timeout=3.0)
+    pool.open()
+    real_lock = pool._lock
+    gap = threading.Event()  # the watcher found nobody waiting
+
+    class WidenedLock:
+        def __enter__(self) -> None:
+            real_lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real_lock.release()
+            me = threading.current_thread().name
+            if "closed-watch" in me and not pool._state.waiting() and not gap.is_set():
+                # Released: between its decision to stop and its finally.
+                gap.set()
+                time.sleep(0.5)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_lock, name)
+
+    pool._lock = WidenedLock()  # type: ignore[assignment]
+    try:
+        holder = pool.acquire()
+        # A first caller starts the watcher and gives up.
+        with pytest.raises(poolkeeper.PoolTimeout):
+            pool.acquire(timeout=0.1)
+        assert gap.wait(2.0)
+        # The watcher is between its decision and its exit: a second caller.
+        served: list[float] = []
+
+        def second() -> None:
+            started = time.monotonic()
+            try:
+                conn = pool.acquire(timeout=3.0)
+            except poolkeeper.PoolTimeout:
+                return
+            served.append(time.monotonic() - started)
+            pool.release(conn)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.15)
+        holder.close()  # closed by its holder, never released
+        thread.join(5.0)
+        assert served, "the second caller was never served"
+        assert served[0] < 1.5, served
+    finally:
+        pool._lock = real_lock
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pool.close()

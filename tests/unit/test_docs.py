@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import poolkeeper
+
 ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "docs" / "api.md"
 
@@ -60,6 +62,10 @@ def test_section_references_in_the_source_exist() -> None:
 
 @pytest.mark.parametrize(
     "name", re.findall(r"^:::\s+([\w.]+)\s*$", API.read_text(), re.MULTILINE)
+)
+@pytest.mark.skipif(
+    poolkeeper.BUILD == "compiled",
+    reason="the docs are built from the source; mypyc keeps not every docstring",
 )
 def test_documented_api_has_docstrings(name: str) -> None:
     assert missing_docstrings(name) == []

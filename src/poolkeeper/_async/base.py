@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import (
     IS_ASYNC,
     ADeadlines,
@@ -47,6 +48,7 @@ logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncPoolBase(Generic[ConnT]):
     """Attributes and shared services of a pool (see the module docstring)."""
 

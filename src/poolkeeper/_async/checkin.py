@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.validation import AsyncValidation
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import acall
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper._origin import from_driver
 from poolkeeper._sites import caller_site, format_site
@@ -26,6 +28,7 @@ from poolkeeper.errors import PoolError, QueryTimeout
 MAX_WARNED_SITES = 1000
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncCheckin(AsyncValidation[ConnT]):
     """The slow return path (see the module docstring)."""
 
@@ -99,7 +102,7 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             # (and the OS's); the application's own exceptions pass unchanged.
             cause = error if error is not None else exc
             if lost or (cause is not None and from_driver(cause, conn)):
-                raise self._query_timeout_error() from cause
+                raise chained(self._query_timeout_error(), cause)
         if error is not None:
             raise error
 

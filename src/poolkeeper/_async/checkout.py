@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Generic, NoReturn
+from typing import Final, Generic, NoReturn
 
 from poolkeeper._async.base import ConnT, _monotonic
 from poolkeeper._async.checkin import AsyncCheckin
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import IS_ASYNC, current_loop
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry, capture_stack
@@ -29,6 +30,19 @@ from poolkeeper._sites import PACKAGE_DIR, outside_frame
 _getframe = sys._getframe
 
 
+def _own_frames() -> int:
+    """1 where this module's functions run in frames of their own (pure
+    Python), 0 where they do not (compiled): how far up a caller's frame is."""
+    return 1 if _getframe(0).f_code.co_name == "_own_frames" else 0
+
+
+#: ``_getframe(_CALLER)`` in a method called from outside: the caller's frame.
+_CALLER: Final = _own_frames()
+
+
+# The pool class on top (pool.py) stays Python in the compiled build (mypyc
+# cannot compile its overloaded __init__), so it subclasses this native class.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AsyncCheckout(AsyncCheckin[ConnT]):
     """Checkout and the fast return (see the module docstring)."""
 
@@ -47,8 +61,9 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
-        # Built without calling __init__: one Python call less per checkout.
-        context: AsyncConnectionContext[ConnT] = _new_context(AsyncConnectionContext)
+        # The class has no __init__: no Python call to build it (and in the
+        # compiled build a native allocation).
+        context: AsyncConnectionContext[ConnT] = AsyncConnectionContext()
         context._pool = self
         context._timeout = timeout
         return context
@@ -70,7 +85,7 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         # PoolState.acquire) and no check hook or leak detection that needs
         # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
-        frame = _getframe(1)
+        frame = _getframe(_CALLER)
         if IS_ASYNC:  # noqa: SIM102
             if current_loop() is not self._loop:
                 self._check_loop()
@@ -180,11 +195,6 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         if waiter is not None or state.retired:
             await self._after_checkin(waiter, False)
 
-    if not IS_ASYNC:
-        # The thread pool's acquire() is the checkout itself: no wrapper call
-        # on the hot path.
-        acquire = _acquire
-
 
 class AsyncConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
@@ -194,10 +204,6 @@ class AsyncConnectionContext(Generic[ConnT]):
     _pool: AsyncCheckout[ConnT]
     _timeout: float | None
     _conn: ConnT
-
-    def __init__(self, pool: AsyncCheckout[ConnT], timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
 
     # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
     # and AsyncPool.release() (keep them in step): a Python call less on each.
@@ -256,6 +262,3 @@ class AsyncConnectionContext(Generic[ConnT]):
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             await pool._after_checkin(waiter, False)
-
-
-_new_context = object.__new__

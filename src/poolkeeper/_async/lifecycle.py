@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 from poolkeeper import _fork as fork_safety
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.housekeeping import AsyncHousekeeper, AsyncHousekeeping
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import (
     IS_ASYNC,
     ADeadlines,
@@ -25,12 +26,14 @@ from poolkeeper._concurrency import (
     current_loop,
 )
 from poolkeeper._config import check_timeout_arg
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.state import PoolState
 from poolkeeper._hoststate import HostTable
 from poolkeeper._misuse import needs_async_with
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncLifecycle(AsyncHousekeeping[ConnT]):
     """Open, close, resize, fork (see the module docstring)."""
 
@@ -93,7 +96,7 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
             if state.connect_errors > errors_before or _monotonic() >= deadline:
                 error = state.last_connect_error
                 await self.close()
-                raise PoolTimeout(
+                timed_out = PoolTimeout(
                     f"pool {self.name!r} could not open {state.min_size} connections "
                     f"within {timeout:.1f} s ({state.size} open)"
                     + (
@@ -103,7 +106,8 @@ class AsyncLifecycle(AsyncHousekeeping[ConnT]):
                     ),
                     pool_name=self.name,
                     timeout=timeout,
-                ) from error
+                )
+                raise chained(timed_out, error)
             await self._closing.wait(0.005)
 
     async def close(self, timeout: float = 5.0) -> None:

@@ -215,6 +215,12 @@ class AsyncPool(AsyncCheckout[ConnT]):
             """
             return AcquireContext(self, timeout)
 
+    else:
+        # The thread pool's acquire() is the checkout itself: no wrapper call
+        # on the hot path. (Set here, not in checkout.py: a compiled build's
+        # native class cannot alias a method.)
+        acquire = AsyncCheckout._acquire
+
 
 def _callable_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__

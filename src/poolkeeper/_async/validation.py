@@ -17,8 +17,10 @@ from typing import Any
 from poolkeeper._async.base import ConnT, _monotonic, logger
 from poolkeeper._async.lifecycle import AsyncLifecycle
 from poolkeeper._async.recovery import arecover
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Overrun, acall, acall_within
 from poolkeeper._config import check_timeout_arg
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper.drivers._hosts import role_matches, role_matters
 from poolkeeper.errors import PoolTimeout
@@ -33,6 +35,7 @@ PING_MIN_BUDGET = 0.1
 PING_MAX_FLOOR = 1.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class AsyncValidation(AsyncLifecycle[ConnT]):
     """Checkout validation (see the module docstring)."""
 
@@ -87,7 +90,9 @@ class AsyncValidation(AsyncLifecycle[ConnT]):
                 if isinstance(exc, Overrun) and remaining <= 0:
                     # The server does not answer and the caller's time is up:
                     # do not start on the next idle connection.
-                    raise self._validation_timeout(limit, started) from exc
+                    raise chained(
+                        self._validation_timeout(limit, started), exc
+                    ) from exc
             remaining = deadline - _monotonic()
             with self._lock:
                 fresh = state.checkout(_monotonic())

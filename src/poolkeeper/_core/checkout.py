@@ -19,15 +19,18 @@ from typing import Any
 from poolkeeper._core.base import (
     _HARMLESS_REASONS,
     CONNECT_WAIT_LIMIT,
-    StateBase,
 )
 from poolkeeper._core.connect_errors import raisable
+from poolkeeper._core.connecting import ConnectState
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.stats import _MASK
 from poolkeeper.errors import PoolClosed, PoolTimeout, TooManyWaiters
 
 
-class CheckoutState(StateBase):
+# The concerns stack in one line (CheckoutState, ConnectState, UpkeepState,
+# StateBase: the method resolution order three mixins gave): the compiled
+# build's native classes take a single base each (docs/ARCHITECTURE.md).
+class CheckoutState(ConnectState):
     """Checkout and checkin; see the module docstring."""
 
     def checkout(self, now: float) -> PoolEntry | None:
@@ -387,6 +390,9 @@ class CheckoutState(StateBase):
             self.withdraw(entry)
             if reason not in _HARMLESS_REASONS:
                 self._trouble(entry, now)
+            elif reason == "role_changed":
+                # Its server changed role: check its siblings' roles too.
+                self.suspect_host(entry, now)
             self._retire(entry, "query_timeout" if entry.aborted else reason)
 
     def validated(self, entry: PoolEntry, now: float) -> None:

@@ -14,8 +14,11 @@ import contextlib
 import copy
 import enum
 from collections.abc import Iterable
+from typing import TypeVar
 
 from poolkeeper._config import scrub
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class ConnectFault(enum.Enum):
@@ -101,6 +104,17 @@ def raisable(error: BaseException) -> BaseException:
     fresh.__cause__ = error
     fresh.__suppress_context__ = True
     return fresh
+
+
+def chained(error: _E, cause: BaseException | None) -> _E:
+    """Return ``error`` set up the way ``raise error from cause`` would.
+
+    The compiled build's ``raise`` ignores a ``from`` clause (mypyc 2.4), so
+    the compiled modules chain with ``raise chained(error, cause)``.
+    """
+    error.__cause__ = cause
+    error.__suppress_context__ = True
+    return error
 
 
 def first_line(error: BaseException, secrets: Iterable[str]) -> str:

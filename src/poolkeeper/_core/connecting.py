@@ -17,7 +17,6 @@ import math
 from collections import deque
 from typing import Any
 
-from poolkeeper._core.base import StateBase
 from poolkeeper._core.connect_errors import (
     ConnectFault,
     is_permanent,
@@ -26,13 +25,14 @@ from poolkeeper._core.connect_errors import (
 )
 from poolkeeper._core.entry import PoolEntry, Waiter
 from poolkeeper._core.policy import FAST_FAILURE, expiry, retry_delay
+from poolkeeper._core.upkeep import UpkeepState
 from poolkeeper._hoststate import Reached
 
 #: Seconds between the WARNINGs of connect failures retried on the fast interval.
 FAST_RETRY_LOG_EVERY = 5.0
 
 
-class ConnectState(StateBase):
+class ConnectState(UpkeepState):
     """Connect planning and backoff; see the module docstring."""
 
     def plan_connects(self, now: float) -> int:

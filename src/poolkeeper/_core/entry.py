@@ -7,6 +7,7 @@ import traceback
 from typing import Any
 
 from poolkeeper._hoststate import HostState
+from poolkeeper._sites import outside_frame
 
 
 class PoolEntry:
@@ -112,14 +113,15 @@ class Waiter:
         self.queued = False
 
 
-def capture_stack(skip: int = 2, limit: int = 16) -> str:
+def capture_stack(limit: int = 16) -> str:
     """Format the stack of the code that is acquiring a connection.
 
-    ``skip`` frames (this function and the pool's own) are left out. Source
-    lines are not read here: that happens only if a leak is reported. Used
-    only with leak detection on.
+    It starts at the nearest frame outside poolkeeper (the pool's own frames,
+    which the compiled build does not have, are left out). Source lines are
+    not read here: that happens only if a leak is reported. Used only with
+    leak detection on.
     """
-    frame = sys._getframe(skip)
+    frame = outside_frame(sys._getframe(0))
     summary = traceback.StackSummary.extract(
         traceback.walk_stack(frame), limit=limit, lookup_lines=False
     )

@@ -26,8 +26,9 @@ with :meth:`take_retired` and closes them with the lock released.
 "
 
 Where the code lives. :class:`PoolState` is assembled from one class per
-concern, each in its own module on top of
-:class:`~poolkeeper._core.base.StateBase` (the fields and the shared steps):
+concern, each in its own module, stacked in one line of single inheritance on
+top of :class:`~poolkeeper._core.base.StateBase` (the fields and the shared
+steps; a compiled build's native classes allow one base each):
 :mod:`~poolkeeper._core.checkout` (checkout, checkin, the hot path),
 :mod:`~poolkeeper._core.connecting` (connect planning, backoff, connect
 failures) and :mod:`~poolkeeper._core.upkeep` (housekeeping, resize, close,
@@ -45,14 +46,12 @@ import math
 
 from poolkeeper._core.base import CONNECT_WAIT_LIMIT, REASONS, SUSPECT_GRACE
 from poolkeeper._core.checkout import CheckoutState
-from poolkeeper._core.connecting import ConnectState
 from poolkeeper._core.stats import PoolStats, StatsCopy
-from poolkeeper._core.upkeep import UpkeepState
 
 __all__ = ["CONNECT_WAIT_LIMIT", "REASONS", "SUSPECT_GRACE", "PoolState"]
 
 
-class PoolState(CheckoutState, ConnectState, UpkeepState):
+class PoolState(CheckoutState):
     """All pool bookkeeping and decisions; see the module docstring."""
 
     def stats(self) -> PoolStats:

@@ -254,6 +254,9 @@ class UpkeepState(StateBase):
         if not ok or self.closed:
             if not ok and reason not in _HARMLESS_REASONS:
                 self._trouble(entry, now)
+            elif not ok and reason == "role_changed":
+                # Its server changed role: check its siblings' roles too.
+                self.suspect_host(entry, now)
             self._retire(entry, reason if not ok else "close")
             return None
         entry.checked_at = now

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import (
     Event,
     Lock,
@@ -46,6 +47,7 @@ logger = logging.getLogger("poolkeeper.pool")
 _monotonic = time.monotonic
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class PoolBase(Generic[ConnT]):
     """Attributes and shared services of a pool (see the module docstring)."""
 

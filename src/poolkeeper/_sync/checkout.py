@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Generic
+from typing import Final, Generic
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry, capture_stack
 from poolkeeper._sites import PACKAGE_DIR, outside_frame
@@ -28,6 +29,19 @@ from poolkeeper._sync.checkin import Checkin
 _getframe = sys._getframe
 
 
+def _own_frames() -> int:
+    """1 where this module's functions run in frames of their own (pure
+    Python), 0 where they do not (compiled): how far up a caller's frame is."""
+    return 1 if _getframe(0).f_code.co_name == "_own_frames" else 0
+
+
+#: ``_getframe(_CALLER)`` in a method called from outside: the caller's frame.
+_CALLER: Final = _own_frames()
+
+
+# The pool class on top (pool.py) stays Python in the compiled build (mypyc
+# cannot compile its overloaded __init__), so it subclasses this native class.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Checkout(Checkin[ConnT]):
     """Checkout and the fast return (see the module docstring)."""
 
@@ -46,8 +60,9 @@ class Checkout(Checkin[ConnT]):
             TooManyWaiters: ``max_waiting`` callers are already waiting.
             PoolClosed: The pool is closed.
         """
-        # Built without calling __init__: one Python call less per checkout.
-        context: ConnectionContext[ConnT] = _new_context(ConnectionContext)
+        # The class has no __init__: no Python call to build it (and in the
+        # compiled build a native allocation).
+        context: ConnectionContext[ConnT] = ConnectionContext()
         context._pool = self
         context._timeout = timeout
         return context
@@ -69,7 +84,7 @@ class Checkout(Checkin[ConnT]):
         # PoolState.acquire) and no check hook or leak detection that needs
         # to see it (listeners are told here). The rest: _acquire_slow().
         # Nested, not `and`-ed: the generator drops a bare IS_ASYNC block.
-        frame = _getframe(1)
+        frame = _getframe(_CALLER)
         now = _monotonic()
         entry = self._state.acquire(now, self._lock)
         if entry is None or self._watch_checkout:
@@ -176,10 +191,6 @@ class Checkout(Checkin[ConnT]):
         if waiter is not None or state.retired:
             self._after_checkin(waiter, False)
 
-    # The thread pool's acquire() is the checkout itself: no wrapper call
-    # on the hot path.
-    acquire = _acquire
-
 
 class ConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
@@ -189,10 +200,6 @@ class ConnectionContext(Generic[ConnT]):
     _pool: Checkout[ConnT]
     _timeout: float | None
     _conn: ConnT
-
-    def __init__(self, pool: Checkout[ConnT], timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
 
     def __enter__(self) -> ConnT:
         pool = self._pool
@@ -234,6 +241,3 @@ class ConnectionContext(Generic[ConnT]):
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             pool._after_checkin(waiter, False)
-
-
-_new_context = object.__new__

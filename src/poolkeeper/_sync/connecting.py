@@ -19,6 +19,7 @@ import math
 import warnings
 from typing import Any
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Signal, call
 from poolkeeper._connect import GENERIC_DRIVERS, adapter_shortfalls
 from poolkeeper._core.connect_errors import ConnectFault
@@ -31,6 +32,7 @@ from poolkeeper.drivers.session import supports_reset_session
 from poolkeeper.errors import ConfigError, PoolTimeout, PoolWarning
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Connecting(PoolBase[ConnT]):
     """Connect, refill and wait (see the module docstring)."""
 
@@ -373,20 +375,25 @@ class Connecting(PoolBase[ConnT]):
                     # back (lifetime, pool closed): close it without waiting here.
                     self._spawn_close_retired()
                 raise
+            # (No `continue` inside the `with`: mypyc cannot compile one in
+            # the try/finally a sync `with` becomes.)
+            requeued = False
+            nudge = None
             with self._lock:
                 # Nudged in unfair mode: try to take an idle connection.
                 nudged = woken and waiter.entry is None and waiter.error is None
                 if nudged and state.checkout_for(waiter, _monotonic()) is None:
                     waiter.signal = Signal()
                     state.requeue(waiter)
-                    if waiter.error is None:
-                        continue
-                entry = state.abandon(waiter, timed_out=True)
-                if entry is not None:
-                    state.served(waiter, _monotonic())
-                    nudge = None
-                else:
-                    nudge = state.next_to_nudge()
+                    requeued = waiter.error is None
+                if not requeued:
+                    entry = state.abandon(waiter, timed_out=True)
+                    if entry is not None:
+                        state.served(waiter, _monotonic())
+                    else:
+                        nudge = state.next_to_nudge()
+            if requeued:
+                continue
             if nudge is not None:
                 nudge.signal.set()
             break

@@ -20,6 +20,7 @@ import warnings
 import weakref
 from typing import Any
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import spawn
 from poolkeeper._config import scrub
 from poolkeeper._core.entry import PoolEntry, Waiter
@@ -37,6 +38,7 @@ from poolkeeper.errors import ConnectionLeakWarning
 CLOSED_WATCH_INTERVAL = 0.05
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Housekeeping(Connecting[ConnT]):
     """Periodic and after-the-fact upkeep (see the module docstring)."""
 
@@ -115,16 +117,15 @@ class Housekeeping(Connecting[ConnT]):
                 limit,
             )
             with self._probe_lock:
-                if entry.close_reason is not None:
-                    continue
-                try:
-                    abort(entry.live_conn())
-                except Exception as exc:
-                    logger.warning(
-                        "pool %r: could not abort a stuck connection: %s",
-                        self.name,
-                        self._describe(exc),
-                    )
+                if entry.close_reason is None:  # (not closed meanwhile)
+                    try:
+                        abort(entry.live_conn())
+                    except Exception as exc:
+                        logger.warning(
+                            "pool %r: could not abort a stuck connection: %s",
+                            self.name,
+                            self._describe(exc),
+                        )
 
     def _report_leak(self, entry: PoolEntry, now: float) -> None:
         held = now - entry.checked_out_at
@@ -247,11 +248,19 @@ class Housekeeping(Connecting[ConnT]):
                 with self._lock:
                     again, self._watch_again = self._watch_again, False
                     if not (state.waiters or again) or not _lends(state.in_use):
+                        # Stop in the same hold of the lock as the decision:
+                        # a caller arriving after it starts a new watcher
+                        # (cleared later, its request to look once more
+                        # would be lost, and nobody would watch for it).
+                        self._watching = False
                         return
                 self._take_unreleased()
-        finally:
+        except BaseException:
             with self._lock:
                 self._watching = self._watch_again = False
+            raise
+        with self._lock:
+            self._watching = self._watch_again = False  # the pool is closing
 
     def _report_unreleased(self, mark: Mark | None, conn: Any) -> None:
         site = site_of(mark)

@@ -15,12 +15,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from poolkeeper import _fork as fork_safety
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import (
     Event,
     Lock,
     join,
 )
 from poolkeeper._config import check_timeout_arg
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.state import PoolState
 from poolkeeper._hoststate import HostTable
 from poolkeeper._sync.base import ConnT, _monotonic, logger
@@ -28,6 +30,7 @@ from poolkeeper._sync.housekeeping import Housekeeper, Housekeeping
 from poolkeeper.errors import PoolClosed, PoolTimeout
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Lifecycle(Housekeeping[ConnT]):
     """Open, close, resize, fork (see the module docstring)."""
 
@@ -86,7 +89,7 @@ class Lifecycle(Housekeeping[ConnT]):
             if state.connect_errors > errors_before or _monotonic() >= deadline:
                 error = state.last_connect_error
                 self.close()
-                raise PoolTimeout(
+                timed_out = PoolTimeout(
                     f"pool {self.name!r} could not open {state.min_size} connections "
                     f"within {timeout:.1f} s ({state.size} open)"
                     + (
@@ -96,7 +99,8 @@ class Lifecycle(Housekeeping[ConnT]):
                     ),
                     pool_name=self.name,
                     timeout=timeout,
-                ) from error
+                )
+                raise chained(timed_out, error)
             self._closing.wait(0.005)
 
     def close(self, timeout: float = 5.0) -> None:

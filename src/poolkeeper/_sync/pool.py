@@ -184,6 +184,11 @@ class Pool(Checkout[ConnT]):
             f"waiting={state.waiting()}>"
         )
 
+    # The thread pool's acquire() is the checkout itself: no wrapper call
+    # on the hot path. (Set here, not in checkout.py: a compiled build's
+    # native class cannot alias a method.)
+    acquire = Checkout._acquire
+
 
 def _callable_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or type(fn).__name__

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Overrun, call, call_within
 from poolkeeper._config import check_timeout_arg
+from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper._sync.base import ConnT, _monotonic, logger
 from poolkeeper._sync.lifecycle import Lifecycle
@@ -34,6 +36,7 @@ PING_MIN_BUDGET = 0.1
 PING_MAX_FLOOR = 1.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # (see checkout.py)
 class Validation(Lifecycle[ConnT]):
     """Checkout validation (see the module docstring)."""
 
@@ -88,7 +91,9 @@ class Validation(Lifecycle[ConnT]):
                 if isinstance(exc, Overrun) and remaining <= 0:
                     # The server does not answer and the caller's time is up:
                     # do not start on the next idle connection.
-                    raise self._validation_timeout(limit, started) from exc
+                    raise chained(
+                        self._validation_timeout(limit, started), exc
+                    ) from exc
             remaining = deadline - _monotonic()
             with self._lock:
                 fresh = state.checkout(_monotonic())

@@ -10,12 +10,12 @@ identified by :data:`SCHEMA`.
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
 import json
 from types import ModuleType
 from typing import Any, Literal
 
 import poolkeeper
+from poolkeeper._build import build_of
 from poolkeeper.cli._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -60,10 +60,10 @@ def build(module: ModuleType | None = None) -> Literal["compiled", "pure"]:
         or bytecode.
     """
     if module is None:
-        from poolkeeper._core import state as module
-    path = getattr(module, "__file__", None) or ""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return "compiled" if path.endswith(suffixes) else "pure"
+        from poolkeeper._core import state
+
+        module = state
+    return build_of(module)
 
 
 def add_parser(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -38,6 +38,7 @@ F = ConnectFault
 _PG_SQLSTATES: dict[str, ConnectFault] = {
     "28000": F.AUTH,  # invalid_authorization_specification (pg_hba, role)
     "28P01": F.AUTH,  # invalid_password
+    "42501": F.AUTH,  # insufficient_privilege: no CONNECT on the database
     "3D000": F.DATABASE,  # invalid_catalog_name
     "42704": F.CONFIG,  # undefined_object: unrecognized configuration parameter
     "22023": F.CONFIG,  # invalid_parameter_value
@@ -50,7 +51,11 @@ _PG_SQLSTATES: dict[str, ConnectFault] = {
 # and then a retry can help.
 _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
     (
-        re.compile(r"too many clients|remaining connection slots", re.IGNORECASE),
+        # The server's limit, a role's or a database's CONNECTION LIMIT.
+        re.compile(
+            r"too many clients|too many connections|remaining connection slots",
+            re.IGNORECASE,
+        ),
         F.BUSY,
     ),
     (
@@ -59,7 +64,12 @@ _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
             r"shutting down|in recovery mode|timeout expired|timed out|"
             # target_session_attrs found no host of the wanted role: a
             # failover or promotion may bring one (libpq's own wording).
-            r"in hot standby mode|session is read-only|session is not read-only",
+            r"in hot standby mode|session is read-only|session is not read-only|"
+            # The link closed in the middle of the TLS handshake (a restart,
+            # a proxy dropping it): an outage, not a TLS misconfiguration
+            # (libpq with OpenSSL 3: "SSL error: unexpected eof while reading").
+            r"unexpected eof|SSL SYSCALL error|closed the connection unexpectedly|"
+            r"SSL connection has been closed unexpectedly",
             re.IGNORECASE,
         ),
         F.TRANSIENT,
@@ -68,7 +78,9 @@ _LIBPQ_MESSAGES: tuple[tuple[re.Pattern[str], ConnectFault], ...] = (
         re.compile(
             r"password authentication failed|authentication failed|"
             r'role "[^"]*" does not exist|no pg_hba\.conf entry|pg_hba\.conf rejects|'
-            r"no password supplied|password is required",
+            r"no password supplied|password is required|"
+            # NOLOGIN (28000), no CONNECT privilege on the database (42501).
+            r'is not permitted to log in|permission denied for database "',
         ),
         F.AUTH,
     ),
@@ -121,6 +133,8 @@ _MYSQL_CODES: dict[int, ConnectFault] = {
     1193: F.CONFIG,  # unknown system variable (init_command, sql_mode)
     1231: F.CONFIG,  # variable can't be set to the value
     1040: F.BUSY,  # too many connections
+    1203: F.BUSY,  # the user's max_user_connections (MySQL)
+    1226: F.BUSY,  # the user's max_user_connections, max_connections_per_hour (MariaDB)
 }
 #: "Can't connect" codes: refused, a timeout, or (PyMySQL, aiomysql) DNS.
 _MYSQL_CANNOT_CONNECT = frozenset({2002, 2003})

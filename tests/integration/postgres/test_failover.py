@@ -342,3 +342,33 @@ def test_sync_writers_under_load_fail_at_most_once_per_connection(
     assert all(p == primary.port and sqlstate(e) == "25006" for p, e in errors)
     later = [(p, e) for t, p, e in results if t > faulted + 0.5]
     assert later and all(e is None and p == first.port for p, e in later)
+
+
+def test_a_role_change_found_by_a_keepalive_ping_suspects_its_host(
+    pytestconfig: pytest.Config, trio: tuple[Member, Member, Member]
+) -> None:
+    """A keepalive ping (the role query) finds one connection's server no
+    longer read-write: its siblings on that server, used too recently to be
+    pinged at checkout, have their role read before they are lent
+    (docs/CLUSTERS.md: a role that no longer fits makes its host suspect).
+    Before, only the pinged connection was retired and the next write went
+    to the stale primary and failed with 25006."""
+    import_driver(pytestconfig, "psycopg")
+    primary, first, _ = trio
+    url = url_of("psycopg", trio)
+    with poolkeeper.Pool(
+        url, min_size=0, max_size=3, validate_after=60, keepalive=0.3
+    ) as pool:
+        held = [pool.acquire() for _ in range(3)]
+        assert {host_of(c).port for c in held} == {primary.port}
+        primary.make_read_only()
+        first.promote()
+        pool.release(held[0])  # idle: its keepalive ping reads the role
+        deadline = time.monotonic() + 10
+        while pool.stats().closed_by_reason["role_changed"] < 1:
+            assert time.monotonic() < deadline, "no keepalive found the role change"
+            time.sleep(0.01)
+        for conn in held[1:]:  # fresh: no keepalive due before the writes
+            pool.release(conn)
+        writes = [sync_write(pool, "psycopg") for _ in range(3)]
+        assert writes == [(first.port, None)] * 3, writes

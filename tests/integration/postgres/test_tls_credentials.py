@@ -254,3 +254,54 @@ def test_rotated_provider_password(
     for value in (PASSWORD, *new):
         assert value not in caplog.text
         assert value not in shown
+
+
+# --- a TLS handshake cut short is an outage, not a TLS misconfiguration --------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "is_async"),
+    [("psycopg", False), ("psycopg", True), ("psycopg2", False), ("asyncpg", True)],
+    ids=["psycopg", "psycopg-async", "psycopg2", "asyncpg"],
+)
+def test_tls_handshake_cut_short_is_waited_out(
+    scheme: str, is_async: bool, tls_cluster: PgCluster
+) -> None:
+    """A link closed in the middle of the TLS handshake (a restarting
+    server, a proxy or load balancer dropping connections) is transient: the
+    caller on an empty pool waits and gets a connection once links pass
+    again. libpq 16 with OpenSSL 3 words it "SSL error: unexpected eof while
+    reading", which the "SSL error" rule read as a TLS misconfiguration:
+    permanent, so psycopg's caller got the error at once."""
+    import asyncio
+    import threading
+
+    import poolkeeper
+    from tests.support.faultproxy import FaultProxy
+
+    with FaultProxy((tls_cluster.host, tls_cluster.port)) as proxy:
+        proxy.truncate_after(200)  # past the SSLRequest, inside the handshake
+        url = (
+            f"postgresql+{scheme}://{ROLE}:{PASSWORD}@127.0.0.1:{proxy.port}"
+            "/postgres?sslmode=require&connect_timeout=3"
+        )
+        heal = threading.Timer(0.6, proxy.pass_through)
+        started = time.monotonic()
+        heal.start()
+        try:
+            if is_async:
+
+                async def main() -> None:
+                    pool = poolkeeper.AsyncPool(url, min_size=0, timeout=5)
+                    async with pool, pool.connection():
+                        pass
+
+                asyncio.run(main())
+            else:
+                sync_pool = poolkeeper.Pool(url, min_size=0, timeout=5)
+                with sync_pool, sync_pool.connection():
+                    pass
+        finally:
+            heal.cancel()
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 4.0, waited

@@ -166,3 +166,28 @@ def test_failover_sqlstate_seen_through_a_wrapper() -> None:
     wrapper = RuntimeError("wrapped")
     wrapper.__cause__ = _Error(sqlstate="25006")
     assert is_failover_error(wrapper)
+
+
+@pytest.mark.parametrize("found_by", ["checkout", "keepalive"])
+def test_a_role_change_found_on_one_connection_suspects_its_host(
+    found_by: str,
+) -> None:
+    """A connection retired for ``role_changed`` (its role query at checkout,
+    or a keepalive's) makes its host suspect: its siblings on that server
+    have their role read before they are lent; the other host's do not."""
+    state, (a1, a2, b1) = two_host_state()
+    if found_by == "checkout":
+        entry = state.checkout(5.0)
+        while entry is not a2:  # take b1 out of the way
+            other, entry = entry, state.checkout(5.0)
+            assert other is not None
+            state.checkin(other, 5.0)
+        assert entry is a2
+        state.discard_checked_out(a2, "role_changed", 5.1)
+    else:
+        state.in_use[id(a2.conn)] = a2  # lent to the pool for its ping
+        state.idle.remove(a2)
+        state.give_back(a2, 5.1, ok=False, reason="role_changed")
+    assert state.closed_by_reason["role_changed"] == 1
+    assert state.needs_role_check(a1)
+    assert not state.needs_role_check(b1)
