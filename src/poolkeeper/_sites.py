@@ -18,6 +18,12 @@ from types import CodeType, FrameType
 #: Frames from files under this directory are poolkeeper's own.
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
+#: File names found outside poolkeeper (a bounded cache): ``acquire()``
+#: tests its caller's file against it, a set lookup, and calls
+#: :func:`outside_frame` only on a miss.
+OUTSIDE_FILES: set[str] = set()
+MAX_OUTSIDE_FILES = 4096
+
 Site = tuple[str, int]
 #: A site as (code object, instruction offset): cheaper to take than a line.
 Mark = tuple[CodeType, int]
@@ -27,7 +33,10 @@ def outside_frame(frame: FrameType) -> FrameType:
     """Return the nearest frame, from ``frame`` up, outside poolkeeper."""
     start: FrameType | None = frame
     while start is not None:
-        if not start.f_code.co_filename.startswith(PACKAGE_DIR):
+        filename = start.f_code.co_filename
+        if not filename.startswith(PACKAGE_DIR):
+            if len(OUTSIDE_FILES) < MAX_OUTSIDE_FILES:
+                OUTSIDE_FILES.add(filename)
             return start
         start = start.f_back
     return frame

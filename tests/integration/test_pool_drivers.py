@@ -531,3 +531,56 @@ async def test_query_timeout_aborts_a_long_command(target: Target) -> None:
         assert await asettle(_server_matches_stats(target, pool), within=5.0)
     finally:
         await _close(pool)
+
+
+class _Interrupt(BaseException):
+    """What a listener may raise past the event bus (like KeyboardInterrupt)."""
+
+
+async def test_a_checkin_listener_raising_base_exception_strands_nothing(
+    target: Target,
+) -> None:
+    """release() and a connection() block's exit give the connection back
+    before raising what a checkin listener raised past the event bus: on the
+    fast return (idle connection) and on the slow one (open transaction)."""
+    case = target.case
+    pool = _make_pool(target, min_size=1, max_size=1)
+
+    def listener(event: object) -> None:
+        raise _Interrupt
+
+    async def release(conn: Any) -> None:
+        if isinstance(pool, poolkeeper.AsyncPool):
+            await pool.release(conn)
+        else:
+            pool.release(conn)
+
+    async def block(in_transaction: bool) -> None:
+        async with _connection(pool) as conn:
+            if in_transaction:
+                await _rows(case, conn, "BEGIN")
+
+    try:
+        async with _connection(pool) as conn:
+            await _rows(case, conn, "SELECT 1")
+        pool.on("checkin", listener)
+        for in_transaction in (False, True):
+            with pytest.raises(_Interrupt):
+                await block(in_transaction)
+            assert pool.stats().in_use == 0
+            if isinstance(pool, poolkeeper.AsyncPool):
+                conn = await pool.acquire(timeout=5)
+            else:
+                conn = pool.acquire(timeout=5)
+            if in_transaction:
+                await _rows(case, conn, "BEGIN")
+            with pytest.raises(_Interrupt):
+                await release(conn)
+            assert pool.stats().in_use == 0
+        pool.off("checkin", listener)
+        stats = pool.stats()
+        assert (stats.size, stats.idle, stats.in_use) == (1, 1, 0)
+        async with _connection(pool) as conn:
+            assert await _scalar(case, conn, "SELECT 1") == 1
+    finally:
+        await _close(pool)

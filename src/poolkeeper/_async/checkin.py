@@ -33,27 +33,28 @@ class AsyncCheckin(AsyncValidation[ConnT]):
     """The slow return path (see the module docstring)."""
 
     async def _return(
-        self, conn: ConnT, commit: bool | None, exc: BaseException | None = None
+        self,
+        conn: ConnT,
+        commit: bool | None,
+        exc: BaseException | None = None,
+        entry: PoolEntry | None = None,
+        dirty: bool = False,
     ) -> None:
         """Give back ``conn``; ``commit``: end an open transaction with a commit
-        (True), a rollback (False: an exception left the block), or a rollback
-        (None: :meth:`release`). ``exc``: what left the ``connection()`` block.
+        (True) or a rollback (False: an exception left the block; None:
+        :meth:`release`). ``exc``: what left the ``connection()`` block.
+        ``entry``: see :meth:`_lent_entry`; ``dirty``: the caller found ``conn``
+        needs cleaning (a reset hook, or not idle): no second probe.
 
         Raises:
+            PoolError: ``conn`` is not checked out from this pool.
             QueryTimeout: the query watchdog aborted the connection and the
                 block failed because of it (``exc`` or a failed commit), or
                 a transaction to commit was lost.
         """
-        state = self._state
-        entry = state.in_use.get(id(conn))
-        if entry is None and self._held.forget_closed(conn):
+        entry = self._lent_entry(conn, entry)
+        if entry is None:
             return  # closed by its user, and already taken back
-        if entry is None or entry.conn is not conn:
-            raise PoolError(
-                f"connection {conn!r} is not checked out from pool {self.name!r} "
-                "(released twice, or from another pool?)",
-                pool_name=self.name,
-            )
         discard = False
         error: BaseException | None = None
         lost = False
@@ -61,13 +62,16 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             # Its socket is shut down: nothing to end or reset.
             discard = True
             lost = commit is True and exc is None and self._in_transaction(conn)
-        elif self._reset is not None or self._idle_probe(conn) != self._idle_value:
+        elif (
+            dirty
+            or self._reset is not None
+            or self._idle_probe(conn) != self._idle_value
+        ):
             discard, error = await self._clean(conn, commit)
             if error is not None and not isinstance(error, Exception):
                 # Interrupted while ending the transaction (a cancelled task).
-                if self._events.checkin:
-                    held = _monotonic() - entry.checked_out_at
-                    self._emit("checkin", conn, duration=held)
+                if self._events.checkin:  # (raised past the bus: dropped)
+                    self._emit_checkin(conn, _monotonic() - entry.checked_out_at)
                 self._reclaim(entry, None, 0.0, withdraw=False)
                 raise error
         # Off the fast path only: the block failed, or release() had a
@@ -79,8 +83,9 @@ class AsyncCheckin(AsyncValidation[ConnT]):
             and self._failover_seen(entry, conn, exc)
         )
         now = _monotonic()
+        interrupt = None
         if self._events.checkin:
-            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+            interrupt = self._emit_checkin(conn, now - entry.checked_out_at)
         if discard or role_changed:
             # A driver that closes a connection when a task is cancelled in
             # the middle of a command (aiopg, aiomysql) says nothing about
@@ -91,11 +96,13 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                 reason = "role_changed"  # its host is suspect already
             discard = discard and not cancelled  # check the other connections?
             with self._lock:
-                waiter = state.checkin(entry, now, discard=True, reason=reason)
+                waiter = self._state.checkin(entry, now, discard=True, reason=reason)
         else:
-            waiter = state.release(entry, now, self._lock)
-        if waiter is not None or state.retired:
+            waiter = self._state.release(entry, now, self._lock)
+        if waiter is not None or self._state.retired:
             await self._after_checkin(waiter, discard)
+        if interrupt is not None:
+            raise interrupt
         if entry.aborted:
             # Aborted before or while the block ended (a commit, say). Only
             # what the abort caused becomes QueryTimeout: the driver's errors
@@ -105,6 +112,49 @@ class AsyncCheckin(AsyncValidation[ConnT]):
                 raise chained(self._query_timeout_error(), cause)
         if error is not None:
             raise error
+
+    def _lent_entry(self, conn: ConnT, entry: PoolEntry | None) -> PoolEntry | None:
+        """The record of ``conn``, lent by this pool: ``entry`` if the caller
+        has it and it is still lent, else looked up. None: its user closed it
+        and the pool took it back already.
+
+        Raises:
+            PoolError: ``conn`` is not checked out from this pool.
+        """
+        state = self._state
+        if entry is None or state.in_use.get(entry.key) is not entry:
+            entry = state.in_use.get(id(conn))
+            if entry is None and self._held.forget_closed(conn):
+                return None
+        if entry is None or entry.conn is not conn:
+            raise PoolError(
+                f"connection {conn!r} is not checked out from pool {self.name!r} "
+                "(released twice, or from another pool?)",
+                pool_name=self.name,
+            )
+        return entry
+
+    def _emit_checkin(self, conn: ConnT, held: float) -> BaseException | None:
+        """Tell the checkin listeners; return (not raise) what a listener
+        raised past the event bus (KeyboardInterrupt: the bus only swallows
+        Exception), for the caller to raise once the connection is back."""
+        try:
+            self._emit("checkin", conn, duration=held)
+        except BaseException as exc:
+            return exc
+        return None
+
+    async def _release_told(self, entry: PoolEntry, conn: ConnT, now: float) -> None:
+        """The fast return (``release()``, a ``connection()`` block's exit)
+        when there are checkin listeners: they are told first, and the
+        connection goes back even if one raises past the event bus."""
+        interrupt = self._emit_checkin(conn, now - entry.checked_out_at)
+        state = self._state
+        waiter = state.release(entry, now, self._lock)
+        if waiter is not None or state.retired:
+            await self._after_checkin(waiter, False)
+        if interrupt is not None:
+            raise interrupt
 
     def _failover_seen(
         self, entry: PoolEntry, conn: ConnT, exc: BaseException | None

@@ -25,7 +25,7 @@ from poolkeeper._concurrency import IS_ASYNC, current_loop
 from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.entry import PoolEntry, capture_stack
 from poolkeeper._misuse import needs_async_with
-from poolkeeper._sites import PACKAGE_DIR, outside_frame
+from poolkeeper._sites import OUTSIDE_FILES, outside_frame
 
 _getframe = sys._getframe
 
@@ -98,7 +98,7 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         # Note the acquiring site (one frame) and hold the connection weakly
         # from here on (see _held.py); inlined: this is the hot path.
         code = frame.f_code
-        if code.co_filename.startswith(PACKAGE_DIR):
+        if code.co_filename not in OUTSIDE_FILES:
             frame = outside_frame(frame)
             code = frame.f_code
         entry.site = (code, frame.f_lasti)
@@ -116,6 +116,7 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         state = self._state
         # A checkout served at once has its (0 s) wait recorded already.
         record_wait = entry is None
+        limit: float | None = None
         if entry is None:
             if not self._opened:
                 await self.open()
@@ -127,18 +128,21 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
                 self._watch_closed()
             # Takes an idle connection that is there after all (expired ones
             # are retired on the way, due ones validated below), or waits.
-            entry = await self._wait(check_timeout_arg(timeout, self._timeout))
+            limit = check_timeout_arg(timeout, self._timeout)
+            entry = await self._wait(limit)
+            # The current time, not `now`: a connection handed over after a
+            # wait was returned after `now` (validate="always" must ping it).
+            due = state.needs_validation(entry, _monotonic())
+        else:
+            # Served by PoolState.acquire(), which found it not due at `now`.
+            due = False
         if state.retired:
             # In the background: an interruption here must not strand `entry`.
             self._spawn_close_retired()
-        # The current time, not `now`: a connection handed over after a wait
-        # was returned after `now` (validate="always" must still ping it).
-        if (
-            self._check is not None
-            or entry.unconfirmed
-            or state.needs_validation(entry, _monotonic())
-        ):
-            entry = await self._validate(entry, timeout, now)
+        if due or entry.unconfirmed or self._check is not None:
+            if limit is None:
+                limit = check_timeout_arg(timeout, self._timeout)
+            entry = await self._validate(entry, limit, now, due)
         if self._config.leak_timeout is not None:
             entry.stack = capture_stack()
         if record_wait:
@@ -180,17 +184,16 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         entry = state.in_use.get(id(conn))
         if entry is not None and entry.conn is None and entry.ref() is conn:
             entry.conn = conn  # held weakly since acquire(): strongly again
-        if (
-            entry is None
-            or entry.conn is not conn
-            or self._reset is not None
-            or self._idle_probe(conn) != self._idle_value
-        ):
-            await self._return(conn, None)
+        if entry is None or entry.conn is not conn:
+            await self._return(conn, None)  # raises PoolError, or a closed one
+            return
+        if self._reset is not None or self._idle_probe(conn) != self._idle_value:
+            await self._return(conn, None, None, entry, True)
             return
         now = _monotonic()
         if self._events.checkin:
-            self._emit("checkin", conn, duration=now - entry.checked_out_at)
+            await self._release_told(entry, conn, now)
+            return
         waiter = state.release(entry, now, self._lock)
         if waiter is not None or state.retired:
             await self._after_checkin(waiter, False)
@@ -199,11 +202,15 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
 class AsyncConnectionContext(Generic[ConnT]):
     """What ``pool.connection()`` returns: borrows on enter, gives back on exit."""
 
-    __slots__ = ("_conn", "_pool", "_timeout")
+    __slots__ = ("_conn", "_entry", "_pool", "_timeout")
 
+    # Set by AsyncCheckout.connection() (no __init__: see there).
     _pool: AsyncCheckout[ConnT]
     _timeout: float | None
+    # Set on enter: the exit needs no lookup (PoolState.release checks, under
+    # the lock, that the entry is still lent).
     _conn: ConnT
+    _entry: PoolEntry
 
     # __aenter__ and __aexit__ inline the fast paths of AsyncPool._acquire()
     # and AsyncPool.release() (keep them in step): a Python call less on each.
@@ -234,6 +241,7 @@ class AsyncConnectionContext(Generic[ConnT]):
             if pool._events.checkout:
                 pool._emit_checkout(entry, now)
         self._conn = conn
+        self._entry = entry
         return conn
 
     async def __aexit__(
@@ -244,21 +252,20 @@ class AsyncConnectionContext(Generic[ConnT]):
     ) -> None:
         pool = self._pool
         conn = self._conn
-        state = pool._state
-        entry = state.in_use.get(id(conn))
-        if (
-            exc is not None
-            or entry is None
-            or entry.conn is not conn
-            or pool._reset is not None
-            or pool._idle_probe(conn) != pool._idle_value
-        ):
-            # Commit (normal exit) or roll back (exception) an open transaction.
-            await pool._return(conn, exc_type is None, exc)
+        entry = self._entry
+        if exc is not None or entry.conn is not conn:
+            # Roll back (exception) an open transaction; or a PoolError.
+            await pool._return(conn, exc_type is None, exc, entry)
+            return
+        if pool._reset is not None or pool._idle_probe(conn) != pool._idle_value:
+            # Commit an open transaction (found by the probe: not probed again).
+            await pool._return(conn, True, None, entry, True)
             return
         now = _monotonic()
         if pool._events.checkin:
-            pool._emit("checkin", conn, duration=now - entry.checked_out_at)
+            await pool._release_told(entry, conn, now)
+            return
+        state = pool._state
         waiter = state.release(entry, now, pool._lock)
         if waiter is not None or state.retired:
             await pool._after_checkin(waiter, False)

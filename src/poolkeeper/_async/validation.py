@@ -19,7 +19,6 @@ from poolkeeper._async.lifecycle import AsyncLifecycle
 from poolkeeper._async.recovery import arecover
 from poolkeeper._build import mypyc_attr
 from poolkeeper._concurrency import Overrun, acall, acall_within
-from poolkeeper._config import check_timeout_arg
 from poolkeeper._core.connect_errors import chained
 from poolkeeper._core.entry import PoolEntry
 from poolkeeper.drivers._hosts import role_matches, role_matters
@@ -40,15 +39,17 @@ class AsyncValidation(AsyncLifecycle[ConnT]):
     """Checkout validation (see the module docstring)."""
 
     async def _validate(
-        self, entry: PoolEntry, timeout: float | None, started: float
+        self, entry: PoolEntry, limit: float, started: float, due: bool
     ) -> PoolEntry:
         """Ping and/or run the ``check`` hook; on failure discard and try another.
 
-        Retries stay within the caller's timeout, counted from ``started``
-        (when the checkout began); the caller never sees the failure.
+        Retries stay within the caller's timeout ``limit`` (resolved: see
+        ``check_timeout_arg``), counted from ``started`` (when the checkout
+        began); the caller never sees the failure. ``due``: whether ``entry``
+        needs a ping (the caller has asked ``needs_validation``); asked again
+        for each connection tried after it.
         """
         state = self._state
-        limit = check_timeout_arg(timeout, self._timeout)
         deadline = started + limit
         while True:
             # The ping of a caller cancelled meanwhile, handed over to finish
@@ -56,7 +57,7 @@ class AsyncValidation(AsyncLifecycle[ConnT]):
             handover: list[Any] = []
             try:
                 role = None
-                if state.needs_validation(entry, _monotonic()):
+                if due:
                     role = await self._probe(entry, deadline, handover)
                 if role is not None:
                     self._role_changed(entry, role)
@@ -99,6 +100,7 @@ class AsyncValidation(AsyncLifecycle[ConnT]):
             if fresh is None:
                 fresh = await self._wait(max(remaining, 0.0), may_connect=False)
             entry = fresh
+            due = state.needs_validation(entry, _monotonic())
 
     async def _probe(
         self, entry: PoolEntry, deadline: float, handover: list[Any]

@@ -100,17 +100,17 @@ class CheckoutState(ConnectState):
                 or (window is not None and now - entry.last_used_at >= window)
             ):
                 return None
-            del idle[-1]
+            # pop(), not `del idle[-1]`: a deque deletes by index with two
+            # rotations.
+            idle.pop()
             entry.checked_out_at = now
             entry.leak_reported = False
             entry.uses += 1
             self.in_use[entry.key] = entry
             self.acquires += 1
-            # A checkout served at once waited 0 s (Summary.add() inlined).
-            wait = self.wait_time
-            wait.count += 1
-            wait._samples[wait._i & _MASK] = 0.0
-            wait._i += 1
+            # A checkout served at once waited 0 s: one counter, turned into
+            # samples when the summary is next read or added to.
+            self.wait_time.zeros += 1
             if self.check_on_checkout:
                 # The shell runs the check hook first (see _hold_if_due).
                 entry.unconfirmed = True

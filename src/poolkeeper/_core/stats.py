@@ -18,7 +18,7 @@ class Summary:
     lock) with no lock held.
     """
 
-    __slots__ = ("_i", "_samples", "count", "max", "total")
+    __slots__ = ("_i", "_samples", "count", "max", "total", "zeros")
 
     def __init__(self) -> None:
         self.count = 0
@@ -26,9 +26,15 @@ class Summary:
         self.max = 0.0
         self._samples = [0.0] * _RING
         self._i = 0
+        #: Samples of 0.0 recorded but not yet counted or in the ring: the
+        #: hot path only counts them (``zeros += 1``, see PoolState.acquire);
+        #: :meth:`add` and :meth:`copy` put them in first, in order.
+        self.zeros = 0
 
     def add(self, value: float) -> None:
         # PoolState.release() has a copy of this body (hot path).
+        if self.zeros:
+            self._add_zeros()
         self.count += 1
         self.total += value
         if value > self.max:
@@ -36,13 +42,27 @@ class Summary:
         self._samples[self._i & _MASK] = value
         self._i += 1
 
+    def _add_zeros(self) -> None:
+        """Record the pending :attr:`zeros` as samples (at most a ring's worth
+        is written: older ones would be overwritten anyway)."""
+        n, self.zeros = self.zeros, 0
+        self.count += n
+        samples = self._samples
+        end = self._i + n
+        for i in range(max(self._i, end - _RING), end):
+            samples[i & _MASK] = 0.0
+        self._i = end
+
     @property
     def mean(self) -> float:
         """Mean over the pool's life (0.0 with no samples)."""
-        return self.total / self.count if self.count else 0.0
+        count = self.count + self.zeros
+        return self.total / count if count else 0.0
 
     def copy(self) -> SummaryCopy:
         """Copy the totals and recent samples: cheap enough to do under a lock."""
+        if self.zeros:
+            self._add_zeros()
         return SummaryCopy(
             self.count, self.total, self.max, self._samples[: min(self._i, _RING)]
         )

@@ -43,6 +43,9 @@ from poolkeeper.drivers._options import (
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.errors import ConfigError
 
+# Module constants: an Enum member read off its class costs a metaclass hook.
+_IDLE, _INTRANS, _UNKNOWN = TxStatus.IDLE, TxStatus.INTRANS, TxStatus.UNKNOWN
+
 #: ``SERVER_STATUS_IN_TRANS`` and ``SERVER_STATUS_AUTOCOMMIT`` protocol flags.
 SERVER_STATUS_IN_TRANS = 0x0001
 SERVER_STATUS_AUTOCOMMIT = 0x0002
@@ -125,12 +128,12 @@ def mysql_kwargs(
 def tx_status(server_status: int | None) -> TxStatus:
     """Map the last server status flags to a :class:`TxStatus` (see module doc)."""
     if server_status is None:
-        return TxStatus.UNKNOWN
+        return _UNKNOWN
     if server_status & SERVER_STATUS_IN_TRANS:
-        return TxStatus.INTRANS
+        return _INTRANS
     if server_status & SERVER_STATUS_AUTOCOMMIT:
-        return TxStatus.IDLE
-    return TxStatus.UNKNOWN
+        return _IDLE
+    return _UNKNOWN
 
 
 def session_setup_sql(

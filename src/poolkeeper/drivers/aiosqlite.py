@@ -14,6 +14,9 @@ from poolkeeper.drivers._connect_errors import classify_sqlite
 from poolkeeper.drivers.base import TxStatus
 from poolkeeper.drivers.sqlite3 import url_to_kwargs
 
+# Module constants: an Enum member read off its class costs a metaclass hook.
+_IDLE, _INTRANS = TxStatus.IDLE, TxStatus.INTRANS
+
 
 async def _joined(conn: Any) -> None:
     """Join the worker thread of a connection that failed to open.
@@ -62,9 +65,18 @@ class AiosqliteDriver:
 
     def transaction_status(self, conn: Any) -> TxStatus:
         try:
-            return TxStatus.INTRANS if conn.in_transaction else TxStatus.IDLE
+            return _INTRANS if conn.in_transaction else _IDLE
         except ValueError:
             return TxStatus.UNKNOWN
+
+    @staticmethod
+    def is_idle(conn: Any) -> bool:
+        # Open (a closed connection raises ValueError) and outside a
+        # transaction: one attribute read on every return.
+        try:
+            return not conn.in_transaction
+        except ValueError:
+            return False
 
     def is_broken(self, conn: Any) -> bool:
         return getattr(conn, "_connection", None) is None

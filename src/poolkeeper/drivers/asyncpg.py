@@ -56,6 +56,9 @@ from poolkeeper.drivers._options import (
 )
 from poolkeeper.drivers.base import TxStatus
 
+# Module constants: an Enum member read off its class costs a metaclass hook.
+_IDLE, _INTRANS = TxStatus.IDLE, TxStatus.INTRANS
+
 #: Seconds a graceful close may take before the socket is simply dropped.
 CLOSE_TIMEOUT = 2.0
 
@@ -245,7 +248,7 @@ class AsyncpgDriver:
         return await self._connect()
 
     def transaction_status(self, conn: Any) -> TxStatus:
-        return TxStatus.INTRANS if conn.is_in_transaction() else TxStatus.IDLE
+        return _INTRANS if conn.is_in_transaction() else _IDLE
 
     def is_broken(self, conn: Any) -> bool:
         return bool(conn.is_closed())

@@ -15,6 +15,9 @@ from poolkeeper._config import URL
 from poolkeeper.drivers._connect_errors import classify_sqlite
 from poolkeeper.drivers.base import TxStatus
 
+# Module constants: an Enum member read off its class costs a metaclass hook.
+_IDLE, _INTRANS = TxStatus.IDLE, TxStatus.INTRANS
+
 
 def url_to_kwargs(url: URL, connect_args: dict[str, Any]) -> dict[str, Any]:
     """Turn a parsed ``sqlite:///path`` URL into ``sqlite3.connect`` arguments."""
@@ -66,7 +69,16 @@ class Sqlite3Driver:
         return self._connect()
 
     def transaction_status(self, conn: Any) -> TxStatus:
-        return TxStatus.INTRANS if conn.in_transaction else TxStatus.IDLE
+        return _INTRANS if conn.in_transaction else _IDLE
+
+    @staticmethod
+    def is_idle(conn: Any) -> bool:
+        # Open (a closed connection raises) and outside a transaction: one
+        # attribute read on every return.
+        try:
+            return not conn.in_transaction
+        except sqlite3.ProgrammingError:
+            return False
 
     def is_broken(self, conn: Any) -> bool:
         try:

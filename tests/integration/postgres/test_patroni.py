@@ -32,16 +32,27 @@ def pc(pytestconfig: pytest.Config) -> Iterator[PatroniCluster]:
 
 
 def candidate(pc: PatroniCluster) -> PatroniMember:
-    """A running replica to switch over to."""
+    """A running replica, caught up on the leader's timeline, to switch over to.
+
+    A demoted leader lists as a running replica while it still replays (or
+    rewinds) on its old timeline; promoting it then can hang in recovery, so
+    it is not a candidate until its lag is known and zero on the leader's
+    timeline.
+    """
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         view = pc.cluster_view()
+        leaders = [m for m in view if m.get("role") == "leader"]
+        timeline = leaders[0].get("timeline") if leaders else None
         replicas = [
             m["name"]
             for m in view
-            if m.get("role") == "replica" and m.get("state") == "running"
+            if m.get("role") == "replica"
+            and m.get("state") == "running"
+            and m.get("timeline") == timeline
+            and m.get("lag") == 0
         ]
-        if replicas and any(m.get("role") == "leader" for m in view):
+        if leaders and replicas:
             return pc.member(replicas[0])
         time.sleep(0.2)
     raise AssertionError(f"no running replica to switch over to: {pc.cluster_view()}")

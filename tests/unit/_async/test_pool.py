@@ -24,6 +24,7 @@ from poolkeeper import (
     TooManyWaiters,
 )
 from poolkeeper._concurrency import ajoin, asleep, aspawn
+from poolkeeper._core.state import PoolState
 
 pytestmark = pytest.mark.anyio
 
@@ -1091,6 +1092,97 @@ async def test_a_checkout_listener_raising_base_exception_leaks_nothing(
         assert conn is factory.made[0]
         await pool.release(conn)
         assert pool.stats().acquires == 1
+
+
+@pytest.mark.parametrize("reset", [False, True])
+async def test_a_checkin_listener_raising_base_exception_strands_nothing(
+    reset: bool,
+) -> None:
+    """The connection goes back before what the listener raised is raised:
+    release(), a connection() block's exit, and (a reset hook) the slow return."""
+    factory = Factory()
+
+    async def no_reset(conn: object) -> None:
+        pass
+
+    async with AsyncPool(
+        factory, min_size=1, max_size=1, reset=no_reset if reset else None
+    ) as pool:
+        await pool.open(wait=True)
+
+        def listener(event: object) -> None:
+            raise Interrupt
+
+        pool.on("checkin", listener)
+        for _ in range(2):
+            conn = await pool.acquire(timeout=1)
+            with pytest.raises(Interrupt):
+                await pool.release(conn)
+            assert pool.stats().in_use == 0
+            with pytest.raises(Interrupt):
+                async with pool.connection(timeout=1):
+                    pass
+            assert pool.stats().in_use == 0
+        pool.off("checkin", listener)
+        stats = pool.stats()
+        assert stats.idle == 1 and stats.acquires == 4
+        # The only connection is still there to be had, at once.
+        conn = await pool.acquire(timeout=0)
+        assert conn is factory.made[0]
+        await pool.release(conn)
+
+
+async def test_a_return_needing_work_probes_the_driver_once() -> None:
+    """release() and a connection() block's exit hand the entry and the idle
+    probe's answer to the slow return: one probe per return, not two."""
+    factory = Factory()  # the generic adapter: never known idle, always ended
+    async with AsyncPool(factory, min_size=1, max_size=1) as pool:
+        probe = pool._idle_probe
+        probed: list[object] = []
+
+        def counting(conn: object) -> object:
+            probed.append(conn)
+            return probe(conn)
+
+        pool._idle_probe = counting
+        conn = await pool.acquire()
+        await pool.release(conn)
+        assert len(probed) == 1 and conn.rollbacks == 1
+        async with pool.connection() as conn:
+            pass
+        assert len(probed) == 2 and conn.commits == 1
+
+
+@patches_the_core
+async def test_a_checkout_off_the_fast_path_asks_for_validation_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """leak_timeout sends every checkout off the fast path: one the core
+    served from the idle stack (not due, by its test) is not asked again;
+    one that waited is asked once, not again by the validation."""
+    asked: list[object] = []
+    needs_validation = PoolState.needs_validation
+
+    def counting(self: PoolState, entry: object, now: float) -> bool:
+        asked.append(entry)
+        return needs_validation(self, entry, now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PoolState, "needs_validation", counting)
+    factory = Factory()
+    async with AsyncPool(factory, min_size=1, max_size=1, leak_timeout=60) as pool:
+        await pool.open(wait=True)
+        for _ in range(3):
+            async with pool.connection():
+                pass
+        assert asked == []
+    async with AsyncPool(factory, min_size=1, max_size=1, validate="always") as pool:
+        await pool.open(wait=True)
+        asked.clear()
+        async with pool.connection():
+            pass
+        # Once as the core lends it (_hold_if_due), once by the shell.
+        assert len(asked) == 2
+        assert pool.stats().validations == 1
 
 
 async def test_wait_time_counts_every_checkout_zero_waits_included() -> None:
