@@ -240,6 +240,42 @@ class PatroniCluster:
         assert pid is not None, f"{member.name} has no running server"
         os.kill(pid, signal.SIGKILL)
 
+    def patch_config(self, **settings: Any) -> None:
+        """Change the cluster's dynamic configuration (``PATCH /config``).
+
+        For example ``primary_start_timeout=0``: a crashed leader's server is
+        then not restarted in place; another member is promoted at once.
+        """
+        leader = self.leader()
+        assert leader is not None, "no leader to configure"
+        request = urllib.request.Request(
+            f"{leader.api}/config",
+            data=json.dumps(settings).encode(),
+            headers={"Content-Type": "application/json"},
+            method="PATCH",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            if response.status != 200:
+                raise RuntimeError(f"PATCH /config refused: {response.status}")
+
+    def wait_writable_leader(self, timeout: float = 30.0) -> PatroniMember:
+        """Poll until the member Patroni names leader accepts writes; return it."""
+        found: list[PatroniMember] = []
+
+        def ready() -> bool:
+            leader = self.leader()
+            if leader is not None and self._writable(leader):
+                found.append(leader)
+                return True
+            return False
+
+        self._wait(ready, "a writable leader", timeout)
+        return found[-1]
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until every member runs and the leader streams to every replica."""
+        self._wait(self._is_ready, "replicas streaming", timeout)
+
     # -------------------------------------------------------------- internals
 
     def _as_postgres(self) -> list[str]:
