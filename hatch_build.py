@@ -48,6 +48,7 @@ COMPILED = (
     "poolkeeper/_sync/lifecycle.py",
     "poolkeeper/_sync/recovery.py",
     "poolkeeper/_sync/validation.py",
+    "poolkeeper/drivers/_probes.py",
 )
 
 #: What a compiling build installs in its isolated environment (the mypy
