@@ -23,7 +23,9 @@ def psycopg_idle(conn: Any) -> bool:
     # compare says "open, healthy and outside a transaction"; the rest is
     # psycopg's client-side state a borrower may leave (see clear_state).
     # Attribute reads only (no calls): this runs on every return.
-    if conn.pgconn.transaction_status != _PQ_IDLE:
+    # Typed int: mypyc compares it natively, not with a generic compare.
+    status: int = conn.pgconn.transaction_status
+    if status != _PQ_IDLE:
         return False
     return not (
         conn._num_transactions
@@ -40,6 +42,7 @@ def psycopg2_idle(conn: Any) -> bool:
     # ConnectionInfo object (as conn.info does); libpq reports UNKNOWN for a
     # connection closed by the client or lost. Then nothing the borrower
     # left in conn.notices / conn.notifies (see the adapter's clear_state).
-    if conn.get_transaction_status() != _PQ_IDLE:
+    status: int = conn.get_transaction_status()
+    if status != _PQ_IDLE:
         return False
     return not (conn.notices or conn.notifies)
