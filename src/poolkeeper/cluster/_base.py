@@ -129,13 +129,49 @@ class ClusterBase:
         with self._lock:
             return [((m.host, m.port), m.pool) for m in self._router.members.values()]
 
+    def _lead(self, patroni: Sequence[dict[str, Any]] | None) -> HostPort | None:
+        """Send writes to the leader Patroni's view names, now; return that leader."""
+        if patroni is None:
+            return None
+        leader = patroni_leader(patroni)
+        with self._lock:
+            self._router.lead(leader)
+            changes = self._router.take_changes()
+        self._events.emit(self.name, changes)
+        return leader
+
+    def _probes_took_long(self, started: float) -> bool:
+        """Whether Patroni's view may be stale after probes that began at ``started``."""
+        return self._patroni is not None and (
+            time.monotonic() - started > min(self.refresh_interval, 0.5)
+        )
+
+    def _down(self, pool: Any) -> BaseException | None:
+        """The error that makes a member pool unreachable now, without waiting.
+
+        A pool with no idle connection whose last connect failed less than
+        ``probe_timeout`` ago is down: its probe would only wait on it.
+        """
+        with pool._lock:
+            state = pool._state
+            error: BaseException | None = state.last_connect_error
+            if state.idle or error is None:
+                return None
+            if time.monotonic() - state.last_failed_at >= self.probe_timeout:
+                return None
+        return error
+
     def _apply(
         self,
         findings: Sequence[Finding],
         patroni: Sequence[dict[str, Any]] | None,
+        leader: HostPort | None,
     ) -> list[Any]:
-        """Turn probe results (and Patroni's view) into observations; return pools to close."""
-        leader = patroni_leader(patroni) if patroni is not None else None
+        """Turn probe results (and Patroni's view) into observations; return pools to close.
+
+        ``leader``: the leader the latest Patroni view names (it may be newer
+        than ``patroni``, the view the members probed came from).
+        """
         observations: list[Observation] = []
         for hostport, result, name in findings:
             if isinstance(result, BaseException):
@@ -160,11 +196,23 @@ class ClusterBase:
             return [(hp, None) for hp in self._seed]
         return patroni_hostports(patroni)
 
-    def _pick(self, readonly: bool) -> Any:
+    def _pick(self, readonly: bool, deadline: float) -> Any:
+        """The pool for a checkout; None: wait and look again (a failover is under way).
+
+        Raises:
+            PoolError: no member can serve it, and waiting will not help
+                (or ``deadline`` has passed).
+        """
         with self._lock:
             pool = self._router.pick(readonly)
             if pool is None:
                 router = self._router
+                if (
+                    not readonly
+                    and router.writable_soon()
+                    and time.monotonic() < deadline
+                ):
+                    return None
                 if readonly and not router.fallback_to_primary:
                     what = f"replica within max_lag={router.max_lag} to read from"
                 else:
