@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from poolkeeper._config import DEFAULT_TIMEOUT, check_seconds
+from poolkeeper._core.events import PoolEvent
 from poolkeeper.cluster._events import ClusterEvents, ClusterListener
 from poolkeeper.cluster._probe import (
     member_url,
@@ -30,6 +32,23 @@ _cluster_numbers = itertools.count(1)
 
 #: A refresh's raw findings: per member, the probe row or the error, plus its name.
 Finding = tuple[HostPort, "Sequence[Any] | BaseException", "str | None"]
+
+
+class _ConnectWatch:
+    """When a member pool's last connect failed (its ``connect*`` events)."""
+
+    __slots__ = ("error", "failed_at")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.failed_at = -math.inf
+
+    def connected(self, event: PoolEvent) -> None:
+        self.error = None
+
+    def failed(self, event: PoolEvent) -> None:
+        self.error = event.error or ConnectionError("connect failed")
+        self.failed_at = time.monotonic()
 
 
 class ClusterBase:
@@ -80,6 +99,7 @@ class ClusterBase:
         self._router = Router(max_lag, fallback_to_primary)
         self._lock = threading.Lock()
         self._events = ClusterEvents()
+        self._watches: dict[int, _ConnectWatch] = {}
 
     def on(self, kind: str, listener: ClusterListener) -> None:
         """Call ``listener`` with a :class:`ClusterEvent` for each ``kind`` event.
@@ -121,6 +141,10 @@ class ClusterBase:
             added = bool(self._router.missing([hostport]))
             if added:
                 self._router.add(hostport, pool)
+                watch = _ConnectWatch()
+                self._watches[id(pool)] = watch
+                pool.on("connect", watch.connected)
+                pool.on("connect_error", watch.failed)
             changes = self._router.take_changes()
         self._events.emit(self.name, changes)
         return added
@@ -152,14 +176,14 @@ class ClusterBase:
         A pool with no idle connection whose last connect failed less than
         ``probe_timeout`` ago is down: its probe would only wait on it.
         """
-        with pool._lock:
-            state = pool._state
-            error: BaseException | None = state.last_connect_error
-            if state.idle or error is None:
-                return None
-            if time.monotonic() - state.last_failed_at >= self.probe_timeout:
-                return None
-        return error
+        watch = self._watches.get(id(pool))
+        if watch is None or watch.error is None:
+            return None
+        if time.monotonic() - watch.failed_at >= self.probe_timeout:
+            return None
+        if pool.stats().idle:
+            return None
+        return watch.error
 
     def _apply(
         self,
@@ -186,6 +210,8 @@ class ClusterBase:
         with self._lock:
             gone = self._router.observe(observations, complete=patroni is not None)
             changes = self._router.take_changes()
+            for pool in gone:
+                self._watches.pop(id(pool), None)
         self._events.emit(self.name, changes)
         return gone
 
