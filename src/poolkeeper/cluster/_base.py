@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from poolkeeper._config import DEFAULT_TIMEOUT, check_seconds
+from poolkeeper._core.events import PoolEvent
 from poolkeeper.cluster._events import ClusterEvents, ClusterListener
 from poolkeeper.cluster._probe import (
     member_url,
@@ -30,6 +32,23 @@ _cluster_numbers = itertools.count(1)
 
 #: A refresh's raw findings: per member, the probe row or the error, plus its name.
 Finding = tuple[HostPort, "Sequence[Any] | BaseException", "str | None"]
+
+
+class _ConnectWatch:
+    """When a member pool's last connect failed (its ``connect*`` events)."""
+
+    __slots__ = ("error", "failed_at")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.failed_at = -math.inf
+
+    def connected(self, event: PoolEvent) -> None:
+        self.error = None
+
+    def failed(self, event: PoolEvent) -> None:
+        self.error = event.error or ConnectionError("connect failed")
+        self.failed_at = time.monotonic()
 
 
 class ClusterBase:
@@ -80,6 +99,7 @@ class ClusterBase:
         self._router = Router(max_lag, fallback_to_primary)
         self._lock = threading.Lock()
         self._events = ClusterEvents()
+        self._watches: dict[int, _ConnectWatch] = {}
 
     def on(self, kind: str, listener: ClusterListener) -> None:
         """Call ``listener`` with a :class:`ClusterEvent` for each ``kind`` event.
@@ -121,6 +141,10 @@ class ClusterBase:
             added = bool(self._router.missing([hostport]))
             if added:
                 self._router.add(hostport, pool)
+                watch = _ConnectWatch()
+                self._watches[id(pool)] = watch
+                pool.on("connect", watch.connected)
+                pool.on("connect_error", watch.failed)
             changes = self._router.take_changes()
         self._events.emit(self.name, changes)
         return added
@@ -129,13 +153,49 @@ class ClusterBase:
         with self._lock:
             return [((m.host, m.port), m.pool) for m in self._router.members.values()]
 
+    def _lead(self, patroni: Sequence[dict[str, Any]] | None) -> HostPort | None:
+        """Send writes to the leader Patroni's view names, now; return that leader."""
+        if patroni is None:
+            return None
+        leader = patroni_leader(patroni)
+        with self._lock:
+            self._router.lead(leader)
+            changes = self._router.take_changes()
+        self._events.emit(self.name, changes)
+        return leader
+
+    def _probes_took_long(self, started: float) -> bool:
+        """Whether Patroni's view may be stale after probes that began at ``started``."""
+        return self._patroni is not None and (
+            time.monotonic() - started > min(self.refresh_interval, 0.5)
+        )
+
+    def _down(self, pool: Any) -> BaseException | None:
+        """The error that makes a member pool unreachable now, without waiting.
+
+        A pool with no idle connection whose last connect failed less than
+        ``probe_timeout`` ago is down: its probe would only wait on it.
+        """
+        watch = self._watches.get(id(pool))
+        if watch is None or watch.error is None:
+            return None
+        if time.monotonic() - watch.failed_at >= self.probe_timeout:
+            return None
+        if pool.stats().idle:
+            return None
+        return watch.error
+
     def _apply(
         self,
         findings: Sequence[Finding],
         patroni: Sequence[dict[str, Any]] | None,
+        leader: HostPort | None,
     ) -> list[Any]:
-        """Turn probe results (and Patroni's view) into observations; return pools to close."""
-        leader = patroni_leader(patroni) if patroni is not None else None
+        """Turn probe results (and Patroni's view) into observations; return pools to close.
+
+        ``leader``: the leader the latest Patroni view names (it may be newer
+        than ``patroni``, the view the members probed came from).
+        """
         observations: list[Observation] = []
         for hostport, result, name in findings:
             if isinstance(result, BaseException):
@@ -150,6 +210,8 @@ class ClusterBase:
         with self._lock:
             gone = self._router.observe(observations, complete=patroni is not None)
             changes = self._router.take_changes()
+            for pool in gone:
+                self._watches.pop(id(pool), None)
         self._events.emit(self.name, changes)
         return gone
 
@@ -160,11 +222,23 @@ class ClusterBase:
             return [(hp, None) for hp in self._seed]
         return patroni_hostports(patroni)
 
-    def _pick(self, readonly: bool) -> Any:
+    def _pick(self, readonly: bool, deadline: float) -> Any:
+        """The pool for a checkout; None: wait and look again (a failover is under way).
+
+        Raises:
+            PoolError: no member can serve it, and waiting will not help
+                (or ``deadline`` has passed).
+        """
         with self._lock:
             pool = self._router.pick(readonly)
             if pool is None:
                 router = self._router
+                if (
+                    not readonly
+                    and router.writable_soon()
+                    and time.monotonic() < deadline
+                ):
+                    return None
                 if readonly and not router.fallback_to_primary:
                     what = f"replica within max_lag={router.max_lag} to read from"
                 else:

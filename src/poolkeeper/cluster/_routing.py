@@ -14,7 +14,12 @@ and ask :meth:`Router.pick` where each checkout goes:
 A member that failed its last probe is unhealthy and gets no reads; a primary
 that failed stays the write target until an observation names another one,
 so that writers see the driver's error rather than a routing error while a
-failover has not been seen yet.
+failover has not been seen yet. With Patroni, the leader its view names
+becomes the write target at once (:meth:`Router.lead`), before any probe.
+A write target whose last probe found it a standby (back after a failover
+before the new leader was seen) gets no writes: :meth:`Router.pick` returns
+None and the shell waits for the routing to change, within the caller's
+timeout.
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ class Router:
     fallback_to_primary: bool = True
     members: dict[HostPort, _Member] = field(default_factory=dict)
     primary: HostPort | None = None
+    leader: HostPort | None = None
+    """The leader Patroni's last view named (None: no Patroni, or no leader)."""
     _turn: Iterator[int] = field(default_factory=itertools.count)
     writes: int = 0
     reads: int = 0
@@ -131,6 +138,18 @@ class Router:
     def missing(self, hostports: Iterable[HostPort]) -> list[HostPort]:
         """Return the members named that have no pool yet."""
         return [hp for hp in hostports if hp not in self.members]
+
+    def lead(self, leader: HostPort | None) -> None:
+        """Make the leader a Patroni view names the write target (before any probe)."""
+        self.leader = leader
+        if leader is not None and leader in self.members and leader != self.primary:
+            self._move_primary(leader)
+
+    def _move_primary(self, primary: HostPort) -> None:
+        if self.primary is not None:
+            self.primary_changes += 1
+        self.changes.append(("primary_change", primary, "primary", self.primary))
+        self.primary = primary
 
     def observe(
         self, observations: Iterable[Observation], *, complete: bool
@@ -159,10 +178,7 @@ class Router:
             if not obs.healthy:
                 self.refresh_errors += 1
         if primary is not None and primary != self.primary:
-            if self.primary is not None:
-                self.primary_changes += 1
-            self.changes.append(("primary_change", primary, "primary", self.primary))
-            self.primary = primary
+            self._move_primary(primary)
         gone = [hp for hp in self.members if complete and hp not in seen]
         if self.primary in gone:
             self.primary = None
@@ -202,7 +218,23 @@ class Router:
                 return None
         if self.primary is None:
             return None
-        return self.members[self.primary].pool
+        member = self.members[self.primary]
+        if (
+            not readonly
+            and member.healthy
+            and member.role in ("standby", "read-only")
+            and self.primary != self.leader
+        ):
+            return None  # a known standby: wait for the new primary
+        return member.pool
+
+    def writable_soon(self) -> bool:
+        """Whether a write that :meth:`pick` has no pool for should wait.
+
+        True when a primary was seen and only its role is in doubt (a failover
+        under way), False when the cluster never had one.
+        """
+        return self.primary is not None
 
     def checked_out(self, pool: Any, readonly: bool) -> None:
         """Count a checkout :meth:`pick` chose, once the pool handed it out."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -14,7 +15,11 @@ from poolkeeper.cluster._base import (
     Finding,
 )
 from poolkeeper.cluster._probe import patroni_members, probe_sync
+from poolkeeper.drivers._hosts import HostPort
 from poolkeeper.errors import PoolTimeout
+
+#: Seconds between looks at the routing while a write has no usable primary.
+_RETRY_PICK = 0.02
 
 
 class Cluster(ClusterBase):
@@ -74,16 +79,67 @@ class Cluster(ClusterBase):
             pool = Pool(url, **self._pool_kwargs(hostport))
             if not self._add(hostport, pool):
                 pool.close()
+        leader = self._lead(members)
         pools = dict(self._pools())
-        findings: list[Finding] = []
-        for hostport, name in wanted:
+        started = time.monotonic()
+        findings = self._probe_all([(hp, pools[hp], name) for hp, name in wanted])
+        if self._probes_took_long(started):
+            assert self._patroni is not None
             try:
-                with pools[hostport].connection(timeout=self.probe_timeout) as conn:
-                    findings.append((hostport, probe_sync(conn), name))
-            except Exception as exc:
-                findings.append((hostport, exc, name))
-        for pool in self._apply(findings, members):
+                view = patroni_members(self._patroni, self.probe_timeout)
+            except OSError:
+                pass  # keep the leader of the view the probes started from
+            else:
+                leader = self._lead(view)
+        for pool in self._apply(findings, members, leader):
             pool.close()
+
+    def _probe_all(
+        self, wanted: list[tuple[HostPort, Any, str | None]]
+    ) -> list[Finding]:
+        """Probe every member at once, each in its own thread, for ``probe_timeout``.
+
+        A member whose pool is down (:meth:`_down`) is not waited on; one whose
+        probe has not finished by then counts as unreachable (its thread ends
+        on its own, within the pool's timeout).
+        """
+        results: dict[int, Finding] = {}
+        threads: list[threading.Thread] = []
+        for i, (hostport, pool, name) in enumerate(wanted):
+            down = self._down(pool)
+            if down is not None:
+                results[i] = (hostport, down, name)
+                continue
+            thread = threading.Thread(
+                target=self._probe,
+                args=(results, i, pool, hostport, name),
+                name=f"poolkeeper-{self.name}-probe",
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+        deadline = time.monotonic() + self.probe_timeout + 1.0
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        late = TimeoutError(f"probe took over {self.probe_timeout} s")
+        return [
+            results.get(i, (hostport, late, name))
+            for i, (hostport, _, name) in enumerate(wanted)
+        ]
+
+    def _probe(
+        self,
+        results: dict[int, Finding],
+        i: int,
+        pool: Any,
+        hostport: HostPort,
+        name: str | None,
+    ) -> None:
+        try:
+            with pool.connection(timeout=self.probe_timeout) as conn:
+                results[i] = (hostport, probe_sync(conn), name)
+        except Exception as exc:
+            results[i] = (hostport, exc, name)
 
     def _run(self) -> None:
         assert self._stop is not None
@@ -113,8 +169,11 @@ class Cluster(ClusterBase):
         deadline = self._deadline(timeout)
         with contextlib.ExitStack() as stack:
             while True:
-                pool = self._pick(readonly)
+                pool = self._pick(readonly, deadline)
                 wait = self._slice(deadline)
+                if pool is None:
+                    time.sleep(min(wait, _RETRY_PICK))  # a failover is under way
+                    continue
                 try:
                     conn = stack.enter_context(pool.connection(timeout=wait))
                     break

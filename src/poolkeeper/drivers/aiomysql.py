@@ -196,6 +196,11 @@ class AiomysqlDriver:
     async def close(self, conn: Any) -> None:
         if conn.closed:
             return
+        # aiomysql forgets its writer on close; over TLS the transport then
+        # finishes its shutdown a few loop turns later. Wait for it, so that a
+        # closed pool has closed its sockets (else a loop ending right after
+        # leaves the socket to the garbage collector: a ResourceWarning).
+        writer = getattr(conn, "_writer", None)
         try:
             await asyncio.wait_for(conn.ensure_closed(), CLOSE_TIMEOUT)
         except Exception:
@@ -204,3 +209,6 @@ class AiomysqlDriver:
         except BaseException:
             conn.close()
             raise
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)

@@ -340,3 +340,26 @@ def test_verify_ca_does_not_check_the_name(
     assert row == (1, f"{USER}@%")
     outcome = run(driver, url(mysql_certs.other_ca))
     assert_refused(driver.name, "verify-ca untrusted", outcome, UNTRUSTED, SECRETS)
+
+
+def test_aiomysql_tls_pool_closes_its_sockets_before_close_returns(
+    tls_mariadb: MariaDbServer, mysql_certs: Certs
+) -> None:
+    """A TLS connection's socket is closed when the pool's close() returns:
+    asyncio ends a TLS transport a few loop turns after aiomysql's close, so a
+    loop that ends right after the pool (asyncio.run) must not leave it to
+    the garbage collector."""
+    pytest.importorskip("aiomysql")
+    query = urlencode({"ssl-mode": "VERIFY_CA", "ssl-ca": str(mysql_certs.ca)})
+    url = f"mysql+aiomysql://{USER}:{PASSWORD}@127.0.0.1:{tls_mariadb.port}/?{query}"
+
+    async def once() -> None:
+        pool = poolkeeper.AsyncPool(url, min_size=2, max_size=2)
+        async with pool, pool.connection() as conn:
+            cursor = await conn.cursor()
+            await cursor.execute("SELECT 1")
+            await cursor.close()
+
+    for _ in range(10):
+        asyncio.run(once())
+        assert collect_leaks() == []

@@ -155,6 +155,15 @@ async def test_async_cluster_moves_writes_on_switchover(
             async with cluster.connection() as conn:
                 await aexecute(conn, "CREATE TABLE IF NOT EXISTS sw2 (n int)")
                 assert host_of(conn).port == target.port
+        # The followers may still be restarting when Patroni names the new
+        # leader (writes move at once); reads move to one as soon as a
+        # refresh finds it back.
+        started = time.monotonic()
+        while not any(
+            m.healthy and m.role == "standby" for m in cluster.stats().members
+        ):
+            assert time.monotonic() - started < SEEN_WITHIN, cluster.stats()
+            await asyncio_sleep(0.05)
         async with cluster.connection(readonly=True) as conn:
             assert host_of(conn).role == "standby"
 

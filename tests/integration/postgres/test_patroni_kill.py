@@ -93,22 +93,13 @@ def closed_reasons(stats: Any) -> dict[str, int]:
     return {k: v for k, v in stats.closed_by_reason.items() if v}
 
 
-#: Why the cluster object misses the bound after a failover (not a restart).
-CLUSTER_FAILOVER_BUG = (
-    "known bug: a refresh probes members one after another, each for up to "
-    "probe_timeout, so while the killed member is down a refresh takes ~2 s and "
-    "applies a Patroni view read before t_w; a checkout in that window goes to the "
-    "old member, already back as a standby (ReadOnlySqlTransaction) or still down"
-)
-
-
 def check_after_kill(
     logs: list[Log], t_w: float, reasons: dict[str, dict[str, int]], how: str
 ) -> None:
     """Writes back within WRITES_BACK_WITHIN of t_w, no failure after t_w + REFRESH.
 
-    Checks the plain pool first; the cluster object's failover miss is an
-    expected failure (CLUSTER_FAILOVER_BUG) until it is fixed.
+    Checks both the plain pool and the cluster object, after a restart in
+    place and after a failover alike.
     """
     problems: dict[str, str] = {}
     for log in sorted(logs, key=lambda log: log.name != "pool"):
@@ -127,11 +118,7 @@ def check_after_kill(
             log.name,
             retired,
         )
-    assert "pool" not in problems, problems
-    if "cluster" in problems:
-        if how == "failover":
-            pytest.xfail(f"{CLUSTER_FAILOVER_BUG}: {problems['cluster']}")
-        raise AssertionError(problems)
+    assert not problems, problems
 
 
 def kill_url(pc: PatroniCluster, driver: str) -> str:
