@@ -66,10 +66,7 @@ class Checkin(Validation[ConnT]):
         elif (
             dirty
             or self._reset is not None
-            or (
-                (answer := self._idle_probe(conn)) is not self._idle_value
-                and answer != self._idle_value
-            )
+            or self._idle_probe(conn) != self._idle_value
         ):
             discard, error = self._clean(conn, commit)
             if error is not None and not isinstance(error, Exception):
