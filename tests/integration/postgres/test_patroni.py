@@ -32,28 +32,31 @@ def pc(pytestconfig: pytest.Config) -> Iterator[PatroniCluster]:
 
 
 def candidate(pc: PatroniCluster) -> PatroniMember:
-    """A running replica, caught up on the leader's timeline, to switch over to.
+    """A running replica, caught up with the leader, to switch over to.
 
     A demoted leader lists as a running replica while it still replays (or
-    rewinds) on its old timeline; promoting it then can hang in recovery, so
-    it is not a candidate until its lag is known and zero on the leader's
-    timeline.
+    rewinds) on its old timeline; promoting it then can hang in recovery. So
+    a replica on the leader's timeline with no lag is preferred; after 10 s
+    any running replica whose lag is known will do, the least behind first
+    (Patroni may report a follower's timeline late).
     """
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    while time.monotonic() - started < 30:
         view = pc.cluster_view()
         leaders = [m for m in view if m.get("role") == "leader"]
         timeline = leaders[0].get("timeline") if leaders else None
-        replicas = [
-            m["name"]
+        known = [
+            m
             for m in view
             if m.get("role") == "replica"
             and m.get("state") == "running"
-            and m.get("timeline") == timeline
-            and m.get("lag") == 0
+            and isinstance(m.get("lag"), int)
         ]
-        if leaders and replicas:
-            return pc.member(replicas[0])
+        best = [m for m in known if m.get("timeline") == timeline and m["lag"] == 0]
+        if leaders and best:
+            return pc.member(best[0]["name"])
+        if leaders and known and time.monotonic() - started > 10:
+            return pc.member(min(known, key=lambda m: int(m["lag"]))["name"])
         time.sleep(0.2)
     raise AssertionError(f"no running replica to switch over to: {pc.cluster_view()}")
 
