@@ -24,8 +24,9 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-#: The compiled modules, under src/: the core and the thread pool's shell
-#: (every mixin of Pool). Pool itself (pool.py) stays Python: mypyc cannot
+#: The compiled modules, under src/: the core, the thread pool's shell
+#: (every mixin of Pool) and the psycopg/psycopg2 idle probes that every
+#: return runs (plain functions; the adapters' classes stay Python). Pool itself (pool.py) stays Python: mypyc cannot
 #: compile its overloaded __init__. So does persistent.py: its pins need weak
 #: references, which mypyc's native classes do not take. Package __init__
 #: files gain nothing.
@@ -48,6 +49,7 @@ COMPILED = (
     "poolkeeper/_sync/lifecycle.py",
     "poolkeeper/_sync/recovery.py",
     "poolkeeper/_sync/validation.py",
+    "poolkeeper/drivers/_probes.py",
 )
 
 #: What a compiling build installs in its isolated environment (the mypy

@@ -19,7 +19,8 @@ local PostgreSQL, in one interleaved run:
 
 Every measurement runs in its own process (the build is chosen at import),
 after a warm-up; the contenders of a row run in a rotated order on every
-round. Each thread counts its own cycles; the table shows the median ops/s of
+round; ``--both`` adds the poolkeeper forms with ``fair=False`` to the same
+rounds of every row of more than one thread. Each thread counts its own cycles; the table shows the median ops/s of
 the rounds and each poolkeeper form's ratio to the fastest peer of the row.
 
 Example::
@@ -51,6 +52,9 @@ POOLKEEPER_FORMS = (
     "pure with",
 )
 PEERS = ("psycopg2 Threaded", "DBUtils")
+#: The suffix of a poolkeeper form run with ``fair=False`` (``--both``).
+UNFAIR = " unfair"
+UNFAIR_FORMS = tuple(form + UNFAIR for form in POOLKEEPER_FORMS)
 
 
 def _connect_fn(driver: str, dsn: str) -> Callable[[], Any]:
@@ -101,7 +105,7 @@ def _cycle(
     import poolkeeper
 
     url = f"postgresql+{driver}://" + dsn.partition("://")[2]
-    fair = os.environ.get("BENCH_FAIR", "1") == "1"
+    fair = os.environ.get("BENCH_FAIR", "1") == "1" and not contender.endswith(UNFAIR)
     pool: Any = poolkeeper.Pool(url, min_size=size, max_size=size, fair=fair)
     pool.open(wait=True, timeout=30.0)
     acquire, release, connection = pool.acquire, pool.release, pool.connection
@@ -113,7 +117,7 @@ def _cycle(
         with connection():
             pass
 
-    cycle = with_cycle if contender.endswith("with") else acquire_cycle
+    cycle = with_cycle if "with" in contender.split() else acquire_cycle
     return cycle, pool.close, poolkeeper.BUILD
 
 
@@ -173,7 +177,8 @@ def _measure(
     if out.returncode != 0:
         raise SystemExit(f"{contender} failed:\n{out.stderr}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    expected = contender.split()[0] if contender in POOLKEEPER_FORMS else "-"
+    poolkeeper = contender in POOLKEEPER_FORMS or contender in UNFAIR_FORMS
+    expected = contender.split()[0] if poolkeeper else "-"
     if result["build"] != expected:
         raise SystemExit(f"{contender} ran the {result['build']} build")
     return float(result["ops"])
@@ -193,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unfair", action="store_true", help="poolkeeper pools with fair=False"
     )
+    parser.add_argument(
+        "--both",
+        action="store_true",
+        help="also the fair=False forms, in the same rounds (rows of more than 1 thread)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--driver", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -211,9 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     samples: dict[str, dict[str, list[float]]] = {}
     for r in range(args.rounds):
         for driver, threads, size in rows:
-            contenders = list(POOLKEEPER_FORMS) + [
-                p for p in PEERS if driver == "psycopg2" or p != "psycopg2 Threaded"
-            ]
+            unfair = list(UNFAIR_FORMS) if args.both and threads > 1 else []
+            contenders = (
+                list(POOLKEEPER_FORMS)
+                + unfair
+                + [p for p in PEERS if driver == "psycopg2" or p != "psycopg2 Threaded"]
+            )
             k = r % len(contenders)
             row = samples.setdefault(f"{driver} {threads} {size}", {})
             for contender in contenders[k:] + contenders[:k]:
@@ -225,16 +238,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.json:
         Path(args.json).write_text(json.dumps(samples, indent=1))
-    header = ["driver", "threads", "max", *POOLKEEPER_FORMS, *PEERS, "fastest peer"]
-    header += [f"{form} / peer" for form in POOLKEEPER_FORMS]
+    forms = POOLKEEPER_FORMS + (UNFAIR_FORMS if args.both else ())
+    header = ["driver", "threads", "max", *forms, *PEERS, "fastest peer"]
+    header += [f"{form} / peer" for form in forms]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * 3 + "---:|" * (len(header) - 3))
     for key, row in samples.items():
         med = {name: statistics.median(values) for name, values in row.items()}
         peer = max((p for p in PEERS if p in med), key=med.__getitem__)
-        cells = key.split() + [f"{med[f]:,.0f}" for f in POOLKEEPER_FORMS]
+        cells = key.split() + [f"{med[f]:,.0f}" if f in med else "-" for f in forms]
         cells += [f"{med[p]:,.0f}" if p in med else "-" for p in PEERS] + [peer]
-        cells += [f"**{med[f] / med[peer]:.2f}x**" for f in POOLKEEPER_FORMS]
+        cells += [f"**{med[f] / med[peer]:.2f}x**" if f in med else "-" for f in forms]
         print("| " + " | ".join(cells) + " |")
     return 0
 

@@ -187,7 +187,12 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         if entry is None or entry.conn is not conn:
             await self._return(conn, None)  # raises PoolError, or a closed one
             return
-        if self._reset is not None or self._idle_probe(conn) != self._idle_value:
+        idle = self._idle_value
+        # `is not` first: the usual answer is the idle value itself (True),
+        # and an identity test costs less than a generic compare.
+        if self._reset is not None or (
+            (answer := self._idle_probe(conn)) is not idle and answer != idle
+        ):
             await self._return(conn, None, None, entry, True)
             return
         now = _monotonic()
@@ -257,7 +262,10 @@ class AsyncConnectionContext(Generic[ConnT]):
             # Roll back (exception) an open transaction; or a PoolError.
             await pool._return(conn, exc_type is None, exc, entry)
             return
-        if pool._reset is not None or pool._idle_probe(conn) != pool._idle_value:
+        idle = pool._idle_value
+        if pool._reset is not None or (
+            (answer := pool._idle_probe(conn)) is not idle and answer != idle
+        ):
             # Commit an open transaction (found by the probe: not probed again).
             await pool._return(conn, True, None, entry, True)
             return

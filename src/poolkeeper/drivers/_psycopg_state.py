@@ -16,9 +16,9 @@ from poolkeeper.drivers._abort import socket_probes
 from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._kept import keep, restore
 from poolkeeper.drivers._libpq import PQ_ACTIVE as _PQ_ACTIVE
-from poolkeeper.drivers._libpq import PQ_IDLE as _PQ_IDLE
 from poolkeeper.drivers._libpq import PQ_SETTLED as _PQ_SETTLED
 from poolkeeper.drivers._libpq import TX_STATUS as _TX
+from poolkeeper.drivers._probes import psycopg_idle
 from poolkeeper.drivers.base import TxStatus
 
 
@@ -36,20 +36,6 @@ _KEPT = ("_notice_handlers", "_notify_handlers")
 
 #: psycopg 3.2+ queues notifications received with no handler for notifies().
 _BACKLOG = "_notifies_backlog"
-
-
-def _idle(conn: Any) -> bool:
-    # libpq reports PQTRANS_UNKNOWN for a closed or broken connection, so one
-    # compare says "open, healthy and outside a transaction"; the rest is
-    # psycopg's client-side state a borrower may leave (see clear_state).
-    return conn.pgconn.transaction_status == _PQ_IDLE and not (
-        conn._num_transactions
-        or conn._tpc
-        # Attribute reads only (no calls): this runs on every return.
-        or conn._notice_handlers.changed
-        or conn._notify_handlers.changed
-        or conn._notifies_backlog
-    )
 
 
 def _baseline(conn: Any) -> None:
@@ -114,7 +100,7 @@ class PsycopgState:
     classify_connect_error = staticmethod(classify_libpq)
     transaction_status = staticmethod(status)
     is_broken = staticmethod(_broken)
-    is_idle = staticmethod(_idle)
+    is_idle = staticmethod(psycopg_idle)
     baseline = staticmethod(_baseline)
     busy = staticmethod(_busy)
     quiet = staticmethod(_quiet)

@@ -31,12 +31,10 @@ from poolkeeper.drivers._abort import socket_probes
 from poolkeeper.drivers._connect_errors import classify_libpq
 from poolkeeper.drivers._hosts import ROLE_QUERY, Role, role_from
 from poolkeeper.drivers._libpq import PQ_ACTIVE as _PQ_ACTIVE
-from poolkeeper.drivers._libpq import PQ_IDLE as _PQ_IDLE
 from poolkeeper.drivers._libpq import TX_STATUS as _TX_STATUS
 from poolkeeper.drivers._libpq import libpq_kwargs, libpq_target, sync_connector
+from poolkeeper.drivers._probes import psycopg2_idle
 from poolkeeper.drivers.base import TxStatus
-
-_transaction_status = ext.connection.get_transaction_status
 
 
 def clear_messages(conn: Any) -> None:
@@ -145,17 +143,8 @@ class Psycopg2Driver:
         # closed: 0 open, 1 closed by the client, 2 lost (found out by a query)
         return bool(conn.closed)
 
-    @staticmethod
-    def is_idle(conn: Any) -> bool:
-        # get_transaction_status() is libpq's status without building a
-        # ConnectionInfo object (as conn.info does); libpq reports UNKNOWN
-        # for a connection closed by the client or lost. Then nothing the
-        # borrower left in conn.notices / conn.notifies (see clear_state).
-        return (
-            _transaction_status(conn) == _PQ_IDLE
-            and not conn.notices
-            and not conn.notifies
-        )
+    # A native function in the compiled build (see _probes).
+    is_idle = staticmethod(psycopg2_idle)
 
     @staticmethod
     def clear_state(conn: Any) -> None:
