@@ -1,7 +1,7 @@
 """Per-host state of one pool: where its connections go, and what we know of each server.
 
 Owns: :class:`HostState` (one server a pool connects to: its address, the
-role it last reported, since when it is suspect, its connect failures) and
+role it last reported, its open connections, since when it is suspect) and
 :class:`HostTable` (a pool's hosts, keyed by address). Pure data: no I/O, no
 lock of its own (the pool's lock guards it), no import of the pool.
 
@@ -61,8 +61,6 @@ class HostState:
     """Connections opened to it and not yet closed."""
     suspect_before: float = -math.inf
     """Monotonic time: its connections checked before this are pinged first."""
-    connect_failures: int = 0
-    """Connect failures in a row (reset by a successful connect)."""
 
 
 @dataclass
@@ -83,7 +81,6 @@ class HostTable:
         state = self.state_of((info.host, info.port))
         state.role = info.role
         state.connections += 1
-        state.connect_failures = 0
         return state
 
     def closed(self, address: HostPort) -> None:
