@@ -218,6 +218,25 @@ class PatroniCluster:
         """The member called ``name``."""
         return next(m for m in self.members if m.name == name)
 
+    def caught_up_replicas(self) -> list[PatroniMember]:
+        """Replicas the leader streams to that have replayed all it wrote.
+
+        Read from the leader's own ``pg_stat_replication`` (Patroni names each
+        walsender after its member), not from Patroni's view: a demoted leader
+        lists there as a running replica while it still rewinds, and a
+        switchover to it can then leave the new leader stuck "starting up".
+        """
+        leader = self.leader()
+        if leader is None:
+            return []
+        names = _ask_all(
+            leader.port,
+            "SELECT application_name FROM pg_stat_replication"
+            " WHERE state = 'streaming'"
+            " AND replay_lsn >= pg_current_wal_lsn()",
+        )
+        return [m for m in self.members if m.name in names and m is not leader]
+
     def switchover(self, candidate: PatroniMember, timeout: float = 30.0) -> None:
         """Move the leader to ``candidate`` (``POST /switchover``), waiting for writes.
 
@@ -445,8 +464,8 @@ class PatroniCluster:
         return "\n".join(parts)
 
 
-def _ask(port: int, query: str) -> Any:
-    """One value from a member's PostgreSQL, or None when it cannot answer."""
+def _rows(port: int, query: str) -> list[tuple[Any, ...]] | None:
+    """Every row from a member's PostgreSQL, or None when it cannot answer."""
     try:
         with psycopg.connect(
             host="127.0.0.1",
@@ -456,10 +475,20 @@ def _ask(port: int, query: str) -> Any:
             connect_timeout=2,
             autocommit=True,
         ) as conn:
-            row = conn.execute(query).fetchone()
+            return conn.execute(query).fetchall()
     except psycopg.Error:
         return None
-    return row[0] if row else None
+
+
+def _ask(port: int, query: str) -> Any:
+    """One value from a member's PostgreSQL, or None when it cannot answer."""
+    rows = _rows(port, query)
+    return rows[0][0] if rows else None
+
+
+def _ask_all(port: int, query: str) -> set[Any]:
+    """The first column of every row (empty when the member cannot answer)."""
+    return {row[0] for row in _rows(port, query) or []}
 
 
 @contextlib.contextmanager

@@ -32,33 +32,21 @@ def pc(pytestconfig: pytest.Config) -> Iterator[PatroniCluster]:
 
 
 def candidate(pc: PatroniCluster) -> PatroniMember:
-    """A running replica, caught up with the leader, to switch over to.
+    """A replica the leader streams to, caught up, to switch over to.
 
-    A demoted leader lists as a running replica while it still replays (or
-    rewinds) on its old timeline; promoting it then can hang in recovery. So
-    a replica on the leader's timeline with no lag is preferred; after 10 s
-    any running replica whose lag is known will do, the least behind first
-    (Patroni may report a follower's timeline late).
+    Only a replica the leader itself reports streaming and replayed to its
+    current position qualifies (see ``caught_up_replicas``); a member still
+    rewinding after an earlier switchover is waited for, never chosen.
     """
     started = time.monotonic()
-    while time.monotonic() - started < 30:
-        view = pc.cluster_view()
-        leaders = [m for m in view if m.get("role") == "leader"]
-        timeline = leaders[0].get("timeline") if leaders else None
-        known = [
-            m
-            for m in view
-            if m.get("role") == "replica"
-            and m.get("state") == "running"
-            and isinstance(m.get("lag"), int)
-        ]
-        best = [m for m in known if m.get("timeline") == timeline and m["lag"] == 0]
-        if leaders and best:
-            return pc.member(best[0]["name"])
-        if leaders and known and time.monotonic() - started > 10:
-            return pc.member(min(known, key=lambda m: int(m["lag"]))["name"])
+    while time.monotonic() - started < 60:
+        ready = pc.caught_up_replicas()
+        if ready:
+            return ready[0]
         time.sleep(0.2)
-    raise AssertionError(f"no running replica to switch over to: {pc.cluster_view()}")
+    raise AssertionError(
+        f"no caught-up streaming replica within 60 s: {pc.cluster_view()}\n{pc.logs()}"
+    )
 
 
 def wait_primary(get: object, port: int) -> float:
