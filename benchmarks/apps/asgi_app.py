@@ -4,7 +4,8 @@ The pool is chosen by the ``BENCH_POOL`` environment variable; everything else
 is the same code for every pool of a family:
 
 * asyncpg family (``asyncpg``, ``asyncpg-noreset``, ``pk-asyncpg``,
-  ``pk-asyncpg-full``, ``pk-asyncpg-unfair`` with ``fair=False``):
+  ``pk-asyncpg-full``, ``pk-asyncpg-unfair`` with ``fair=False``,
+  ``pk-asyncpg-bounded`` with ``fair="bounded"``):
   ``async with pool.acquire() as conn`` and asyncpg's own ``fetchval`` /
   ``transaction()``. poolkeeper's ``AsyncPool`` offers the
   same ``acquire()`` as asyncpg's pool, so the handlers do not change.
@@ -131,7 +132,13 @@ async def open_pool() -> AsyncIterator[Any]:
             yield AsyncpgFamily(pool)
         finally:
             await pool.close()
-    elif POOL in ("pk-asyncpg", "pk-asyncpg-full", "pk-asyncpg-unfair", "pk-psycopg"):
+    elif POOL in (
+        "pk-asyncpg",
+        "pk-asyncpg-full",
+        "pk-asyncpg-unfair",
+        "pk-asyncpg-bounded",
+        "pk-psycopg",
+    ):
         import poolkeeper
 
         if POOL == "pk-psycopg":
@@ -140,7 +147,9 @@ async def open_pool() -> AsyncIterator[Any]:
         else:
             url, args = _asyncpg_dsn(), {"server_settings": settings}
         reset = {"reset": "full"} if POOL == "pk-asyncpg-full" else {}
-        fair = POOL != "pk-asyncpg-unfair"
+        fair = {"pk-asyncpg-unfair": False, "pk-asyncpg-bounded": "bounded"}.get(
+            POOL, True
+        )
         async with poolkeeper.AsyncPool(
             url, min_size=SIZE, max_size=SIZE, connect_args=args, fair=fair, **reset
         ) as pk:

@@ -80,13 +80,14 @@ ASGI_POOLS = [
     "pk-psycopg",
     "pk-sqlalchemy",
     "pk-asyncpg-unfair",
+    "pk-asyncpg-bounded",
 ]
 WSGI_POOLS = ["psycopg_pool", "sqlalchemy", "pk-psycopg", "pk-sqlalchemy"]
 # The default run leaves out poolkeeper under SQLAlchemy (same pool, one more
 # layer) to keep a full run near 20 minutes, and poolkeeper over asyncpg with
 # fair=False (hand-off order); name them with --asgi-pools / --wsgi-pools to
 # include them.
-DEFAULT_ASGI = ASGI_POOLS[:-2]
+DEFAULT_ASGI = ASGI_POOLS[:-3]
 DEFAULT_WSGI = WSGI_POOLS[:-1]
 CLIENTS = [64, 256, 1024]
 ROUTES = ["query", "tx"]
@@ -174,7 +175,11 @@ def server(
         BENCH_APPNAME=appname,
         BENCH_DSN=dsn,
         BENCH_POOL_SIZE=str(size),
-        PYTHONPATH=str(ROOT),
+        # The caller's PYTHONPATH after the repository (e.g. PYTHONPATH=src
+        # to measure a checkout's pure-Python source over the installed build).
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
     )
     proc = subprocess.Popen(
         server_command(app, port, python),
@@ -381,6 +386,7 @@ def is_poolkeeper(pool: str) -> bool:
 LIKE_FOR_LIKE = {
     "pk-asyncpg": "asyncpg-noreset",
     "pk-asyncpg-unfair": "asyncpg-noreset",
+    "pk-asyncpg-bounded": "asyncpg-noreset",
     "pk-asyncpg-full": "asyncpg",
     "pk-psycopg": "psycopg_pool",
     "pk-sqlalchemy": "sqlalchemy",

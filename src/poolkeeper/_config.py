@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from poolkeeper.errors import ConfigError
@@ -319,7 +319,7 @@ class PoolConfig:
     keepalive: float | None = None
     leak_timeout: float | None = None
     query_timeout: float | None = None
-    fair: bool = True
+    fair: bool | Literal["bounded"] = True
     role_check_interval: float | None = None
 
     def __post_init__(self) -> None:
@@ -352,8 +352,10 @@ class PoolConfig:
                 f"got {self.validate!r}"
             )
         check_seconds("validate_after", self.validate_after, allow_zero=True)
-        if not isinstance(self.fair, bool):
-            raise ConfigError(f"fair must be True or False, got {self.fair!r}")
+        if not isinstance(self.fair, bool) and self.fair != "bounded":
+            raise ConfigError(
+                f"fair must be True, False or 'bounded', got {self.fair!r}"
+            )
         check_seconds("keepalive", self.keepalive, optional=True)
         check_seconds("leak_timeout", self.leak_timeout, optional=True)
         check_seconds("query_timeout", self.query_timeout, optional=True)

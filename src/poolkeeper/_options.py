@@ -113,11 +113,15 @@ class PoolOptions(TypedDict, total=False):
     (asyncpg, PyMySQL, mysqlclient, aiomysql) it is the time since checkout,
     shortened by socket traffic. The housekeeper checks every 0.25 s at
     most."""
-    fair: bool
+    fair: bool | Literal["bounded"]
     """FIFO hand-off to waiters: a returned connection goes straight to the
     oldest waiter; ``False`` lets a running caller take it ahead of the
     waiters (much higher throughput under heavy contention, but a waiter can
-    time out while others are served)."""
+    time out while others are served); ``"bounded"``: waiters are served in
+    FIFO order, but a caller that runs while a returned connection is on its
+    way to the oldest waiter may take it, once per waiter: that waiter then
+    gets the next one for sure (the connection is not left idle while the
+    waiter wakes up; a wait grows by one hand-off at most)."""
     role_check_interval: float | None
     """PostgreSQL URLs: also check every connection's role (primary, standby)
     at its first checkout after every this many seconds, with one query, and

@@ -383,7 +383,7 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
             requeued = False
             nudge = None
             with self._lock:
-                # Nudged in unfair mode: try to take an idle connection.
+                # Nudged (not fair mode): try to take an idle connection.
                 nudged = woken and waiter.entry is None and waiter.error is None
                 if nudged and state.checkout_for(waiter, _monotonic()) is None:
                     waiter.signal = ASignal()

@@ -237,15 +237,19 @@ class StateBase:
     def _place(self, entry: PoolEntry, now: float) -> Waiter | None:
         if self.waiters:
             waiter = self.pop_waiter()
-            if self.config.fair:
+            fair = self.config.fair
+            if fair is True or (fair and waiter.overtaken):
                 # Direct hand-off: the oldest waiter owns it before it wakes
                 # (and the checkout counts when it takes it: served()).
                 waiter.entry = entry
                 self._reserve(entry, now)
                 return waiter
-            # Unfair mode: the connection goes back on the stack and the oldest
-            # waiter is only nudged; whoever runs first (perhaps the caller that
-            # just released it) takes it. Fewer thread switches, no ordering.
+            # Unfair mode, or "bounded" for a waiter not yet overtaken: the
+            # connection goes back on the stack and the oldest waiter is only
+            # nudged; whoever runs first (perhaps the caller that just
+            # released it) takes it. A nudged waiter that finds nothing goes
+            # back to the head of the queue (requeue()), in "bounded" mode
+            # for a direct hand-off next time.
         else:
             waiter = None
         self.idle.append(entry)

@@ -37,7 +37,8 @@ class CheckoutState(ConnectState):
         """Take an idle connection for a caller, or return None if there is none.
 
         In fair mode there is never an idle connection while callers wait, so
-        a new caller cannot overtake them.
+        a new caller cannot overtake them (in "bounded" mode only one on its
+        way to a nudged waiter, who can be overtaken once).
 
         Idle connections past their lifetime are retired on the way.
         """
@@ -47,7 +48,7 @@ class CheckoutState(ConnectState):
         return entry
 
     def checkout_for(self, waiter: Waiter, now: float) -> PoolEntry | None:
-        """Reserve an idle connection for a nudged waiter (unfair mode), or
+        """Reserve an idle connection for a nudged waiter (not fair mode), or
         return None if there is none; it counts once :meth:`served`."""
         entry = self._pop_idle(now)
         if entry is not None:
@@ -339,23 +340,25 @@ class CheckoutState(ConnectState):
         return self._keep(entry, now)
 
     def next_to_nudge(self) -> Waiter | None:
-        """In unfair mode, pick a waiter to wake if a connection sits idle.
+        """Outside fair mode, pick a waiter to wake if a connection sits idle.
 
         A nudged waiter that stops waiting (timeout, cancellation) must pass
         the nudge on, or the idle connection would wait for the next return.
         """
-        if self.config.fair or not self.idle or not self.waiters:
+        if self.config.fair is True or not self.idle or not self.waiters:
             return None
         return self.pop_waiter()
 
     def requeue(self, waiter: Waiter) -> None:
-        """Put a nudged waiter that found nothing back at the head of the queue."""
+        """Put a nudged waiter that found nothing back at the head of the queue
+        (in "bounded" mode it is served by direct hand-off from then on)."""
         if self.closed:
             waiter.error = PoolClosed(
                 f"pool {self.name!r} was closed while waiting", pool_name=self.name
             )
             return
         waiter.queued = True
+        waiter.overtaken = True
         self.waiters.appendleft(waiter)
 
     def validation_timed_out(self) -> int:

@@ -102,7 +102,15 @@ class Waiter:
     until the queue drops it (see ``StateBase.unqueue``).
     """
 
-    __slots__ = ("connect_only", "enqueued_at", "entry", "error", "queued", "signal")
+    __slots__ = (
+        "connect_only",
+        "enqueued_at",
+        "entry",
+        "error",
+        "overtaken",
+        "queued",
+        "signal",
+    )
 
     def __init__(self, signal: Any, enqueued_at: float) -> None:
         self.signal = signal
@@ -111,6 +119,7 @@ class Waiter:
         self.error: BaseException | None = None
         self.connect_only = False
         self.queued = False
+        self.overtaken = False
 
 
 def capture_stack(limit: int = 16) -> str:

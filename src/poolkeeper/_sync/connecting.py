@@ -380,7 +380,7 @@ class Connecting(PoolBase[ConnT]):
             requeued = False
             nudge = None
             with self._lock:
-                # Nudged in unfair mode: try to take an idle connection.
+                # Nudged (not fair mode): try to take an idle connection.
                 nudged = woken and waiter.entry is None and waiter.error is None
                 if nudged and state.checkout_for(waiter, _monotonic()) is None:
                     waiter.signal = Signal()

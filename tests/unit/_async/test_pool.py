@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -860,9 +861,12 @@ async def test_timeout_zero_gets_a_pool_timeout_naming_a_transient_error() -> No
         assert factory.calls == 1 and pool.stats().timeouts == 2
 
 
-async def test_unfair_mode_serves_everyone_and_times_out_cleanly() -> None:
+@pytest.mark.parametrize("fair", [False, "bounded"])
+async def test_unfair_mode_serves_everyone_and_times_out_cleanly(
+    fair: bool | Literal["bounded"],
+) -> None:
     factory = Factory()
-    async with AsyncPool(factory, min_size=2, max_size=2, fair=False) as pool:
+    async with AsyncPool(factory, min_size=2, max_size=2, fair=fair) as pool:
         done: list[int] = []
 
         async def user(i: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -853,9 +854,12 @@ def test_timeout_zero_gets_a_pool_timeout_naming_a_transient_error() -> None:
         assert factory.calls == 1 and pool.stats().timeouts == 2
 
 
-def test_unfair_mode_serves_everyone_and_times_out_cleanly() -> None:
+@pytest.mark.parametrize("fair", [False, "bounded"])
+def test_unfair_mode_serves_everyone_and_times_out_cleanly(
+    fair: bool | Literal["bounded"],
+) -> None:
     factory = Factory()
-    with Pool(factory, min_size=2, max_size=2, fair=False) as pool:
+    with Pool(factory, min_size=2, max_size=2, fair=fair) as pool:
         done: list[int] = []
 
         def user(i: int) -> None:

@@ -97,6 +97,61 @@ def test_checkin_hands_to_oldest_waiter_first() -> None:
     assert state.in_use[id(entry.conn)] is entry
 
 
+def test_bounded_mode_lets_a_running_caller_overtake_each_waiter_once() -> None:
+    state = make_state(min_size=1, max_size=1, fair="bounded")
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    first, second = Waiter(None, 1.0), Waiter(None, 2.0)
+    state.enqueue(first)
+    state.enqueue(second)
+    # The return only nudges the oldest waiter: the connection stays idle,
+    # and a caller that runs before the waiter does takes it.
+    nudged = state.checkin(entry, 3.0)
+    assert nudged is first and first.entry is None
+    barger = state.acquire(3.0, NO_LOCK)
+    assert barger is entry
+    # The nudged waiter finds nothing and goes back to the head of the queue.
+    assert state.checkout_for(first, 3.5) is None
+    state.requeue(first)
+    assert list(state.waiters) == [first, second] and first.overtaken
+    # Once overtaken, the next return goes to it directly: no second barge.
+    woken = state.release(barger, 4.0, NO_LOCK)
+    assert woken is first
+    assert woken.entry is entry
+    assert state.acquire(4.0, NO_LOCK) is None and state.checkout(4.0) is None
+    assert list(state.waiters) == [second] and not second.overtaken
+
+
+@pytest.mark.parametrize("fair", [True, False, "bounded"])
+def test_a_nudge_of_a_waiter_that_leaves_passes_on_outside_fair_mode(
+    fair: object,
+) -> None:
+    state = make_state(min_size=1, max_size=1, fair=fair)
+    fill(state)
+    entry = state.checkout(0.0)
+    assert entry is not None
+    first, second = Waiter(None, 1.0), Waiter(None, 2.0)
+    state.enqueue(first)
+    state.enqueue(second)
+    woken = state.checkin(entry, 3.0)
+    assert woken is first
+    if fair is True:
+        assert first.entry is entry and not state.idle
+        assert state.next_to_nudge() is None
+    else:
+        # The nudged waiter gave up before it ran: the next one is nudged.
+        assert first.entry is None and list(state.idle) == [entry]
+        assert state.next_to_nudge() is second
+        assert state.checkout_for(second, 3.5) is entry
+
+
+@pytest.mark.parametrize("fair", [1, "yes", None, "Bounded"])
+def test_fair_must_be_a_bool_or_bounded(fair: object) -> None:
+    with pytest.raises(ConfigError, match="fair must be True, False or 'bounded'"):
+        make_state(fair=fair)
+
+
 def test_double_checkin_raises() -> None:
     state = make_state()
     fill(state)
