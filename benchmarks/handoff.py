@@ -57,7 +57,9 @@ def summarize(latencies: list[float], count: int, seconds: float) -> dict[str, f
     }
 
 
-async def run_async(name: str, clients: int, size: int, work: float, seconds: float) -> dict[str, float]:
+async def run_async(
+    name: str, clients: int, size: int, work: float, seconds: float
+) -> dict[str, float]:
     import asyncpg
 
     if name == "asyncpg":
@@ -105,7 +107,9 @@ async def run_async(name: str, clients: int, size: int, work: float, seconds: fl
     return result
 
 
-def run_threads(name: str, clients: int, size: int, work: float, seconds: float) -> dict[str, float]:
+def run_threads(
+    name: str, clients: int, size: int, work: float, seconds: float
+) -> dict[str, float]:
     if name == "psycopg_pool":
         import psycopg_pool
 
@@ -165,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pools", nargs="+")
     args = parser.parse_args(argv)
     names = list(args.pools or (THREADS if args.threads else ASYNC))
-    print(f"poolkeeper {poolkeeper.__version__} build={poolkeeper.BUILD}; "
-          f"{'threads' if args.threads else 'asyncio'}, pool {args.size}, "
-          f"work {args.work:g} us")
+    print(
+        f"poolkeeper {poolkeeper.__version__} build={poolkeeper.BUILD}; "
+        f"{'threads' if args.threads else 'asyncio'}, pool {args.size}, "
+        f"work {args.work:g} us"
+    )
     for clients in args.clients:
         results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 if args.threads:
                     res = run_threads(name, clients, args.size, args.work, args.seconds)
@@ -180,19 +186,29 @@ def main(argv: list[str] | None = None) -> int:
                         run_async(name, clients, args.size, args.work, args.seconds)
                     )
                 results[name].append(res)
-                print(f"  round {r} clients {clients} {name:<13} {res['rps']:8.0f} req/s"
-                      f"  p50 {res['p50']:7.1f} ms  p99 {res['p99']:7.1f} ms"
-                      f"  max {res['max']:7.1f} ms", file=sys.stderr)
+                print(
+                    f"  round {r} clients {clients} {name:<13} {res['rps']:8.0f} req/s"
+                    f"  p50 {res['p50']:7.1f} ms  p99 {res['p99']:7.1f} ms"
+                    f"  max {res['max']:7.1f} ms",
+                    file=sys.stderr,
+                )
         base = names[0]
-        print(f"\n| clients | pool | req/s (median) | same-round vs {base} | p50 ms | p99 ms | max ms |")
+        print(
+            f"\n| clients | pool | req/s (median) | same-round vs {base} | p50 ms | p99 ms | max ms |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name in names:
             rows = results[name]
-            ratios = [row["rps"] / b["rps"] for row, b in zip(rows, results[base], strict=True)]
+            ratios = [
+                row["rps"] / b["rps"]
+                for row, b in zip(rows, results[base], strict=True)
+            ]
             med = statistics.median
-            print(f"| {clients} | {name} | {med(r['rps'] for r in rows):,.0f} | "
-                  f"{med(ratios):.2f}x | {med(r['p50'] for r in rows):.1f} | "
-                  f"{med(r['p99'] for r in rows):.1f} | {med(r['max'] for r in rows):.1f} |")
+            print(
+                f"| {clients} | {name} | {med(r['rps'] for r in rows):,.0f} | "
+                f"{med(ratios):.2f}x | {med(r['p50'] for r in rows):.1f} | "
+                f"{med(r['p99'] for r in rows):.1f} | {med(r['max'] for r in rows):.1f} |"
+            )
     return 0
 
 
