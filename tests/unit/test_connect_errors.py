@@ -93,6 +93,9 @@ def test_libpq_sqlstate_wins_when_there_is_one() -> None:
         (socket.gaierror(-2, "Name or service not known"), F.HOST),
         (ConnectionError('server at "h:5432" rejected SSL upgrade'), F.TLS),
         (ssl.SSLCertVerificationError("certificate verify failed"), F.TLS),
+        # The link closed mid-handshake: an outage, not a TLS refusal.
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), F.TRANSIENT),
+        (ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed"), F.TRANSIENT),
         (TimeoutError(), F.TRANSIENT),
         (TypeError("connect() got an unexpected keyword argument"), F.CONFIG),
     ],
@@ -127,6 +130,48 @@ def test_asyncpg_errors(error: BaseException, fault: ConnectFault) -> None:
         (OperationalError(1040, "Too many connections"), F.BUSY),
         (OperationalError(1193, "Unknown system variable 'x'"), F.CONFIG),
         (OperationalError(2026, "SSL connection error"), F.TLS),
+        (
+            OperationalError(
+                1129, "Host 'h' is blocked because of many connection errors"
+            ),
+            F.AUTH,
+        ),
+        (
+            OperationalError(1130, "Host 'h' is not allowed to connect to this server"),
+            F.AUTH,
+        ),
+        # A TLS handshake cut short (mysqlclient, PyMySQL, aiomysql wording).
+        (
+            OperationalError(2026, "TLS/SSL error: unexpected eof while reading"),
+            F.TRANSIENT,
+        ),
+        (
+            wrapped(
+                OperationalError(
+                    2003,
+                    "Can't connect to MySQL server on 'h' ([SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol)",
+                ),
+                ssl.SSLEOFError(
+                    8,
+                    "[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol",
+                ),
+            ),
+            F.TRANSIENT,
+        ),
+        (
+            wrapped(
+                OperationalError(2003, "Can't connect to MySQL server on 'h'"),
+                ConnectionResetError(104, "Connection reset by peer"),
+            ),
+            F.TRANSIENT,
+        ),
+        (
+            wrapped(
+                OperationalError(2003, "Can't connect to MySQL server on 'h'"),
+                ssl.SSLCertVerificationError("certificate verify failed"),
+            ),
+            F.TLS,
+        ),
     ],
 )
 def test_mysql_errors(error: BaseException, fault: ConnectFault) -> None:

@@ -127,6 +127,11 @@ _MYSQL_CODES: dict[int, ConnectFault] = {
     1044: F.AUTH,  # access denied to the database
     1045: F.AUTH,  # access denied (password)
     1698: F.AUTH,  # access denied (auth plugin)
+    # Refused for the client's host: not allowed (a grant for another host
+    # only), or blocked after max_connect_errors until FLUSH HOSTS; retrying
+    # cannot help, and only adds to the count that blocked it.
+    1129: F.AUTH,
+    1130: F.AUTH,
     1049: F.DATABASE,  # unknown database
     2005: F.HOST,  # unknown server host (mysqlclient)
     2026: F.TLS,  # SSL connection error
@@ -138,6 +143,25 @@ _MYSQL_CODES: dict[int, ConnectFault] = {
 }
 #: "Can't connect" codes: refused, a timeout, or (PyMySQL, aiomysql) DNS.
 _MYSQL_CANNOT_CONNECT = frozenset({2002, 2003})
+
+#: A TLS error that only says the link closed in the middle (a restart, a
+#: proxy or load balancer dropping connections): an outage, not a refusal.
+#: MariaDB Connector/C (mysqlclient) words it "TLS/SSL error: unexpected eof
+#: while reading" under code 2026; libpq has its own rule above.
+_TLS_CUT_TEXT = re.compile(
+    r"unexpected eof|EOF occurred in violation of protocol|SSL SYSCALL error|"
+    r"connection reset|Broken pipe",
+    re.IGNORECASE,
+)
+
+
+def _tls_cut(error: BaseException) -> bool:
+    """Whether an ``ssl`` error only reports a link closed mid-handshake."""
+    if isinstance(
+        error, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
+    ):
+        return True
+    return bool(_TLS_CUT_TEXT.search(str(error)))
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -153,6 +177,8 @@ def _chain(error: BaseException) -> list[BaseException]:
 def _os_fault(error: BaseException) -> ConnectFault | None:
     """The fault of an OS-level error anywhere in ``error``'s chain, if any."""
     for exc in _chain(error):
+        if isinstance(exc, ssl.SSLError) and _tls_cut(exc):
+            return F.TRANSIENT
         if isinstance(exc, ssl.SSLError | ssl.CertificateError):
             return F.TLS
         if isinstance(exc, socket.gaierror):
@@ -161,6 +187,12 @@ def _os_fault(error: BaseException) -> ConnectFault | None:
             return F.REFUSED
         if isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
             return F.REFUSED
+        if isinstance(
+            exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError
+        ):
+            # A listener that accepted, then dropped the link (a restart, a
+            # proxy, a TLS handshake cut short): there is a server; retry.
+            return F.TRANSIENT
         if isinstance(exc, OSError) and "Connect call failed" in str(exc):
             # asyncio's "Multiple exceptions" for a name with several addresses
             # (no errno), or one address that answered with a reset: a peer
@@ -222,6 +254,8 @@ def classify_mysql(error: BaseException) -> ConnectFault:
     """Classify a connect error of PyMySQL, aiomysql or mysqlclient."""
     args = getattr(error, "args", ())
     code = args[0] if args and isinstance(args[0], int) else None
+    if code == 2026 and _tls_cut(error):
+        return F.TRANSIENT
     if code in _MYSQL_CODES:
         return _MYSQL_CODES[code]
     if code in _MYSQL_CANNOT_CONNECT:

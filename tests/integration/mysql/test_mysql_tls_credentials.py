@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -363,3 +364,43 @@ def test_aiomysql_tls_pool_closes_its_sockets_before_close_returns(
     for _ in range(10):
         asyncio.run(once())
         assert collect_leaks() == []
+
+
+# --- a TLS handshake cut short is an outage, not a TLS misconfiguration --------
+
+
+@pytest.mark.parametrize("limit", [200, 400, 1200])
+def test_tls_handshake_cut_short_is_waited_out(
+    driver: Driver,
+    limit: int,
+    tls_mariadb: MariaDbServer,
+    mysql_certs: Certs,
+    tcp_option_file: Path,
+) -> None:
+    """A link closed in the middle of the TLS handshake (a restarting server,
+    a proxy or load balancer dropping connections) is transient: a caller on
+    an empty pool waits and gets a connection once links pass again. Python's
+    ``ssl`` reports such a cut as ``SSLEOFError`` or ``SSLZeroReturnError``
+    (an ``ssl.SSLError``), which used to be read as a TLS misconfiguration:
+    permanent, so the caller got the error at once. ``limit``: bytes each
+    link passes before the proxy closes it (the MariaDB greeting and the
+    SSLRequest are about 120; the certificate follows the ClientHello)."""
+    with FaultProxy((tls_mariadb.host, tls_mariadb.port)) as proxy:
+        proxy.truncate_after(limit)
+        url = tls_url(
+            driver,
+            tls_mariadb,
+            tcp_option_file,
+            **{"ssl-mode": "REQUIRED", "connect_timeout": "3"},
+        ).replace(f":{tls_mariadb.port}/", f":{proxy.port}/")
+        heal = threading.Timer(0.6, proxy.pass_through)
+        started = time.monotonic()
+        heal.start()
+        try:
+            outcome = run(driver, url, min_size=0, timeout=5)
+        finally:
+            heal.cancel()
+        waited = time.monotonic() - started
+    row = assert_connected(driver.name, f"cut at {limit} bytes", outcome)
+    assert row == (1, f"{USER}@%")
+    assert 0.5 < waited < 4.0, (waited, chain_text(outcome.error))
