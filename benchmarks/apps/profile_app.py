@@ -92,6 +92,8 @@ def profile(
                     out.name,
                     "--nonblocking",
                     *(["--gil"] if args.gil else []),
+                    # gunicorn's requests run in a worker, a child of the pid.
+                    *(["--subprocesses"] if app == "wsgi" else []),
                 ],
                 check=True,
                 capture_output=True,
