@@ -35,8 +35,8 @@ from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from _own_suite import Result, add_arguments, compare, parse_junit
 from _sdist import extract_sdist
-from sqlalchemy_suite import Result, _parse_junit, expected_failures
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
@@ -117,7 +117,7 @@ def run(pool: str, postgres_url: str, files: list[str] = FILES) -> Result:
             text=True,
             check=False,
         )
-        result = _parse_junit(junit)
+        result = parse_junit(junit)
     result.seconds = time.monotonic() - started
     result.output = proc.stdout + proc.stderr
     if proc.returncode not in (0, 1):  # 1: some tests failed
@@ -132,28 +132,10 @@ def _node_id(test_id: str) -> str:
     return f"{module.replace('.', '/')}.py::{cls}::{name}"
 
 
-def _report(pool: str, result: Result, show_output: bool) -> None:
-    if show_output or not result.passed:
-        print(result.output)
-    else:
-        for line in result.output.splitlines():
-            if line.startswith("poolkeeper:"):
-                print(line)
-    print(
-        f"{pool}: {result.passed} passed, {len(result.failed)} failed, "
-        f"{len(result.skipped)} skipped in {result.seconds:.0f} s"
-    )
-
-
 def main() -> int:
     """Parse arguments, fetch the suite if needed, run it and report."""
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument("--fetch-only", action="store_true")
-    parser.add_argument(
-        "--pool", choices=["compare", "poolkeeper", "stock"], default="compare"
-    )
-    parser.add_argument("--postgres-url", default=DEFAULT_URL)
-    parser.add_argument("--show-output", action="store_true")
+    add_arguments(parser, DEFAULT_URL)
     args = parser.parse_args()
     if args.fetch_only:
         print(f"asyncpg's tests ready in {fetch()}")
@@ -161,39 +143,15 @@ def main() -> int:
     if not (source_dir() / FILES[0]).exists():
         print(f"{source_dir()} is missing: run tools/asyncpg_suite.py --fetch-only")
         return 2
-    stock_failed: set[str] = set()
-    if args.pool in ("compare", "stock"):
-        stock = run("stock", args.postgres_url)
-        _report("stock", stock, args.show_output)
-        for test_id in sorted(stock.failed):
-            print(f"failed with the stock pool too: {test_id}")
-        if args.pool == "stock":
-            return 0 if stock.passed else 1
-        stock_failed = set(stock.failed)
-    result = run("poolkeeper", args.postgres_url)
-    _report("poolkeeper", result, args.show_output)
-    expected = expected_failures(EXPECTED)
-    only_poolkeeper = set(result.failed) - stock_failed
-    unexpected = sorted(only_poolkeeper - expected)
-    if unexpected and len(unexpected) <= 3:
+
+    def rerun(test_ids: list[str]) -> set[str]:
         # Several of asyncpg's tests have 10-50 ms deadlines: on a loaded
-        # machine one may miss it once. Run those once more, alone; a test
-        # that fails again is a real difference.
-        ids = [_node_id(test_id) for test_id in unexpected]
-        again = run("poolkeeper", args.postgres_url, ids)
-        for test_id in unexpected:
-            if test_id not in again.failed:
-                print(f"passed when run again alone (timing): {test_id}")
-        unexpected = sorted(set(unexpected) & set(again.failed))
-    for test_id in sorted(only_poolkeeper & expected):
-        print(f"expected failure (see {EXPECTED.name}): {test_id}")
-    for test_id in unexpected:
-        print(f"UNEXPECTED FAILURE {test_id}")
-    for test_id in sorted(expected - set(result.failed)):
-        print(f"now passing (remove from {EXPECTED.name}): {test_id}")
-    if not result.passed:
-        return 1
-    return 1 if unexpected else 0
+        # machine one may miss it once. A test that fails again alone is a
+        # real difference.
+        ids = [_node_id(test_id) for test_id in test_ids]
+        return set(run("poolkeeper", args.postgres_url, ids).failed)
+
+    return compare(args, lambda pool: run(pool, args.postgres_url), EXPECTED, rerun)
 
 
 if __name__ == "__main__":

@@ -37,11 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
+from _own_suite import Result, add_arguments, compare, parse_junit
 from _sdist import extract_sdist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,53 +97,6 @@ def with_driver(url: str, driver: str) -> str:
     return f"{scheme.partition('+')[0]}+{driver}{sep}{rest}"
 
 
-@dataclass
-class Result:
-    """Outcome counts and failing test ids of one pytest run."""
-
-    passed: int = 0
-    failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    output: str = ""
-
-    def add(self, other: Result) -> None:
-        """Merge another run's outcome into this one."""
-        self.passed += other.passed
-        self.failed += other.failed
-        self.skipped += other.skipped
-        self.seconds += other.seconds
-        self.output += other.output
-
-
-def _parse_junit(path: Path) -> Result:
-    """Read one outcome per test: a test that failed in any phase (call,
-    setup, teardown: junit lists such a test more than once) failed."""
-    result = Result()
-    if not path.exists():
-        return result
-    outcomes: dict[str, str] = {}
-    for case in ET.parse(path).iter("testcase"):
-        name = f"{case.get('classname', '')}::{case.get('name', '')}"
-        tags = {child.tag for child in case}
-        if tags & {"failure", "error"}:
-            outcome = "failed"
-        elif "skipped" in tags:
-            outcome = "skipped"
-        else:
-            outcome = "passed"
-        if outcomes.get(name) != "failed":
-            outcomes[name] = outcome
-    for name, outcome in outcomes.items():
-        if outcome == "failed":
-            result.failed.append(name)
-        elif outcome == "skipped":
-            result.skipped.append(name)
-        else:
-            result.passed += 1
-    return result
-
-
 def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
     """Run SQLAlchemy's pytest on ``files`` against ``dburi``; return the outcome."""
     env = dict(os.environ)
@@ -176,7 +128,7 @@ def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
         proc = subprocess.run(
             command, cwd=src, env=env, capture_output=True, text=True, check=False
         )
-        result = _parse_junit(junit)
+        result = parse_junit(junit)
     result.seconds = time.monotonic() - started
     result.output = proc.stdout + proc.stderr
     if proc.returncode not in (0, 1):  # 1: some tests failed
@@ -252,44 +204,10 @@ def drop(postgres_url: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {SUITE_DATABASE} WITH (FORCE)")
 
 
-def expected_failures(path: Path = EXPECTED) -> set[str]:
-    """The test ids listed in the expected-failures file (``id  # reason`` lines)."""
-    ids = set()
-    for line in path.read_text().splitlines():
-        test_id = line.partition("#")[0].strip()
-        if test_id:
-            ids.add(test_id)
-    return ids
-
-
-def _report(pool: str, result: Result, show_output: bool) -> None:
-    if show_output or not result.passed:
-        print(result.output)
-    else:
-        # The plugin's lines naming the pool classes the engines got.
-        for line in result.output.splitlines():
-            if line.startswith("poolkeeper:"):
-                print(line)
-    print(
-        f"{pool}: {result.passed} passed, {len(result.failed)} failed, "
-        f"{len(result.skipped)} skipped in {result.seconds:.0f} s"
-    )
-
-
 def main() -> int:
     """Parse arguments, fetch the suite if needed, run it and report."""
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument("--fetch-only", action="store_true")
-    parser.add_argument(
-        "--pool",
-        choices=["compare", "poolkeeper", "stock"],
-        default="compare",
-        help="compare (default): run with the stock pool, then poolkeeper's",
-    )
-    parser.add_argument("--postgres-url", default=DEFAULT_URL)
-    parser.add_argument(
-        "--show-output", action="store_true", help="print pytest's output"
-    )
+    add_arguments(parser, DEFAULT_URL)
     args = parser.parse_args()
     if args.fetch_only:
         print(f"SQLAlchemy test suite ready in {fetch()}")
@@ -297,37 +215,7 @@ def main() -> int:
     if not (source_dir() / "test" / "conftest.py").exists():
         print(f"{source_dir()} is missing: run tools/sqlalchemy_suite.py --fetch-only")
         return 2
-    stock_failed: set[str] = set()
-    stock_skipped: set[str] = set()
-    if args.pool in ("compare", "stock"):
-        stock = run("stock", args.postgres_url)
-        _report("stock", stock, args.show_output)
-        for test_id in sorted(stock.failed):
-            print(f"failed with the stock pool too: {test_id}")
-        if args.pool == "stock":
-            return 0 if stock.passed else 1
-        stock_failed = set(stock.failed)
-        stock_skipped = set(stock.skipped)
-    result = run("poolkeeper", args.postgres_url)
-    _report("poolkeeper", result, args.show_output)
-    if stock_skipped:
-        for test_id in sorted(set(result.skipped) - stock_skipped):
-            print(f"skipped only with poolkeeper: {test_id}")
-    expected = expected_failures()
-    only_poolkeeper = set(result.failed) - stock_failed
-    unexpected = sorted(only_poolkeeper - expected)
-    for test_id in sorted(set(result.failed) & stock_failed):
-        print(f"failed with both pools: {test_id}")
-    for test_id in sorted(only_poolkeeper & expected):
-        print(f"expected failure (see {EXPECTED.name}): {test_id}")
-    label = "UNEXPECTED FAILURE" if args.pool == "compare" else "FAILED (not compared)"
-    for test_id in unexpected:
-        print(f"{label} {test_id}")
-    for test_id in sorted(expected - set(result.failed)):
-        print(f"now passing (remove from {EXPECTED.name}): {test_id}")
-    if not result.passed:
-        return 1
-    return 1 if unexpected else 0
+    return compare(args, lambda pool: run(pool, args.postgres_url), EXPECTED)
 
 
 if __name__ == "__main__":
