@@ -12,8 +12,13 @@ and the comparison. Fetching a suite and running it stay in each tool.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +67,47 @@ def parse_junit(path: Path) -> Result:
             result.skipped.append(name)
         else:
             result.passed += 1
+    return result
+
+
+def run_pytest(
+    cwd: Path,
+    plugin: str,
+    args: list[str],
+    env: Mapping[str, str],
+    python_path: list[str],
+    timeout: int,
+) -> Result:
+    """Run pytest in ``cwd`` (a suite's tree) with ``plugin``; return the outcome.
+
+    ``python_path`` goes before the caller's ``PYTHONPATH``; ``env`` is added
+    to this process's environment, without ``CI`` (no CI-specific behaviour
+    inside another project's suite). ``timeout``: pytest-timeout's, per test.
+    """
+    full_env = {**os.environ, **env}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [*python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    full_env.pop("CI", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        command = [
+            sys.executable,
+            *("-m", "pytest", "-p", plugin, "-p", "no:randomly"),
+            *("-p", "no:cacheprovider", "-q", "--tb=short"),
+            f"--timeout={timeout}",
+            f"--junitxml={junit}",
+            *args,
+        ]
+        started = time.monotonic()
+        proc = subprocess.run(
+            command, cwd=cwd, env=full_env, capture_output=True, text=True, check=False
+        )
+        result = parse_junit(junit)
+    result.seconds = time.monotonic() - started
+    result.output = proc.stdout + proc.stderr
+    if proc.returncode not in (0, 1):  # 1: some tests failed
+        result.failed.append(f"pytest exited with {proc.returncode} for {args}")
     return result
 
 

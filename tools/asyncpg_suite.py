@@ -26,16 +26,13 @@ must be listed, with its reason, in
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from _own_suite import Result, add_arguments, compare, parse_junit
+from _own_suite import Result, add_arguments, compare, run_pytest
 from _sdist import extract_sdist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,53 +73,18 @@ def fetch(apg_version: str | None = None) -> Path:
 def run(pool: str, postgres_url: str, files: list[str] = FILES) -> Result:
     """Run asyncpg's pool tests (``files``: paths or test ids) with ``pool``."""
     parts = urlsplit(postgres_url)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), str(FRAMEWORKS), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    env.update(
-        POOLKEEPER_ASYNCPG_POOL=pool,
-        PGHOST=parts.hostname or "127.0.0.1",
-        PGPORT=str(parts.port or 5432),
-        PGUSER=parts.username or "postgres",
-        PGDATABASE="postgres",  # the tests name it themselves
-    )
+    env = {
+        "POOLKEEPER_ASYNCPG_POOL": pool,
+        "PGHOST": parts.hostname or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "PGUSER": parts.username or "postgres",
+        "PGDATABASE": "postgres",  # the tests name it themselves
+    }
     if parts.password:
         env["PGPASSWORD"] = parts.password
-    env.pop("CI", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        junit = Path(tmp) / "junit.xml"
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            PLUGIN,
-            "-p",
-            "no:randomly",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--tb=short",
-            "--timeout=120",
-            f"--junitxml={junit}",
-            *files,
-        ]
-        started = time.monotonic()
-        proc = subprocess.run(
-            command,
-            cwd=source_dir(),
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        result = parse_junit(junit)
-    result.seconds = time.monotonic() - started
-    result.output = proc.stdout + proc.stderr
-    if proc.returncode not in (0, 1):  # 1: some tests failed
-        result.failed.append(f"pytest exited with {proc.returncode}")
-    return result
+    return run_pytest(
+        source_dir(), PLUGIN, files, env, [str(ROOT / "src"), str(FRAMEWORKS)], 120
+    )
 
 
 def _node_id(test_id: str) -> str:

@@ -33,14 +33,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
-from _own_suite import Result, add_arguments, compare, parse_junit
+from _own_suite import Result, add_arguments, compare, run_pytest
 from _sdist import extract_sdist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,51 +95,24 @@ def with_driver(url: str, driver: str) -> str:
     return f"{scheme.partition('+')[0]}+{driver}{sep}{rest}"
 
 
-def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
-    """Run SQLAlchemy's pytest on ``files`` against ``dburi``; return the outcome."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    env["POOLKEEPER_SQLA_POOL"] = pool
-    env.pop("CI", None)  # no CI-specific behaviour inside SQLAlchemy's suite
-    with tempfile.TemporaryDirectory() as tmp:
-        junit = Path(tmp) / "junit.xml"
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            PLUGIN,
-            "-p",
-            "no:randomly",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--tb=short",
-            "--timeout=300",
-            f"--junitxml={junit}",
-            f"--dburi={dburi}",
-            *files,
-        ]
-        started = time.monotonic()
-        proc = subprocess.run(
-            command, cwd=src, env=env, capture_output=True, text=True, check=False
-        )
-        result = parse_junit(junit)
-    result.seconds = time.monotonic() - started
-    result.output = proc.stdout + proc.stderr
-    if proc.returncode not in (0, 1):  # 1: some tests failed
-        result.failed.append(f"pytest exited with {proc.returncode} for {files}")
-    return result
-
-
 #: The database the slice runs in, next to the one given: SQLAlchemy's tests
 #: create and drop common table names (``users``, ``addresses``) that other
 #: test runs on a shared server may be using at the same time; one database
 #: per run (named after the process), dropped at the end, so that two runs at
 #: once (two developers, two CI jobs) cannot break each other.
 SUITE_DATABASE = f"pk_sqlalchemy_suite_{os.getpid()}"
+
+
+def run_files(files: list[str], dburi: str, pool: str, src: Path) -> Result:
+    """Run SQLAlchemy's pytest on ``files`` against ``dburi``; return the outcome."""
+    return run_pytest(
+        src,
+        PLUGIN,
+        [f"--dburi={dburi}", *files],
+        {"POOLKEEPER_SQLA_POOL": pool},
+        [str(ROOT / "src"), str(ROOT)],
+        timeout=300,
+    )
 
 
 def prepare(postgres_url: str) -> str:
