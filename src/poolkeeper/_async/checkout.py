@@ -120,10 +120,14 @@ class AsyncCheckout(AsyncCheckin[ConnT]):
         if entry is None:
             if not self._opened:
                 await self.open()
-            if self._held.pending or state.size + state.connecting >= state.max_size:
+            if self._held.pending or (
+                state.size + state.connecting >= state.max_size and self._lends_any()
+            ):
                 # Before waiting: the slot of a connection an acquire() caller
                 # closed or dropped may be free; and one it closes while
-                # this caller waits is noticed at once (_watch_closed).
+                # this caller waits is noticed at once (_watch_closed). Both
+                # take the lock: skipped when no connection is lent through
+                # acquire() (a pool used through connection() alone).
                 self._take_unreleased()
                 self._watch_closed()
             # Takes an idle connection that is there after all (expired ones

@@ -219,6 +219,15 @@ class AsyncHousekeeping(AsyncConnecting[ConnT]):
         for site, conn in found:
             self._report_unreleased(site, conn)
 
+    def _lends_any(self) -> bool:
+        """Whether a connection in use may be lent through ``acquire()``,
+        read without the lock (see :func:`_lends`); True when unsure."""
+        try:
+            return _lends(self._state.in_use)
+        except RuntimeError:
+            # A free-threaded build changed the dict while it was read.
+            return True
+
     def _watch_closed(self) -> None:
         """Start watching for lent connections closed without :meth:`release`.
 
@@ -321,7 +330,11 @@ _SITE = operator.attrgetter("site")
 
 
 def _lends(in_use: dict[int, PoolEntry]) -> bool:
-    """Whether a connection in use is lent through ``acquire()``."""
+    """Whether a connection in use is lent through ``acquire()``.
+
+    One C-level pass (``any``, ``map``, ``attrgetter``): with the GIL no
+    other thread runs during it, so it may also be read without the lock.
+    """
     return any(map(_SITE, in_use.values()))
 
 
