@@ -83,14 +83,22 @@ def test_checkout_is_lifo_and_checkin_returns_to_idle() -> None:
     assert state.acquires == 1 and state.usage_time.count == 1
 
 
-def test_checkin_hands_to_oldest_waiter_first() -> None:
-    state = make_state(min_size=1, max_size=1)
+def two_waiters_on_one_connection(
+    **kwargs: object,
+) -> tuple[PoolState, PoolEntry, Waiter, Waiter]:
+    """A pool of one connection, lent, and two callers queued for it."""
+    state = make_state(min_size=1, max_size=1, **kwargs)
     fill(state)
     entry = state.checkout(0.0)
     assert entry is not None
     first, second = Waiter(None, 1.0), Waiter(None, 2.0)
     state.enqueue(first)
     state.enqueue(second)
+    return state, entry, first, second
+
+
+def test_checkin_hands_to_oldest_waiter_first() -> None:
+    state, entry, first, second = two_waiters_on_one_connection()
     woken = state.checkin(entry, 3.0)
     assert woken is first and first.entry is entry and second.entry is None
     assert list(state.waiters) == [second]
@@ -98,13 +106,7 @@ def test_checkin_hands_to_oldest_waiter_first() -> None:
 
 
 def test_bounded_mode_lets_a_running_caller_overtake_each_waiter_once() -> None:
-    state = make_state(min_size=1, max_size=1, fair="bounded")
-    fill(state)
-    entry = state.checkout(0.0)
-    assert entry is not None
-    first, second = Waiter(None, 1.0), Waiter(None, 2.0)
-    state.enqueue(first)
-    state.enqueue(second)
+    state, entry, first, second = two_waiters_on_one_connection(fair="bounded")
     # The return only nudges the oldest waiter: the connection stays idle,
     # and a caller that runs before the waiter does takes it.
     nudged = state.checkin(entry, 3.0)
@@ -127,13 +129,7 @@ def test_bounded_mode_lets_a_running_caller_overtake_each_waiter_once() -> None:
 def test_a_nudge_of_a_waiter_that_leaves_passes_on_outside_fair_mode(
     fair: object,
 ) -> None:
-    state = make_state(min_size=1, max_size=1, fair=fair)
-    fill(state)
-    entry = state.checkout(0.0)
-    assert entry is not None
-    first, second = Waiter(None, 1.0), Waiter(None, 2.0)
-    state.enqueue(first)
-    state.enqueue(second)
+    state, entry, first, second = two_waiters_on_one_connection(fair=fair)
     woken = state.checkin(entry, 3.0)
     assert woken is first
     if fair is True:
