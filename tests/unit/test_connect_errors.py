@@ -145,6 +145,20 @@ def test_asyncpg_errors(error: BaseException, fault: ConnectFault) -> None:
             OperationalError(2026, "TLS/SSL error: unexpected eof while reading"),
             F.TRANSIENT,
         ),
+        # mysqlclient's wording for a refused certificate stays a TLS error.
+        (
+            OperationalError(
+                2026,
+                "TLS/SSL error: error:0A000086:SSL routines::certificate verify failed",
+            ),
+            F.TLS,
+        ),
+        (
+            OperationalError(
+                2026, "TLS/SSL error: Validation of SSL server certificate failed"
+            ),
+            F.TLS,
+        ),
         (
             wrapped(
                 OperationalError(

@@ -15,6 +15,7 @@ checkout, open/close; it imports only ``connecting`` and ``base`` of the shell.
 from __future__ import annotations
 
 import operator
+import sys
 import traceback
 import warnings
 import weakref
@@ -221,12 +222,12 @@ class AsyncHousekeeping(AsyncConnecting[ConnT]):
 
     def _lends_any(self) -> bool:
         """Whether a connection in use may be lent through ``acquire()``,
-        read without the lock (see :func:`_lends`); True when unsure."""
-        try:
+        read without the lock where the GIL makes that safe (see
+        :func:`_lends`)."""
+        if _GIL:
             return _lends(self._state.in_use)
-        except RuntimeError:
-            # A free-threaded build changed the dict while it was read.
-            return True
+        with self._lock:
+            return _lends(self._state.in_use)
 
     def _watch_closed(self) -> None:
         """Start watching for lent connections closed without :meth:`release`.
@@ -323,6 +324,10 @@ class AsyncHousekeeping(AsyncConnecting[ConnT]):
             if await self._closing.wait(SUSPECT_GRACE):
                 return
 
+
+#: Whether this interpreter has the GIL (a free-threaded build may run
+#: another thread in the middle of a C-level pass over a dict).
+_GIL: bool = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 #: An entry's acquiring site: set (a non-empty tuple) while it is lent
 #: through ``acquire()``, None otherwise.

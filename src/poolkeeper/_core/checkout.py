@@ -351,7 +351,11 @@ class CheckoutState(ConnectState):
 
     def requeue(self, waiter: Waiter) -> None:
         """Put a nudged waiter that found nothing back at the head of the queue
-        (in "bounded" mode it is served by direct hand-off from then on)."""
+        (in "bounded" mode it is served by direct hand-off from then on).
+
+        Among the waiters requeued so, the oldest stays first: two nudged
+        waiters that both find nothing keep their order.
+        """
         if self.closed:
             waiter.error = PoolClosed(
                 f"pool {self.name!r} was closed while waiting", pool_name=self.name
@@ -359,7 +363,17 @@ class CheckoutState(ConnectState):
             return
         waiter.queued = True
         waiter.overtaken = True
-        self.waiters.appendleft(waiter)
+        waiters = self.waiters
+        # Only requeued waiters are ever ahead of it, a few at most.
+        i = 0
+        n = len(waiters)
+        while (
+            i < n
+            and waiters[i].overtaken
+            and waiters[i].enqueued_at <= waiter.enqueued_at
+        ):
+            i += 1
+        waiters.insert(i, waiter)
 
     def validation_timed_out(self) -> int:
         """Count a checkout that ran out of time validating; return the waiters."""

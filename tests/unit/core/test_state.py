@@ -125,6 +125,37 @@ def test_bounded_mode_lets_a_running_caller_overtake_each_waiter_once() -> None:
     assert list(state.waiters) == [second] and not second.overtaken
 
 
+@pytest.mark.parametrize("fair", [False, "bounded"])
+def test_requeued_waiters_keep_their_order(fair: object) -> None:
+    # Two connections come back to three waiters: the two oldest are nudged,
+    # two running callers take both connections, and both nudged waiters
+    # find nothing, the older one first. The queue keeps W1, W2, W3.
+    state = make_state(min_size=2, max_size=2, fair=fair)
+    fill(state)
+    lent = [state.checkout(0.0), state.checkout(0.0)]
+    waiters = [Waiter(None, float(i)) for i in (1, 2, 3)]
+    for waiter in waiters:
+        state.enqueue(waiter)
+    nudged = [state.checkin(entry, 4.0) for entry in lent if entry is not None]
+    assert nudged == waiters[:2]
+    bargers = [state.acquire(4.0, NO_LOCK), state.acquire(4.0, NO_LOCK)]
+    assert None not in bargers
+    for found in nudged:
+        assert found is not None
+        assert state.checkout_for(found, 4.5) is None
+        state.requeue(found)
+    assert list(state.waiters) == waiters
+    # And the other way round (the younger finds nothing first).
+    state.waiters.clear()
+    for waiter in waiters:
+        waiter.overtaken = False
+        state.enqueue(waiter)
+    for waiter in reversed(waiters[:2]):
+        state.waiters.remove(waiter)
+        state.requeue(waiter)
+    assert list(state.waiters) == waiters
+
+
 @pytest.mark.parametrize("fair", [True, False, "bounded"])
 def test_a_nudge_of_a_waiter_that_leaves_passes_on_outside_fair_mode(
     fair: object,
