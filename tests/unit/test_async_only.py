@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -74,8 +74,13 @@ async def test_waiters_cancelled_in_the_middle_keep_the_queue_in_order() -> None
         assert len(pool._state.waiters) == 0 and pool._state.abandoned == 0
 
 
-async def test_connection_handed_to_a_cancelled_waiter_comes_back() -> None:
-    async with AsyncPool(Factory(), min_size=1, max_size=1) as pool:
+@pytest.mark.parametrize("fair", [True, False, "bounded"])
+async def test_connection_handed_to_a_cancelled_waiter_comes_back(
+    fair: bool | Literal["bounded"],
+) -> None:
+    # Fair: handed over, then recalled; otherwise the cancelled waiter was
+    # only nudged and passes the nudge on to the next one.
+    async with AsyncPool(Factory(), min_size=1, max_size=1, fair=fair) as pool:
         held = await pool.acquire()
         first = asyncio.ensure_future(pool.acquire(timeout=10))
         second = asyncio.ensure_future(pool.acquire(timeout=10))
@@ -90,6 +95,33 @@ async def test_connection_handed_to_a_cancelled_waiter_comes_back() -> None:
         assert conn is held
         await pool.release(conn)
         assert pool.stats().in_use == 0 and pool.stats().waiting == 0
+
+
+async def test_bounded_a_running_caller_overtakes_a_woken_waiter_once() -> None:
+    async with AsyncPool(
+        Factory(), min_size=1, max_size=1, fair="bounded", timeout=10
+    ) as pool:
+        held = await pool.acquire()
+        waiter = asyncio.ensure_future(pool.acquire())
+        while pool.stats().waiting < 1:
+            await asyncio.sleep(0)
+        # The return only wakes the waiter; this task runs on and takes the
+        # connection first (fair=True would have reserved it for the waiter).
+        await pool.release(held)
+        again = await pool.acquire(timeout=0)
+        assert again is held
+        for _ in range(5):  # the waiter wakes, finds nothing, queues again
+            await asyncio.sleep(0)
+        assert not waiter.done() and pool.stats().waiting == 1
+        # Overtaken once: the next return is handed to it directly.
+        await pool.release(again)
+        with pytest.raises(PoolTimeout):
+            await pool.acquire(timeout=0)
+        conn = await asyncio.wait_for(waiter, 5)
+        assert conn is held
+        await pool.release(conn)
+        stats = pool.stats()
+        assert stats.acquires == 3 and stats.in_use == 0 and stats.waiting == 0
 
 
 async def test_a_hand_off_to_a_cancelled_waiter_is_not_a_use() -> None:
