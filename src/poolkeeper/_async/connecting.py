@@ -409,7 +409,12 @@ class AsyncConnecting(AsyncPoolBase[ConnT]):
             raise error
         if self._events.timeout:
             self._emit("timeout", None, duration=_monotonic() - now)
-        raise state.timeout_error(timeout)
+        # Under the lock: the message reads the connections in use, which
+        # other threads change meanwhile (iterating them unlocked made a
+        # busy pool's timeout a RuntimeError, "dictionary keys changed").
+        with self._lock:
+            timed_out = state.timeout_error(timeout)
+        raise timed_out
 
 
 def _reached(conn: Any) -> HostInfo | None:

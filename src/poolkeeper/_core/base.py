@@ -190,6 +190,7 @@ class StateBase:
 
         Its message names the last connect error (first line, secrets
         masked) and its ``__cause__`` is that error, while connects fail.
+        Call it under the shell's lock (it reads the connections in use).
         """
         message = (
             f"pool {self.name!r} timed out after {timeout:.1f} s waiting for a "
