@@ -399,19 +399,26 @@ class Connecting(PoolBase[ConnT]):
             break
         if entry is not None:
             return entry
+        raise self._wait_failed(waiter, now, timeout)
+
+    def _wait_failed(
+        self, waiter: Waiter, started: float, timeout: float
+    ) -> BaseException:
+        """The error for a caller whose wait ended without a connection (the
+        one the pool gave it, or a :class:`PoolTimeout`); tells listeners."""
         error = waiter.error
         if error is not None:
             if isinstance(error, PoolTimeout) and self._events.timeout:
-                self._emit("timeout", None, duration=_monotonic() - now)
-            raise error
+                self._emit("timeout", None, duration=_monotonic() - started)
+            return error
         if self._events.timeout:
-            self._emit("timeout", None, duration=_monotonic() - now)
+            self._emit("timeout", None, duration=_monotonic() - started)
         # Under the lock: the message reads the connections in use, which
         # other threads change meanwhile (iterating them unlocked made a
         # busy pool's timeout a RuntimeError, "dictionary keys changed").
         with self._lock:
-            timed_out = state.timeout_error(timeout)
-        raise timed_out
+            timed_out = self._state.timeout_error(timeout)
+        return timed_out
 
 
 def _reached(conn: Any) -> HostInfo | None:
