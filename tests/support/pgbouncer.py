@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import require_db
+from tests.support.pgcluster import _free_port
 
 __all__ = ["PgBouncer", "find_pgbouncer", "pgbouncer"]
 
@@ -73,10 +74,9 @@ def install_pgbouncer() -> str:
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 for a server started a moment later
+    (below the ephemeral range: see :func:`tests.support.pgcluster._free_port`)."""
+    return _free_port()
 
 
 class PgBouncer:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shlex
 import shutil
 import signal
@@ -96,13 +97,49 @@ def pg_available(bindir: Path | str = DEFAULT_BINDIR) -> str | None:
     return None
 
 
+#: Ports this process handed out already (never twice).
+_HANDED_OUT: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel uses for outgoing connections."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def _free_port() -> int:
-    # Racy by nature (the port is released before postgres binds it), but the
-    # kernel hands out ephemeral ports round-robin so a collision is unlikely.
+    """A TCP port on 127.0.0.1 for a server a test starts a little later.
+
+    Chosen at random below the kernel's ephemeral range, checked free by
+    binding it, and never handed out twice by this process. A port from the
+    ephemeral range (bind to port 0) can be taken, before the server binds
+    it, as the local port of any outgoing connection, and the test legs that
+    run beside each other open thousands: a Patroni member once failed
+    "Address already in use" so. Below the range only another server can.
+    """
+    high = _ephemeral_low()
+    low = max(1024, high - 20000)
+    rng = random.SystemRandom()
+    with _PORTS_LOCK:
+        for _ in range(500):
+            port = rng.randrange(low, high)
+            if port in _HANDED_OUT:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        sock.bind(("127.0.0.1", 0))  # no luck below the range: any free one
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def _run_as_postgres() -> list[str]:
